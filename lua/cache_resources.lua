@@ -1,0 +1,12 @@
+-- cache_resources: store an encoded TaskResources under its key unless one is there already
+-- (the first writer wins) and answer the stored value.
+-- KEYS: the run's keys.
+-- ARGV: 1 seen, 2 actor, 3 epoch, 4 resource key, 5 encoded value
+-- Returns: {version, won (1/0), stored value}
+-- Errors: STATELOST.
+--!include prelude
+local won = redis.call('HSETNX', K.resources, ARGV[4], ARGV[5])
+if won == 1 then
+  touch()
+end
+return {finish(), won, redis.call('HGET', K.resources, ARGV[4])}

@@ -1,0 +1,19 @@
+-- create_run: create the run's meta hash unless it exists (the first creator wins).
+-- KEYS: the run's keys (keys.RUN_KEY_NAMES order).
+-- ARGV: 1 seen, 2 actor, 3 epoch, 4 workflow_id, 5 workflow_run_id, 6 dag_id,
+--       7 max_concurrently_running, 8 run status, 9 events_maxlen, 10 detail_max
+-- Returns: {version, created (1/0), workflow_id, dag_id, limit, status}
+-- Errors: STATELOST.
+--!include prelude
+local created = 0
+if redis.call('EXISTS', K.meta) == 0 then
+  redis.call('HSET', K.meta, 'workflow_id', ARGV[4], 'workflow_run_id', ARGV[5], 'dag_id', ARGV[6],
+    'limit', ARGV[7], 'status', ARGV[8], 'npc', 0, 'version', 0, 'events_maxlen', ARGV[9],
+    'detail_max', ARGV[10], 'created_ms', now_ms())
+  EVENTS_MAXLEN = tonumber(ARGV[9])
+  emit('type', 'run_created', 'status', ARGV[8], 'limit', ARGV[7])
+  touch()
+  created = 1
+end
+local m = redis.call('HMGET', K.meta, 'workflow_id', 'dag_id', 'limit', 'status')
+return {finish(), created, m[1], m[2], m[3], m[4]}

@@ -1,0 +1,65 @@
+-- register: add tasks and arrays, idempotently. A task that exists keeps its record (the first
+-- registration wins: a replica with an older snapshot cannot regress it); an array's limit is
+-- overwritten (limits are absolute values from the server, as in jobmon's add_array).
+-- Registration stores each task's current done count as its starting count and propagates
+-- nothing.
+-- KEYS: the run's keys.
+-- ARGV: 1 seen, 2 actor, 3 epoch, 4 n tasks, then per task 6 values:
+--       id, status, array id, number of upstreams, upstreams done, downstream ids (a,b,c);
+--       then n arrays, then per array 2 values: array id, limit
+-- Returns: {version, {id, status, done, ...} for tasks that already existed}
+-- Errors: STATELOST, INVALID (unknown status), NORUN.
+--!include prelude
+if redis.call('EXISTS', K.meta) == 0 then
+  return fail('NORUN', 'run has no meta key')
+end
+local n = tonumber(ARGV[4])
+local base = 5
+for i = 0, n - 1 do
+  local st = ARGV[base + i * 6 + 1]
+  if not VALID[st] then
+    return fail('INVALID', 'unknown task status ' .. st .. ' for task ' .. ARGV[base + i * 6])
+  end
+end
+local existing = {}
+local added = 0
+local per_status = {}
+for i = 0, n - 1 do
+  local j = base + i * 6
+  local id, st, arr, nup, nd, children = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5]
+  local v = redis.call('HGET', K.task, id)
+  if v then
+    local s, d = rec_parse(v)
+    existing[#existing + 1] = id
+    existing[#existing + 1] = s
+    existing[#existing + 1] = tonumber(d)
+  else
+    redis.call('HSET', K.task, id, rec_join(st, nd, '', '', arr .. '|' .. nup .. '|' .. nd .. '|' .. children))
+    redis.call('SADD', SK[st], id)
+    if ACTIVE[st] then
+      redis.call('HINCRBY', K.active, arr, 1)
+    end
+    per_status[st] = (per_status[st] or 0) + 1
+    added = added + 1
+  end
+end
+local j = base + n * 6
+local na = tonumber(ARGV[j])
+for i = 0, na - 1 do
+  local aid, limit = ARGV[j + 1 + i * 2], ARGV[j + 2 + i * 2]
+  if redis.call('HGET', K.arrays, aid) ~= limit then
+    redis.call('HSET', K.arrays, aid, limit)
+    emit('type', 'array_limit', 'array', aid, 'limit', limit)
+    touch()
+  end
+end
+if added > 0 then
+  local parts = {}
+  for st, c in pairs(per_status) do
+    parts[#parts + 1] = st .. '=' .. c
+  end
+  table.sort(parts)
+  emit('type', 'register', 'n', added, 'statuses', table.concat(parts, ','))
+  touch()
+end
+return {finish(), existing}

@@ -1,0 +1,37 @@
+"""swarm_redis: jobmon's SwarmState in Redis, so several orchestrator replicas share one run."""
+
+from swarm_redis.codec import DefaultCodec, ResourceCodec, resource_digest
+from swarm_redis.core import ApplyResult
+from swarm_redis.errors import (
+    FencedError,
+    InvalidInputError,
+    InvalidTypeError,
+    LeaseLostError,
+    StateLostError,
+    SwarmRedisError,
+    TransitionError,
+    UnknownRunError,
+)
+from swarm_redis.records import ArrayRecord, TaskRecord
+from swarm_redis.state import RedisSwarmState
+from swarm_redis.update import StateUpdate
+
+__all__ = [
+    "ApplyResult",
+    "ArrayRecord",
+    "DefaultCodec",
+    "FencedError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "LeaseLostError",
+    "RedisSwarmState",
+    "ResourceCodec",
+    "StateLostError",
+    "StateUpdate",
+    "SwarmRedisError",
+    "TaskRecord",
+    "TransitionError",
+    "UnknownRunError",
+    "resource_digest",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,289 @@
+"""Sans-I/O command layer: what to send to Redis and how to read the answer.
+
+This is the only module that knows each script's KEYS/ARGV order (mirroring the header of each
+``lua/*.lua`` file). It builds :class:`ScriptCall` and :class:`Command` values and decodes
+replies; it never talks to Redis. The sync and async transports execute the values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from swarm_redis.errors import (
+    FencedError,
+    InvalidInputError,
+    LeaseLostError,
+    StateLostError,
+    SwarmRedisError,
+    TransitionError,
+    UnknownRunError,
+)
+from swarm_redis.keys import RunKeys
+
+Arg = Union[str, int, bytes]
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One EVALSHA of a script from ``lua/``."""
+
+    script: str
+    keys: Sequence[str]
+    args: Sequence[Arg]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One plain Redis command, e.g. ``Command(("SCARD", key))``."""
+
+    args: tuple[Arg, ...]
+
+
+Call = Union[ScriptCall, Command]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the version it saw last, its replica id and leadership epoch."""
+
+    seen: int
+    actor: str = "-"
+    epoch: str = ""
+
+    def head(self) -> list[Arg]:
+        return [self.seen, self.actor, self.epoch]
+
+
+def text(value: Any) -> str:
+    """A reply element as str (clients may or may not decode responses)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def opt_text(value: Any) -> str | None:
+    return None if value is None else text(value)
+
+
+def error_from_reply(message: str, run_id: int | str) -> Exception | None:
+    """Our exception for a script's coded error reply, or None when it is not one of ours."""
+    code, _, rest = message.partition(" ")
+    if code == "STATELOST":
+        seen, _, found = rest.partition(" ")
+        return StateLostError(run_id, int(seen), int(found.split()[0]))
+    if code == "INVALID":
+        return InvalidInputError(f"workflow run {run_id}: {rest}")
+    if code == "NORUN":
+        return UnknownRunError(f"workflow run {run_id} not found in Redis ({rest})")
+    if code == "LEASELOST":
+        return LeaseLostError(f"workflow run {run_id}: {rest}")
+    if code == "FENCED":
+        return FencedError(f"workflow run {run_id}: leadership fenced: {rest}")
+    if code == "TRANSITION":
+        return TransitionError(f"workflow run {run_id}: run status transition refused: {rest}")
+    if code == "SWARM":
+        return SwarmRedisError(f"workflow run {run_id}: {rest}")
+    return None
+
+
+# --- script calls (ARGV order mirrors the header of each lua file) ------------------------------
+
+
+def create_run(
+    keys: RunKeys,
+    caller: Caller,
+    workflow_id: int,
+    workflow_run_id: int | str,
+    dag_id: int,
+    limit: int,
+    status: str,
+    events_maxlen: int,
+    detail_max: int,
+) -> ScriptCall:
+    args = [*caller.head(), workflow_id, workflow_run_id, dag_id, limit, status]
+    return ScriptCall("create_run", keys.all, [*args, events_maxlen, detail_max])
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """What registration writes for one task."""
+
+    task_id: int
+    status: str
+    array_id: int
+    num_upstreams: int
+    num_upstreams_done: int
+    downstream_ids: tuple[int, ...]
+
+
+def register(
+    keys: RunKeys, caller: Caller, tasks: Sequence[TaskDef], arrays: Sequence[tuple[int, int]]
+) -> ScriptCall:
+    args: list[Arg] = [*caller.head(), len(tasks)]
+    for t in tasks:
+        children = ",".join(map(str, t.downstream_ids))
+        args += [t.task_id, t.status, t.array_id, t.num_upstreams, t.num_upstreams_done, children]
+    args.append(len(arrays))
+    for array_id, limit in arrays:
+        args += [array_id, limit]
+    return ScriptCall("register", keys.all, args)
+
+
+@dataclass(frozen=True)
+class UpdateTail:
+    """The run-level part of a StateUpdate, written with the last chunk."""
+
+    limit: int | None
+    array_limits: tuple[tuple[int, int], ...]
+    run_status: str | None
+    sync_encoded: str | None
+    sync_us: int | None
+
+
+def apply_update(
+    keys: RunKeys,
+    caller: Caller,
+    *,
+    propagate: bool,
+    stamp: int | None,
+    changes: Sequence[tuple[int, str]],
+    tail: UpdateTail | None,
+) -> ScriptCall:
+    args: list[Arg] = [*caller.head(), int(propagate), "" if stamp is None else stamp, len(changes)]
+    for task_id, status in changes:
+        args += [task_id, status]
+    if tail is None:
+        args.append(0)
+    else:
+        args += [1, "" if tail.limit is None else tail.limit, len(tail.array_limits)]
+        for array_id, limit in tail.array_limits:
+            args += [array_id, limit]
+        args += [
+            tail.run_status or "",
+            tail.sync_encoded or "",
+            "" if tail.sync_us is None else tail.sync_us,
+        ]
+    return ScriptCall("apply_update", keys.all, args)
+
+
+def propagate(
+    keys: RunKeys, caller: Caller, task_ids: Iterable[int], *, enqueue: bool
+) -> ScriptCall:
+    return ScriptCall("propagate", keys.all, [*caller.head(), int(enqueue), *task_ids])
+
+
+def enqueue(
+    keys: RunKeys, caller: Caller, items: Sequence[tuple[int, str]], *, front: bool
+) -> ScriptCall:
+    args: list[Arg] = [*caller.head(), int(front)]
+    for task_id, resource_key in items:
+        args += [task_id, resource_key]
+    return ScriptCall("enqueue", keys.all, args)
+
+
+def dequeue(keys: RunKeys, caller: Caller, n: int) -> ScriptCall:
+    return ScriptCall("dequeue", keys.all, [*caller.head(), n])
+
+
+def cache_resources(keys: RunKeys, caller: Caller, resource_key: str, encoded: bytes) -> ScriptCall:
+    return ScriptCall("cache_resources", keys.all, [*caller.head(), resource_key, encoded])
+
+
+def set_fields(keys: RunKeys, caller: Caller, fields: dict[str, Arg]) -> ScriptCall:
+    args: list[Arg] = list(caller.head())
+    for name, value in fields.items():
+        args += [name, value]
+    return ScriptCall("set_fields", keys.all, args)
+
+
+def read_status(keys: RunKeys, caller: Caller, status: str) -> ScriptCall:
+    return ScriptCall("read_status", keys.all, [*caller.head(), status])
+
+
+# --- reply decoding ---------------------------------------------------------------------------
+
+
+def triples(flat: Sequence[Any]) -> list[tuple[int, str, int]]:
+    """``[id, status, done, ...]`` -> ``[(id, status, done), ...]``."""
+    return [(int(flat[i]), text(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+
+@dataclass(frozen=True)
+class ApplyReply:
+    """Decoded reply of apply_update (also used for propagate, with empty changed)."""
+
+    version: int
+    changed: list[tuple[int, str, int, str]]  # id, new status, done, old status
+    ready: list[int]
+    touched: list[tuple[int, int, str]]  # id, done, status
+    run_status: str | None
+    limit: int | None
+    run_status_applied: bool
+
+
+def decode_apply(reply: Sequence[Any]) -> ApplyReply:
+    flat = reply[1]
+    changed = [
+        (int(flat[i]), text(flat[i + 1]), int(flat[i + 2]), text(flat[i + 3]))
+        for i in range(0, len(flat), 4)
+    ]
+    touched_flat = reply[3]
+    touched = [
+        (int(touched_flat[i]), int(touched_flat[i + 1]), text(touched_flat[i + 2]))
+        for i in range(0, len(touched_flat), 3)
+    ]
+    meta = reply[4]
+    run_status = text(meta[0]) or None
+    limit_text = text(meta[1])
+    return ApplyReply(
+        version=int(reply[0]),
+        changed=changed,
+        ready=[int(x) for x in reply[2]],
+        touched=touched,
+        run_status=run_status,
+        limit=int(limit_text) if limit_text else None,
+        run_status_applied=int(meta[2]) == 1,
+    )
+
+
+def decode_propagate(reply: Sequence[Any]) -> ApplyReply:
+    touched_flat = reply[2]
+    touched = [
+        (int(touched_flat[i]), int(touched_flat[i + 1]), text(touched_flat[i + 2]))
+        for i in range(0, len(touched_flat), 3)
+    ]
+    return ApplyReply(int(reply[0]), [], [int(x) for x in reply[1]], touched, None, None, False)
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A task record decoded from the ``task`` hash."""
+
+    task_id: int
+    status: str
+    num_upstreams_done: int
+    stamp: int | None
+    propagated: bool
+    array_id: int
+    num_upstreams: int
+    start: int
+    downstream_ids: tuple[int, ...]
+
+
+def decode_record(task_id: int, raw: Any) -> TaskState:
+    """Parse ``S|done|stamp|flags|array|nup|start|children``."""
+    parts = text(raw).split("|")
+    children = parts[7]
+    return TaskState(
+        task_id=task_id,
+        status=parts[0],
+        num_upstreams_done=int(parts[1]),
+        stamp=int(parts[2]) if parts[2] else None,
+        propagated="p" in parts[3],
+        array_id=int(parts[4]),
+        num_upstreams=int(parts[5]),
+        start=int(parts[6]),
+        downstream_ids=tuple(int(c) for c in children.split(",")) if children else (),
+    )

@@ -1,0 +1,635 @@
+"""The state logic, written once for both fronts (sans-I/O).
+
+Every operation is a generator: it yields a list of :mod:`swarm_redis.commands` calls, receives
+their replies, and finally returns its result. :class:`swarm_redis.state.RedisSwarmState` drives
+the generators with a blocking client, :class:`swarm_redis.aio.AsyncRedisSwarmState` with an
+asyncio one; neither holds logic of its own.
+
+The core also keeps the local identity registry (task id -> the caller's object) and refreshes
+the mirrored fields (``status``, ``num_upstreams_done``) from every reply that carries them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from swarm_redis import commands as cmd
+from swarm_redis.codec import DefaultCodec, ResourceCodec, resource_digest
+from swarm_redis.commands import Call, Caller, Command, TaskDef, UpdateTail, text
+from swarm_redis.constants import ACTIVE_TASK_STATUSES, PENDING_TASK_STATUSES, TASK_STATUSES
+from swarm_redis.errors import InvalidTypeError, StateLostError, UnknownRunError
+from swarm_redis.keys import RunKeys
+from swarm_redis.records import ArrayRecord, TaskRecord
+from swarm_redis.update import StateUpdate
+from swarm_redis.validation import (
+    check_limit,
+    check_run_status,
+    check_task_status,
+    coerce_task_id,
+    encode_sync_time,
+    sync_stamp,
+)
+
+T = TypeVar("T")
+#: An operation: yields lists of calls, receives their replies, returns a T.
+Op = Generator[list[Call], list[Any], T]
+
+#: Default Redis work per script call, in units of one status change or one edge visit.
+#: About 2 µs each on Redis 7: 5,000 units keep a call near 10-20 ms of Redis time.
+DEFAULT_CHUNK_BUDGET = 5000
+_LOAD_BATCH = 5000
+
+
+@dataclass
+class ApplyResult:
+    """What one ``apply`` did: the changed tasks, and those it made ready and queued."""
+
+    changed: set[Any] = field(default_factory=set)
+    ready: list[Any] = field(default_factory=list)
+    run_status: str | None = None
+    version: int = 0
+
+
+def _int_attr(obj: Any, name: str, default: int) -> int:
+    """An int definition attribute; anything else (e.g. a test's MagicMock) reads as default."""
+    value = getattr(obj, name, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return default
+
+
+def _set_mirror(obj: Any, status: str, done: int) -> None:
+    try:
+        obj.status = status
+        obj.num_upstreams_done = done
+    except AttributeError:  # a read-only stand-in: nothing to mirror into
+        pass
+
+
+class StateCore:
+    """Keys, local registry, version tracking and every operation of one run."""
+
+    def __init__(
+        self,
+        keys: RunKeys,
+        *,
+        codec: ResourceCodec | None = None,
+        chunk_budget: int = DEFAULT_CHUNK_BUDGET,
+        propagate_on_apply: bool = True,
+        events_maxlen: int = 10000,
+        event_detail_max: int = 16,
+    ) -> None:
+        if chunk_budget < 1:
+            raise ValueError("chunk_budget must be >= 1")
+        self.keys = keys
+        self.run_id = keys.run_id
+        self.codec: ResourceCodec = codec or DefaultCodec()
+        self.chunk_budget = chunk_budget
+        self.propagate_on_apply = propagate_on_apply
+        self.events_maxlen = events_maxlen
+        self.event_detail_max = event_detail_max
+        self.seen = 0
+        self.actor = "-"
+        self.epoch = ""
+        self.tasks: dict[int, Any] = {}
+        self.arrays: dict[int, Any] = {}
+        self.resources: dict[str, Any] = {}
+        self.last_ready: list[Any] = []
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def caller(self) -> Caller:
+        return Caller(self.seen, self.actor, self.epoch)
+
+    def observe(self, version: int) -> None:
+        """Remember the highest write version seen; a lower one means Redis lost writes."""
+        if version < self.seen:
+            raise StateLostError(self.run_id, self.seen, version)
+        self.seen = version
+
+    def _scripts(self, calls: list[Call]) -> Op[list[Any]]:
+        replies = yield calls
+        for reply in replies:
+            self.observe(int(reply[0]))
+        return replies
+
+    def _read(self, *commands: tuple[Any, ...]) -> Op[list[Any]]:
+        """Plain reads plus the run's version, in one round trip."""
+        calls: list[Call] = [Command(("HGET", self.keys.meta, "version"))]
+        calls += [Command(c) for c in commands]
+        replies = yield calls
+        self.observe(int(replies[0] or 0))
+        return replies[1:]
+
+    # --- run ----------------------------------------------------------------------------------
+
+    def create(
+        self, workflow_id: int, workflow_run_id: int, dag_id: int, limit: int, status: str
+    ) -> Op[bool]:
+        """Create the run unless it exists; True when this call created it."""
+        check_limit(limit, "max_concurrently_running")
+        check_run_status(status)
+        call = cmd.create_run(
+            self.keys,
+            self.caller(),
+            workflow_id,
+            workflow_run_id,
+            dag_id,
+            limit,
+            status,
+            self.events_maxlen,
+            self.event_detail_max,
+        )
+        (reply,) = yield from self._scripts([call])
+        return int(reply[1]) == 1
+
+    def read_meta(self) -> Op[dict[str, str]]:
+        """The run's meta hash; UnknownRunError when the run has none."""
+        (raw,) = yield from self._read(("HGETALL", self.keys.meta))
+        meta = {text(k): text(v) for k, v in dict(raw).items()}
+        if not meta:
+            raise UnknownRunError(
+                f"workflow run {self.run_id} not found under prefix {self.keys.prefix!r}"
+            )
+        return meta
+
+    def meta_field(self, name: str) -> Op[str | None]:
+        (value,) = yield from self._read(("HGET", self.keys.meta, name))
+        return cmd.opt_text(value)
+
+    def set_fields(self, fields: dict[str, Any]) -> Op[None]:
+        yield from self._scripts([cmd.set_fields(self.keys, self.caller(), fields)])
+
+    # --- registration -------------------------------------------------------------------------
+
+    def _task_def(self, task: Any) -> TaskDef:
+        task_id = coerce_task_id(getattr(task, "task_id", None))
+        status = check_task_status(getattr(task, "status", "G"), task_id=task_id)
+        downstream: list[int] = []
+        for child in getattr(task, "downstream_swarm_tasks", None) or ():
+            downstream.append(
+                coerce_task_id(getattr(child, "task_id", child), what="downstream id")
+            )
+        return TaskDef(
+            task_id=task_id,
+            status=status,
+            array_id=_int_attr(task, "array_id", 0),
+            num_upstreams=_int_attr(task, "num_upstreams", 0),
+            num_upstreams_done=_int_attr(task, "num_upstreams_done", 0),
+            downstream_ids=tuple(downstream),
+        )
+
+    def add_tasks(self, tasks: Iterable[Any]) -> Op[None]:
+        """Register tasks idempotently; objects become the registry's objects."""
+        objs = list(tasks)
+        defs = [self._task_def(t) for t in objs]  # validate everything before any write
+        calls: list[Call] = []
+        chunk: list[TaskDef] = []
+        cost = 0
+        for d in defs:
+            chunk.append(d)
+            cost += 1 + len(d.downstream_ids)
+            if cost >= self.chunk_budget:
+                calls.append(cmd.register(self.keys, self.caller(), chunk, ()))
+                chunk, cost = [], 0
+        if chunk:
+            calls.append(cmd.register(self.keys, self.caller(), chunk, ()))
+        if not calls:
+            return
+        for obj, d in zip(objs, defs):
+            self.tasks[d.task_id] = obj
+        replies = yield from self._scripts(calls)
+        for reply in replies:
+            for task_id, status, done in cmd.triples(reply[1]):
+                _set_mirror(self.tasks[task_id], status, done)
+
+    def add_arrays(self, arrays: Iterable[Any]) -> Op[None]:
+        """Register arrays; their limits overwrite the stored ones (as jobmon's add_array)."""
+        objs = list(arrays)
+        pairs = []
+        for a in objs:
+            array_id = coerce_task_id(getattr(a, "array_id", None), what="array id")
+            limit = check_limit(
+                getattr(a, "max_concurrently_running", None),
+                f"max_concurrently_running of array {array_id}",
+            )
+            pairs.append((array_id, limit))
+        yield from self._scripts([cmd.register(self.keys, self.caller(), (), pairs)])
+        for a, (array_id, _) in zip(objs, pairs):
+            self.arrays[array_id] = a
+
+    # --- objects from Redis ----------------------------------------------------------------------
+
+    def _build(self, states: Sequence[cmd.TaskState]) -> None:
+        """Registry records for tasks known only to Redis, linked to their downstreams."""
+        for s in states:
+            if s.task_id not in self.tasks:
+                self.tasks[s.task_id] = TaskRecord(
+                    s.task_id, s.array_id, s.status, s.num_upstreams, s.num_upstreams_done
+                )
+        for s in states:
+            rec = self.tasks[s.task_id]
+            if isinstance(rec, TaskRecord):
+                rec.downstream_swarm_tasks = {
+                    self.tasks[c] for c in s.downstream_ids if c in self.tasks
+                }
+
+    def load(self, task_ids: Iterable[int]) -> Op[None]:
+        """Load tasks missing from the registry, and their descendants (to link them)."""
+        pending = [i for i in dict.fromkeys(task_ids) if i not in self.tasks]
+        loaded: list[cmd.TaskState] = []
+        while pending:
+            batch, pending = pending[:_LOAD_BATCH], pending[_LOAD_BATCH:]
+            (raws,) = yield from self._read(("HMGET", self.keys.task, *batch))
+            fresh = [cmd.decode_record(i, raw) for i, raw in zip(batch, raws) if raw is not None]
+            loaded += fresh
+            self._build(fresh)
+            pending += [c for s in fresh for c in s.downstream_ids if c not in self.tasks]
+        self._build(loaded)
+
+    def load_all(self) -> Op[None]:
+        """Load every task of the run that the registry lacks (attach, full views)."""
+        (count,) = yield from self._read(("HLEN", self.keys.task))
+        if int(count) <= len(self.tasks):
+            return
+        states: list[cmd.TaskState] = []
+        cursor: Any = 0
+        while True:
+            (page,) = yield from self._read(("HSCAN", self.keys.task, cursor, "COUNT", _LOAD_BATCH))
+            cursor, entries = page
+            items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+            states += [cmd.decode_record(int(text(k)), v) for k, v in items]
+            if int(cursor) == 0:
+                break
+        self._build(states)
+        (raw_arrays,) = yield from self._read(("HGETALL", self.keys.arrays))
+        self._absorb_arrays(raw_arrays)
+
+    def _objects(self, task_ids: Sequence[int]) -> Op[list[Any]]:
+        if any(i not in self.tasks for i in task_ids):
+            yield from self.load(task_ids)
+        return [self.tasks[i] for i in task_ids if i in self.tasks]
+
+    def _absorb_arrays(self, raw: Any) -> dict[int, int]:
+        limits = {int(text(k)): int(text(v)) for k, v in dict(raw).items()}
+        for array_id, limit in limits.items():
+            obj = self.arrays.get(array_id)
+            if obj is None:
+                self.arrays[array_id] = ArrayRecord(array_id, limit)
+            else:
+                try:
+                    obj.max_concurrently_running = limit
+                except AttributeError:
+                    pass
+        return limits
+
+    def read_arrays(self) -> Op[dict[int, int]]:
+        """Every registered array's limit; refreshes the local array objects."""
+        (raw,) = yield from self._read(("HGETALL", self.keys.arrays))
+        return self._absorb_arrays(raw)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get_task(self, task_id: Any) -> Op[Any]:
+        tid = coerce_task_id(task_id)
+        (raw,) = yield from self._read(("HGET", self.keys.task, tid))
+        if raw is None:
+            return None
+        state = cmd.decode_record(tid, raw)
+        if tid not in self.tasks:
+            yield from self.load([tid])
+        obj = self.tasks[tid]
+        _set_mirror(obj, state.status, state.num_upstreams_done)
+        return obj
+
+    def tasks_in_status(self, status: str) -> Op[list[Any]]:
+        if status not in TASK_STATUSES:
+            return []
+        (reply,) = yield from self._scripts([cmd.read_status(self.keys, self.caller(), status)])
+        flat = reply[1]
+        states = [cmd.decode_record(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        objs = yield from self._objects([s.task_id for s in states])
+        for s in states:
+            obj = self.tasks.get(s.task_id)
+            if obj is not None:
+                _set_mirror(obj, s.status, s.num_upstreams_done)
+        return objs
+
+    def counts(self) -> Op[dict[str, int]]:
+        """Tasks per status, plus ``ready``, ``claimed`` and ``tasks`` (all O(1) reads)."""
+        replies = yield from self._read(
+            *(("SCARD", self.keys.status_set(s)) for s in TASK_STATUSES),
+            ("LLEN", self.keys.ready),
+            ("HLEN", self.keys.claims),
+            ("HLEN", self.keys.task),
+        )
+        out = {s: int(n) for s, n in zip(TASK_STATUSES, replies)}
+        out["ready"], out["claimed"], out["tasks"] = (int(n) for n in replies[-3:])
+        return out
+
+    def count_statuses(self, statuses: Sequence[str]) -> Op[int]:
+        replies = yield from self._read(*(("SCARD", self.keys.status_set(s)) for s in statuses))
+        return sum(int(n) for n in replies)
+
+    def has_pending_work(self) -> Op[bool]:
+        replies = yield from self._read(
+            *(("SCARD", self.keys.status_set(s)) for s in PENDING_TASK_STATUSES),
+            ("LLEN", self.keys.ready),
+            ("HLEN", self.keys.claims),
+        )
+        return any(int(n) > 0 for n in replies)
+
+    def all_tasks_final(self) -> Op[bool]:
+        total, done, failed, claimed = yield from self._read(
+            ("HLEN", self.keys.task),
+            ("SCARD", self.keys.status_set("D")),
+            ("SCARD", self.keys.status_set("F")),
+            ("HLEN", self.keys.claims),
+        )
+        return int(total) == int(done) + int(failed) and int(claimed) == 0
+
+    def available_capacity(self) -> Op[int]:
+        replies = yield from self._read(
+            ("HGET", self.keys.meta, "limit"),
+            ("HGET", self.keys.reserved, "run"),
+            *(("SCARD", self.keys.status_set(s)) for s in ACTIVE_TASK_STATUSES),
+        )
+        limit = int(replies[0] or 0)
+        used = int(replies[1] or 0) + sum(int(n) for n in replies[2:])
+        return max(0, limit - used)
+
+    def array_capacity(self, array_id: Any) -> Op[int]:
+        aid = coerce_task_id(array_id, what="array id")
+        limit, active, reserved = yield from self._read(
+            ("HGET", self.keys.arrays, aid),
+            ("HGET", self.keys.active, aid),
+            ("HGET", self.keys.reserved, aid),
+        )
+        if limit is None:
+            return 0
+        return max(0, int(limit) - int(active or 0) - int(reserved or 0))
+
+    def percent_done(self) -> Op[float]:
+        total, done = yield from self._read(
+            ("HLEN", self.keys.task), ("SCARD", self.keys.status_set("D"))
+        )
+        if int(total) == 0:
+            return 0.0
+        return round(int(done) / int(total) * 100, 2)
+
+    # --- updates --------------------------------------------------------------------------------
+
+    def _changes(self, update: StateUpdate) -> list[tuple[int, str]]:
+        changes = []
+        for task_id, status in update.task_statuses.items():
+            tid = coerce_task_id(task_id)
+            changes.append((tid, check_task_status(status, task_id=tid)))
+        return changes
+
+    def _tail(self, update: StateUpdate) -> UpdateTail:
+        limit = update.max_concurrently_running
+        if limit is not None:
+            check_limit(limit, "max_concurrently_running")
+        array_limits = tuple(
+            (
+                coerce_task_id(a, what="array id"),
+                check_limit(v, f"limit of array {a!r}"),
+            )
+            for a, v in update.array_limits.items()
+        )
+        run_status = update.workflow_run_status
+        if run_status is not None:
+            check_run_status(run_status)
+        sync = update.sync_time
+        return UpdateTail(
+            limit=limit,
+            array_limits=array_limits,
+            run_status=run_status,
+            sync_encoded=encode_sync_time(sync) if sync is not None else None,
+            sync_us=sync_stamp(sync) if sync is not None else None,
+        )
+
+    def _cost(self, task_id: int, status: str, propagate: bool) -> int:
+        if not propagate or status != "D":
+            return 1
+        obj = self.tasks.get(task_id)
+        children = getattr(obj, "downstream_swarm_tasks", None) if obj is not None else None
+        try:
+            return 1 + (len(children) if children is not None else 3)
+        except TypeError:
+            return 4
+
+    def apply(self, update: StateUpdate, propagate: bool | None = None) -> Op[ApplyResult]:
+        """Apply a StateUpdate in bounded chunks; run-level fields go with the last chunk."""
+        if not isinstance(update, StateUpdate):
+            raise InvalidTypeError(f"apply_update needs a StateUpdate, got {type(update).__name__}")
+        prop = self.propagate_on_apply if propagate is None else propagate
+        changes = self._changes(update)  # validate everything before the first write
+        tail = self._tail(update)
+        stamp = tail.sync_us
+        if update.is_empty():
+            self.last_ready = []
+            return ApplyResult(version=self.seen)
+        chunks: list[list[tuple[int, str]]] = [[]]
+        cost = 0
+        for change in changes:
+            step = self._cost(change[0], change[1], prop)
+            if chunks[-1] and cost + step > self.chunk_budget:
+                chunks.append([])
+                cost = 0
+            chunks[-1].append(change)
+            cost += step
+        replies: list[Any] = []
+        if len(chunks) > 1:
+            calls: list[Call] = [
+                cmd.apply_update(
+                    self.keys, self.caller(), propagate=prop, stamp=stamp, changes=c, tail=None
+                )
+                for c in chunks[:-1]
+            ]
+            replies += yield from self._scripts(calls)
+        last = cmd.apply_update(
+            self.keys, self.caller(), propagate=prop, stamp=stamp, changes=chunks[-1], tail=tail
+        )
+        replies += yield from self._scripts([last])
+        decoded = [cmd.decode_apply(r) for r in replies]
+        result = yield from self._absorb(decoded)
+        result.run_status = decoded[-1].run_status
+        if tail.array_limits:
+            yield from self.read_arrays()
+        self.last_ready = result.ready
+        return result
+
+    def _absorb(self, decoded: Sequence[cmd.ApplyReply]) -> Op[ApplyResult]:
+        changed_ids = [c[0] for d in decoded for c in d.changed]
+        ready_ids = [r for d in decoded for r in d.ready]
+        yield from self._objects(changed_ids + ready_ids)
+        result = ApplyResult(version=self.seen)
+        for d in decoded:
+            for task_id, status, done, _old in d.changed:
+                obj = self.tasks.get(task_id)
+                if obj is not None:
+                    _set_mirror(obj, status, done)
+                    result.changed.add(obj)
+            for task_id, done, status in d.touched:
+                obj = self.tasks.get(task_id)
+                if obj is not None:
+                    _set_mirror(obj, status, done)
+            result.ready += [self.tasks[r] for r in d.ready if r in self.tasks]
+        return result
+
+    def propagate(self, completed: Iterable[Any], *, enqueue: bool) -> Op[list[Any]]:
+        """Count completions once; the tasks that became ready (queued too with ``enqueue``)."""
+        ids = [coerce_task_id(getattr(t, "task_id", t)) for t in completed]
+        calls: list[Call] = []
+        chunk: list[int] = []
+        cost = 0
+        for tid in ids:
+            chunk.append(tid)
+            cost += self._cost(tid, "D", True)
+            if cost >= self.chunk_budget:
+                calls.append(cmd.propagate(self.keys, self.caller(), chunk, enqueue=enqueue))
+                chunk, cost = [], 0
+        if chunk:
+            calls.append(cmd.propagate(self.keys, self.caller(), chunk, enqueue=enqueue))
+        if not calls:
+            return []
+        replies = yield from self._scripts(calls)
+        result = yield from self._absorb([cmd.decode_propagate(r) for r in replies])
+        return result.ready
+
+    def compute_initial_counts(self) -> Op[None]:
+        """Propagate every DONE task through the once-only gate (idempotent)."""
+        cursor: Any = 0
+        while True:
+            (page,) = yield from self._read(
+                ("SSCAN", self.keys.status_set("D"), cursor, "COUNT", 1000)
+            )
+            cursor, members = page
+            ids = [int(text(m)) for m in members]
+            if ids:
+                yield from self.propagate(ids, enqueue=False)
+            if int(cursor) == 0:
+                return
+
+    # --- queue ----------------------------------------------------------------------------------
+
+    def resource_key(self, task: Any) -> str:
+        """The key claim_batch groups by: a stable digest of the task's current resources."""
+        resources = getattr(task, "current_task_resources", None)
+        if resources is None:
+            return ""
+        try:
+            return format(resource_digest(resources, self.codec), "x")
+        except TypeError:
+            return ""
+
+    def enqueue(self, tasks: Sequence[Any], *, front: bool) -> Op[list[Any]]:
+        """Queue tasks at most once (unknown tasks are registered first); the ones queued."""
+        unknown = [
+            t for t in tasks if coerce_task_id(getattr(t, "task_id", None)) not in self.tasks
+        ]
+        if unknown:
+            yield from self.add_tasks(unknown)
+        items = [(int(t.task_id), self.resource_key(t)) for t in tasks]
+        if not items:
+            return []
+        (reply,) = yield from self._scripts(
+            [cmd.enqueue(self.keys, self.caller(), items, front=front)]
+        )
+        out = []
+        for task_id, status, done in cmd.triples(reply[1]):
+            obj = self.tasks[task_id]
+            _set_mirror(obj, status, done)
+            out.append(obj)
+        return out
+
+    def dequeue(self, n: int) -> Op[list[Any]]:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidTypeError(f"dequeue count must be an int >= 1, got {n!r}")
+        (reply,) = yield from self._scripts([cmd.dequeue(self.keys, self.caller(), n)])
+        found = cmd.triples(reply[1])
+        objs = yield from self._objects([t[0] for t in found])
+        for task_id, status, done in found:
+            obj = self.tasks.get(task_id)
+            if obj is not None:
+                _set_mirror(obj, status, done)
+        return objs
+
+    def queue_ids(self, start: int = 0, stop: int = -1) -> Op[list[int]]:
+        (raw,) = yield from self._read(("LRANGE", self.keys.ready, start, stop))
+        return [int(text(x)) for x in raw]
+
+    def queue_objects(self, start: int = 0, stop: int = -1) -> Op[list[Any]]:
+        ids = yield from self.queue_ids(start, stop)
+        if not ids:
+            return []
+        objs = yield from self._objects(ids)
+        (raws,) = yield from self._read(("HMGET", self.keys.task, *ids))
+        for task_id, raw in zip(ids, raws):
+            if raw is not None and task_id in self.tasks:
+                s = cmd.decode_record(task_id, raw)
+                _set_mirror(self.tasks[task_id], s.status, s.num_upstreams_done)
+        return objs
+
+    def queue_len(self) -> Op[int]:
+        (n,) = yield from self._read(("LLEN", self.keys.ready))
+        return int(n)
+
+    # --- resource cache -------------------------------------------------------------------------
+
+    def cache_resources(self, resource_hash: Any, value: Any) -> Op[Any]:
+        key = _resource_field(resource_hash)
+        if key in self.resources:
+            return self.resources[key]
+        encoded = self.codec.encode(value)  # raises TypeError naming the type, before writing
+        (reply,) = yield from self._scripts(
+            [cmd.cache_resources(self.keys, self.caller(), key, encoded)]
+        )
+        if int(reply[1]) == 1:
+            self.resources[key] = value
+        else:
+            self.resources[key] = self.codec.decode(_bytes(reply[2]))
+        return self.resources[key]
+
+    def cached_resources(self, resource_hash: Any) -> Op[Any]:
+        key = _resource_field(resource_hash)
+        if key in self.resources:
+            return self.resources[key]
+        (raw,) = yield from self._read(("HGET", self.keys.resources, key))
+        if raw is None:
+            return None
+        self.resources[key] = self.codec.decode(_bytes(raw))
+        return self.resources[key]
+
+    def resource_keys(self) -> Op[list[str]]:
+        (raw,) = yield from self._read(("HKEYS", self.keys.resources))
+        return [text(k) for k in raw]
+
+
+def _resource_field(resource_hash: Any) -> str:
+    if isinstance(resource_hash, bool) or not isinstance(resource_hash, (int, str)):
+        raise InvalidTypeError(
+            f"resource hash must be an int or str, got {type(resource_hash).__name__}"
+        )
+    return str(resource_hash)
+
+
+def _bytes(value: Any) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def run_sync(execute: Callable[[list[Call]], list[Any]], op: Op[T]) -> T:
+    """Drive an operation with a blocking ``execute``."""
+    try:
+        calls = next(op)
+        while True:
+            calls = op.send(execute(calls))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

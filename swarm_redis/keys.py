@@ -1,0 +1,117 @@
+"""Key names of a workflow run: the ONLY module that builds them.
+
+Every key of a run is ``<prefix>:{<run_id>}:<name>``. The hash tag ``{<run_id>}`` puts the whole
+run in one Redis Cluster slot, so every script can touch every key of the run. Scripts receive
+the run's keys in KEYS in the order of :data:`RUN_KEY_NAMES`; ``scripts.py`` turns that order into
+the Lua table ``K`` (``K.meta``, ``K.task`` ...) so the order is written down once, here.
+
+=============  ======  =============================================================================
+name           type    content
+=============  ======  =============================================================================
+meta           hash    workflow_id, workflow_run_id, dag_id, status (run status letter), limit
+                       (max_concurrently_running), last_sync (encoded), last_sync_us, npc
+                       (num_previously_complete), version (write version), events_maxlen,
+                       created_ms, finalized, fringe_done
+task           hash    task id -> record ``S|done|stamp|flags|array|nup|start|children``: status
+                       letter, upstreams done, last applied sync stamp (µs, may be empty), flags
+                       ("p" once its completion was propagated), array id, number of upstreams,
+                       starting done count at registration, comma-separated downstream ids
+s:G .. s:F     set     task ids per status, one set for each of the nine task statuses
+ready          list    the ready-to-run queue of task ids, head on the left
+queued         set     ids currently in ``ready`` (the at-most-once gate of the list)
+qres           hash    task id -> resource key, for queued and claimed tasks
+arrays         hash    array id -> max_concurrently_running of the array
+active         hash    array id -> tasks of the array in Q/I/O/R (kept by the scripts, O(1))
+claims         hash    task id -> batch id, for tasks claimed and not yet acknowledged
+batches        hash    batch id -> ``replica|array|resource key|id,id,...`` of claimed batches
+reserved       hash    "run" and array id -> capacity reserved by claimed batches
+orphans        list    batch ids taken over from dead replicas, re-driven first by claim_batch
+replicas       hash    replica id -> ``incarnation|lease deadline ms|joined ms``
+leader         hash    id, incarnation, epoch, deadline_ms: the leadership lease
+events         stream  what every state change did (capped by meta.events_maxlen)
+counters       hash    monotonic counters: to:<S> transitions into each status, claims, acks,
+                       releases, reaps, propagations, leader_changes
+resources      hash    resource key -> codec-encoded TaskResources (first writer wins)
+reap_lock      string  short mutex so concurrent reaps are harmless
+=============  ======  =============================================================================
+"""
+
+from __future__ import annotations
+
+from swarm_redis.constants import TASK_STATUSES
+
+#: KEYS order of every script. Append new names at the end only.
+RUN_KEY_NAMES: tuple[str, ...] = (
+    "meta",
+    "task",
+    *(f"s:{status}" for status in TASK_STATUSES),
+    "ready",
+    "queued",
+    "qres",
+    "arrays",
+    "active",
+    "claims",
+    "batches",
+    "reserved",
+    "orphans",
+    "replicas",
+    "leader",
+    "events",
+    "counters",
+    "resources",
+    "reap_lock",
+)
+
+
+def run_base(prefix: str, run_id: int | str) -> str:
+    """The common start of every key of a run, hash tag included."""
+    return f"{prefix}:{{{run_id}}}:"
+
+
+class RunKeys:
+    """The key names of one workflow run."""
+
+    __slots__ = ("all", "base", "prefix", "run_id")
+
+    def __init__(self, prefix: str, run_id: int | str) -> None:
+        if not prefix or any(c in prefix for c in "{}"):
+            from swarm_redis.errors import InvalidInputError
+
+            raise InvalidInputError(f"key prefix {prefix!r} must be non-empty and without braces")
+        self.prefix = prefix
+        self.run_id = run_id
+        self.base = run_base(prefix, run_id)
+        #: Every key of the run in KEYS order.
+        self.all: list[str] = [self.base + name for name in RUN_KEY_NAMES]
+
+    def __getattr__(self, name: str) -> str:  # only called for names not in __slots__
+        try:
+            return self.all[RUN_KEY_NAMES.index(name)]
+        except ValueError:
+            raise AttributeError(name) from None
+
+    def key(self, name: str) -> str:
+        """The full key for ``name`` (one of :data:`RUN_KEY_NAMES`)."""
+        if name not in RUN_KEY_NAMES:
+            raise KeyError(name)
+        return self.base + name
+
+    def status_set(self, status: str) -> str:
+        """The set of task ids in ``status``."""
+        return self.base + "s:" + status
+
+    @property
+    def match_all(self) -> str:
+        """A SCAN pattern matching every key of this run (and nothing else)."""
+        return self.base.replace("[", "\\[").replace("]", "\\]").replace("*", "\\*") + "*"
+
+
+def meta_pattern(prefix: str) -> str:
+    """SCAN pattern that finds the meta key of every run under ``prefix``."""
+    return f"{prefix}:{{*}}:meta"
+
+
+def run_id_from_meta_key(prefix: str, key: str) -> str:
+    """The run id inside a meta key found by :func:`meta_pattern`."""
+    start = len(prefix) + 2
+    return key[start : key.index("}", start)]

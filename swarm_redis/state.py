@@ -1,0 +1,352 @@
+"""RedisSwarmState: jobmon's SwarmState API with the run's state in Redis (blocking client)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from swarm_redis.codec import ResourceCodec
+from swarm_redis.constants import (
+    ACTIVE_TASK_STATUSES,
+    SERVER_STOP_STATUSES,
+    TERMINATING_STATUSES,
+)
+from swarm_redis.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_sync
+from swarm_redis.errors import InvalidTypeError
+from swarm_redis.keys import RunKeys
+from swarm_redis.transport import SyncTransport
+from swarm_redis.update import StateUpdate
+from swarm_redis.validation import coerce_task_id, decode_sync_time
+from swarm_redis.views import (
+    ArraysView,
+    ReadyQueueView,
+    ResourceCacheView,
+    StatusMapView,
+    TasksView,
+)
+
+__all__ = [
+    "ACTIVE_TASK_STATUSES",
+    "SERVER_STOP_STATUSES",
+    "TERMINATING_STATUSES",
+    "RedisSwarmState",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RedisSwarmState:
+    """A workflow run's scheduling state, shared through Redis by any number of replicas.
+
+    Same methods, arguments and return types as jobmon's ``SwarmState``; see the README for the
+    deliberate differences (all nine statuses tracked, completions counted once, no duplicate
+    queue entries, final DONE/ERROR_FATAL, stale updates ignored, monotonic ``last_sync``).
+
+    Args:
+        workflow_id: The workflow ID.
+        workflow_run_id: The workflow run ID (the run's key in Redis).
+        dag_id: The DAG ID.
+        max_concurrently_running: Initial workflow limit (ignored if the run exists).
+        status: Initial run status (ignored if the run exists).
+        redis: A redis-py client (``decode_responses`` either way; Cluster clients too).
+        prefix: First part of every key of the run.
+        codec: How cached resources are stored (default: dicts, dataclasses, to_dict objects).
+        chunk_budget: Redis work per script call (status changes plus edge visits).
+        propagate_on_apply: ``apply_update`` propagates completions and queues what became
+            ready in the same atomic step (default). False keeps jobmon's two-step flow.
+        events_maxlen: Cap of the run's event stream (0 switches events off), set at creation.
+    """
+
+    def __init__(
+        self,
+        workflow_id: int,
+        workflow_run_id: int,
+        dag_id: int,
+        max_concurrently_running: int = 10000,
+        status: str = "B",
+        *,
+        redis: Any = None,
+        prefix: str = "swarm",
+        codec: ResourceCodec | None = None,
+        chunk_budget: int = DEFAULT_CHUNK_BUDGET,
+        propagate_on_apply: bool = True,
+        events_maxlen: int = 10000,
+        _create: bool = True,
+    ) -> None:
+        if redis is None:
+            raise InvalidTypeError("RedisSwarmState needs a redis-py client: redis=Redis(...)")
+        self.workflow_id = workflow_id
+        self.workflow_run_id = coerce_task_id(workflow_run_id, what="workflow_run_id")
+        self.dag_id = dag_id
+        self.redis = redis
+        self._core = StateCore(
+            RunKeys(prefix, self.workflow_run_id),
+            codec=codec,
+            chunk_budget=chunk_budget,
+            propagate_on_apply=propagate_on_apply,
+            events_maxlen=events_maxlen,
+        )
+        self._transport = SyncTransport(redis, self.workflow_run_id)
+        if _create:
+            self._run(
+                self._core.create(
+                    workflow_id, self.workflow_run_id, dag_id, max_concurrently_running, status
+                )
+            )
+
+    @classmethod
+    def attach(
+        cls, redis: Any, workflow_run_id: int, *, prefix: str = "swarm", **kwargs: Any
+    ) -> RedisSwarmState:
+        """A working state for an existing run, knowing only the client and the run id.
+
+        Tasks and arrays are rebuilt from Redis as :class:`~swarm_redis.records.TaskRecord` and
+        :class:`~swarm_redis.records.ArrayRecord`. Raises UnknownRunError if the run is absent.
+        """
+        state = cls(0, workflow_run_id, 0, redis=redis, prefix=prefix, _create=False, **kwargs)
+        meta = state._run(state._core.read_meta())
+        state.workflow_id = int(meta.get("workflow_id", 0))
+        state.dag_id = int(meta.get("dag_id", 0))
+        state._run(state._core.load_all())
+        return state
+
+    def _run(self, op: Op[T]) -> T:
+        return run_sync(self._transport.execute, op)
+
+    @property
+    def keys(self) -> RunKeys:
+        """The run's key names (see :mod:`swarm_redis.keys`)."""
+        return self._core.keys
+
+    @property
+    def version(self) -> int:
+        """The highest write version of the run this object has seen."""
+        return self._core.seen
+
+    # --- attributes jobmon reads and writes ---------------------------------------------------
+
+    @property
+    def tasks(self) -> TasksView:
+        return TasksView(self)
+
+    @property
+    def arrays(self) -> ArraysView:
+        return ArraysView(self)
+
+    @property
+    def ready_to_run(self) -> ReadyQueueView:
+        return ReadyQueueView(self)
+
+    @property
+    def _task_status_map(self) -> StatusMapView:
+        return StatusMapView(self)
+
+    @property
+    def task_resources_cache(self) -> ResourceCacheView:
+        return ResourceCacheView(self)
+
+    @property
+    def active_task_statuses(self) -> tuple[str, ...]:
+        return ACTIVE_TASK_STATUSES
+
+    @property
+    def status(self) -> str:
+        """The run status, shared by all replicas."""
+        return self._run(self._core.meta_field("status")) or ""
+
+    @status.setter
+    def status(self, value: str) -> None:
+        # Follows the run state machine: a transition it forbids (R over C) leaves the stored
+        # status, which the next read shows; use set_run_status() to be told.
+        self._run(self._core.apply(StateUpdate(workflow_run_status=value)))
+
+    @property
+    def max_concurrently_running(self) -> int:
+        """The workflow limit, shared by all replicas."""
+        return int(self._run(self._core.meta_field("limit")) or 0)
+
+    @max_concurrently_running.setter
+    def max_concurrently_running(self, value: int) -> None:
+        self._run(self._core.apply(StateUpdate(max_concurrently_running=value)))
+
+    @property
+    def last_sync(self) -> datetime.datetime | str | None:
+        """Server time of the newest applied sync, read back exactly as it was given."""
+        return decode_sync_time(self._run(self._core.meta_field("last_sync")))
+
+    @last_sync.setter
+    def last_sync(self, value: datetime.datetime | str | None) -> None:
+        if value is not None:
+            self._run(self._core.apply(StateUpdate(sync_time=value)))
+
+    @property
+    def num_previously_complete(self) -> int:
+        return int(self._run(self._core.meta_field("npc")) or 0)
+
+    @num_previously_complete.setter
+    def num_previously_complete(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidTypeError(f"num_previously_complete must be an int, got {value!r}")
+        self._run(self._core.set_fields({"npc": value}))
+
+    @property
+    def last_ready(self) -> list[Any]:
+        """Tasks the last ``apply_update`` of this object made ready and queued."""
+        return self._core.last_ready
+
+    # --- registry -------------------------------------------------------------------------------
+
+    def add_task(self, task: Any) -> None:
+        """Register a task (idempotent: a task already in Redis keeps its stored state)."""
+        self._run(self._core.add_tasks([task]))
+
+    def add_tasks(self, tasks: Iterable[Any]) -> None:
+        """Register many tasks in bounded, pipelined chunks."""
+        self._run(self._core.add_tasks(tasks))
+
+    def add_array(self, array: Any) -> None:
+        """Register an array; its limit overwrites the stored one."""
+        self._run(self._core.add_arrays([array]))
+
+    def add_arrays(self, arrays: Iterable[Any]) -> None:
+        self._run(self._core.add_arrays(arrays))
+
+    def get_task(self, task_id: int) -> Any:
+        """The task object, refreshed from Redis, or None if the run has no such task."""
+        return self._run(self._core.get_task(task_id))
+
+    def get_tasks_by_status(self, status: str) -> set[Any]:
+        """A snapshot set of the tasks in ``status`` (empty for an unknown letter)."""
+        return set(self._run(self._core.tasks_in_status(status)))
+
+    # --- queries --------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per status and the sizes of the ready queue, claims and registry."""
+        return self._run(self._core.counts())
+
+    def has_pending_work(self) -> bool:
+        """True while tasks are in Q/I/O/R/E/A, queued, or claimed by a replica."""
+        return self._run(self._core.has_pending_work())
+
+    def get_active_task_count(self) -> int:
+        return self._run(self._core.count_statuses(ACTIVE_TASK_STATUSES))
+
+    def get_ready_to_run_count(self) -> int:
+        return self._run(self._core.queue_len())
+
+    def get_done_count(self) -> int:
+        return self._run(self._core.count_statuses(("D",)))
+
+    def get_failed_count(self) -> int:
+        return self._run(self._core.count_statuses(("F",)))
+
+    def get_done_tasks(self) -> list[Any]:
+        return self._run(self._core.tasks_in_status("D"))
+
+    def get_failed_tasks(self) -> list[Any]:
+        return self._run(self._core.tasks_in_status("F"))
+
+    def _get_active_tasks(self) -> set[Any]:
+        out: set[Any] = set()
+        for status in ACTIVE_TASK_STATUSES:
+            out |= self.get_tasks_by_status(status)
+        return out
+
+    def all_tasks_final(self) -> bool:
+        """True when every task is DONE or ERROR_FATAL and nothing is claimed."""
+        return self._run(self._core.all_tasks_final())
+
+    def get_available_capacity(self) -> int:
+        """``max(0, limit - active - reserved by claims)`` for the whole run."""
+        return self._run(self._core.available_capacity())
+
+    def get_array_capacity(self, array_id: int) -> int:
+        """How many more tasks of the array may be queued (0 for an unregistered array)."""
+        return self._run(self._core.array_capacity(array_id))
+
+    def get_percent_done(self) -> float:
+        return self._run(self._core.percent_done())
+
+    # --- mutations ------------------------------------------------------------------------------
+
+    def apply(self, update: StateUpdate, *, propagate: bool | None = None) -> ApplyResult:
+        """Apply an update and return the changed tasks and the tasks it queued as ready."""
+        return self._run(self._core.apply(update, propagate))
+
+    def apply_update(self, update: StateUpdate) -> set[Any]:
+        """Apply a StateUpdate; the set of tasks whose status changed.
+
+        With ``propagate_on_apply`` (default) new completions are propagated and the tasks
+        they made ready are queued in the same atomic step; they are in :attr:`last_ready`.
+        """
+        return self.apply(update).changed
+
+    def update_task_status(self, task_id: int, new_status: str) -> bool:
+        """Set one task's status; True if the task exists and its status changed."""
+        tid = coerce_task_id(task_id)
+        result = self.apply(StateUpdate(task_statuses={tid: new_status}))
+        return bool(result.changed)
+
+    def propagate_completions(self, completed_tasks: Iterable[Any]) -> list[Any]:
+        """Count each DONE task's completion once; the REGISTERING tasks that became ready.
+
+        Not-DONE tasks and completions already counted are ignored. It does not queue.
+        """
+        return self._run(self._core.propagate(completed_tasks, enqueue=False))
+
+    def compute_initial_upstream_done_counts(self) -> None:
+        """Credit every DONE task to its downstreams, once (calling it again changes nothing)."""
+        self._run(self._core.compute_initial_counts())
+
+    def enqueue_task(self, task: Any, front: bool = False) -> None:
+        """Queue a task unless it is queued, claimed or final already (registers it if new)."""
+        self._run(self._core.enqueue([task], front=front))
+
+    def enqueue_tasks(self, tasks: Iterable[Any], front: bool = False) -> list[Any]:
+        """Queue several tasks in one round trip; at the front they keep their order."""
+        return self._run(self._core.enqueue(list(tasks), front=front))
+
+    def dequeue_task(self) -> Any:
+        """Remove and return the head of the ready queue, or None when it is empty."""
+        found = self._run(self._core.dequeue(1))
+        return found[0] if found else None
+
+    def dequeue_tasks(self, max_n: int) -> list[Any]:
+        """Remove and return up to ``max_n`` tasks from the head, in one round trip."""
+        return self._run(self._core.dequeue(max_n))
+
+    def get_cached_resources(self, resource_hash: int) -> Any:
+        """Cached resources for the hash, or None (see :func:`swarm_redis.resource_digest`)."""
+        return self._run(self._core.cached_resources(resource_hash))
+
+    def cache_resources(self, resource_hash: int, task_resources: Any) -> Any:
+        """Cache resources (first writer wins) and return the cached value."""
+        return self._run(self._core.cache_resources(resource_hash, task_resources))
+
+    # --- helpers for the views -----------------------------------------------------------------
+
+    def _task_count(self) -> int:
+        return self._run(self._core.counts())["tasks"]
+
+    def _all_tasks(self) -> dict[int, Any]:
+        self._run(self._core.load_all())
+        return dict(self._core.tasks)
+
+    def _all_arrays(self) -> dict[int, Any]:
+        limits = self._run(self._core.read_arrays())
+        return {a: self._core.arrays[a] for a in limits}
+
+    def _queue_slice(self, start: int, stop: int) -> list[Any]:
+        return self._run(self._core.queue_objects(start, stop))
+
+    def _resource_keys(self) -> list[Any]:
+        return [
+            int(k) if k.lstrip("-").isdigit() else k for k in self._run(self._core.resource_keys())
+        ]
+
+    def __repr__(self) -> str:
+        return f"RedisSwarmState(workflow_run_id={self.workflow_run_id}, prefix={self._core.keys.prefix!r})"
