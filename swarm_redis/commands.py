@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from swarm_redis.errors import (
     FencedError,
@@ -22,7 +22,7 @@ from swarm_redis.errors import (
 )
 from swarm_redis.keys import RunKeys
 
-Arg = Union[str, int, bytes]
+Arg = str | int | bytes
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Command:
     args: tuple[Arg, ...]
 
 
-Call = Union[ScriptCall, Command]
+Call = ScriptCall | Command
 
 
 @dataclass(frozen=True)
