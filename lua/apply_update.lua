@@ -9,8 +9,8 @@
 --       then the tail: 1 if this is the last chunk else 0; when 1, follows:
 --       limit (or ""), n array limits, n pairs (array id, limit), run status (or ""),
 --       last sync encoded (or ""), last sync µs (or "")
--- Returns: {version, {id, status, done, old status, ...} changed, {id, ...} ready,
---           {id, done, status, ...} propagated and credited tasks, {run status, limit, applied run status 1/0}}
+-- Returns: {version, "id:status:done:old ..." changed, "id ..." ready and queued,
+--           "id:done:status ..." credited downstreams, {run status, limit, run status applied 1/0}}
 -- Errors: STATELOST, INVALID.
 --!include prelude
 local propagate = ARGV[4] == '1'
@@ -45,40 +45,37 @@ for i = 0, n - 1 do
   local v = redis.call('HGET', K.task, id)
   if v then
     local s, nd, st, fl, rest = rec_parse(v)
-    local fresh = stamp == '' or st == '' or stamp_n >= tonumber(st)
-    if fresh and not FINAL[s] then
-      local nst = st
+    local old_s, old_st, old_fl = s, st, fl
+    if (stamp == '' or st == '' or stamp_n >= tonumber(st)) and not FINAL[s] then
       if stamp ~= '' then
-        nst = stamp
+        st = stamp
       end
       if s ~= new then
         move_status(id, s, new, rec_array(rest))
-        changed[#changed + 1] = id
-        changed[#changed + 1] = new
-        changed[#changed + 1] = tonumber(nd)
-        changed[#changed + 1] = s
+        changed[#changed + 1] = id .. ':' .. new .. ':' .. nd .. ':' .. s
         into[new] = (into[new] or 0) + 1
         if n <= DETAIL_MAX then
           emit('type', 'task', 'task', id, 'from', s, 'to', new)
         end
-        s, st = new, nst
-        redis.call('HSET', K.task, id, rec_join(s, nd, st, fl, rest))
+        s = new
         -- a final task has no business in the ready queue (rare: only stale entries)
         if FINAL[s] and redis.call('SREM', K.queued, id) == 1 then
           redis.call('LREM', K.ready, 0, id)
           redis.call('HDEL', K.qres, id)
         end
-        touch()
-      elseif nst ~= st then
-        st = nst
-        redis.call('HSET', K.task, id, rec_join(s, nd, st, fl, rest))
-        touch()
       end
     end
-    if propagate and s == 'D' and not string.find(fl, 'p', 1, true) then
-      propagate_one(id, s, nd, st, fl, rest, true, ready, touched)
-      propagated = propagated + 1
+    local credit = propagate and s == 'D' and not string.find(fl, 'p', 1, true)
+    if credit then
+      fl = fl .. 'p'
+    end
+    if s ~= old_s or st ~= old_st or fl ~= old_fl then
+      redis.call('HSET', K.task, id, rec_join(s, nd, st, fl, rest))
       touch()
+    end
+    if credit then
+      credit_children(rest, true, ready, touched)
+      propagated = propagated + 1
     end
   end
 end
@@ -90,7 +87,7 @@ if #changed > 0 then
   end
   if n > DETAIL_MAX then
     table.sort(parts)
-    emit('type', 'update', 'n', #changed / 4, 'into', table.concat(parts, ','))
+    emit('type', 'update', 'n', #changed, 'into', table.concat(parts, ','))
   end
 end
 if propagated > 0 then
@@ -134,4 +131,5 @@ if last then
   end
 end
 local m = redis.call('HMGET', K.meta, 'status', 'limit')
-return {finish(), changed, ready, touched, {m[1] or '', m[2] or '', applied_status}}
+return {finish(), table.concat(changed, ' '), table.concat(ready, ' '), table.concat(touched, ' '),
+  {m[1] or '', m[2] or '', applied_status}}

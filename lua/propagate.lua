@@ -3,7 +3,7 @@
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 enqueue (1: push what became ready; 0: only report it),
 --       5.. task ids
--- Returns: {version, {id, ...} ready, {id, done, status, ...} propagated and credited tasks}
+-- Returns: {version, "id ..." ready, "id:done:status ..." credited downstreams}
 -- Errors: STATELOST.
 --!include prelude
 local enqueue = ARGV[4] == '1'
@@ -25,4 +25,4 @@ if propagated > 0 then
   emit('type', 'propagate', 'n', propagated, 'ready', #ready)
   touch()
 end
-return {finish(), ready, touched}
+return {finish(), table.concat(ready, ' '), table.concat(touched, ' ')}

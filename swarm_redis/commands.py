@@ -223,38 +223,35 @@ class ApplyReply:
     run_status_applied: bool
 
 
+def _touched(raw: Any) -> list[tuple[int, int, str]]:
+    out = []
+    for entry in text(raw).split():
+        task_id, done, status = entry.split(":")
+        out.append((int(task_id), int(done), status))
+    return out
+
+
 def decode_apply(reply: Sequence[Any]) -> ApplyReply:
-    flat = reply[1]
-    changed = [
-        (int(flat[i]), text(flat[i + 1]), int(flat[i + 2]), text(flat[i + 3]))
-        for i in range(0, len(flat), 4)
-    ]
-    touched_flat = reply[3]
-    touched = [
-        (int(touched_flat[i]), int(touched_flat[i + 1]), text(touched_flat[i + 2]))
-        for i in range(0, len(touched_flat), 3)
-    ]
+    changed = []
+    for entry in text(reply[1]).split():
+        task_id, status, done, old = entry.split(":")
+        changed.append((int(task_id), status, int(done), old))
     meta = reply[4]
-    run_status = text(meta[0]) or None
     limit_text = text(meta[1])
     return ApplyReply(
         version=int(reply[0]),
         changed=changed,
-        ready=[int(x) for x in reply[2]],
-        touched=touched,
-        run_status=run_status,
+        ready=[int(x) for x in text(reply[2]).split()],
+        touched=_touched(reply[3]),
+        run_status=text(meta[0]) or None,
         limit=int(limit_text) if limit_text else None,
         run_status_applied=int(meta[2]) == 1,
     )
 
 
 def decode_propagate(reply: Sequence[Any]) -> ApplyReply:
-    touched_flat = reply[2]
-    touched = [
-        (int(touched_flat[i]), int(touched_flat[i + 1]), text(touched_flat[i + 2]))
-        for i in range(0, len(touched_flat), 3)
-    ]
-    return ApplyReply(int(reply[0]), [], [int(x) for x in reply[1]], touched, None, None, False)
+    ready = [int(x) for x in text(reply[1]).split()]
+    return ApplyReply(int(reply[0]), [], ready, _touched(reply[2]), None, None, False)
 
 
 @dataclass(frozen=True)

@@ -94,11 +94,10 @@ local function try_enqueue(id, front)
   return false
 end
 
--- Count a completion once: flag the task and credit each downstream. Downstreams that become
--- ready (status G and every upstream done) are appended to `ready`, and pushed to the queue
--- when `enqueue` is true. `touched` collects id, done, status of every credited downstream.
-local function propagate_one(id, s, nd, st, fl, rest, enqueue, ready, touched)
-  redis.call('HSET', K.task, id, rec_join(s, nd, st, fl .. 'p', rest))
+-- Credit each downstream of a completed task (record part `rest`) once. Downstreams that
+-- become ready (status G and every upstream done) are appended to `ready`, and pushed to the
+-- queue when `enqueue` is true. `touched` collects "id:done:status" of every credited task.
+local function credit_children(rest, enqueue, ready, touched)
   local _, _, _, children = rec_def(rest)
   for child in string.gmatch(children, '[^,]+') do
     local cv = redis.call('HGET', K.task, child)
@@ -106,22 +105,21 @@ local function propagate_one(id, s, nd, st, fl, rest, enqueue, ready, touched)
       local cs, cnd, cst, cfl, crest = rec_parse(cv)
       cnd = tonumber(cnd) + 1
       redis.call('HSET', K.task, child, rec_join(cs, cnd, cst, cfl, crest))
-      touched[#touched + 1] = child
-      touched[#touched + 1] = cnd
-      touched[#touched + 1] = cs
+      touched[#touched + 1] = child .. ':' .. cnd .. ':' .. cs
       if cs == 'G' then
         local _, cnup = rec_def(crest)
-        if cnd == tonumber(cnup) then
-          if not enqueue or try_enqueue(child, false) then
-            ready[#ready + 1] = child
-          end
+        if cnd == tonumber(cnup) and (not enqueue or try_enqueue(child, false)) then
+          ready[#ready + 1] = child
         end
       end
     end
   end
-  touched[#touched + 1] = id
-  touched[#touched + 1] = tonumber(nd)
-  touched[#touched + 1] = s
+end
+
+-- Count a completion once: flag the task as propagated and credit its downstreams.
+local function propagate_one(id, s, nd, st, fl, rest, enqueue, ready, touched)
+  redis.call('HSET', K.task, id, rec_join(s, nd, st, fl .. 'p', rest))
+  credit_children(rest, enqueue, ready, touched)
 end
 
 if SEEN > VERSION then
