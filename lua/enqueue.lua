@@ -19,7 +19,12 @@ for i = 5, #ARGV, 2 do
       accepted[#accepted + 1] = id
       accepted[#accepted + 1] = s
       accepted[#accepted + 1] = tonumber(nd)
-      if rk ~= '' then
+      if rk == '' then
+        rk = redis.call('HGET', K.taskres, id)
+      else
+        redis.call('HSET', K.taskres, id, rk)
+      end
+      if rk then
         redis.call('HSET', K.qres, id, rk)
       end
     end

@@ -4,8 +4,9 @@
 -- Registration stores each task's current done count as its starting count and propagates
 -- nothing.
 -- KEYS: the run's keys.
--- ARGV: 1 seen, 2 actor, 3 epoch, 4 n tasks, then per task 6 values:
---       id, status, array id, number of upstreams, upstreams done, downstream ids (a,b,c);
+-- ARGV: 1 seen, 2 actor, 3 epoch, 4 n tasks, then per task 7 values:
+--       id, status, array id, number of upstreams, upstreams done, downstream ids (a,b,c),
+--       resource key (or "");
 --       then n arrays, then per array 2 values: array id, limit
 -- Returns: {version, {id, status, done, ...} for tasks that already existed}
 -- Errors: STATELOST, INVALID (unknown status), NORUN.
@@ -16,17 +17,17 @@ end
 local n = tonumber(ARGV[4])
 local base = 5
 for i = 0, n - 1 do
-  local st = ARGV[base + i * 6 + 1]
+  local st = ARGV[base + i * 7 + 1]
   if not VALID[st] then
-    return fail('INVALID', 'unknown task status ' .. st .. ' for task ' .. ARGV[base + i * 6])
+    return fail('INVALID', 'unknown task status ' .. st .. ' for task ' .. ARGV[base + i * 7])
   end
 end
 local existing = {}
 local added = 0
 local per_status = {}
 for i = 0, n - 1 do
-  local j = base + i * 6
-  local id, st, arr, nup, nd, children = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5]
+  local j = base + i * 7
+  local id, st, arr, nup, nd, children, rk = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6]
   local v = redis.call('HGET', K.task, id)
   if v then
     local s, d = rec_parse(v)
@@ -36,6 +37,9 @@ for i = 0, n - 1 do
   else
     redis.call('HSET', K.task, id, rec_join(st, nd, '', '', arr .. '|' .. nup .. '|' .. nd .. '|' .. children))
     redis.call('SADD', SK[st], id)
+    if rk ~= '' then
+      redis.call('HSET', K.taskres, id, rk)
+    end
     if ACTIVE[st] then
       redis.call('HINCRBY', K.active, arr, 1)
     end
@@ -43,7 +47,7 @@ for i = 0, n - 1 do
     added = added + 1
   end
 end
-local j = base + n * 6
+local j = base + n * 7
 local na = tonumber(ARGV[j])
 for i = 0, na - 1 do
   local aid, limit = ARGV[j + 1 + i * 2], ARGV[j + 2 + i * 2]

@@ -116,6 +116,7 @@ class TaskDef:
     num_upstreams: int
     num_upstreams_done: int
     downstream_ids: tuple[int, ...]
+    resource_key: str = ""
 
 
 def register(
@@ -125,6 +126,7 @@ def register(
     for t in tasks:
         children = ",".join(map(str, t.downstream_ids))
         args += [t.task_id, t.status, t.array_id, t.num_upstreams, t.num_upstreams_done, children]
+        args.append(t.resource_key)
     args.append(len(arrays))
     for array_id, limit in arrays:
         args += [array_id, limit]
@@ -200,6 +202,21 @@ def set_fields(keys: RunKeys, caller: Caller, fields: dict[str, Arg]) -> ScriptC
 
 def read_status(keys: RunKeys, caller: Caller, status: str) -> ScriptCall:
     return ScriptCall("read_status", keys.all, [*caller.head(), status])
+
+
+def repair(
+    keys: RunKeys, caller: Caller, ops: Sequence[tuple[str, str, str, str]]
+) -> ScriptCall:
+    """Repair ops ``(code, subject, a, b)`` of the consistency checker (see lua/repair.lua)."""
+    args: list[Arg] = [*caller.head(), len(ops)]
+    for op in ops:
+        args += list(op)
+    return ScriptCall("repair", keys.all, args)
+
+
+def decode_repair(reply: Sequence[Any]) -> list[bool]:
+    """Per op of :func:`repair`: True when it changed something."""
+    return [int(x) == 1 for x in reply[1]]
 
 
 # --- reply decoding ---------------------------------------------------------------------------
@@ -283,4 +300,177 @@ def decode_record(task_id: int, raw: Any) -> TaskState:
         num_upstreams=int(parts[5]),
         start=int(parts[6]),
         downstream_ids=tuple(int(c) for c in children.split(",")) if children else (),
+    )
+
+
+# --- replicas, claims, leadership (lua/join.lua ... lua/reconcile_counters.lua) ---------------
+
+
+def join(
+    keys: RunKeys, caller: Caller, replica_id: str, incarnation: str, ttl_ms: int
+) -> ScriptCall:
+    return ScriptCall("join", keys.all, [*caller.head(), replica_id, incarnation, ttl_ms])
+
+
+def heartbeat(
+    keys: RunKeys, caller: Caller, replica_id: str, incarnation: str, ttl_ms: int
+) -> ScriptCall:
+    return ScriptCall("heartbeat", keys.all, [*caller.head(), replica_id, incarnation, ttl_ms])
+
+
+def leave(keys: RunKeys, caller: Caller, replica_id: str, incarnation: str) -> ScriptCall:
+    return ScriptCall("leave", keys.all, [*caller.head(), replica_id, incarnation])
+
+
+def claim_batch(
+    keys: RunKeys,
+    caller: Caller,
+    replica_id: str,
+    incarnation: str,
+    *,
+    max_size: int,
+    window: int,
+    scan_limit: int,
+) -> ScriptCall:
+    args: list[Arg] = [*caller.head(), replica_id, incarnation, max_size, window, scan_limit]
+    return ScriptCall("claim_batch", keys.all, args)
+
+
+def ack_batch(
+    keys: RunKeys,
+    caller: Caller,
+    replica_id: str,
+    incarnation: str,
+    batch_id: str,
+    *,
+    propagate: bool,
+    stamp: int | None,
+    changes: Sequence[tuple[int, str]],
+) -> ScriptCall:
+    args: list[Arg] = [*caller.head(), replica_id, incarnation, batch_id, int(propagate)]
+    args += ["" if stamp is None else stamp, len(changes)]
+    for task_id, status in changes:
+        args += [task_id, status]
+    return ScriptCall("ack_batch", keys.all, args)
+
+
+def release_batch(
+    keys: RunKeys, caller: Caller, replica_id: str, incarnation: str, batch_id: str
+) -> ScriptCall:
+    args: list[Arg] = [*caller.head(), replica_id, incarnation, batch_id]
+    return ScriptCall("release_batch", keys.all, args)
+
+
+def reap(keys: RunKeys, caller: Caller, *, lock_ms: int, force: bool, token: str) -> ScriptCall:
+    return ScriptCall("reap", keys.all, [*caller.head(), lock_ms, int(force), token])
+
+
+def leadership(
+    keys: RunKeys,
+    caller: Caller,
+    op: str,
+    replica_id: str,
+    incarnation: str,
+    ttl_ms: int,
+    epoch: int | None,
+) -> ScriptCall:
+    """``op`` is acquire, renew or resign (see lua/leadership.lua)."""
+    args: list[Arg] = [*caller.head(), op, replica_id, incarnation, ttl_ms]
+    args.append("" if epoch is None else epoch)
+    return ScriptCall("leadership", keys.all, args)
+
+
+def set_run_status(keys: RunKeys, caller: Caller, new: str, expected: str | None) -> ScriptCall:
+    return ScriptCall("set_run_status", keys.all, [*caller.head(), new, expected or ""])
+
+
+def finalize(keys: RunKeys, caller: Caller, final_status: str) -> ScriptCall:
+    return ScriptCall("finalize", keys.all, [*caller.head(), final_status])
+
+
+def enqueue_fringe(
+    keys: RunKeys,
+    caller: Caller,
+    items: Sequence[tuple[int, str]],
+    *,
+    take_flag: bool,
+    front: bool,
+) -> ScriptCall:
+    args: list[Arg] = [*caller.head(), int(take_flag), int(front)]
+    for task_id, resource_key in items:
+        args += [task_id, resource_key]
+    return ScriptCall("enqueue_fringe", keys.all, args)
+
+
+def reconcile_tasks(keys: RunKeys, caller: Caller, task_ids: Iterable[int]) -> ScriptCall:
+    return ScriptCall("reconcile_tasks", keys.all, [*caller.head(), *task_ids])
+
+
+def reconcile_counters(keys: RunKeys, caller: Caller) -> ScriptCall:
+    return ScriptCall("reconcile_counters", keys.all, caller.head())
+
+
+@dataclass(frozen=True)
+class ClaimReply:
+    """Decoded reply of claim_batch; ``batch_id`` is "" when nothing could be claimed."""
+
+    version: int
+    batch_id: str
+    array_id: int
+    resource_key: str
+    redriven: bool
+    tasks: list[tuple[int, str, int]]  # id, status, done
+
+
+def decode_claim(reply: Sequence[Any]) -> ClaimReply:
+    batch_id = text(reply[1])
+    return ClaimReply(
+        version=int(reply[0]),
+        batch_id=batch_id,
+        array_id=int(text(reply[2])) if batch_id else 0,
+        resource_key=text(reply[3]),
+        redriven=int(reply[4]) == 1,
+        tasks=triples(reply[5]),
+    )
+
+
+@dataclass(frozen=True)
+class ReapReply:
+    """Decoded reply of reap."""
+
+    skipped: bool
+    dead_replicas: tuple[str, ...]
+    batches: int
+    tasks: int
+    leader_cleared: bool
+
+
+def decode_reap(reply: Sequence[Any]) -> ReapReply:
+    return ReapReply(
+        skipped=int(reply[1]) == 1,
+        dead_replicas=tuple(text(x) for x in reply[2]),
+        batches=int(reply[3]),
+        tasks=int(reply[4]),
+        leader_cleared=int(reply[5]) == 1,
+    )
+
+
+@dataclass(frozen=True)
+class ReconcileTasksReply:
+    """Decoded reply of reconcile_tasks (ids as ints)."""
+
+    propagated: list[int]
+    back: list[int]
+    front: list[int]
+    ready: list[int]
+    touched: list[tuple[int, int, str]]  # id, done, status
+
+
+def decode_reconcile_tasks(reply: Sequence[Any]) -> ReconcileTasksReply:
+    return ReconcileTasksReply(
+        propagated=[int(x) for x in reply[1]],
+        back=[int(x) for x in reply[2]],
+        front=[int(x) for x in reply[3]],
+        ready=[int(x) for x in text(reply[4]).split()],
+        touched=_touched(reply[5]),
     )

@@ -180,6 +180,7 @@ class StateCore:
             num_upstreams=_int_attr(task, "num_upstreams", 0),
             num_upstreams_done=_int_attr(task, "num_upstreams_done", 0),
             downstream_ids=tuple(downstream),
+            resource_key=self.resource_key(task),
         )
 
     def add_tasks(self, tasks: Iterable[Any]) -> Op[None]:
@@ -408,8 +409,8 @@ class StateCore:
             limit=limit,
             array_limits=array_limits,
             run_status=run_status,
+            sync_us=sync_stamp(sync) if sync is not None else None,  # validates: runs first
             sync_encoded=encode_sync_time(sync) if sync is not None else None,
-            sync_us=sync_stamp(sync) if sync is not None else None,
         )
 
     def _cost(self, task_id: int, status: str, propagate: bool) -> int:

@@ -23,16 +23,20 @@ qres           hash    task id -> resource key, for queued and claimed tasks
 arrays         hash    array id -> max_concurrently_running of the array
 active         hash    array id -> tasks of the array in Q/I/O/R (kept by the scripts, O(1))
 claims         hash    task id -> batch id, for tasks claimed and not yet acknowledged
-batches        hash    batch id -> ``replica|array|resource key|id,id,...`` of claimed batches
+batches        hash    batch id -> ``holder|incarnation|array|resource key|id,id,...`` of claimed
+                       batches (holder and incarnation empty: orphaned, waiting in ``orphans``)
 reserved       hash    "run" and array id -> capacity reserved by claimed batches
 orphans        list    batch ids taken over from dead replicas, re-driven first by claim_batch
 replicas       hash    replica id -> ``incarnation|lease deadline ms|joined ms``
 leader         hash    id, incarnation, epoch, deadline_ms: the leadership lease
 events         stream  what every state change did (capped by meta.events_maxlen)
 counters       hash    monotonic counters: to:<S> transitions into each status, claims, acks,
-                       releases, reaps, propagations, leader_changes
+                       releases, reaps, propagations, leader_changes, joins, redrives, orphaned,
+                       reconciled, batches (also the sequence of batch ids)
 resources      hash    resource key -> codec-encoded TaskResources (first writer wins)
 reap_lock      string  short mutex so concurrent reaps are harmless
+taskres        hash    task id -> resource key it was registered or last queued with (only for
+                       tasks that have resources); propagation copies it into ``qres``
 =============  ======  =============================================================================
 """
 
@@ -60,6 +64,7 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "counters",
     "resources",
     "reap_lock",
+    "taskres",
 )
 
 

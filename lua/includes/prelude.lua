@@ -84,6 +84,10 @@ local function try_enqueue(id, front)
     return false
   end
   if redis.call('SADD', K.queued, id) == 1 then
+    local rk = redis.call('HGET', K.taskres, id)
+    if rk then
+      redis.call('HSET', K.qres, id, rk)
+    end
     if front then
       redis.call('LPUSH', K.ready, id)
     else
