@@ -7,6 +7,7 @@ replies; it never talks to Redis. The sync and async transports execute the valu
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,14 +47,15 @@ Call = ScriptCall | Command
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the version it saw last, its replica id and leadership epoch."""
+    """Who is calling: the version and run token it saw last, its replica id and epoch."""
 
     seen: int
     actor: str = "-"
     epoch: str = ""
+    token: str = ""
 
     def head(self) -> list[Arg]:
-        return [self.seen, self.actor, self.epoch]
+        return [f"{self.seen}:{self.token}", self.actor, self.epoch]
 
 
 def text(value: Any) -> str:
@@ -72,7 +74,8 @@ def error_from_reply(message: str, run_id: int | str) -> Exception | None:
     code, _, rest = message.partition(" ")
     if code == "STATELOST":
         seen, _, found = rest.partition(" ")
-        return StateLostError(run_id, int(seen), int(found.split()[0]))
+        words = found.split()
+        return StateLostError(run_id, int(seen), int(words[0]), recreated="recreated" in words)
     if code == "INVALID":
         return InvalidInputError(f"workflow run {run_id}: {rest}")
     if code == "NORUN":
@@ -103,7 +106,8 @@ def create_run(
     detail_max: int,
 ) -> ScriptCall:
     args = [*caller.head(), workflow_id, workflow_run_id, dag_id, limit, status]
-    return ScriptCall("create_run", keys.all, [*args, events_maxlen, detail_max])
+    token = secrets.token_hex(8)
+    return ScriptCall("create_run", keys.all, [*args, events_maxlen, detail_max, token])
 
 
 @dataclass(frozen=True)
@@ -204,9 +208,7 @@ def read_status(keys: RunKeys, caller: Caller, status: str) -> ScriptCall:
     return ScriptCall("read_status", keys.all, [*caller.head(), status])
 
 
-def repair(
-    keys: RunKeys, caller: Caller, ops: Sequence[tuple[str, str, str, str]]
-) -> ScriptCall:
+def repair(keys: RunKeys, caller: Caller, ops: Sequence[tuple[str, str, str, str]]) -> ScriptCall:
     """Repair ops ``(code, subject, a, b)`` of the consistency checker (see lua/repair.lua)."""
     args: list[Arg] = [*caller.head(), len(ops)]
     for op in ops:

@@ -92,6 +92,7 @@ class StateCore:
         self.events_maxlen = events_maxlen
         self.event_detail_max = event_detail_max
         self.seen = 0
+        self.token = ""  # the run's creation token, once known: a recreated run has another
         self.actor = "-"
         self.epoch = ""
         self.tasks: dict[int, Any] = {}
@@ -102,12 +103,20 @@ class StateCore:
     # --- plumbing -----------------------------------------------------------------------------
 
     def caller(self) -> Caller:
-        return Caller(self.seen, self.actor, self.epoch)
+        return Caller(self.seen, self.actor, self.epoch, self.token)
 
-    def observe(self, version: int) -> None:
-        """Remember the highest write version seen; a lower one means Redis lost writes."""
+    def observe(self, version: int, token: str | None = None) -> None:
+        """Remember the highest write version seen; a lower one means Redis lost writes.
+
+        ``token`` is the run's creation token when the reply carries it: another token than the
+        one already known means the run's keys were lost and the run created again.
+        """
         if version < self.seen:
             raise StateLostError(self.run_id, self.seen, version)
+        if token:
+            if self.token and token != self.token:
+                raise StateLostError(self.run_id, self.seen, version, recreated=True)
+            self.token = token
         self.seen = version
 
     def _scripts(self, calls: list[Call]) -> Op[list[Any]]:
@@ -118,10 +127,11 @@ class StateCore:
 
     def _read(self, *commands: tuple[Any, ...]) -> Op[list[Any]]:
         """Plain reads plus the run's version, in one round trip."""
-        calls: list[Call] = [Command(("HGET", self.keys.meta, "version"))]
+        calls: list[Call] = [Command(("HMGET", self.keys.meta, "version", "token"))]
         calls += [Command(c) for c in commands]
         replies = yield calls
-        self.observe(int(replies[0] or 0))
+        version, token = replies[0]
+        self.observe(int(version or 0), cmd.opt_text(token))
         return replies[1:]
 
     # --- run ----------------------------------------------------------------------------------
@@ -144,6 +154,7 @@ class StateCore:
             self.event_detail_max,
         )
         (reply,) = yield from self._scripts([call])
+        self.observe(int(reply[0]), cmd.opt_text(reply[6]))
         return int(reply[1]) == 1
 
     def read_meta(self) -> Op[dict[str, str]]:
@@ -251,10 +262,13 @@ class StateCore:
             pending += [c for s in fresh for c in s.downstream_ids if c not in self.tasks]
         self._build(loaded)
 
-    def load_all(self) -> Op[None]:
-        """Load every task of the run that the registry lacks (attach, full views)."""
+    def load_all(self, *, refresh: bool = False) -> Op[None]:
+        """Load every task of the run that the registry lacks (attach, full views).
+
+        With ``refresh`` every record is read and the mirrors of known objects refreshed too.
+        """
         (count,) = yield from self._read(("HLEN", self.keys.task))
-        if int(count) <= len(self.tasks):
+        if int(count) <= len(self.tasks) and not refresh:
             return
         states: list[cmd.TaskState] = []
         cursor: Any = 0
@@ -266,6 +280,8 @@ class StateCore:
             if int(cursor) == 0:
                 break
         self._build(states)
+        for s in states:
+            _set_mirror(self.tasks[s.task_id], s.status, s.num_upstreams_done)
         (raw_arrays,) = yield from self._read(("HGETALL", self.keys.arrays))
         self._absorb_arrays(raw_arrays)
 

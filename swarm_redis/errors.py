@@ -26,14 +26,22 @@ class UnknownRunError(SwarmRedisError, KeyError):
 class StateLostError(SwarmRedisError):
     """The run's write version went backwards: Redis lost writes (failover, restart)."""
 
-    def __init__(self, run_id: int | str, seen: int, found: int) -> None:
+    def __init__(
+        self, run_id: int | str, seen: int, found: int, *, recreated: bool = False
+    ) -> None:
         self.run_id = run_id
         self.seen = seen
         self.found = found
+        self.recreated = recreated
+        what = (
+            f"was recreated after its keys were lost (this replica saw write version {seen} of "
+            f"the original run; Redis now holds version {found} of a new one)"
+            if recreated
+            else f"went backwards: this replica saw write version {seen}, Redis now holds "
+            f"{found} (writes were lost by a failover or a restart)"
+        )
         super().__init__(
-            f"state of workflow run {run_id} went backwards: this replica saw write version "
-            f"{seen}, Redis now holds {found} (writes were lost by a failover or a restart); "
-            "rebuild the run from the server's task statuses"
+            f"state of workflow run {run_id} {what}; rebuild the run from the server's task statuses"
         )
 
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from swarm_redis import coordination as coord
 from swarm_redis.codec import ResourceCodec
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
     SERVER_STOP_STATUSES,
     TERMINATING_STATUSES,
+)
+from swarm_redis.coordination import (
+    Batch,
+    LeaderInfo,
+    ReapReport,
+    ReconcileReport,
+    Replica,
 )
 from swarm_redis.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_sync
 from swarm_redis.errors import InvalidTypeError
@@ -327,13 +335,95 @@ class RedisSwarmState:
         """Cache resources (first writer wins) and return the cached value."""
         return self._run(self._core.cache_resources(resource_hash, task_resources))
 
+    # --- several replicas (see docs/replicas.md) -----------------------------------------------
+
+    def join_replica(self, ttl_s: float = 10.0, *, replica_id: str | None = None) -> Replica:
+        """Join the run as a replica with a lease of ``ttl_s`` (Redis time)."""
+        return self._run(coord.join_replica(self._core, ttl_s, replica_id))
+
+    def heartbeat(self, replica: Replica) -> None:
+        """Extend the replica's lease; LeaseLostError once it expired or was reaped."""
+        self._run(coord.heartbeat(self._core, replica))
+
+    def leave(self, replica: Replica) -> None:
+        """Clean shutdown: unsent claimed batches back to the queue front, leadership resigned."""
+        self._run(coord.leave(self._core, replica))
+
+    def claim_batch(
+        self,
+        replica: Replica,
+        max_size: int = 500,
+        *,
+        window: int | None = None,
+        scan_limit: int = coord.DEFAULT_SCAN_LIMIT,
+    ) -> Batch | None:
+        """Claim the next batch to queue on the server (an orphan first), or None."""
+        return self._run(
+            coord.claim_batch(self._core, replica, max_size, window=window, scan_limit=scan_limit)
+        )
+
+    def ack_batch(
+        self,
+        replica: Replica,
+        batch: Batch,
+        task_statuses: Mapping[int, str],
+        *,
+        sync_time: datetime.datetime | str | None = None,
+    ) -> set[Any]:
+        """Apply the server's answer to the batch's queue call and release the claim."""
+        return self._run(
+            coord.ack_batch(self._core, replica, batch, task_statuses, sync_time=sync_time)
+        )
+
+    def release_batch(self, replica: Replica, batch: Batch) -> None:
+        """Put an unqueued batch back at the queue front in its order."""
+        self._run(coord.release_batch(self._core, replica, batch))
+
+    def reap(self, *, interval_s: float = 0.5, force: bool = False) -> ReapReport:
+        """Remove expired replicas; their batches are re-driven by the next claims."""
+        return self._run(coord.reap(self._core, interval_s=interval_s, force=force))
+
+    def acquire_leadership(self, replica: Replica, ttl_s: float | None = None) -> int | None:
+        """The leadership epoch if this replica leads now, else None."""
+        return self._run(coord.acquire_leadership(self._core, replica, ttl_s))
+
+    def renew_leadership(self, replica: Replica, epoch: int) -> None:
+        """Extend the leadership lease; FencedError if ``epoch`` no longer leads."""
+        self._run(coord.renew_leadership(self._core, replica, epoch))
+
+    def resign_leadership(self, replica: Replica, epoch: int) -> None:
+        """Give up leadership if still held under ``epoch``."""
+        self._run(coord.resign_leadership(self._core, replica, epoch))
+
+    def leader(self) -> LeaderInfo | None:
+        """The current leadership lease, or None."""
+        return self._run(coord.leader(self._core))
+
+    def set_run_status(
+        self, new: str, *, expected: str | None = None, epoch: int | None = None
+    ) -> str:
+        """Compare-and-set the run status on the run state machine (TransitionError if refused)."""
+        return self._run(coord.set_run_status(self._core, new, expected=expected, epoch=epoch))
+
+    def finalize(self, final_status: str, *, epoch: int | None = None) -> bool:
+        """End the run exactly once; True only for the call that did it."""
+        return self._run(coord.finalize(self._core, final_status, epoch=epoch))
+
+    def enqueue_initial_fringe(self) -> int:
+        """Once per run: A tasks to the front, ready G tasks to the back; how many queued."""
+        return self._run(coord.enqueue_initial_fringe(self._core))
+
+    def reconcile(self) -> ReconcileReport:
+        """Heal every crash window (idempotent, bounded chunks); what it fixed."""
+        return self._run(coord.reconcile(self._core))
+
     # --- helpers for the views -----------------------------------------------------------------
 
     def _task_count(self) -> int:
         return self._run(self._core.counts())["tasks"]
 
-    def _all_tasks(self) -> dict[int, Any]:
-        self._run(self._core.load_all())
+    def _all_tasks(self, *, refresh: bool = False) -> dict[int, Any]:
+        self._run(self._core.load_all(refresh=refresh))
         return dict(self._core.tasks)
 
     def _all_arrays(self) -> dict[int, Any]:

@@ -39,10 +39,10 @@ class TasksView(Mapping[int, Any]):
         return iter(self._state._all_tasks())
 
     def values(self) -> Any:  # refreshed objects in one pass, not one read per key
-        return list(self._state._all_tasks().values())
+        return list(self._state._all_tasks(refresh=True).values())
 
     def items(self) -> Any:
-        return list(self._state._all_tasks().items())
+        return list(self._state._all_tasks(refresh=True).items())
 
 
 class ArraysView(MutableMapping[int, Any]):

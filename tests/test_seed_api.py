@@ -180,8 +180,12 @@ def test_redis_constructor_signature() -> None:
     params = parameters(redis_swarm_state().__init__, bound=True)
     assert describe(params[:5]) == list(SEED_CONSTRUCTOR)
     assert all(p.kind is POSITIONAL for p in params[:5])
-    assert [p.name for p in params[5:]] == ["redis", "prefix"]
-    redis_param, prefix_param = params[5:]
+    assert [p.name for p in params[5:7]] == ["redis", "prefix"]
+    redis_param, prefix_param = params[5:7]
+    # Tuning options may follow, but only as optional keywords: the seed's call still works.
+    for extra in params[7:]:
+        assert extra.kind is inspect.Parameter.KEYWORD_ONLY, extra.name
+        assert extra.default is not EMPTY, extra.name
     assert redis_param.kind is inspect.Parameter.KEYWORD_ONLY
     assert redis_param.default in (EMPTY, None)
     assert prefix_param.kind is inspect.Parameter.KEYWORD_ONLY

@@ -3,7 +3,8 @@
 -- transitions, from constants.run_transition_allowed) in front of this file.
 --
 -- Common ARGV of every script:
---   ARGV[1] seen     highest write version this client saw (lost-write detection)
+--   ARGV[1] seen     "<version>:<token>": the highest write version this client saw and the
+--                    run's creation token it knows ("" if none): lost-write detection
 --   ARGV[2] actor    replica id or "-" (recorded in events)
 --   ARGV[3] epoch    leadership epoch of the caller or "" (recorded in events)
 -- Scripts answer errors with a code word first: STATELOST <seen> <found>, INVALID <what>,
@@ -15,11 +16,12 @@ local VALID = {G = true, Q = true, I = true, O = true, R = true, D = true, E = t
 
 local ACTOR = ARGV[2]
 local EPOCH = ARGV[3]
-local META = redis.call('HMGET', K.meta, 'version', 'events_maxlen', 'detail_max')
+local META = redis.call('HMGET', K.meta, 'version', 'events_maxlen', 'detail_max', 'token')
 local VERSION = tonumber(META[1] or '0')
 local EVENTS_MAXLEN = tonumber(META[2] or '10000')
 local DETAIL_MAX = tonumber(META[3] or '16')
-local SEEN = tonumber(ARGV[1])
+local SEEN_TEXT, TOKEN = string.match(ARGV[1], '^(%d+):?(.*)$')
+local SEEN = tonumber(SEEN_TEXT)
 local CHANGED = false
 
 local function fail(code, text)
@@ -128,4 +130,7 @@ end
 
 if SEEN > VERSION then
   return fail('STATELOST', SEEN .. ' ' .. VERSION)
+end
+if TOKEN ~= '' and META[4] and META[4] ~= TOKEN then
+  return fail('STATELOST', SEEN .. ' ' .. VERSION .. ' recreated')
 end

@@ -1,0 +1,476 @@
+"""Several replicas on one run: membership, batch claims, reaping, leadership and fencing.
+
+Each function is an operation on a :class:`~swarm_redis.core.StateCore` (a generator, driven by
+the sync or the async front). Every lease deadline is computed from Redis ``TIME`` inside the
+scripts, never from the client's clock. See ``docs/replicas.md`` for the walkthrough.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from swarm_redis import commands as cmd
+from swarm_redis.commands import Call, Caller, text
+from swarm_redis.core import Op, StateCore, _pairs, _set_mirror
+from swarm_redis.errors import InvalidInputError, InvalidTypeError
+from swarm_redis.validation import check_run_status, check_task_status, coerce_task_id, sync_stamp
+
+#: Default number of queue entries searched for a batch head (pages of 1,000 in one script).
+DEFAULT_SCAN_LIMIT = 50_000
+#: Tasks per script call of the initial fringe and of reconcile.
+_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A member of the run: pass it to every replica call.
+
+    Attributes:
+        id: Unique name of the replica (default ``host-pid-random``).
+        incarnation: Random token of this join; a re-join under the same id gets a new one.
+        ttl_ms: Length of the membership lease.
+    """
+
+    id: str
+    incarnation: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Tasks claimed together: one array, one resource key, queued on the server in one call.
+
+    Attributes:
+        batch_id: The batch's id in the run's ``batches`` hash.
+        array_id: The array every task belongs to.
+        resource_key: The resource key every task was queued with ("" when none).
+        task_ids: The ids in queue order.
+        tasks: The registry objects of ``task_ids``, mirrors refreshed.
+        redriven: True when taken over from a dead replica (it may have reached the server).
+    """
+
+    batch_id: str
+    array_id: int
+    resource_key: str
+    task_ids: tuple[int, ...]
+    tasks: list[Any]
+    redriven: bool
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    """What one ``reap`` did.
+
+    Attributes:
+        dead_replicas: Replicas removed because their lease expired.
+        batches: Batches moved to the orphans list (re-driven first by ``claim_batch``).
+        tasks: Tasks in those batches.
+        skipped: True when another reap ran less than the mutex interval ago.
+        leader_cleared: True when a dead replica's leadership lease was cleared.
+    """
+
+    dead_replicas: tuple[str, ...] = ()
+    batches: int = 0
+    tasks: int = 0
+    skipped: bool = False
+    leader_cleared: bool = False
+
+
+@dataclass(frozen=True)
+class LeaderInfo:
+    """The leadership lease as Redis holds it.
+
+    Attributes:
+        replica_id: The leading replica.
+        incarnation: Its incarnation.
+        epoch: The fencing epoch; grows on every takeover.
+        deadline_ms: End of the lease, Redis time in ms.
+        remaining_ms: ``deadline_ms`` minus Redis now (negative: expired, anyone may take over).
+    """
+
+    replica_id: str
+    incarnation: str
+    epoch: int
+    deadline_ms: int
+    remaining_ms: int
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What one ``reconcile`` fixed, per kind.
+
+    Attributes:
+        propagated: DONE tasks whose completion had not been counted.
+        enqueued: Ready REGISTERING tasks neither queued, claimed nor active, queued at the back.
+        requeued_front: ADJUSTING_RESOURCES tasks neither queued nor claimed, queued at the front.
+        reaped: Expired replicas reaped.
+        active_fixed: Per-array active counters that disagreed with the status sets.
+        reserved_fixed: Reservation counters that disagreed with the claimed batches.
+        stale_claims: Claims of batches that no longer exist (dropped).
+    """
+
+    propagated: int = 0
+    enqueued: int = 0
+    requeued_front: int = 0
+    reaped: int = 0
+    active_fixed: int = 0
+    reserved_fixed: int = 0
+    stale_claims: int = 0
+
+    @property
+    def clean(self) -> bool:
+        """True when the sweep found nothing to fix."""
+        return all(getattr(self, f.name) == 0 for f in fields(self))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _ttl_ms(ttl_s: Any, what: str = "ttl_s") -> int:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)):
+        raise InvalidTypeError(f"{what} must be a number of seconds, got {ttl_s!r}")
+    if not math.isfinite(ttl_s) or ttl_s <= 0:
+        raise InvalidInputError(f"{what} must be > 0, got {ttl_s!r}")
+    return max(1, round(ttl_s * 1000))
+
+
+def _check_replica(replica: Any) -> Replica:
+    if not isinstance(replica, Replica):
+        raise InvalidTypeError(f"expected a Replica from join_replica(), got {replica!r}")
+    return replica
+
+
+def _check_epoch(epoch: Any) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise InvalidTypeError(f"epoch must be an int >= 1, got {epoch!r}")
+    return epoch
+
+
+def _caller(core: StateCore, epoch: int | None) -> Caller:
+    if epoch is None:
+        return core.caller()
+    return Caller(core.seen, core.actor, str(_check_epoch(epoch)), core.token)
+
+
+def default_replica_id() -> str:
+    """``host-pid-random``: unique enough for a fleet, readable in events."""
+    host = socket.gethostname().replace("|", "_") or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _mirror_triples(core: StateCore, found: list[tuple[int, str, int]]) -> None:
+    for task_id, status, done in found:
+        obj = core.tasks.get(task_id)
+        if obj is not None:
+            _set_mirror(obj, status, done)
+
+
+# --- membership -------------------------------------------------------------------------------
+
+
+def join_replica(
+    core: StateCore, ttl_s: float = 10.0, replica_id: str | None = None
+) -> Op[Replica]:
+    """Register a replica with a lease; the core's events then carry its id."""
+    ttl_ms = _ttl_ms(ttl_s)
+    rid = default_replica_id() if replica_id is None else replica_id
+    if not isinstance(rid, str) or not rid or "|" in rid or rid != rid.strip():
+        raise InvalidInputError(f"replica id must be a non-empty string without '|', got {rid!r}")
+    replica = Replica(rid, secrets.token_hex(8), ttl_ms)
+    yield from core._scripts([cmd.join(core.keys, core.caller(), rid, replica.incarnation, ttl_ms)])
+    core.actor = rid
+    return replica
+
+
+def heartbeat(core: StateCore, replica: Replica) -> Op[None]:
+    """Extend the lease; LeaseLostError when it expired or the replica was reaped."""
+    r = _check_replica(replica)
+    yield from core._scripts(
+        [cmd.heartbeat(core.keys, core.caller(), r.id, r.incarnation, r.ttl_ms)]
+    )
+
+
+def leave(core: StateCore, replica: Replica) -> Op[None]:
+    """Clean shutdown: held batches back to the queue front, leadership resigned, member gone."""
+    r = _check_replica(replica)
+    yield from core._scripts([cmd.leave(core.keys, core.caller(), r.id, r.incarnation)])
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+def claim_batch(
+    core: StateCore,
+    replica: Replica,
+    max_size: int = 500,
+    *,
+    window: int | None = None,
+    scan_limit: int = DEFAULT_SCAN_LIMIT,
+) -> Op[Batch | None]:
+    """The next batch for this replica (an orphan first), or None when nothing is claimable."""
+    r = _check_replica(replica)
+    for name, value in (("max_size", max_size), ("scan_limit", scan_limit)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidTypeError(f"{name} must be an int >= 1, got {value!r}")
+    win = max(4 * max_size, 2000) if window is None else window
+    if isinstance(win, bool) or not isinstance(win, int) or win < 0:
+        raise InvalidTypeError(f"window must be an int >= 0, got {win!r}")
+    call = cmd.claim_batch(
+        core.keys,
+        core.caller(),
+        r.id,
+        r.incarnation,
+        max_size=max_size,
+        window=win,
+        scan_limit=scan_limit,
+    )
+    (reply,) = yield from core._scripts([call])
+    claim = cmd.decode_claim(reply)
+    if not claim.batch_id:
+        return None
+    ids = tuple(t[0] for t in claim.tasks)
+    objs = yield from core._objects(list(ids))
+    _mirror_triples(core, claim.tasks)
+    return Batch(claim.batch_id, claim.array_id, claim.resource_key, ids, objs, claim.redriven)
+
+
+def _answer(task_statuses: Mapping[Any, Any]) -> list[tuple[int, str]]:
+    if not isinstance(task_statuses, Mapping):
+        raise InvalidTypeError(
+            f"task_statuses must be a mapping, got {type(task_statuses).__name__}"
+        )
+    out = []
+    for task_id, status in task_statuses.items():
+        tid = coerce_task_id(task_id, allow_str=True)
+        out.append((tid, check_task_status(status, task_id=tid)))
+    return out
+
+
+def ack_batch(
+    core: StateCore,
+    replica: Replica,
+    batch: Batch,
+    task_statuses: Mapping[int, str],
+    *,
+    sync_time: Any = None,
+) -> Op[set[Any]]:
+    """Apply the server's answer to the batch's queue call and close the batch, atomically.
+
+    Returns the changed task objects; tasks that new completions made ready and queued are
+    in the core's ``last_ready``. LeaseLostError (nothing changed) if the batch is not held.
+    """
+    r = _check_replica(replica)
+    changes = _answer(task_statuses)  # validate before any write
+    stamp = sync_stamp(sync_time) if sync_time is not None else None
+    call = cmd.ack_batch(
+        core.keys,
+        core.caller(),
+        r.id,
+        r.incarnation,
+        batch.batch_id,
+        propagate=core.propagate_on_apply,
+        stamp=stamp,
+        changes=changes,
+    )
+    (reply,) = yield from core._scripts([call])
+    result = yield from core._absorb([cmd.decode_apply(reply)])
+    core.last_ready = result.ready
+    return result.changed
+
+
+def release_batch(core: StateCore, replica: Replica, batch: Batch) -> Op[None]:
+    """Give back an unqueued batch: its G/A tasks return to the queue front in order."""
+    r = _check_replica(replica)
+    call = cmd.release_batch(core.keys, core.caller(), r.id, r.incarnation, batch.batch_id)
+    yield from core._scripts([call])
+
+
+def reap(core: StateCore, *, interval_s: float = 0.5, force: bool = False) -> Op[ReapReport]:
+    """Remove expired replicas; their batches become orphans, re-driven first by claims."""
+    lock_ms = _ttl_ms(interval_s, "interval_s")
+    call = cmd.reap(
+        core.keys, core.caller(), lock_ms=lock_ms, force=force, token=secrets.token_hex(8)
+    )
+    (reply,) = yield from core._scripts([call])
+    d = cmd.decode_reap(reply)
+    return ReapReport(d.dead_replicas, d.batches, d.tasks, d.skipped, d.leader_cleared)
+
+
+# --- leadership -------------------------------------------------------------------------------
+
+
+def _leadership(
+    core: StateCore, op: str, replica: Replica, ttl_ms: int, epoch: int | None
+) -> Op[tuple[str, int]]:
+    r = _check_replica(replica)
+    call = cmd.leadership(core.keys, core.caller(), op, r.id, r.incarnation, ttl_ms, epoch)
+    (reply,) = yield from core._scripts([call])
+    return text(reply[1]), int(reply[2])
+
+
+def acquire_leadership(
+    core: StateCore, replica: Replica, ttl_s: float | None = None
+) -> Op[int | None]:
+    """The epoch if this replica leads now (took over or already led), else None."""
+    r = _check_replica(replica)
+    ttl_ms = r.ttl_ms if ttl_s is None else _ttl_ms(ttl_s)
+    epoch, _ = yield from _leadership(core, "acquire", r, ttl_ms, None)
+    return int(epoch) if epoch else None
+
+
+def renew_leadership(core: StateCore, replica: Replica, epoch: int) -> Op[None]:
+    """Extend the leadership lease; FencedError if ``epoch`` no longer leads."""
+    r = _check_replica(replica)
+    yield from _leadership(core, "renew", r, r.ttl_ms, _check_epoch(epoch))
+
+
+def resign_leadership(core: StateCore, replica: Replica, epoch: int) -> Op[None]:
+    """Give up the lease if this replica still holds it under ``epoch`` (the epoch stays)."""
+    r = _check_replica(replica)
+    yield from _leadership(core, "resign", r, r.ttl_ms, _check_epoch(epoch))
+
+
+def leader(core: StateCore) -> Op[LeaderInfo | None]:
+    """The current leadership lease, or None when nobody holds it."""
+    raw, now = yield from core._read(
+        ("HMGET", core.keys.leader, "id", "incarnation", "epoch", "deadline_ms"), ("TIME",)
+    )
+    rid = cmd.opt_text(raw[0])
+    if not rid:
+        return None
+    now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
+    deadline = int(text(raw[3] or 0))
+    epoch = int(text(raw[2] or 0))
+    return LeaderInfo(rid, text(raw[1] or ""), epoch, deadline, deadline - now_ms)
+
+
+# --- run status -------------------------------------------------------------------------------
+
+
+def set_run_status(
+    core: StateCore, new: str, *, expected: str | None = None, epoch: int | None = None
+) -> Op[str]:
+    """Compare-and-set on the run state machine; the status now. TransitionError if refused."""
+    check_run_status(new)
+    if expected is not None:
+        check_run_status(expected)
+    call = cmd.set_run_status(core.keys, _caller(core, epoch), new, expected)
+    (reply,) = yield from core._scripts([call])
+    return text(reply[1])
+
+
+def finalize(core: StateCore, final_status: str, *, epoch: int | None = None) -> Op[bool]:
+    """End the run once; True only for the call that did it."""
+    check_run_status(final_status)
+    (reply,) = yield from core._scripts(
+        [cmd.finalize(core.keys, _caller(core, epoch), final_status)]
+    )
+    return int(reply[1]) == 1
+
+
+# --- fringe and reconcile ----------------------------------------------------------------------
+
+
+def _scan_set(core: StateCore, key: str) -> Op[list[int]]:
+    ids: list[int] = []
+    cursor: Any = 0
+    while True:
+        (page,) = yield from core._read(("SSCAN", key, cursor, "COUNT", _CHUNK))
+        cursor, members = page
+        ids += [int(text(m)) for m in members]
+        if int(cursor) == 0:
+            return ids
+
+
+def enqueue_initial_fringe(core: StateCore) -> Op[int]:
+    """Once per run: ADJUSTING_RESOURCES tasks to the front, ready REGISTERING tasks to the back.
+
+    Returns how many tasks this call queued (0 when another replica did the fringe). If the
+    caller dies half-way, ``reconcile`` queues the rest.
+    """
+    done = yield from core.meta_field("fringe_done")
+    if done:
+        return 0
+    adjusting = sorted((yield from _scan_set(core, core.keys.status_set("A"))))
+    registering = sorted((yield from _scan_set(core, core.keys.status_set("G"))))
+
+    def items(ids: list[int]) -> list[tuple[int, str]]:
+        return [(i, core.resource_key(core.tasks[i]) if i in core.tasks else "") for i in ids]
+
+    def chunks(ids: list[int]) -> list[list[int]]:
+        return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+
+    # the front chunks go last-first so that the A tasks keep their order at the front
+    plan = [(c, True) for c in reversed(chunks(adjusting))] + [
+        (c, False) for c in chunks(registering)
+    ]
+    if not plan:
+        plan = [([], False)]
+    queued = 0
+    for n, (ids, front) in enumerate(plan):
+        call = cmd.enqueue_fringe(
+            core.keys, core.caller(), items(ids), take_flag=n == 0, front=front
+        )
+        (reply,) = yield from core._scripts([call])
+        if int(reply[1]) == 0:
+            return 0
+        found = cmd.triples(reply[2])
+        _mirror_triples(core, found)
+        queued += len(found)
+    return queued
+
+
+def _candidate(raw: Any) -> bool:
+    """A record reconcile_tasks may have to heal (the script checks again, atomically)."""
+    parts = text(raw).split("|")
+    status = parts[0]
+    if status == "D":
+        return "p" not in parts[3]
+    if status == "G":
+        return parts[1] == parts[5]
+    return status == "A"
+
+
+def reconcile(core: StateCore) -> Op[ReconcileReport]:
+    """Idempotent sweep that heals every crash window; reports what it fixed.
+
+    Reaps expired replicas, recomputes the active and reserved counters, then walks all tasks
+    (HSCAN in chunks, one script per chunk).
+    """
+    reaped = yield from reap(core, force=True)
+    (counters,) = yield from core._scripts([cmd.reconcile_counters(core.keys, core.caller())])
+    propagated = enqueued = front = 0
+    cursor: Any = 0
+    while True:
+        (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+        cursor, entries = page
+        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+        ids = [int(text(k)) for k, v in items if _candidate(v)]
+        if ids:
+            calls: list[Call] = [cmd.reconcile_tasks(core.keys, core.caller(), ids)]
+            (reply,) = yield from core._scripts(calls)
+            d = cmd.decode_reconcile_tasks(reply)
+            propagated += len(d.propagated)
+            enqueued += len(d.back)
+            front += len(d.front)
+            for task_id, done, status in d.touched:
+                obj = core.tasks.get(task_id)
+                if obj is not None:
+                    _set_mirror(obj, status, done)
+        if int(cursor) == 0:
+            break
+    return ReconcileReport(
+        propagated=propagated,
+        enqueued=enqueued,
+        requeued_front=front,
+        reaped=len(reaped.dead_replicas),
+        active_fixed=int(counters[1]),
+        reserved_fixed=int(counters[2]),
+        stale_claims=int(counters[3]),
+    )
