@@ -19,7 +19,11 @@ if ids then
     out[#out + 1] = s
     out[#out + 1] = tonumber(nd)
   end
-  emit('type', 'dequeue', 'n', #ids)
+  if #ids <= DETAIL_MAX then
+    emit('type', 'dequeue', 'n', #ids, 'tasks', table.concat(ids, ','))
+  else
+    emit('type', 'dequeue', 'n', #ids)
+  end
   touch()
 end
 return {finish(), out}

@@ -1,0 +1,565 @@
+"""``swarm-redis``: look at and operate runs from a shell (also ``python -m swarm_redis``).
+
+A thin layer: it parses arguments, reads through :mod:`swarm_redis.inspect`,
+:mod:`swarm_redis.events`, :mod:`swarm_redis.verify` and :mod:`swarm_redis.snapshot`, and
+prints rich tables (colour only on a terminal) or, with ``--json``, JSON for machines.
+
+The Redis URL comes from ``--url``, else ``REDIS_URL``, else a throw-away embedded server (empty;
+handy only to try the tool). Read commands (runs, status, watch, tasks, task, events, replicas,
+verify without --repair, export, exporter) use plain read commands only, so a read-only ACL user
+can run them (``docs/operating.md``).
+
+Exit codes (module constants):
+    0 EXIT_OK              done; verify found no drift
+    1 EXIT_ERROR           any other error (bad snapshot file, import onto an existing run ...)
+    2 EXIT_USAGE           bad arguments; purge without --yes when stdin is not a terminal
+    3 EXIT_NOT_FOUND       the run (or the task) does not exist
+    4 EXIT_DRIFT           verify found drift (after --repair: drift is left)
+    5 EXIT_CONNECTION      Redis could not be reached (or refused the credentials)
+    6 EXIT_WRITE_REFUSED   Redis refused a command with NOPERM (e.g. a read-only ACL user)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import orjson
+import redis
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from swarm_redis import render
+from swarm_redis.constants import TASK_STATUSES
+from swarm_redis.embedded import resolve_url
+from swarm_redis.errors import SwarmRedisError, UnknownRunError
+from swarm_redis.events import follow_events, format_event, read_events
+from swarm_redis.inspect import (
+    RunSnapshot,
+    list_runs,
+    list_tasks,
+    read_snapshot,
+    scan_keys,
+    task_detail,
+)
+from swarm_redis.keys import RunKeys
+
+__all__ = [
+    "EXIT_CONNECTION",
+    "EXIT_DRIFT",
+    "EXIT_ERROR",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_WRITE_REFUSED",
+    "build_parser",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_DRIFT = 4
+EXIT_CONNECTION = 5
+EXIT_WRITE_REFUSED = 6
+
+DEFAULT_PREFIX = "swarm"
+_UNLINK_BATCH = 500
+
+
+class CliError(Exception):
+    """A failure with its exit code and the message for stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass
+class Ctx:
+    """What every command gets: parsed args, the client, the console and the output mode."""
+
+    args: argparse.Namespace
+    client: Any
+    console: Console
+    json: bool
+
+    @property
+    def prefix(self) -> str:
+        return str(self.args.prefix or DEFAULT_PREFIX)
+
+    def keys(self) -> RunKeys:
+        return RunKeys(self.prefix, self.args.run)
+
+    def emit(self, obj: Any) -> None:
+        """Print one JSON document (``--json``)."""
+        out = sys.stdout
+        out.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+        out.write("\n")
+        out.flush()
+
+    def emit_line(self, obj: Any) -> None:
+        """Print one JSON object on one line (streams: events, watch)."""
+        sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+        sys.stdout.flush()
+
+    def show(self, renderable: RenderableType) -> None:
+        self.console.print(renderable)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _require_run(ctx: Ctx) -> RunKeys:
+    keys = ctx.keys()
+    if int(ctx.client.exists(keys.meta)) == 0:
+        raise UnknownRunError(f"workflow run {keys.run_id} not found under prefix {keys.prefix!r}")
+    return keys
+
+
+def cmd_runs(ctx: Ctx) -> int:
+    runs = list_runs(ctx.client, ctx.prefix)
+    if ctx.json:
+        ctx.emit([r.to_json() for r in runs])
+    else:
+        ctx.show(render.runs_table(runs))
+    return EXIT_OK
+
+
+def cmd_status(ctx: Ctx) -> int:
+    snap = read_snapshot(ctx.client, ctx.keys())
+    if ctx.json:
+        ctx.emit(snap.to_json())
+    else:
+        ctx.show(render.status_view(snap))
+    return EXIT_OK
+
+
+def _watch_frames(ctx: Ctx) -> Iterator[tuple[RunSnapshot, float | None]]:
+    """Snapshots about every ``--interval`` s with the completion rate, until the run is final."""
+    keys = ctx.keys()
+    prev: tuple[int, float] | None = None
+    n = 0
+    while True:
+        snap = read_snapshot(ctx.client, keys)
+        now = time.monotonic()
+        rate = None
+        if prev is not None and now > prev[1]:
+            rate = max(0, snap.done - prev[0]) / (now - prev[1])
+        prev = (snap.done, now)
+        n += 1
+        yield snap, rate
+        if snap.all_final or snap.terminal or (ctx.args.count and n >= ctx.args.count):
+            return
+        time.sleep(ctx.args.interval)
+
+
+def cmd_watch(ctx: Ctx) -> int:
+    if ctx.json:
+        for snap, rate in _watch_frames(ctx):
+            ctx.emit_line({**snap.to_json(), "rate": rate})
+    elif not ctx.console.is_terminal:
+        for snap, rate in _watch_frames(ctx):
+            ctx.console.print(
+                render.watch_line(snap, rate), markup=False, highlight=False, soft_wrap=True
+            )
+    else:
+        frames = _watch_frames(ctx)
+        snap, rate = next(frames)
+        with Live(render.watch_view(snap, rate), console=ctx.console, auto_refresh=False) as live:
+            for snap, rate in frames:
+                live.update(render.watch_view(snap, rate), refresh=True)
+    return EXIT_OK
+
+
+def cmd_tasks(ctx: Ctx) -> int:
+    keys = _require_run(ctx)
+    status = ctx.args.status
+    if status is not None and status not in TASK_STATUSES:
+        raise CliError(
+            EXIT_USAGE, f"unknown task status {status!r} (one of {''.join(TASK_STATUSES)})"
+        )
+    rows, total = list_tasks(
+        ctx.client, keys, status=status, array_id=ctx.args.array, limit=ctx.args.limit
+    )
+    if ctx.json:
+        ctx.emit({"tasks": rows, "shown": len(rows), "total": total})
+    else:
+        ctx.show(render.tasks_table(rows, total))
+    return EXIT_OK
+
+
+def cmd_task(ctx: Ctx) -> int:
+    keys = _require_run(ctx)
+    detail = task_detail(ctx.client, keys, ctx.args.task_id)
+    if detail is None:
+        raise CliError(EXIT_NOT_FOUND, f"task {ctx.args.task_id} not found in run {keys.run_id}")
+    if ctx.json:
+        ctx.emit(detail.to_json())
+    else:
+        ctx.show(render.task_view(detail))
+    return EXIT_OK
+
+
+def cmd_events(ctx: Ctx) -> int:
+    keys = _require_run(ctx)
+    limit: int | None = ctx.args.count
+    shown = 0
+    last = ctx.args.since
+
+    def out(event: Any) -> None:
+        if ctx.json:
+            ctx.emit_line(event.to_json())
+        else:
+            ctx.console.print(format_event(event), markup=False, highlight=False, soft_wrap=True)
+
+    for event in read_events(ctx.client, keys, since=ctx.args.since, count=limit):
+        out(event)
+        shown += 1
+        last = event.id
+    if not ctx.args.follow or (limit is not None and shown >= limit):
+        return EXIT_OK
+    for new in follow_events(ctx.client, keys, after=last or "0-0"):
+        if new is None:
+            continue
+        out(new)
+        shown += 1
+        if limit is not None and shown >= limit:
+            break
+    return EXIT_OK
+
+
+def cmd_verify(ctx: Ctx) -> int:
+    from swarm_redis.verify import find_drift, repair
+
+    keys = ctx.keys()
+    report = find_drift(ctx.client, keys)
+    before = report
+    if ctx.args.repair and not report.clean:
+        report = repair(ctx.client, keys, report, chunk=ctx.args.chunk)
+    if ctx.json:
+        if ctx.args.repair:
+            ctx.emit(
+                {
+                    "before": before.to_json(ctx.args.examples),
+                    "after": report.to_json(ctx.args.examples),
+                }
+            )
+        else:
+            ctx.emit(report.to_json(ctx.args.examples))
+    else:
+        if ctx.args.repair and before is not report:
+            ctx.show(render.drift_view(before, ctx.args.examples))
+            ctx.console.print("after repair:", markup=False)
+        ctx.show(render.drift_view(report, ctx.args.examples))
+    return EXIT_OK if report.clean else EXIT_DRIFT
+
+
+def cmd_replicas(ctx: Ctx) -> int:
+    snap = read_snapshot(ctx.client, ctx.keys())
+    if ctx.json:
+        data = snap.to_json()
+        ctx.emit({"replicas": data["replicas"], "leader": data["leader"], "now_ms": snap.now_ms})
+    else:
+        ctx.show(render.replicas_view(snap))
+    return EXIT_OK
+
+
+def cmd_reap(ctx: Ctx) -> int:
+    from swarm_redis.state import RedisSwarmState
+
+    keys = _require_run(ctx)
+    state = RedisSwarmState.attach(ctx.client, int(keys.run_id), prefix=ctx.prefix)
+    data = dataclasses.asdict(state.reap(force=True))
+    if ctx.json:
+        ctx.emit(data)
+    else:
+        shown = ", ".join(f"{k}={v}" for k, v in data.items())
+        ctx.console.print(f"reap of run {keys.run_id}: {shown}", markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_purge(ctx: Ctx) -> int:
+    keys = ctx.keys()
+    found = sorted(scan_keys(ctx.client, keys.match_all))
+    if not found:
+        raise UnknownRunError(
+            f"workflow run {keys.run_id} has no keys under prefix {keys.prefix!r}"
+        )
+    if not ctx.args.yes:
+        if not sys.stdin.isatty():
+            raise CliError(
+                EXIT_USAGE,
+                f"refusing to purge run {keys.run_id} ({len(found)} keys) without --yes: "
+                "stdin is not a terminal",
+            )
+        if not _confirm(
+            f"delete all {len(found)} keys of run {keys.run_id} under {keys.prefix!r}?"
+        ):
+            ctx.console.print("purge cancelled", markup=False)
+            return EXIT_ERROR
+    deleted = 0
+    for start in range(0, len(found), _UNLINK_BATCH):
+        deleted += int(ctx.client.unlink(*found[start : start + _UNLINK_BATCH]))
+    if ctx.json:
+        ctx.emit({"run_id": str(keys.run_id), "prefix": keys.prefix, "deleted": deleted})
+    else:
+        ctx.console.print(f"deleted {deleted} keys of run {keys.run_id}", markup=False)
+    return EXIT_OK
+
+
+def cmd_export(ctx: Ctx) -> int:
+    from swarm_redis.snapshot import export_run, save_snapshot
+
+    snap = export_run(ctx.client, ctx.keys())
+    if ctx.args.file == "-":
+        sys.stdout.write(orjson.dumps(snap).decode() + "\n")
+        return EXIT_OK
+    save_snapshot(snap, ctx.args.file)
+    n = len(snap["keys"])
+    if ctx.json:
+        ctx.emit({"run_id": snap["run_id"], "file": ctx.args.file, "keys": n})
+    else:
+        ctx.console.print(
+            f"exported run {snap['run_id']}: {n} keys to {ctx.args.file}", markup=False
+        )
+    return EXIT_OK
+
+
+def cmd_import(ctx: Ctx) -> int:
+    from swarm_redis.snapshot import import_run, load_snapshot
+
+    snap = load_snapshot(ctx.args.file)
+    keys = import_run(ctx.client, snap, prefix=ctx.args.prefix, force=ctx.args.force)
+    n = len(snap["keys"])
+    if ctx.json:
+        ctx.emit({"run_id": str(keys.run_id), "prefix": keys.prefix, "keys": n})
+    else:
+        ctx.console.print(
+            f"imported run {keys.run_id} under prefix {keys.prefix!r}: {n} keys", markup=False
+        )
+    return EXIT_OK
+
+
+def cmd_exporter(ctx: Ctx) -> int:
+    try:
+        from swarm_redis.exporter import serve
+    except ImportError as e:
+        raise CliError(
+            EXIT_ERROR,
+            f"the exporter needs prometheus-client: pip install 'swarm-redis[prometheus]' ({e})",
+        ) from None
+    runs = ctx.args.runs or None
+    print(f"serving metrics on http://{ctx.args.addr}:{ctx.args.port}/metrics", file=sys.stderr)
+    serve(ctx.client, ctx.args.port, addr=ctx.args.addr, prefix=ctx.prefix, runs=runs)
+    return EXIT_OK
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--url, --prefix, --json, --cluster: on the main parser and (suppressed) on each command."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--url",
+        default=default(None),
+        help="Redis URL (default: $REDIS_URL, else an embedded server)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=default(None),
+        help=f"key prefix of the runs (default: {DEFAULT_PREFIX})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON for machines"
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        default=default(False),
+        help="the URL is a Redis Cluster node",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``swarm-redis``."""
+    parser = argparse.ArgumentParser(
+        prog="swarm-redis",
+        description="Inspect and operate swarm_redis workflow runs.",
+        epilog="exit codes: 0 ok, 1 error, 2 usage, 3 run not found, 4 drift found, "
+        "5 connection failed, 6 write refused (NOPERM)",
+    )
+    _global_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, tuple[Callable[[Ctx], int], str]] = {
+        "runs": (cmd_runs, "list the runs with status, task count and percent done"),
+        "status": (cmd_status, "counts, queue, claims, limits, replicas and leader of a run"),
+        "watch": (cmd_watch, "live progress of a run until it is final"),
+        "tasks": (cmd_tasks, "list tasks of a run"),
+        "task": (cmd_task, "one task: state, neighbours, queue/claim, why it is not running"),
+        "events": (cmd_events, "the run's event stream"),
+        "verify": (cmd_verify, "check (and --repair) the run's consistency"),
+        "replicas": (cmd_replicas, "the run's replicas and leader"),
+        "reap": (cmd_reap, "take over the claimed work of dead replicas"),
+        "purge": (cmd_purge, "delete every key of a run"),
+        "export": (cmd_export, "write a run to a JSON snapshot"),
+        "import": (cmd_import, "load a run from a JSON snapshot"),
+        "exporter": (cmd_exporter, "serve Prometheus metrics"),
+    }
+    subs: dict[str, argparse.ArgumentParser] = {}
+    for name, (func, text) in commands.items():
+        p = sub.add_parser(name, help=text, description=text)
+        _global_options(p, top=False)
+        p.set_defaults(func=func)
+        subs[name] = p
+    for name in (
+        "status",
+        "watch",
+        "tasks",
+        "task",
+        "events",
+        "verify",
+        "replicas",
+        "reap",
+        "purge",
+        "export",
+    ):
+        subs[name].add_argument("run", help="workflow run id")
+    subs["watch"].add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes"
+    )
+    subs["watch"].add_argument(
+        "--count", type=int, default=0, help="stop after N refreshes (0: never)"
+    )
+    subs["tasks"].add_argument("--status", help="only tasks in this status (a letter)")
+    subs["tasks"].add_argument("--array", type=int, help="only tasks of this array")
+    subs["tasks"].add_argument("--limit", type=int, default=50, help="show at most N tasks")
+    subs["task"].add_argument("task_id", type=int, help="task id")
+    subs["events"].add_argument("--follow", "-f", action="store_true", help="wait for new events")
+    subs["events"].add_argument("--since", help="only events after this stream id")
+    subs["events"].add_argument("--count", type=int, help="stop after N events")
+    subs["verify"].add_argument("--repair", action="store_true", help="fix the drift found")
+    subs["verify"].add_argument("--chunk", type=int, default=500, help="repairs per script call")
+    subs["verify"].add_argument("--examples", type=int, default=3, help="examples per drift kind")
+    subs["purge"].add_argument("--yes", "-y", action="store_true", help="do not ask")
+    subs["export"].add_argument("file", help="snapshot file to write ('-': stdout)")
+    subs["import"].add_argument("file", help="snapshot file to read")
+    subs["import"].add_argument("--force", action="store_true", help="replace an existing run")
+    subs["exporter"].add_argument("--port", type=int, required=True, help="HTTP port")
+    subs["exporter"].add_argument("--addr", default="0.0.0.0", help="listen address")
+    subs["exporter"].add_argument("--runs", nargs="*", help="run ids (default: every run)")
+    from swarm_redis.demo import add_demo_parser  # the demo owns its Redis: see main()
+
+    add_demo_parser(sub)
+    return parser
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def _connect(args: argparse.Namespace) -> tuple[Any, Callable[[], None]]:
+    url, embedded = resolve_url(args.url)
+    if embedded is not None:
+        print(
+            f"swarm-redis: no --url and no REDIS_URL: using an empty embedded Redis ({embedded.backend})",
+            file=sys.stderr,
+        )
+    client: Any
+    if args.cluster:
+        from redis.cluster import RedisCluster
+
+        client = RedisCluster.from_url(url, protocol=3, socket_connect_timeout=5)
+    else:
+        client = redis.Redis.from_url(url, protocol=3, socket_connect_timeout=5)
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            client.close()
+        if embedded is not None:
+            embedded.stop()
+
+    return client, close
+
+
+def _console() -> Console:
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, width=None if tty else max(100, _columns()), soft_wrap=False)
+
+
+def _columns() -> int:
+    try:
+        return int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        return 0
+
+
+def _fail(code: int, message: str, as_json: bool) -> int:
+    print(f"swarm-redis: {message}", file=sys.stderr)
+    if as_json:
+        sys.stdout.write(orjson.dumps({"error": message, "exit_code": code}).decode() + "\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2)
+        return int(e.code or 0)
+    if args.command == "demo":  # starts (and stops) its own Redis, server and replicas
+        from swarm_redis.demo import run_demo
+
+        return run_demo(args)
+    as_json = bool(args.json)
+    try:
+        client, close = _connect(args)
+    except (redis.ConnectionError, SwarmRedisError, ValueError) as e:
+        return _fail(EXIT_CONNECTION, f"cannot connect to Redis: {e}", as_json)
+    ctx = Ctx(args=args, client=client, console=_console(), json=as_json)
+    try:
+        client.ping()
+        code: int = args.func(ctx)
+        return code
+    except CliError as e:
+        return _fail(e.code, e.message, as_json)
+    except UnknownRunError as e:
+        return _fail(EXIT_NOT_FOUND, str(e), as_json)
+    except redis.exceptions.NoPermissionError as e:
+        return _fail(
+            EXIT_WRITE_REFUSED,
+            f"write refused: Redis answered NOPERM ({e}); this user may not run that "
+            "command (a read-only user can run runs, status, watch, tasks, task, events, "
+            "replicas, export, verify without --repair, and the exporter)",
+            as_json,
+        )
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        return _fail(EXIT_CONNECTION, f"Redis connection failed: {e}", as_json)
+    except SwarmRedisError as e:
+        return _fail(EXIT_ERROR, str(e), as_json)
+    except (redis.RedisError, OSError, ValueError) as e:  # e.g. a hand-edited, broken record
+        return _fail(EXIT_ERROR, f"{type(e).__name__}: {e}", as_json)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        close()

@@ -1,0 +1,122 @@
+"""Reading a run's event stream (``<prefix>:{<run>}:events``), written by the Lua scripts.
+
+Each entry has the fields ``actor`` (replica id or "-"), ``epoch`` (leadership epoch or ""),
+``type`` and the fields of its type; ``docs/operating.md`` lists them. Entry ids are Redis
+stream ids (``<ms>-<seq>``), so the id also tells when the event happened (Redis time).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from swarm_redis.commands import text
+from swarm_redis.keys import RunKeys
+
+__all__ = ["Event", "follow_events", "format_event", "read_events"]
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stream entry."""
+
+    id: str
+    fields: dict[str, str]
+
+    @property
+    def type(self) -> str:
+        return self.fields.get("type", "")
+
+    @property
+    def time_ms(self) -> int:
+        """Redis time of the event, from the entry id."""
+        return int(self.id.split("-")[0])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "time_ms": self.time_ms, **self.fields}
+
+
+def _event(entry: Any) -> Event:
+    entry_id, raw = entry
+    if isinstance(raw, Mapping):
+        fields = {text(k): text(v) for k, v in raw.items()}
+    else:
+        items = list(raw)
+        fields = {text(items[i]): text(items[i + 1]) for i in range(0, len(items), 2)}
+    return Event(text(entry_id), fields)
+
+
+def _unwrap(entries: Any) -> list[Any]:
+    """XREAD's entries of one stream (redis-py wraps them in one more list under RESP3)."""
+    items = list(entries or [])
+    if len(items) == 1 and isinstance(items[0], list):
+        inner = items[0]
+        if not inner or not isinstance(inner[0], (bytes, str)):
+            return list(inner)
+    return items
+
+
+def read_events(
+    client: Any, keys: RunKeys, *, since: str | None = None, count: int | None = None
+) -> Iterator[Event]:
+    """Events after ``since`` (exclusive; default: from the oldest kept), oldest first."""
+    start = "-" if since is None else f"({since}"
+    left = count
+    while left is None or left > 0:
+        page = _PAGE if left is None else min(_PAGE, left)
+        entries = client.xrange(keys.events, min=start, max="+", count=page)
+        if not entries:
+            return
+        for entry in entries:
+            event = _event(entry)
+            yield event
+        if left is not None:
+            left -= len(entries)
+        start = f"({event.id}"
+        if len(entries) < page:
+            return
+
+
+def follow_events(
+    client: Any, keys: RunKeys, *, after: str = "$", block_ms: int = 1000
+) -> Iterator[Event | None]:
+    """New events as they arrive (XREAD BLOCK); yields None after each quiet ``block_ms``.
+
+    The None lets the caller check its own stop conditions between waits. ``after`` is the id
+    to read after ("$": only events added from now on).
+    """
+    last = after
+    if last == "$":
+        info = client.xrevrange(keys.events, max="+", min="-", count=1)
+        last = text(info[0][0]) if info else "0-0"
+    while True:
+        reply = client.xread({keys.events: last}, count=_PAGE, block=block_ms)
+        streams = (
+            list(reply.values()) if isinstance(reply, Mapping) else [s[1] for s in reply or []]
+        )
+        got = False
+        for entries in streams:
+            for entry in _unwrap(entries):
+                event = _event(entry)
+                last = event.id
+                got = True
+                yield event
+        if not got:
+            yield None
+
+
+def format_event(event: Event) -> str:
+    """One human line: time, id, type, actor (and epoch), then the type's fields."""
+    when = datetime.datetime.fromtimestamp(event.time_ms / 1000, tz=datetime.timezone.utc)
+    who = event.fields.get("actor", "-")
+    epoch = event.fields.get("epoch", "")
+    if epoch:
+        who += f"@{epoch}"
+    rest = " ".join(
+        f"{k}={v}" for k, v in event.fields.items() if k not in ("type", "actor", "epoch")
+    )
+    return f"{when:%H:%M:%S}.{event.time_ms % 1000:03d} {event.id} {event.type:<11} {who:<10} {rest}".rstrip()

@@ -1,0 +1,276 @@
+"""Human renderings of the CLI's views: rich tables and plain lines, no I/O.
+
+Each function turns what :mod:`swarm_redis.inspect` or :mod:`swarm_redis.verify` read into a
+rich renderable; the CLI prints it on a console that shows colour only on a terminal.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from swarm_redis.constants import (
+    TASK_STATUS_NAMES,
+    TASK_STATUSES,
+    WORKFLOW_RUN_STATUS_NAMES,
+)
+from swarm_redis.inspect import RunSnapshot, RunSummary, TaskDetail
+from swarm_redis.verify import DRIFT_KINDS, DriftReport
+
+__all__ = [
+    "drift_view",
+    "replicas_view",
+    "run_status_name",
+    "runs_table",
+    "status_view",
+    "task_view",
+    "tasks_table",
+    "watch_line",
+    "watch_view",
+]
+
+
+def run_status_name(letter: str) -> str:
+    """``R`` -> ``RUNNING (R)``."""
+    name = WORKFLOW_RUN_STATUS_NAMES.get(letter)
+    return f"{name} ({letter})" if name else (letter or "?")
+
+
+def _secs(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms / 1000:.1f}s"
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return f"{t:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _table(*columns: str) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    return table
+
+
+def _titled(title: str, table: Table) -> RenderableType:
+    """A table under a title line (a rich table title would wrap to the table's width)."""
+    return Group(Text(f"{title}:"), table)
+
+
+def runs_table(runs: Sequence[RunSummary]) -> RenderableType:
+    if not runs:
+        return Text("no runs found")
+    table = _table("run", "status", "tasks", "done", "failed", "claimed", "% done")
+    table.columns[1].justify = "left"
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            run_status_name(r.status),
+            str(r.tasks),
+            str(r.done),
+            str(r.failed),
+            str(r.claimed),
+            f"{r.percent_done:.1f}",
+        )
+    return table
+
+
+def _limits(s: RunSnapshot) -> RenderableType:
+    table = _table("scope", "active", "reserved", "limit", "free")
+    free = max(0, s.limit - s.active - s.reserved)
+    table.add_row("workflow", str(s.active), str(s.reserved), str(s.limit), str(free))
+    for a in s.arrays:
+        limit = "-" if a.limit is None else str(a.limit)
+        a_free = "-" if a.limit is None else str(max(0, a.limit - a.active - a.reserved))
+        table.add_row(f"array {a.array_id}", str(a.active), str(a.reserved), limit, a_free)
+    return _titled("limits", table)
+
+
+def _replicas(s: RunSnapshot) -> RenderableType:
+    if not s.replicas:
+        return Text("replicas: none registered")
+    table = _table("replica", "alive", "lease left", "joined", "batches", "claimed")
+    for r in s.replicas:
+        table.add_row(
+            r.replica_id,
+            "yes" if r.alive else "NO",
+            _secs(r.lease_left_ms),
+            _when(r.joined_ms),
+            str(r.batches),
+            str(r.claimed),
+        )
+    return _titled("replicas", table)
+
+
+def _leader_line(s: RunSnapshot) -> Text:
+    lead = s.leader
+    if lead is None:
+        return Text("leader: none")
+    state = "lease valid" if lead.alive else "LEASE EXPIRED"
+    return Text(
+        f"leader: {lead.replica_id}  epoch {lead.epoch}  {state}, {_secs(lead.lease_left_ms)} left"
+    )
+
+
+def status_view(s: RunSnapshot) -> RenderableType:
+    head = Text(
+        f"run {s.run_id} (prefix {s.prefix}): {run_status_name(s.run_status)}  "
+        f"{s.done}/{s.tasks} done ({s.percent_done:.1f}%)  version {s.version}\n"
+        f"last sync: {s.last_sync or '-'}"
+    )
+    counts = _table("status", "name", "tasks")
+    counts.columns[1].justify = "left"
+    for status in TASK_STATUSES:
+        counts.add_row(status, TASK_STATUS_NAMES[status], str(s.counts[status]))
+    counts.add_row("", "total", str(s.tasks))
+    queue = Text(
+        f"ready queue: {s.ready} (queued set {s.queued})   claimed: {s.claimed} in "
+        f"{s.batches} batches ({s.orphans} orphaned)   events kept: {s.events}"
+    )
+    parts: list[RenderableType] = [
+        head,
+        _titled("tasks", counts),
+        queue,
+        _limits(s),
+        _replicas(s),
+        _leader_line(s),
+    ]
+    if s.counters:
+        parts.append(Text("counters: " + "  ".join(f"{k}={v}" for k, v in s.counters.items())))
+    return Group(*parts)
+
+
+def replicas_view(s: RunSnapshot) -> RenderableType:
+    return Group(_replicas(s), _leader_line(s))
+
+
+def tasks_table(rows: Sequence[dict[str, Any]], total: int | None) -> RenderableType:
+    if not rows:
+        return Text("no tasks match")
+    table = _table("task", "status", "done/upstreams", "array", "propagated", "downstream")
+    table.columns[1].justify = "left"
+    for r in rows:
+        table.add_row(
+            str(r["task_id"]),
+            f"{r['status']} {TASK_STATUS_NAMES.get(r['status'], '?')}",
+            f"{r['done']}/{r['upstreams']}",
+            str(r["array_id"]),
+            "yes" if r["propagated"] else "",
+            str(len(r["downstream"])),
+        )
+    shown = f"{len(rows)} shown" + (f" of {total}" if total is not None else "")
+    return Group(table, Text(shown))
+
+
+def _neighbours(title: str, items: Sequence[dict[str, Any]]) -> RenderableType:
+    if not items:
+        return Text(f"{title}: none")
+    table = _table("task", "status", "done/upstreams")
+    table.columns[1].justify = "left"
+    for u in items:
+        status = u.get("status")
+        if status is None:
+            table.add_row(str(u["task_id"]), "(no record)", "")
+        else:
+            name = TASK_STATUS_NAMES.get(status, "?")
+            table.add_row(str(u["task_id"]), f"{status} {name}", f"{u['done']}/{u['upstreams']}")
+    return _titled(title, table)
+
+
+def task_view(d: TaskDetail) -> RenderableType:
+    t = d.task
+    lines = [
+        f"task {t['task_id']}: {t['status']} {TASK_STATUS_NAMES.get(t['status'], '?')}"
+        f"   array {t['array_id']}   upstreams done {t['done']}/{t['upstreams']}"
+        f" (start {t['start']})   propagated: {'yes' if t['propagated'] else 'no'}",
+    ]
+    if d.queue_position is not None:
+        lines.append(f"queued: position {d.queue_position} of {d.queue_length}")
+    else:
+        lines.append("queued: no")
+    if d.claim_batch is not None:
+        alive = {True: "alive", False: "lease expired", None: "unknown"}[d.claim_replica_alive]
+        lines.append(f"claimed: batch {d.claim_batch} by replica {d.claim_replica} ({alive})")
+    else:
+        lines.append("claimed: no")
+    limit = "-" if d.array_limit is None else str(d.array_limit)
+    lines.append(
+        f"capacity: workflow {d.run_active} active + {d.run_reserved} reserved of {d.run_limit};"
+        f" array {d.array_active} active + {d.array_reserved} reserved of {limit}"
+    )
+    return Group(
+        Text("\n".join(lines)),
+        _neighbours(f"upstream tasks (found by scanning {d.scanned_records} records)", d.upstream),
+        _neighbours("downstream tasks", d.downstream),
+        Text(f"why not running: {d.verdict}"),
+    )
+
+
+def drift_view(report: DriftReport, examples: int = 3) -> RenderableType:
+    read = "one atomic snapshot" if report.consistent else "scans (a live run may look drifted)"
+    head = Text(f"run {report.run_id}: {report.tasks} tasks checked, read as {read}")
+    parts: list[RenderableType] = [head]
+    if report.repaired or report.skipped:
+        fixed = ", ".join(f"{k}={v}" for k, v in sorted(report.repaired.items())) or "nothing"
+        parts.append(
+            Text(f"repaired: {fixed}; skipped (changed since read, or no-op): {report.skipped}")
+        )
+    if report.clean:
+        parts.append(Text("no drift"))
+    else:
+        table = _table("kind", "count", "meaning", "examples")
+        for col in table.columns[2:]:
+            col.justify = "left"
+        for kind, items in report.examples(examples).items():
+            shown = "; ".join(
+                d.subject
+                + (f" {d.observed}" if d.observed else "")
+                + (f" -> {d.expected}" if d.expected else "")
+                for d in items
+            )
+            table.add_row(kind, str(report.counts[kind]), DRIFT_KINDS[kind][0], shown)
+        parts.append(_titled("drift", table))
+    info = "  ".join(f"{k}={v}" for k, v in report.info.items())
+    parts.append(Text(f"not drift, for information: {info}"))
+    return Group(*parts)
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1f}/s"
+
+
+def watch_line(s: RunSnapshot, rate: float | None) -> str:
+    """One plain line per refresh (for a non-terminal stdout)."""
+    counts = " ".join(f"{st}={s.counts[st]}" for st in TASK_STATUSES if s.counts[st])
+    return (
+        f"{_when(s.now_ms)} run {s.run_id} {s.run_status} {s.done}/{s.tasks} done "
+        f"({s.percent_done:.1f}%) {counts} ready={s.ready} claimed={s.claimed} "
+        f"active={s.active}/{s.limit} rate={_rate(rate)}"
+    )
+
+
+def watch_view(s: RunSnapshot, rate: float | None) -> RenderableType:
+    """The live view: progress bar, per-status counts and completion rate."""
+    bar = ProgressBar(total=max(s.tasks, 1), completed=s.done, width=50)
+    head = Text(
+        f"run {s.run_id}: {run_status_name(s.run_status)}  {s.done}/{s.tasks} done "
+        f"({s.percent_done:.1f}%)  {_rate(rate)}"
+    )
+    counts = _table(*TASK_STATUSES, "ready", "claimed", "active/limit")
+    counts.add_row(
+        *(str(s.counts[st]) for st in TASK_STATUSES),
+        str(s.ready),
+        str(s.claimed),
+        f"{s.active}/{s.limit}",
+    )
+    return Group(head, bar, counts, _leader_line(s))
