@@ -1,6 +1,14 @@
 """swarm_redis: jobmon's SwarmState in Redis, so several orchestrator replicas share one run."""
 
+from swarm_redis.aio import AsyncRedisSwarmState
 from swarm_redis.codec import DefaultCodec, ResourceCodec, resource_digest
+from swarm_redis.coordination import (
+    Batch,
+    LeaderInfo,
+    ReapReport,
+    ReconcileReport,
+    Replica,
+)
 from swarm_redis.core import ApplyResult
 from swarm_redis.errors import (
     FencedError,
@@ -19,12 +27,18 @@ from swarm_redis.update import StateUpdate
 __all__ = [
     "ApplyResult",
     "ArrayRecord",
+    "AsyncRedisSwarmState",
+    "Batch",
     "DefaultCodec",
     "FencedError",
     "InvalidInputError",
     "InvalidTypeError",
+    "LeaderInfo",
     "LeaseLostError",
+    "ReapReport",
+    "ReconcileReport",
     "RedisSwarmState",
+    "Replica",
     "ResourceCodec",
     "StateLostError",
     "StateUpdate",

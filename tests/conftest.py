@@ -13,6 +13,9 @@ Fixture API:
 * `fake_server` -- the per-test `fakeredis.FakeServer(version=(7, 0))`.
 * `run_id` -- a random int in [10**9, 2*10**9), unique per test.
 * `prefix` -- `"swt" + random hex`, unique per test.
+* `front` -- "sync" or "async" (parametrized, combined with `backend`): a `fronts.Front` whose
+  `state(run_id, prefix=...)` / `attach(...)` give one blocking facade for RedisSwarmState and
+  AsyncRedisSwarmState, so one test body covers both fronts (see tests/fronts.py).
 
 Rule: the real server is SHARED (never FLUSHDB/FLUSHALL it). Every key a test creates, directly
 or through swarm_redis, must start with `f"{prefix}:"` (pass `prefix` as the key prefix of every
@@ -219,3 +222,16 @@ def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
             delete_prefix(client, value)
         finally:
             client.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def front(
+    request: pytest.FixtureRequest, backend: str, fake_server: fakeredis.FakeServer
+) -> Iterator[Any]:
+    """A `fronts.Front` ("sync" or "async") on this test's backend; see tests/fronts.py."""
+    from fronts import Front
+
+    url: str | None = request.getfixturevalue("real_redis_url") if backend == "real" else None
+    made = Front(request.param, url=url, fake_server=None if url else fake_server)
+    yield made
+    made.close()
