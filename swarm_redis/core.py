@@ -19,7 +19,7 @@ from swarm_redis import commands as cmd
 from swarm_redis.codec import DefaultCodec, ResourceCodec, resource_digest
 from swarm_redis.commands import Call, Caller, Command, TaskDef, UpdateTail, text
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, PENDING_TASK_STATUSES, TASK_STATUSES
-from swarm_redis.errors import InvalidTypeError, StateLostError, UnknownRunError
+from swarm_redis.errors import InvalidInputError, InvalidTypeError, StateLostError, UnknownRunError
 from swarm_redis.keys import RunKeys
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.update import StateUpdate
@@ -565,8 +565,10 @@ class StateCore:
         return out
 
     def dequeue(self, n: int) -> Op[list[Any]]:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidTypeError(f"dequeue count must be an int >= 1, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise InvalidTypeError(f"dequeue count must be an int, got {type(n).__name__} {n!r}")
+        if n < 1:
+            raise InvalidInputError(f"dequeue count must be >= 1, got {n}")
         (reply,) = yield from self._scripts([cmd.dequeue(self.keys, self.caller(), n)])
         found = cmd.triples(reply[1])
         objs = yield from self._objects([t[0] for t in found])

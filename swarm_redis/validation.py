@@ -72,7 +72,10 @@ def sync_stamp(value: Any) -> int:
         when = value
     elif isinstance(value, str):
         try:
-            when = datetime.datetime.fromisoformat(value.strip())
+            text = value.strip()
+            if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat has no "Z"
+                text = text[:-1] + "+00:00"
+            when = datetime.datetime.fromisoformat(text)
         except ValueError:
             raise InvalidInputError(f"sync_time {value!r} is not an ISO date-time") from None
     else:
