@@ -1,5 +1,7 @@
 -- apply_update: apply one chunk of a StateUpdate atomically, and (with propagate) count each new
 -- completion once, crediting downstream counters and queueing what became ready.
+-- With propagate, a task that moves back to G with every upstream done is queued at the back
+-- and a task that moves to A at the front (both at most once), and reported in `ready`.
 -- Rules: unknown ids are skipped; DONE and ERROR_FATAL are final; with a stamp, a task whose
 -- last applied stamp is newer is skipped (ties apply) and its stamp moves forward; the run
 -- status follows RUN_FSM (other transitions are skipped); last_sync only moves forward.
@@ -62,6 +64,17 @@ for i = 0, n - 1 do
         if FINAL[s] and redis.call('SREM', K.queued, id) == 1 then
           redis.call('LREM', K.ready, 0, id)
           redis.call('HDEL', K.qres, id)
+        end
+        -- with propagate, work that must run again is queued in the same step, so a replica
+        -- that dies right after the apply leaves nothing stranded: a retry (back to G with
+        -- every upstream done) at the back, a resource error (A) at the front, as jobmon does
+        if propagate and s == 'G' then
+          local _, nup = rec_def(rest)
+          if tonumber(nd) == tonumber(nup) and try_enqueue(id, false) then
+            ready[#ready + 1] = id
+          end
+        elseif propagate and s == 'A' and try_enqueue(id, true) then
+          ready[#ready + 1] = id
         end
       end
     end

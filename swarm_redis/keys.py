@@ -11,7 +11,8 @@ name           type    content
 meta           hash    workflow_id, workflow_run_id, dag_id, status (run status letter), limit
                        (max_concurrently_running), last_sync (encoded), last_sync_us, npc
                        (num_previously_complete), version (write version), events_maxlen,
-                       created_ms, finalized, fringe_done
+                       created_ms, finalized, fringe_done, claim_gate (the queue signature of
+                       the last claim_batch search that found nothing, see claim_batch.lua)
 task           hash    task id -> record ``S|done|stamp|flags|array|nup|start|children``: status
                        letter, upstreams done, last applied sync stamp (µs, may be empty), flags
                        ("p" once its completion was propagated), array id, number of upstreams,

@@ -1,0 +1,39 @@
+-- finalize: end the run exactly once. The first call sets meta.finalized and moves the run
+-- status to the final status through the run state machine; later calls change nothing.
+-- "D" (DONE) is refused unless every task is DONE and nothing is claimed. With an epoch
+-- (ARGV[3]) the write is leader-only: refused unless that epoch currently leads.
+-- KEYS: the run's keys.
+-- ARGV: 1 seen, 2 actor, 3 epoch ("" = not fenced), 4 final run status
+-- Returns: {version, 1 if this call finalized else 0, finalized status, run status}
+-- Errors: STATELOST, NORUN, FENCED, TRANSITION <from> <to> (nothing written).
+--!include prelude
+--!include coord
+local final = ARGV[4]
+local err = fence_error()
+if err then
+  return err
+end
+local m = redis.call('HMGET', K.meta, 'status', 'finalized')
+local cur, done = m[1], m[2]
+if not cur then
+  return fail('NORUN', 'run has no meta key')
+end
+if done then
+  return {VERSION, 0, done, cur}
+end
+if cur ~= final and not (RUN_FSM[cur] and RUN_FSM[cur][final]) then
+  return fail('TRANSITION', cur .. ' ' .. final .. ' (not allowed by the run state machine)')
+end
+if final == 'D' then
+  local total, ndone = redis.call('HLEN', K.task), redis.call('SCARD', SK.D)
+  if total ~= ndone or redis.call('HLEN', K.claims) > 0 then
+    return fail('TRANSITION', cur .. ' D (' .. (total - ndone) .. ' tasks are not DONE)')
+  end
+end
+redis.call('HSET', K.meta, 'status', final, 'finalized', final)
+if cur ~= final then
+  emit('type', 'run_status', 'from', cur, 'to', final)
+end
+emit('type', 'finalize', 'status', final)
+touch()
+return {finish(), 1, final, final}

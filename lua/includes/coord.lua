@@ -1,0 +1,176 @@
+-- coord.lua: replica leases, claimed batches, reaping and fencing (include after prelude).
+-- Records (see keys.py):
+--   replicas[id]  = incarnation|deadline ms|joined ms
+--   batches[bid]  = holder|incarnation|array|resource key|id,id,...   (holder "" = orphaned)
+
+local function replica_parse(v)
+  return string.match(v, '^([^|]*)|(%d+)|(%d*)$')
+end
+
+local function batch_parse(v)
+  local holder, inc, arr, rk, ids = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return {holder = holder, inc = inc, array = arr, rkey = rk, ids = ids}
+end
+
+local function batch_join(holder, inc, b)
+  return holder .. '|' .. inc .. '|' .. b.array .. '|' .. b.rkey .. '|' .. b.ids
+end
+
+local function split_ids(s)
+  local out = {}
+  for id in string.gmatch(s, '[^,]+') do
+    out[#out + 1] = id
+  end
+  return out
+end
+
+-- Refuse unless replica `rid` is a member under incarnation `inc` with a live lease.
+-- Returns nil when alive, else an error reply.
+local function lease_error(rid, inc, now)
+  local v = redis.call('HGET', K.replicas, rid)
+  if not v then
+    return fail('LEASELOST', 'replica ' .. rid .. ' is not a member (reaped or left)')
+  end
+  local rinc, deadline = replica_parse(v)
+  if rinc ~= inc then
+    return fail('LEASELOST', 'replica ' .. rid .. ' re-joined under another incarnation')
+  end
+  if tonumber(deadline) <= now then
+    return fail('LEASELOST', 'lease of replica ' .. rid .. ' expired ' .. (now - tonumber(deadline)) .. ' ms ago')
+  end
+  return nil
+end
+
+-- The batch `bid` if `rid`/`inc` holds it, else nil and an error reply.
+local function held_batch(rid, inc, bid)
+  local v = redis.call('HGET', K.batches, bid)
+  if not v then
+    return nil, fail('LEASELOST', 'batch ' .. bid .. ' is no longer claimed (acknowledged, released or reaped)')
+  end
+  local b = batch_parse(v)
+  if b.holder ~= rid or b.inc ~= inc then
+    return nil, fail('LEASELOST', 'batch ' .. bid .. ' is not held by replica ' .. rid .. ' (reaped and re-driven)')
+  end
+  return b, nil
+end
+
+-- {id, status, done, ...} of the given ids (unknown ids are reported as G with 0 done).
+local function task_triples(ids)
+  local out = {}
+  for i = 1, #ids, 4000 do
+    local chunk = {}
+    for j = i, math.min(i + 3999, #ids) do
+      chunk[#chunk + 1] = ids[j]
+    end
+    local recs = redis.call('HMGET', K.task, unpack(chunk))
+    for j = 1, #chunk do
+      local s, nd = 'G', 0
+      if recs[j] then
+        s, nd = rec_parse(recs[j])
+      end
+      out[#out + 1] = chunk[j]
+      out[#out + 1] = s
+      out[#out + 1] = tonumber(nd)
+    end
+  end
+  return out
+end
+
+local function add_reserved(field, delta)
+  local left = redis.call('HINCRBY', K.reserved, field, delta)
+  if left <= 0 then
+    redis.call('HDEL', K.reserved, field)
+  end
+end
+
+-- Drop a batch: claims, reservation and record. Tasks still G or A go back to the FRONT of the
+-- queue in batch order; the others lose their resource key. Returns the requeued ids.
+local function close_batch(bid, b)
+  local ids = split_ids(b.ids)
+  local back = {}
+  for i = 1, #ids, 4000 do
+    local chunk = {}
+    for j = i, math.min(i + 3999, #ids) do
+      chunk[#chunk + 1] = ids[j]
+    end
+    redis.call('HDEL', K.claims, unpack(chunk))
+  end
+  for _, id in ipairs(ids) do
+    local v = redis.call('HGET', K.task, id)
+    local s = v and rec_parse(v)
+    if (s == 'G' or s == 'A') and redis.call('SADD', K.queued, id) == 1 then
+      back[#back + 1] = id
+    else
+      redis.call('HDEL', K.qres, id)
+    end
+  end
+  for i = #back, 1, -1 do
+    redis.call('LPUSH', K.ready, back[i])
+  end
+  add_reserved('run', -#ids)
+  add_reserved(b.array, -#ids)
+  redis.call('HDEL', K.batches, bid)
+  return back
+end
+
+-- Move every batch whose holder is not a live member (or is in `dead`) to the orphans list.
+-- Reservations and claims stay: the dead holder may have reached the server.
+-- Returns the number of batches and tasks orphaned.
+local function orphan_batches(dead, members, now)
+  local all = redis.call('HGETALL', K.batches)
+  local nb, nt = 0, 0
+  local found = {}
+  for i = 1, #all, 2 do
+    local bid, b = all[i], batch_parse(all[i + 1])
+    if b.holder ~= '' then
+      local m = members[b.holder]
+      local gone = dead[b.holder] or not m or m.inc ~= b.inc or m.deadline <= now
+      if gone then
+        found[#found + 1] = bid
+        redis.call('HSET', K.batches, bid, batch_join('', '', b))
+        nt = nt + #split_ids(b.ids)
+      end
+    end
+  end
+  table.sort(found, function(x, y) return tonumber(x) < tonumber(y) end)
+  for _, bid in ipairs(found) do
+    redis.call('RPUSH', K.orphans, bid)
+    nb = nb + 1
+  end
+  return nb, nt
+end
+
+-- Every member as {inc, deadline}.
+local function members_table()
+  local all = redis.call('HGETALL', K.replicas)
+  local m = {}
+  for i = 1, #all, 2 do
+    local inc, deadline = replica_parse(all[i + 1])
+    m[all[i]] = {inc = inc, deadline = tonumber(deadline)}
+  end
+  return m
+end
+
+-- Clear the leadership lease if its holder is in `dead` (the epoch stays). True if cleared.
+local function clear_dead_leader(dead)
+  local lid = redis.call('HGET', K.leader, 'id')
+  if lid and lid ~= '' and dead[lid] then
+    redis.call('HSET', K.leader, 'id', '', 'incarnation', '', 'deadline_ms', 0)
+    emit('type', 'leader_lost', 'replica', lid)
+    return true
+  end
+  return false
+end
+
+-- Refuse a leader-only write whose epoch (ARGV[3]) is not the current, held leadership epoch.
+local function fence_error()
+  if EPOCH == '' then
+    return nil
+  end
+  local l = redis.call('HMGET', K.leader, 'id', 'epoch')
+  if not l[1] or l[1] == '' or l[2] ~= EPOCH then
+    local cur = l[2] or '0'
+    return fail('FENCED', EPOCH .. ' ' .. cur .. ' (epoch ' .. EPOCH .. ' no longer leads; current epoch ' .. cur .. ')')
+  end
+  return nil
+end

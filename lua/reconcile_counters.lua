@@ -1,0 +1,84 @@
+-- reconcile_counters: recompute the per-array active counters from the Q/I/O/R sets and the
+-- reservations from the claimed batches, fix those that disagree, and drop claims whose batch
+-- no longer exists. Bounded by the number of active and claimed tasks (both capped by the
+-- run's limits).
+-- KEYS: the run's keys.
+-- ARGV: 1 seen, 2 actor, 3 epoch
+-- Returns: {version, active counters fixed, reserved counters fixed, stale claims dropped}
+-- Errors: STATELOST.
+--!include prelude
+--!include coord
+
+-- Make hash `key` hold exactly `want` (field -> number; absent or 0 means no field).
+local function fix_counts(key, want)
+  local fixed = 0
+  local have = redis.call('HGETALL', key)
+  local seen = {}
+  for i = 1, #have, 2 do
+    local f, n = have[i], tonumber(have[i + 1])
+    seen[f] = true
+    local w = want[f] or 0
+    if n ~= w then
+      if w == 0 then
+        redis.call('HDEL', key, f)
+      else
+        redis.call('HSET', key, f, w)
+      end
+      fixed = fixed + 1
+    end
+  end
+  for f, w in pairs(want) do
+    if not seen[f] and w ~= 0 then
+      redis.call('HSET', key, f, w)
+      fixed = fixed + 1
+    end
+  end
+  return fixed
+end
+
+local active = {}
+for st in pairs(ACTIVE) do
+  local ids = redis.call('SMEMBERS', SK[st])
+  for i = 1, #ids, 4000 do
+    local chunk = {}
+    for j = i, math.min(i + 3999, #ids) do
+      chunk[#chunk + 1] = ids[j]
+    end
+    local recs = redis.call('HMGET', K.task, unpack(chunk))
+    for j = 1, #chunk do
+      if recs[j] then
+        local _, _, _, _, rest = rec_parse(recs[j])
+        local arr = rec_array(rest)
+        active[arr] = (active[arr] or 0) + 1
+      end
+    end
+  end
+end
+
+local reserved = {}
+local batches = {}
+local all = redis.call('HGETALL', K.batches)
+for i = 1, #all, 2 do
+  local b = batch_parse(all[i + 1])
+  local n = #split_ids(b.ids)
+  batches[all[i]] = true
+  reserved.run = (reserved.run or 0) + n
+  reserved[b.array] = (reserved[b.array] or 0) + n
+end
+
+local stale = 0
+local claims = redis.call('HGETALL', K.claims)
+for i = 1, #claims, 2 do
+  if not batches[claims[i + 1]] then
+    redis.call('HDEL', K.claims, claims[i])
+    stale = stale + 1
+  end
+end
+
+local af = fix_counts(K.active, active)
+local rf = fix_counts(K.reserved, reserved)
+if af + rf + stale > 0 then
+  emit('type', 'reconcile', 'active_fixed', af, 'reserved_fixed', rf, 'stale_claims', stale)
+  touch()
+end
+return {finish(), af, rf, stale}
