@@ -1272,3 +1272,48 @@ def test_tasks_view_values_and_items_are_refreshed(new_state: StateFactory, repl
     assert values == {1: ("D", 0), 2: ("R", 1)}
     items = {k: (t.status, t.num_upstreams_done) for k, t in state.tasks.items()}
     assert items == {1: ("D", 0), 2: ("R", 1)}
+
+
+def test_apply_queues_retries_and_resource_errors_in_the_same_step(
+    new_state: StateFactory,
+) -> None:
+    state = new_state()
+    up, a, b, c = TaskRecord(1), TaskRecord(2), TaskRecord(3), TaskRecord(4)
+    link(up, a)
+    state.add_tasks([up, a, b, c])
+    state.apply_update(StateUpdate(task_statuses={1: "R", 3: "R", 4: "R"}))
+    state.enqueue_task(TaskRecord(5))
+    # 3 is retried (back to G, no upstreams): queued at the back; 4 failed on resources (A):
+    # queued at the front; 1 back to G is ready too; nothing is queued twice on a replay.
+    result = state.apply(StateUpdate(task_statuses={3: "G", 4: "A", 1: "G"}))
+    assert sorted_ids(result.ready) == [1, 3, 4]
+    assert [t.task_id for t in state.ready_to_run] == [4, 5, 3, 1]
+    again = state.apply(StateUpdate(task_statuses={3: "G", 4: "A", 1: "G"}))
+    assert again.ready == [] and state.get_ready_to_run_count() == 4
+    # a task whose upstreams are not all done is not queued by a retry
+    state.apply_update(StateUpdate(task_statuses={2: "R"}))
+    assert state.apply(StateUpdate(task_statuses={2: "G"})).ready == []
+
+
+def test_two_step_flow_does_not_queue_retries(new_state: StateFactory) -> None:
+    state = new_state(propagate_on_apply=False)
+    state.add_tasks([TaskRecord(1), TaskRecord(2)])
+    state.apply_update(StateUpdate(task_statuses={1: "R", 2: "R"}))
+    result = state.apply(StateUpdate(task_statuses={1: "G", 2: "A"}))
+    assert result.ready == [] and state.get_ready_to_run_count() == 0
+
+
+def test_enqueue_of_a_queued_task_takes_the_new_resource_key(
+    new_state: StateFactory, client: redis.Redis
+) -> None:
+    state = new_state()
+    task = TaskRecord(1, current_task_resources={"memory": 1})
+    state.add_task(task)
+    state.apply_update(StateUpdate(task_statuses={1: "R"}))
+    state.apply_update(StateUpdate(task_statuses={1: "A"}))  # queued at once, old resources
+    task.current_task_resources = {"memory": 2}
+    state.enqueue_task(task, front=True)  # the adjusted resources reach the queue entry
+    assert state.get_ready_to_run_count() == 1
+    stored = client.hget(state.keys.qres, 1)
+    expected = format(resource_digest({"memory": 2}), "x")
+    assert (stored.decode() if isinstance(stored, bytes) else stored) == expected
