@@ -348,7 +348,7 @@ class AsyncRedisSwarmState:
         """Cache resources (first writer wins) and return the cached value."""
         return await self._run(self._core.cache_resources(resource_hash, task_resources))
 
-    # --- several replicas (see docs/replicas.md) -----------------------------------------------
+    # --- several replicas (see the README, "Several replicas") -----------------------------------------------
 
     async def join_replica(self, ttl_s: float = 10.0, *, replica_id: str | None = None) -> Replica:
         """Join the run as a replica with a lease of ``ttl_s`` (Redis time)."""

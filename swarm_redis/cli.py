@@ -7,7 +7,7 @@ prints rich tables (colour only on a terminal) or, with ``--json``, JSON for mac
 The Redis URL comes from ``--url``, else ``REDIS_URL``, else a throw-away embedded server (empty;
 handy only to try the tool). Read commands (runs, status, watch, tasks, task, events, replicas,
 verify without --repair, export, exporter) use plain read commands only, so a read-only ACL user
-can run them (``docs/operating.md``).
+can run them (the README (Operating a run)).
 
 Exit codes (module constants):
     0 EXIT_OK              done; verify found no drift

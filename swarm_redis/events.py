@@ -1,7 +1,7 @@
 """Reading a run's event stream (``<prefix>:{<run>}:events``), written by the Lua scripts.
 
 Each entry has the fields ``actor`` (replica id or "-"), ``epoch`` (leadership epoch or ""),
-``type`` and the fields of its type; ``docs/operating.md`` lists them. Entry ids are Redis
+``type`` and the fields of its type; the README (Operating a run) lists them. Entry ids are Redis
 stream ids (``<ms>-<seq>``), so the id also tells when the event happened (Redis time).
 """
 

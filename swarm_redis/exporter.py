@@ -2,7 +2,7 @@
 
 :class:`RunCollector` is a custom prometheus-client collector: each scrape reads the runs'
 figures with :func:`swarm_redis.inspect.read_snapshot` (plain reads only, so a read-only ACL
-user will do) and turns them into gauges and counters labelled by ``run``. ``docs/operating.md``
+user will do) and turns them into gauges and counters labelled by ``run``. the README (Operating a run)
 lists the metrics. ``swarm-redis exporter --port P`` serves them over HTTP.
 """
 

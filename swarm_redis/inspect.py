@@ -1,7 +1,7 @@
 """Read-only inspection of runs: what the CLI, the exporter and a monitoring user look at.
 
 Everything here uses plain read commands (HGETALL, SCARD, LLEN, SCAN, TIME ...) and never a
-script, so it works for a Redis ACL user that may only read (see ``docs/operating.md``). The
+script, so it works for a Redis ACL user that may only read (see the README (Operating a run)). The
 reads of one run go out as one pipeline; they are not a point-in-time snapshot of a live run
 (each script is atomic, but two of them may land between two reads of the pipeline).
 """

@@ -335,7 +335,7 @@ class RedisSwarmState:
         """Cache resources (first writer wins) and return the cached value."""
         return self._run(self._core.cache_resources(resource_hash, task_resources))
 
-    # --- several replicas (see docs/replicas.md) -----------------------------------------------
+    # --- several replicas (see the README, "Several replicas") -----------------------------------------------
 
     def join_replica(self, ttl_s: float = 10.0, *, replica_id: str | None = None) -> Replica:
         """Join the run as a replica with a lease of ``ttl_s`` (Redis time)."""

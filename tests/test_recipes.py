@@ -1,4 +1,4 @@
-"""The redis-cli recipes of docs/recipes.md, run with the real ``redis-cli`` on a real server.
+"""The README's redis-cli recipes, run with the real ``redis-cli`` on a real server.
 
 The test builds the run the recipes describe (under its own prefix and run id), then executes
 every ``bash`` block of the document with ``bash`` (keys rewritten to the test's run, redis-cli
@@ -21,7 +21,17 @@ import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def recipes_section() -> str:
+    """The text of the README's "## redis-cli recipes" section (up to the next "## ")."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n## redis-cli recipes\n")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
 DOC_KEY_BASE = "swarm:{10}:"
 RESOURCE_KEY = 2718281828459045235
 
@@ -103,7 +113,7 @@ def lines(text: str) -> list[str]:
 
 
 def test_the_document_has_the_recipes() -> None:
-    doc = DOC.read_text()
+    doc = recipes_section()
     for needle in (
         "SCARD",
         "LRANGE 'swarm:{10}:ready' 0 9",
@@ -122,7 +132,7 @@ def test_every_recipe_block_gives_the_documented_output(
     run: RedisSwarmState, real_redis_url: str
 ) -> None:
     checked = 0
-    for script, expected in blocks(DOC.read_text()):
+    for script, expected in blocks(recipes_section()):
         if "jq" in script and shutil.which("jq") is None:
             continue
         # command substitution is a pipe, where redis-cli prints raw values: keep that form
