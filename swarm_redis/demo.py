@@ -51,8 +51,8 @@ from rich.text import Text
 from swarm_redis.embedded import (
     EmbeddedRedis,
     EmbeddedRedisError,
-    _pdeathsig_preexec,
     connect,
+    pdeathsig_preexec,
     resolve_url,
 )
 from swarm_redis.errors import SwarmRedisError, UnknownRunError
@@ -352,7 +352,7 @@ class ReplicaPool:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),
+                preexec_fn=pdeathsig_preexec(),
             )
         member = _Member(self._serial, proc, log)
         self.members.append(member)

@@ -115,7 +115,7 @@ def _load_prctl() -> Callable[..., int] | None:
     return _prctl
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
+def pdeathsig_preexec() -> Callable[[], None] | None:
     """A `preexec_fn` that makes the child die with us, or None when that is not reliable here."""
     if threading.current_thread() is not threading.main_thread():
         return None  # PDEATHSIG follows the forking thread, which may end long before we do.
@@ -411,7 +411,7 @@ def start_redis_server(
         else:
             url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{tcp_port}/0"
 
-        preexec = _pdeathsig_preexec()
+        preexec = pdeathsig_preexec()
         with open(work / "redis.stderr", "ab") as err:
             proc = subprocess.Popen(
                 cmd,

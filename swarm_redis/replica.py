@@ -1,0 +1,522 @@
+"""The reference replica loop: one orchestrator replica of a run shared through Redis.
+
+Any number of these run against one run and one server gateway; each does, in a loop:
+
+1. membership: heartbeat its lease (re-join under a new incarnation if it was lost), reap dead
+   replicas, try to lead (acquire also renews);
+2. as leader only: start the run (B -> R) on the server and in Redis, fetch the task statuses
+   changed since the last sync and apply them (completions are propagated and what became ready
+   is queued in the same script), process the changes, heartbeat the run to the server and
+   follow its signals (resume, stop), reconcile now and then, and finalize once when every task
+   is final (or nothing is left to do);
+3. while the run is RUNNING: claim a batch, queue it on the server, acknowledge the answer
+   stamped with the server's time (or release the batch if the server cannot be reached);
+4. stop when the run's status is terminal, or when ``stop`` is set; then leave the run.
+
+Changed tasks are processed as jobmon's orchestrator does: ADJUSTING_RESOURCES -> adjust the
+resources and queue at the front; REGISTERING with every upstream done -> queue at the back.
+A replica that dies anywhere in this loop leaves nothing that reaping, re-driving or
+``reconcile`` does not heal (see the README, "Several replicas").
+
+Run it as an OS process with ``python -m swarm_redis.replica --run RUN --sim HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from swarm_redis.constants import (
+    ACTIVE_TASK_STATUSES,
+    PENDING_TASK_STATUSES,
+    PRE_RUN_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    TERMINATING_STATUSES,
+)
+from swarm_redis.coordination import Batch, Replica
+from swarm_redis.errors import FencedError, LeaseLostError, TransitionError
+from swarm_redis.gateway import Gateway, GatewayError, invert
+from swarm_redis.state import RedisSwarmState
+from swarm_redis.update import StateUpdate
+
+__all__ = ["ReplicaResult", "adjust_resources", "main", "run_replica"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplicaResult:
+    """What one replica did before it stopped.
+
+    Attributes:
+        replica_id: The id of its last membership (a lost lease means a new one).
+        reason: "final" (the run reached a terminal status) or "stopped" (asked to stop).
+        run_status: The run's status when the loop ended.
+        batches: Batches queued on the server and acknowledged.
+        tasks_sent: Task ids sent in those batches.
+        redriven: Batches taken over from dead replicas.
+        released: Batches given back because the server could not be reached.
+        syncs: Status fetches applied as leader (full ones included).
+        full_syncs: Full status fetches applied as leader.
+        epochs: Leadership epochs held, in order.
+        finalized: True if this replica finalized the run.
+        reconciles: Reconcile sweeps run as leader.
+        leases_lost: Times its membership was lost (reaped) and it re-joined.
+    """
+
+    replica_id: str = ""
+    reason: str = ""
+    run_status: str = ""
+    batches: int = 0
+    tasks_sent: int = 0
+    redriven: int = 0
+    released: int = 0
+    syncs: int = 0
+    full_syncs: int = 0
+    epochs: list[int] = field(default_factory=list)
+    finalized: bool = False
+    reconciles: int = 0
+    leases_lost: int = 0
+
+
+def adjust_resources(task: Any) -> None:
+    """Double the memory of a task the server sent back for a resource error (reference hook).
+
+    The new resources change the task's resource key, so it is batched apart from the others.
+    """
+    current = getattr(task, "current_task_resources", None)
+    resources = dict(current) if isinstance(current, Mapping) else {}
+    resources["memory_gb"] = 2 * int(resources.get("memory_gb", 1))
+    task.current_task_resources = resources
+
+
+def _since_text(value: datetime.datetime | str | None) -> str | None:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    return value
+
+
+class _Loop:
+    """The loop's state between iterations; one instance per :func:`run_replica` call."""
+
+    def __init__(
+        self,
+        state: RedisSwarmState,
+        gateway: Gateway,
+        *,
+        ttl_s: float,
+        batch_size: int,
+        poll_s: float,
+        stop: threading.Event,
+        full_sync_s: float,
+        reconcile_s: float,
+        server_heartbeat_s: float,
+        queue_retries: int,
+        adjust: Callable[[Any], None],
+        replica_id: str | None,
+    ) -> None:
+        self.state = state
+        self.replica_id = replica_id
+        self.gateway = gateway
+        self.ttl_s = ttl_s
+        self.batch_size = batch_size
+        self.poll_s = poll_s
+        self.stop = stop
+        self.full_sync_s = full_sync_s
+        self.reconcile_s = reconcile_s
+        self.server_heartbeat_s = server_heartbeat_s
+        self.queue_retries = queue_retries
+        self.adjust = adjust
+        self.beat_s = ttl_s / 3
+        self.result = ReplicaResult()
+        self.replica: Replica | None = None
+        self.in_flight: Batch | None = None
+        self.epoch: int | None = None
+        self.since: str | None = None
+        self.next_beat = 0.0
+        self.next_full = 0.0
+        self.next_server_beat = 0.0
+        self.next_reconcile = 0.0
+        self.healed = False
+
+    # --- membership and leadership --------------------------------------------------------------
+
+    def join(self) -> Replica:
+        """Join (or re-join) the run under a new incarnation; leadership starts over."""
+        self.replica = self.state.join_replica(self.ttl_s, replica_id=self.replica_id)
+        self.result.replica_id = self.replica.id
+        self.epoch = None
+        self.next_beat = 0.0  # reap and try to lead at once
+        logger.info("replica %s joined run %s", self.replica.id, self.state.workflow_run_id)
+        return self.replica
+
+    def keep_membership(self) -> Replica:
+        """Every third of a lease: heartbeat, reap the dead, try to lead (acquire renews)."""
+        replica = self.replica or self.join()
+        now = time.monotonic()
+        if now < self.next_beat:
+            return replica
+        self.next_beat = now + self.beat_s
+        self.state.heartbeat(replica)  # LeaseLostError: run() joins again
+        self.state.reap()
+        epoch = self.state.acquire_leadership(replica)
+        if epoch != self.epoch:
+            if epoch is None:
+                logger.warning("replica %s lost the lead (epoch %s)", replica.id, self.epoch)
+            else:
+                logger.info("replica %s leads with epoch %s", replica.id, epoch)
+                self.result.epochs.append(epoch)
+                self.since = _since_text(self.state.last_sync)
+                self.next_reconcile = now  # heal what the previous leader left half done
+            self.epoch = epoch
+        return replica
+
+    def leave(self) -> None:
+        """Leave the run, unless a batch may be on the server without its acknowledgement."""
+        if self.replica is None:
+            return
+        if self.in_flight is not None:
+            # leave() would queue the batch again as unsent, though the server may have queued
+            # it: stay a member until the lease expires, so it is reaped and re-driven instead.
+            logger.warning(
+                "replica %s stops with batch %s possibly on the server: not leaving",
+                self.replica.id,
+                self.in_flight.batch_id,
+            )
+            return
+        try:
+            self.state.leave(self.replica)
+        except Exception as e:  # leaving is best effort: reaping covers a failed leave
+            logger.warning("replica %s could not leave cleanly: %s", self.replica.id, e)
+
+    # --- processing changes ---------------------------------------------------------------------
+
+    def process(self, changed: Iterable[Any]) -> None:
+        """jobmon's ``_process_changed_tasks``: A -> adjust, front; ready G -> back."""
+        front: list[Any] = []
+        back: list[Any] = []
+        for task in sorted(changed, key=lambda t: int(t.task_id)):
+            if task.status == "A":
+                self.adjust(task)
+                front.append(task)
+            elif task.status == "G" and task.num_upstreams_done >= task.num_upstreams:
+                back.append(task)
+        if front:
+            self.state.enqueue_tasks(front, front=True)
+        if back:
+            self.state.enqueue_tasks(back)
+
+    # --- leader duties --------------------------------------------------------------------------
+
+    def lead(self, status: str) -> str:
+        """One round of leader duties; the run status afterwards."""
+        assert self.epoch is not None
+        try:
+            if status in PRE_RUN_STATUSES:
+                status = self.set_status(self.gateway.update_run_status("R"))
+            self.sync()
+            now = time.monotonic()
+            if now >= self.next_server_beat:
+                self.next_server_beat = now + self.server_heartbeat_s
+                answer = self.gateway.log_heartbeat(status)
+                if answer != status:
+                    logger.info("server holds run status %s (we had %s)", answer, status)
+                    status = self.set_status(answer)
+            if now >= self.next_reconcile:
+                self.next_reconcile = now + self.reconcile_s
+                self.reconcile()
+            status = self.maybe_finalize(status)
+        except GatewayError as e:
+            logger.warning("leader: server call failed: %s", e)
+        return status
+
+    def set_status(self, status: str) -> str:
+        """Move the run status (fenced); the status Redis holds afterwards."""
+        try:
+            return self.state.set_run_status(status, epoch=self.epoch)
+        except TransitionError as e:
+            logger.warning("run status %s refused: %s", status, e)
+            return self.state.status
+
+    def sync(self, *, full: bool = False) -> None:
+        """Fetch the statuses changed since the last sync (all of them now and then), apply."""
+        now = time.monotonic()
+        full = full or self.since is None or now >= self.next_full
+        answer, server_now = self.gateway.get_task_statuses(None if full else self.since)
+        update = StateUpdate(task_statuses=invert(answer), sync_time=server_now)
+        result = self.state.apply(update)
+        self.since = server_now
+        self.result.syncs += 1
+        if full:
+            self.result.full_syncs += 1
+            self.next_full = now + self.full_sync_s
+        self.process(result.changed)
+
+    def reconcile(self) -> None:
+        """Heal crash windows (see ``RedisSwarmState.reconcile``) and log what was fixed."""
+        report = self.state.reconcile()
+        self.result.reconciles += 1
+        if not report.clean:
+            logger.info("reconcile fixed %s", report)
+
+    def maybe_finalize(self, status: str) -> str:
+        """Finalize once the run is over: all tasks final, drained after a resume, or stuck."""
+        if status not in ("R", *TERMINATING_STATUSES):
+            return status
+        counts = self.state.counts()  # one round trip for every test below
+        active = any(counts[s] for s in ACTIVE_TASK_STATUSES)
+        if status in TERMINATING_STATUSES:
+            if counts["claimed"] == 0 and not active:
+                return self.finalize("T")
+            return status
+        if counts["D"] + counts["F"] == counts["tasks"] and counts["claimed"] == 0:
+            return self.finalize("D" if counts["D"] == counts["tasks"] else "E")
+        if counts["ready"] or counts["claimed"] or active:
+            self.healed = False
+            return status
+        # Nothing queued, claimed or running, yet not every task is final: either the rest is
+        # blocked behind failed tasks, or a replica died between applying a change and
+        # queueing what it made ready (an A or a retried G task). Heal, look again, decide.
+        if not self.healed:
+            self.healed = True
+            self.reconcile()
+            self.sync(full=True)
+            return status
+        if any(counts[s] for s in PENDING_TASK_STATUSES):
+            self.healed = False  # still pending after a heal: heal again next round
+            return status
+        return self.finalize("E")
+
+    def finalize(self, final: str) -> str:
+        """Tell the server first (as jobmon does), then end the run in Redis, once."""
+        assert self.replica is not None and self.epoch is not None
+        self.state.renew_leadership(self.replica, self.epoch)  # FencedError: a paused ex-leader
+        answer = self.gateway.update_run_status(final)
+        if answer != final:
+            logger.warning("server answered %s to final status %s", answer, final)
+        try:
+            if self.state.finalize(final, epoch=self.epoch):
+                self.result.finalized = True
+                logger.info("run %s finalized: %s", self.state.workflow_run_id, final)
+        except TransitionError as e:
+            logger.warning("finalize %s refused: %s", final, e)
+        return self.state.status
+
+    # --- scheduling -----------------------------------------------------------------------------
+
+    def schedule(self, replica: Replica) -> bool:
+        """Claim, queue and acknowledge batches for a while; True if any was sent.
+
+        The leader stops after ``poll_s`` to sync again; the others after half a beat.
+        """
+        budget = self.poll_s if self.epoch is not None else self.beat_s / 2
+        deadline = time.monotonic() + budget
+        sent = False
+        while time.monotonic() < deadline and not self.stop.is_set():
+            batch = self.state.claim_batch(replica, self.batch_size)
+            if batch is None:
+                break
+            if batch.redriven:
+                self.result.redriven += 1
+            sent = self.send(replica, batch) or sent
+        return sent
+
+    def send(self, replica: Replica, batch: Batch) -> bool:
+        """Queue one claimed batch on the server and acknowledge the answer."""
+        self.in_flight = batch
+        answer: dict[str, list[int]] | None = None
+        when: str | None = None
+        for attempt in range(self.queue_retries + 1):
+            try:  # re-sending is harmless: the server queues only G/A tasks
+                answer, when = self.gateway.queue_task_batch(
+                    batch.array_id, batch.task_ids, batch.resource_key
+                )
+                break
+            except GatewayError as e:
+                logger.warning("queue batch %s, try %d: %s", batch.batch_id, attempt + 1, e)
+                self.stop.wait(self.poll_s)
+        try:
+            if answer is None:
+                self.state.release_batch(replica, batch)
+                self.in_flight = None
+                self.result.released += 1
+                return False
+            changed = self.state.ack_batch(replica, batch, invert(answer), sync_time=when)
+        except LeaseLostError as e:
+            logger.warning(
+                "batch %s was reaped (%s); another replica re-drives it", batch.batch_id, e
+            )
+            self.in_flight = None
+            self.next_beat = 0.0  # re-join at once
+            return False
+        self.in_flight = None
+        self.result.batches += 1
+        self.result.tasks_sent += len(batch.task_ids)
+        self.process(changed)
+        return True
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """One iteration; True once the run's status is terminal."""
+        replica = self.keep_membership()
+        status = self.state.status
+        if status in TERMINAL_RUN_STATUSES:
+            return True
+        if self.epoch is not None:
+            status = self.lead(status)
+        sent = status == "R" and self.schedule(replica)
+        if not sent:
+            self.stop.wait(self.poll_s)
+        return False
+
+    def run(self) -> ReplicaResult:
+        """Loop until the run is final or ``stop`` is set; re-join after a lost lease."""
+        self.join()
+        try:
+            self.state.enqueue_initial_fringe()
+            while not self.stop.is_set():
+                try:
+                    if self.step():
+                        self.result.reason = "final"
+                        break
+                except FencedError as e:
+                    logger.warning("leader epoch %s fenced: %s", self.epoch, e)
+                    self.epoch = None
+                except LeaseLostError as e:
+                    self.result.leases_lost += 1
+                    logger.warning(
+                        "replica %s lost its lease (%s); joining again", self.result.replica_id, e
+                    )
+                    self.join()
+            else:
+                self.result.reason = "stopped"
+            self.result.run_status = self.state.status
+        finally:
+            self.leave()
+        return self.result
+
+
+def run_replica(
+    state: RedisSwarmState,
+    gateway: Gateway,
+    *,
+    ttl_s: float = 10.0,
+    batch_size: int = 500,
+    poll_s: float = 0.05,
+    stop: threading.Event | None = None,
+    full_sync_s: float = 60.0,
+    reconcile_s: float = 30.0,
+    server_heartbeat_s: float = 1.0,
+    queue_retries: int = 2,
+    adjust: Callable[[Any], None] = adjust_resources,
+    replica_id: str | None = None,
+) -> ReplicaResult:
+    """Run one replica of ``state``'s run until the run is final or ``stop`` is set.
+
+    Args:
+        state: The shared run (created, with its tasks and arrays registered, by someone).
+        gateway: The workflow server.
+        ttl_s: Membership and leadership lease; the lease is renewed every ``ttl_s / 3``.
+        batch_size: Most tasks per queue call.
+        poll_s: Pause when there is nothing to claim (and the leader's sync period).
+        stop: Set it to make the loop leave the run and return.
+        full_sync_s: The leader fetches every status (not only changes) this often.
+        reconcile_s: The leader runs ``reconcile`` this often.
+        server_heartbeat_s: The leader heartbeats the run to the server this often.
+        queue_retries: Re-sends of a batch whose queue call failed before it is released.
+        adjust: Adjusts a task's resources after a resource error (before it is re-queued).
+        replica_id: The replica's name (default ``host-pid-random``); kept across re-joins.
+    """
+    loop = _Loop(
+        state,
+        gateway,
+        ttl_s=ttl_s,
+        batch_size=batch_size,
+        poll_s=poll_s,
+        stop=stop if stop is not None else threading.Event(),
+        full_sync_s=full_sync_s,
+        reconcile_s=reconcile_s,
+        server_heartbeat_s=server_heartbeat_s,
+        queue_retries=queue_retries,
+        adjust=adjust,
+        replica_id=replica_id,
+    )
+    return loop.run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m swarm_redis.replica",
+        description="Run one replica of a workflow run shared through Redis, against the "
+        "simulated server.",
+    )
+    p.add_argument("--url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--prefix", default="swarm", help="key prefix of the run")
+    p.add_argument("--run", type=int, required=True, help="workflow run id")
+    p.add_argument("--sim", required=True, help="HOST:PORT of the simulated server")
+    p.add_argument(
+        "--sim-key", default=None, help="its authkey in hex (default: $SWARM_SIM_AUTHKEY)"
+    )
+    p.add_argument("--replica-id", default=None, help="replica name (default host-pid-random)")
+    p.add_argument("--ttl", type=float, default=10.0, help="lease length in seconds")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--poll", type=float, default=0.05, help="idle pause and sync period (s)")
+    p.add_argument("--full-sync", type=float, default=60.0, help="full status fetch period (s)")
+    p.add_argument("--reconcile", type=float, default=30.0, help="reconcile period (s)")
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m swarm_redis.replica``; SIGTERM leaves the run cleanly."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s replica[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
+    from swarm_redis.sim import SimClient  # the loop itself does not depend on the simulator
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    client = redis.Redis.from_url(args.url, protocol=3)
+    try:
+        state = RedisSwarmState.attach(client, args.run, prefix=args.prefix)
+        with SimClient(args.sim, args.sim_key) as gateway:
+            result = run_replica(
+                state,
+                gateway,
+                ttl_s=args.ttl,
+                batch_size=args.batch_size,
+                poll_s=args.poll,
+                stop=stop,
+                full_sync_s=args.full_sync,
+                reconcile_s=args.reconcile,
+                replica_id=args.replica_id,
+            )
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's copy, so logs and pickles name swarm_redis.replica.
+    from swarm_redis.replica import main as _main
+
+    sys.exit(_main())

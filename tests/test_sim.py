@@ -1,0 +1,312 @@
+"""The simulated jobmon server: its queueing rules, its checks, its clock and its process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
+from swarm_redis.errors import InvalidInputError
+from swarm_redis.gateway import Gateway, GatewayError, by_status, invert
+from swarm_redis.sim import SimClient, SimConfig, SimCore, SimServer, format_server_time
+
+MakeClient = Callable[..., redis.Redis]
+
+
+def config(n: int = 6, **kw: object) -> SimConfig:
+    """Tasks 1..n; odd ids in array 1, even ids in array 2."""
+    base: dict[str, object] = {
+        "tasks": {i: 1 if i % 2 else 2 for i in range(1, n + 1)},
+        "workflow_limit": 100,
+        "array_limits": {1: 100, 2: 100},
+        "step_s": (0.0, 0.0),
+        "seed": 7,
+    }
+    base.update(kw)
+    return SimConfig(**base)  # type: ignore[arg-type]
+
+
+def drive(core: SimCore) -> None:
+    """Run the clock until no task is active (each step is due at once with step_s (0, 0))."""
+    for _ in range(10_000):
+        core.advance()
+        counts = core.report().counts
+        if not any(counts[s] for s in "QIOR"):
+            return
+    raise AssertionError("tasks still active after 10,000 clock steps")
+
+
+def test_gateway_helpers_invert_each_other() -> None:
+    shape = {"G": [3, 1], "D": [2]}
+    assert invert(shape) == {3: "G", 1: "G", 2: "D"}
+    assert by_status(invert(shape)) == {"G": [1, 3], "D": [2]}
+
+
+def test_only_registering_and_adjusting_tasks_are_queued() -> None:
+    core = SimCore(config(initial_statuses={2: "A", 3: "D", 4: "F"}))
+    answer, when = core.queue_task_batch(1, [1, 3], "")
+    assert answer == {"Q": [1], "D": [3]}
+    answer, _ = core.queue_task_batch(2, [2, 4], "")
+    assert answer == {"Q": [2], "F": [4]}
+    again, _ = core.queue_task_batch(1, [1], "")  # already Q: answered, not queued again
+    assert again == {"Q": [1]}
+    report = core.report()
+    assert report.attempts == {1: 1, 2: 1}
+    assert report.attempts_started == 2
+    assert report.resent == 3  # 3 (D), 4 (F) and the second request for 1
+    assert report.duplicates == [] and report.ok
+    assert when.count(":") == 2 and "." in when  # "YYYY-MM-DD HH:MM:SS.ffffff"
+
+
+def test_tasks_run_to_done() -> None:
+    core = SimCore(config())
+    core.queue_task_batch(1, [1, 3, 5], "")
+    drive(core)
+    report = core.report()
+    assert {report.statuses[t] for t in (1, 3, 5)} == {"D"}
+    assert report.counts["D"] == 3 and report.counts["G"] == 3
+
+
+def test_failures_retry_then_become_fatal_after_max_attempts() -> None:
+    core = SimCore(config(always_fail=frozenset({1}), resource_error_share=0.0, max_attempts=3))
+    for attempt in (1, 2):
+        core.queue_task_batch(1, [1], "")
+        drive(core)
+        assert core.report().statuses[1] == "G"
+        assert core.report().attempts[1] == attempt
+    core.queue_task_batch(1, [1], "")
+    drive(core)
+    report = core.report()
+    assert report.statuses[1] == "F" and report.attempts[1] == 3
+    answer, _ = core.queue_task_batch(1, [1], "")
+    assert answer == {"F": [1]} and core.report().attempts[1] == 3
+
+
+def test_resource_errors_go_to_adjusting_and_are_queued_again() -> None:
+    core = SimCore(config(always_fail=frozenset({1}), resource_error_share=1.0, max_attempts=2))
+    core.queue_task_batch(1, [1], "")
+    drive(core)
+    assert core.report().statuses[1] == "A"
+    answer, _ = core.queue_task_batch(1, [1], "bigger")
+    assert answer == {"Q": [1]}
+    drive(core)
+    report = core.report()
+    assert report.statuses[1] == "F" and report.attempts[1] == 2
+
+
+def test_limit_checker_records_a_violation_it_is_given() -> None:
+    core = SimCore(config(workflow_limit=2, array_limits={1: 1, 2: 5}))
+    core.queue_task_batch(1, [1, 3], "")  # array 1 holds 2 > 1
+    core.queue_task_batch(2, [2], "")  # the run holds 3 > 2
+    report = core.report()
+    scopes = [(v.scope, v.active, v.limit, v.task_id) for v in report.limit_violations]
+    assert scopes == [("array 1", 2, 1, 3), ("workflow", 3, 2, 2)]
+    assert report.max_active == 3 and report.max_active_per_array == {1: 2, 2: 1}
+    assert not report.ok and any("limit" in p for p in report.problems)
+
+
+def test_within_limits_is_clean() -> None:
+    core = SimCore(config(workflow_limit=3, array_limits={1: 2, 2: 1}))
+    core.queue_task_batch(1, [1, 3], "")
+    core.queue_task_batch(2, [2], "")
+    drive(core)
+    core.queue_task_batch(1, [5], "")
+    assert core.report().limit_violations == []
+
+
+def test_queueing_before_upstreams_are_done_is_recorded() -> None:
+    core = SimCore(config(upstreams={3: [1]}))
+    core.queue_task_batch(1, [3], "")
+    assert core.report().dependency_violations == [(3, 1)]
+    core2 = SimCore(config(upstreams={3: [1]}))
+    core2.queue_task_batch(1, [1], "")
+    drive(core2)
+    core2.queue_task_batch(1, [3], "")
+    assert core2.report().dependency_violations == []
+
+
+def test_wrong_array_and_unknown_ids_are_not_queued() -> None:
+    core = SimCore(config())
+    answer, _ = core.queue_task_batch(2, [1, 99], "")
+    assert answer == {"G": [1]}  # known ids are answered, unknown ones are not
+    report = core.report()
+    assert report.wrong_array == [(1, 2)] and report.unknown_ids == 1
+    assert report.statuses[1] == "G" and not report.ok
+
+
+def test_overlapping_calls_with_one_id_create_a_duplicate_instance() -> None:
+    gate = threading.Barrier(2, timeout=30)
+
+    def hold() -> None:  # both calls have selected before either updates
+        gate.wait()
+
+    core = SimCore(config(), between=hold)
+    answers: list[dict[str, list[int]]] = []
+
+    def call() -> None:
+        answers.append(core.queue_task_batch(1, [1], "")[0])
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report = core.report()
+    assert answers == [{"Q": [1]}, {"Q": [1]}]
+    assert report.attempts[1] == 1
+    assert report.duplicates == [(1, 1, 2)]
+    assert [(t, a) for t, a, _ in report.overlaps] == [(1, 1)]
+    assert not report.ok
+
+
+def test_sequential_resends_are_not_duplicates() -> None:
+    core = SimCore(config())
+    for _ in range(3):
+        core.queue_task_batch(1, [1, 3], "")
+    report = core.report(include_log=True)
+    assert report.duplicates == [] and report.overlaps == []
+    assert [c.queued for c in report.queue_log] == [((1, 1), (3, 1)), (), ()]
+    assert [c.task_ids for c in report.queue_log] == [(1, 3)] * 3
+    assert report.resent == 4
+
+
+def test_incremental_fetch_is_inclusive_and_ordered() -> None:
+    core = SimCore(config())
+    everything, t0 = core.get_task_statuses(None)
+    assert everything == {"G": [1, 2, 3, 4, 5, 6]}
+    nothing, t1 = core.get_task_statuses(t0)
+    assert nothing == {} and t1 > t0
+    _, tq = core.queue_task_batch(1, [1], "")
+    changed, t2 = core.get_task_statuses(t1)
+    assert changed == {"Q": [1]}
+    assert core.get_task_statuses(tq)[0] == {"Q": [1]}  # inclusive: a change at `since` counts
+    assert core.get_task_statuses(t2)[0] == {}
+    drive(core)
+    assert core.get_task_statuses(t2)[0] == {"D": [1]}
+
+
+def test_run_status_follows_the_state_machine() -> None:
+    core = SimCore(config())
+    assert core.log_heartbeat("R") == "R"
+    assert core.signal_run_status("C") == "C"
+    assert core.log_heartbeat("R") == "C"  # a replica that missed the signal cannot undo it
+    assert core.update_run_status("T") == "T"
+    assert core.update_run_status("R") == "T"
+    report = core.report()
+    assert report.run_status_history == ["B", "R", "C", "T"] and report.heartbeats == 2
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(InvalidInputError):
+        config(workflow_limit=-1)
+    with pytest.raises(InvalidInputError):
+        config(fail_rate=1.5)
+    with pytest.raises(InvalidInputError):
+        config(initial_statuses={1: "R"})
+    with pytest.raises(InvalidInputError):
+        config(initial_statuses={99: "D"})
+    with pytest.raises(InvalidInputError):
+        config(step_s=(0.2, 0.1))
+
+
+def test_server_time_format() -> None:
+    assert format_server_time(1_000_000) == "1970-01-01 00:00:01.000000"
+
+
+def test_config_from_state(make_client: MakeClient, prefix: str, run_id: int) -> None:
+    client = make_client()
+    state = RedisSwarmState(1, run_id, 1, max_concurrently_running=9, redis=client, prefix=prefix)
+    a, b, c = TaskRecord(1, 5), TaskRecord(2, 5, num_upstreams=1), TaskRecord(3, 6, "D")
+    a.downstream_swarm_tasks.add(b)
+    state.add_arrays([ArrayRecord(5, 2), ArrayRecord(6, 4)])
+    state.add_tasks([a, b, c])
+    cfg = SimConfig.from_state(state, fail_rate=0.1)
+    assert dict(cfg.tasks) == {1: 5, 2: 5, 3: 6}
+    assert dict(cfg.upstreams) == {2: [1]}
+    assert dict(cfg.array_limits) == {5: 2, 6: 4}
+    assert cfg.workflow_limit == 9 and dict(cfg.initial_statuses) == {3: "D"}
+    assert cfg.fail_rate == 0.1
+
+
+# --- the server process --------------------------------------------------------------------------
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _wait_gone(pid: int) -> bool:
+    for _ in range(200):  # a bounded wait, not a timing assertion
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return _gone(pid)
+
+
+def test_server_process_serves_clients_and_stops() -> None:
+    server = SimServer.start(config(step_s=(0.001, 0.002)))
+    try:
+        with server.client() as client:
+            assert isinstance(client, Gateway)
+            answer, _ = client.queue_task_batch(1, [1, 3], "")
+            assert answer == {"Q": [1, 3]}
+            assert client.log_heartbeat("R") == "R"
+        with SimClient(server.address, server.authkey_hex) as other:
+            assert other.get_task_statuses(None)[0]["G"] == [2, 4, 5, 6]
+        with pytest.raises(GatewayError):
+            SimClient(server.address, b"wrong key")
+        assert server.report().queue_calls == 1
+    finally:
+        final = server.stop()
+    assert final is not None and final.queue_calls == 1 and final.run_status == "R"
+    assert not server.alive() and _wait_gone(server.pid)
+    assert server.stop() is final  # idempotent
+
+
+def test_client_reads_the_authkey_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with SimServer.start(config()) as server:
+        monkeypatch.setenv("SWARM_SIM_AUTHKEY", server.authkey_hex)
+        with SimClient(server.address) as client:
+            assert client.update_run_status("R") == "R"
+    assert not server.alive()
+
+
+def test_a_bad_request_is_refused_without_killing_the_server() -> None:
+    with SimServer.start(config()) as server, server.client() as client:
+        with pytest.raises(GatewayError, match="refused"):
+            client.get_task_statuses("not a time")
+        assert client.update_run_status("R") == "R"
+
+
+def test_server_exits_when_its_parent_is_killed() -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from swarm_redis.sim import SimConfig, SimServer
+        server = SimServer.start(SimConfig(tasks={1: 1}, workflow_limit=1))
+        print(server.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        sim_pid = int(parent.stdout.readline())
+        assert not _gone(sim_pid)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert _wait_gone(sim_pid)
