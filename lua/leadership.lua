@@ -21,7 +21,8 @@ local holds = lid == rid and linc == inc
 if op == 'resign' then
   if holds and lepoch == mine then
     redis.call('HSET', K.leader, 'id', '', 'incarnation', '', 'deadline_ms', 0)
-    emit('type', 'leader_resign', 'replica', rid, 'epoch', lepoch)
+    EPOCH = tostring(lepoch)  -- the event's epoch field is the lease's (emit adds it once)
+    emit('type', 'leader_resign', 'replica', rid)
     touch()
   end
   return {finish(), lepoch, 0}
@@ -51,6 +52,7 @@ end
 local epoch = redis.call('HINCRBY', K.leader, 'epoch', 1)
 redis.call('HSET', K.leader, 'id', rid, 'incarnation', inc, 'deadline_ms', deadline)
 redis.call('HINCRBY', K.counters, 'leader_changes', 1)
-emit('type', 'leader', 'replica', rid, 'epoch', epoch, 'previous', lid)
+EPOCH = tostring(epoch)  -- the event's epoch field is the new epoch (emit adds it once)
+emit('type', 'leader', 'replica', rid, 'previous', lid)
 touch()
 return {finish(), tostring(epoch), deadline}

@@ -116,6 +116,8 @@ def _leader_line(s: RunSnapshot) -> Text:
     lead = s.leader
     if lead is None:
         return Text("leader: none")
+    if not lead.replica_id:  # resigned or cleared: the epoch stays for the next takeover
+        return Text(f"leader: none (last epoch {lead.epoch})")
     state = "lease valid" if lead.alive else "LEASE EXPIRED"
     return Text(
         f"leader: {lead.replica_id}  epoch {lead.epoch}  {state}, {_secs(lead.lease_left_ms)} left"
