@@ -471,7 +471,35 @@ def build_parser() -> argparse.ArgumentParser:
     from swarm_redis.demo import add_demo_parser  # the demo owns its Redis: see main()
 
     add_demo_parser(sub)
+    # bench has options of its own (--json FILE): main() hands its argv over before parsing;
+    # this entry only lists it in --help.
+    sub.add_parser(
+        "bench",
+        add_help=False,
+        help="benchmark suite (swarm-redis bench --help)",
+    )
     return parser
+
+
+def _bench_argv(argv: Sequence[str]) -> list[str] | None:
+    """The bench's own argv when the command is ``bench`` (a global --url is passed on)."""
+    url: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "bench":
+            return [*argv[i + 1 :], *url]
+        if token in ("--url", "--prefix"):
+            if token == "--url" and i + 1 < len(argv):
+                url = ["--url", argv[i + 1]]
+            i += 2
+        elif token.startswith(("--url=", "--prefix=")) or token in ("--json", "--cluster"):
+            if token.startswith("--url="):
+                url = ["--url", token.split("=", 1)[1]]
+            i += 1
+        else:
+            return None
+    return None
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -522,6 +550,15 @@ def _fail(code: int, message: str, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bench_argv = _bench_argv(argv)
+    if bench_argv is not None:
+        from swarm_redis.bench.cli import main as bench_main
+
+        try:
+            return bench_main(bench_argv)
+        except SystemExit as e:  # --help (0) or a usage error (2)
+            return int(e.code or 0)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

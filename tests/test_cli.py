@@ -699,3 +699,17 @@ def test_exporter_command_serves_metrics(
     finally:
         proc.terminate()
         proc.wait()
+
+
+def test_bench_is_wired_into_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from swarm_redis.cli import _bench_argv, main
+
+    assert main(["bench", "--help"]) == 0
+    assert "--quick" in capsys.readouterr().out
+    assert _bench_argv(["--url", "redis://h:1/0", "bench", "--quick"]) == [
+        "--quick",
+        "--url",
+        "redis://h:1/0",
+    ]
+    assert _bench_argv(["status", "7"]) is None
+    assert main(["bench", "--no-such-option"]) == 2
