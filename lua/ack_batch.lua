@@ -15,16 +15,14 @@
 -- Errors: STATELOST, INVALID, LEASELOST.
 --!include prelude
 --!include coord
+--!include apply
 local rid, inc, bid = ARGV[4], ARGV[5], ARGV[6]
 local propagate = ARGV[7] == '1'
 local stamp = ARGV[8]
-local stamp_n = tonumber(stamp)
 local n = tonumber(ARGV[9])
-for i = 0, n - 1 do
-  local st = ARGV[11 + i * 2]
-  if not VALID[st] then
-    return fail('INVALID', 'unknown task status ' .. st .. ' for task ' .. ARGV[10 + i * 2])
-  end
+local invalid = invalid_status(10, n)
+if invalid then
+  return invalid
 end
 local now = now_ms()
 local err = lease_error(rid, inc, now)
@@ -41,60 +39,17 @@ for _, id in ipairs(split_ids(b.ids)) do
   in_batch[id] = true
 end
 
-local changed, ready, touched = {}, {}, {}
-local into = {}
-local propagated = 0
-for i = 0, n - 1 do
-  local id, new = ARGV[10 + i * 2], ARGV[11 + i * 2]
-  local v = in_batch[id] and redis.call('HGET', K.task, id)
-  if v then
-    local s, nd, st, fl, rest = rec_parse(v)
-    local old_s, old_st, old_fl = s, st, fl
-    if (stamp == '' or st == '' or stamp_n >= tonumber(st)) and (s == 'G' or s == 'A') then
-      if stamp ~= '' then
-        st = stamp
-      end
-      if s ~= new then
-        move_status(id, s, new, rec_array(rest))
-        changed[#changed + 1] = id .. ':' .. new .. ':' .. nd .. ':' .. s
-        into[new] = (into[new] or 0) + 1
-        if n <= DETAIL_MAX then
-          emit('type', 'task', 'task', id, 'from', s, 'to', new)
-        end
-        s = new
-      end
-    end
-    local credit = propagate and s == 'D' and not string.find(fl, 'p', 1, true)
-    if credit then
-      fl = fl .. 'p'
-    end
-    if s ~= old_s or st ~= old_st or fl ~= old_fl then
-      redis.call('HSET', K.task, id, rec_join(s, nd, st, fl, rest))
-    end
-    if credit then
-      credit_children(rest, true, ready, touched)
-      propagated = propagated + 1
-    end
-  end
+local function takes_answer(status)
+  return status == 'G' or status == 'A'
 end
-if #changed > 0 then
-  local parts = {}
-  for st, c in pairs(into) do
-    parts[#parts + 1] = st .. '=' .. c
-    redis.call('HINCRBY', K.counters, 'to:' .. st, c)
-  end
-  if n > DETAIL_MAX then
-    table.sort(parts)
-    emit('type', 'update', 'n', #changed, 'into', table.concat(parts, ','))
-  end
+local function of_batch(id)
+  return in_batch[id]
 end
-if propagated > 0 then
-  redis.call('HINCRBY', K.counters, 'propagations', propagated)
-  emit('type', 'propagate', 'n', propagated, 'ready', #ready)
-end
+local r = apply_changes(10, n, stamp, propagate, takes_answer, of_batch)
+report_changes(r, n)
 local back = close_batch(bid, b)
 redis.call('HINCRBY', K.counters, 'acks', 1)
-emit('type', 'ack', 'batch', bid, 'replica', rid, 'changed', #changed, 'requeued', #back)
+emit('type', 'ack', 'batch', bid, 'replica', rid, 'changed', #r.changed, 'requeued', #back)
 touch()
-return {finish(), table.concat(changed, ' '), table.concat(ready, ' '), table.concat(touched, ' '),
+return {finish(), table.concat(r.changed, ' '), table.concat(r.ready, ' '), table.concat(r.touched, ' '),
   {'', '', 0}, back}

@@ -15,15 +15,13 @@
 --           "id:done:status ..." credited downstreams, {run status, limit, run status applied 1/0}}
 -- Errors: STATELOST, INVALID.
 --!include prelude
+--!include apply
 local propagate = ARGV[4] == '1'
 local stamp = ARGV[5]
-local stamp_n = tonumber(stamp)
 local n = tonumber(ARGV[6])
-for i = 0, n - 1 do
-  local st = ARGV[8 + i * 2]
-  if not VALID[st] then
-    return fail('INVALID', 'unknown task status ' .. st .. ' for task ' .. ARGV[7 + i * 2])
-  end
+local invalid = invalid_status(7, n)
+if invalid then
+  return invalid
 end
 local t = 7 + n * 2
 local last = ARGV[t] == '1'
@@ -39,74 +37,11 @@ if last then
   end
 end
 
-local changed, ready, touched = {}, {}, {}
-local into = {}
-local propagated = 0
-for i = 0, n - 1 do
-  local id, new = ARGV[7 + i * 2], ARGV[8 + i * 2]
-  local v = redis.call('HGET', K.task, id)
-  if v then
-    local s, nd, st, fl, rest = rec_parse(v)
-    local old_s, old_st, old_fl = s, st, fl
-    if (stamp == '' or st == '' or stamp_n >= tonumber(st)) and not FINAL[s] then
-      if stamp ~= '' then
-        st = stamp
-      end
-      if s ~= new then
-        move_status(id, s, new, rec_array(rest))
-        changed[#changed + 1] = id .. ':' .. new .. ':' .. nd .. ':' .. s
-        into[new] = (into[new] or 0) + 1
-        if n <= DETAIL_MAX then
-          emit('type', 'task', 'task', id, 'from', s, 'to', new)
-        end
-        s = new
-        -- a final task has no business in the ready queue (rare: only stale entries)
-        if FINAL[s] and redis.call('SREM', K.queued, id) == 1 then
-          redis.call('LREM', K.ready, 0, id)
-          redis.call('HDEL', K.qres, id)
-        end
-        -- with propagate, work that must run again is queued in the same step, so a replica
-        -- that dies right after the apply leaves nothing stranded: a retry (back to G with
-        -- every upstream done) at the back, a resource error (A) at the front, as jobmon does
-        if propagate and s == 'G' then
-          local _, nup = rec_def(rest)
-          if tonumber(nd) == tonumber(nup) and try_enqueue(id, false) then
-            ready[#ready + 1] = id
-          end
-        elseif propagate and s == 'A' and try_enqueue(id, true) then
-          ready[#ready + 1] = id
-        end
-      end
-    end
-    local credit = propagate and s == 'D' and not string.find(fl, 'p', 1, true)
-    if credit then
-      fl = fl .. 'p'
-    end
-    if s ~= old_s or st ~= old_st or fl ~= old_fl then
-      redis.call('HSET', K.task, id, rec_join(s, nd, st, fl, rest))
-      touch()
-    end
-    if credit then
-      credit_children(rest, true, ready, touched)
-      propagated = propagated + 1
-    end
-  end
+local function not_final(status)
+  return not FINAL[status]
 end
-if #changed > 0 then
-  local parts = {}
-  for st, c in pairs(into) do
-    parts[#parts + 1] = st .. '=' .. c
-    redis.call('HINCRBY', K.counters, 'to:' .. st, c)
-  end
-  if n > DETAIL_MAX then
-    table.sort(parts)
-    emit('type', 'update', 'n', #changed, 'into', table.concat(parts, ','))
-  end
-end
-if propagated > 0 then
-  redis.call('HINCRBY', K.counters, 'propagations', propagated)
-  emit('type', 'propagate', 'n', propagated, 'ready', #ready)
-end
+local r = apply_changes(7, n, stamp, propagate, not_final, nil)
+report_changes(r, n)
 
 local applied_status = 0
 if last then
@@ -144,5 +79,5 @@ if last then
   end
 end
 local m = redis.call('HMGET', K.meta, 'status', 'limit')
-return {finish(), table.concat(changed, ' '), table.concat(ready, ' '), table.concat(touched, ' '),
+return {finish(), table.concat(r.changed, ' '), table.concat(r.ready, ' '), table.concat(r.touched, ' '),
   {m[1] or '', m[2] or '', applied_status}}

@@ -10,6 +10,7 @@
 -- Returns: {version, 1 (0 when the flag was taken by someone else), {id, status, done, ...} queued}
 -- Errors: STATELOST, NORUN.
 --!include prelude
+--!include queue
 if redis.call('EXISTS', K.meta) == 0 then
   return fail('NORUN', 'run has no meta key')
 end
@@ -21,42 +22,13 @@ if ARGV[4] == '1' then
   touch()
 end
 local front = ARGV[5] == '1'
-local order, accepted = {}, {}
-for i = 6, #ARGV, 2 do
-  local id, rk = ARGV[i], ARGV[i + 1]
-  local v = redis.call('HGET', K.task, id)
-  if v then
-    local s, nd, _, _, rest = rec_parse(v)
-    local _, nup = rec_def(rest)
-    local wanted = (front and s == 'A') or (not front and s == 'G' and tonumber(nd) == tonumber(nup))
-    if wanted and redis.call('HEXISTS', K.claims, id) == 0
-        and redis.call('SADD', K.queued, id) == 1 then
-      order[#order + 1] = id
-      accepted[#accepted + 1] = id
-      accepted[#accepted + 1] = s
-      accepted[#accepted + 1] = tonumber(nd)
-      if rk == '' then
-        rk = redis.call('HGET', K.taskres, id)
-      else
-        redis.call('HSET', K.taskres, id, rk)
-      end
-      if rk then
-        redis.call('HSET', K.qres, id, rk)
-      end
-    end
+-- front chunks: ADJUSTING_RESOURCES tasks; back chunks: REGISTERING tasks with all upstreams done
+local function in_fringe(s, nd, rest)
+  if front then
+    return s == 'A'
   end
+  local _, nup = rec_def(rest)
+  return s == 'G' and tonumber(nd) == tonumber(nup)
 end
-if front then
-  for i = #order, 1, -1 do
-    redis.call('LPUSH', K.ready, order[i])
-  end
-else
-  for i = 1, #order do
-    redis.call('RPUSH', K.ready, order[i])
-  end
-end
-if #order > 0 then
-  emit('type', 'enqueue', 'n', #order, 'front', ARGV[5])
-  touch()
-end
+local _, accepted = queue_pairs(6, front, in_fringe)
 return {finish(), 1, accepted}
