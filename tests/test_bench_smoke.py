@@ -1,0 +1,50 @@
+"""Smoke test of ``swarm-redis bench``: the quick suite runs (shrunk further) and writes the
+JSON layout of issue 6. It checks that figures exist, never their values (no timed assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swarm_redis.bench.cli import main
+
+pytestmark = pytest.mark.real
+
+
+def test_quick_suite_writes_every_figure(real_redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--scale", "0.03", "--naive-budget", "0.5"]
+    assert main([*argv, "--url", real_redis_url, "--json", str(out)]) == 0
+
+    data = json.loads(out.read_text())
+    assert {"cores", "python", "redis_version"} <= set(data["machine"])
+    for name in ("redis", "memory", "pipelined", "naive"):
+        assert data["lifecycle"][f"{name}_tasks_per_s"] > 0
+    assert data["lifecycle"]["redis"]["all_done"]
+    assert data["lifecycle"]["pipelined"]["all_done"]
+    assert set(data["replicas"]["tasks_per_s"]) == {"1", "2", "4"}
+    assert all(r["all_done"] for r in data["replicas"]["rounds"].values())
+    for path in (
+        ("flatness", "ratio"),
+        ("blocking", "max_ms"),
+        ("memory", "bytes_per_task"),
+        ("redis_share", "ratio"),
+    ):
+        node = data
+        for part in path:
+            node = node[part]
+        assert isinstance(node, (int, float)), path
+    assert {t["scenario"] for t in data["targets"]} == {
+        "lifecycle", "replicas", "flatness", "blocking", "memory", "redis_share",
+    }  # fmt: skip
+
+
+def test_only_selects_scenarios(real_redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--scale", "0.03", "--only", "memory", "flatness"]
+    assert main([*argv, "--url", real_redis_url, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "memory" in data and "flatness" in data
+    assert "lifecycle" not in data and "replicas" not in data
