@@ -6,23 +6,11 @@
 -- Returns: {version, "id ..." ready, "id:done:status ..." credited downstreams}
 -- Errors: STATELOST.
 --!include prelude
-local enqueue = ARGV[4] == '1'
-local ready, touched = {}, {}
-local propagated = 0
+--!include apply
+local ids = {}
 for i = 5, #ARGV do
-  local id = ARGV[i]
-  local v = redis.call('HGET', K.task, id)
-  if v then
-    local s, nd, st, fl, rest = rec_parse(v)
-    if s == 'D' and not string.find(fl, 'p', 1, true) then
-      propagate_one(id, s, nd, st, fl, rest, enqueue, ready, touched)
-      propagated = propagated + 1
-    end
-  end
+  ids[#ids + 1] = ARGV[i]
 end
-if propagated > 0 then
-  redis.call('HINCRBY', K.counters, 'propagations', propagated)
-  emit('type', 'propagate', 'n', propagated, 'ready', #ready)
-  touch()
-end
-return {finish(), table.concat(ready, ' '), table.concat(touched, ' ')}
+local r = propagate_ids(ids, ARGV[4] == '1')
+report_changes(r, #ids)
+return {finish(), table.concat(r.ready, ' '), table.concat(r.touched, ' ')}

@@ -36,10 +36,12 @@ T = TypeVar("T")
 #: An operation: yields lists of calls, receives their replies, returns a T.
 Op = Generator[list[Call], list[Any], T]
 
-#: Default Redis work per script call, in units of one status change or one edge visit.
-#: A status change costs ~5-8 µs of Redis time and an edge visit ~5-8 µs: 2,000 units keep
-#: one call near 10-20 ms, so other clients never wait longer than that.
-DEFAULT_CHUNK_BUDGET = 2000
+#: Default Redis work per script call. A task costs CHANGE_COST units (about 10 µs of Redis
+#: time for a status change or a registration) plus one unit per downstream edge it credits
+#: (about 4 µs): 1,000 units keep one call near 5-10 ms. Chunks go one round trip each, so other
+#: clients are served between them and never wait much longer than one chunk.
+DEFAULT_CHUNK_BUDGET = 1000
+CHANGE_COST = 2
 _LOAD_BATCH = 5000
 
 
@@ -125,6 +127,16 @@ class StateCore:
             self.observe(int(reply[0]))
         return replies
 
+    def _one_by_one(self, calls: list[Call]) -> Op[list[Any]]:
+        """Bounded script calls, one round trip each, so other clients get served between them.
+
+        (Redis runs every command of a pipeline it has read before it serves another client.)
+        """
+        replies: list[Any] = []
+        for call in calls:
+            replies += yield from self._scripts([call])
+        return replies
+
     def _read(self, *commands: tuple[Any, ...]) -> Op[list[Any]]:
         """Plain reads plus the run's version, in one round trip."""
         calls: list[Call] = [Command(("HMGET", self.keys.meta, "version", "token"))]
@@ -203,7 +215,7 @@ class StateCore:
         cost = 0
         for d in defs:
             chunk.append(d)
-            cost += 1 + len(d.downstream_ids)
+            cost += CHANGE_COST + len(d.downstream_ids)
             if cost >= self.chunk_budget:
                 calls.append(cmd.register(self.keys, self.caller(), chunk, ()))
                 chunk, cost = [], 0
@@ -213,7 +225,7 @@ class StateCore:
             return
         for obj, d in zip(objs, defs):
             self.tasks[d.task_id] = obj
-        replies = yield from self._scripts(calls)
+        replies = yield from self._one_by_one(calls)
         for reply in replies:
             for task_id, status, done in cmd.triples(reply[1]):
                 _set_mirror(self.tasks[task_id], status, done)
@@ -431,13 +443,13 @@ class StateCore:
 
     def _cost(self, task_id: int, status: str, propagate: bool) -> int:
         if not propagate or status != "D":
-            return 1
+            return CHANGE_COST
         obj = self.tasks.get(task_id)
         children = getattr(obj, "downstream_swarm_tasks", None) if obj is not None else None
         try:
-            return 1 + (len(children) if children is not None else 3)
+            return CHANGE_COST + (len(children) if children is not None else 3)
         except TypeError:
-            return 4
+            return CHANGE_COST + 3
 
     def apply(self, update: StateUpdate, propagate: bool | None = None) -> Op[ApplyResult]:
         """Apply a StateUpdate in bounded chunks; run-level fields go with the last chunk."""
@@ -460,14 +472,11 @@ class StateCore:
             chunks[-1].append(change)
             cost += step
         replies: list[Any] = []
-        if len(chunks) > 1:
-            calls: list[Call] = [
-                cmd.apply_update(
-                    self.keys, self.caller(), propagate=prop, stamp=stamp, changes=c, tail=None
-                )
-                for c in chunks[:-1]
-            ]
-            replies += yield from self._scripts(calls)
+        for c in chunks[:-1]:  # one round trip each: other clients are served in between
+            call = cmd.apply_update(
+                self.keys, self.caller(), propagate=prop, stamp=stamp, changes=c, tail=None
+            )
+            replies += yield from self._scripts([call])
         last = cmd.apply_update(
             self.keys, self.caller(), propagate=prop, stamp=stamp, changes=chunks[-1], tail=tail
         )
@@ -514,7 +523,7 @@ class StateCore:
             calls.append(cmd.propagate(self.keys, self.caller(), chunk, enqueue=enqueue))
         if not calls:
             return []
-        replies = yield from self._scripts(calls)
+        replies = yield from self._one_by_one(calls)
         result = yield from self._absorb([cmd.decode_propagate(r) for r in replies])
         return result.ready
 

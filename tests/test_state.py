@@ -1227,12 +1227,12 @@ def test_chunked_apply_writes_run_fields_only_with_the_last_chunk(
     state.add_tasks(tasks)
     inner = state._transport.execute
     crashed = []
+    applied: list[int] = []
 
     def execute(calls: Any) -> Any:
-        applies = [c for c in calls if isinstance(c, ScriptCall) and c.script == "apply_update"]
-        if len(applies) > 1 and not crashed:
-            crashed.append(len(applies))
-            inner(calls[: len(calls) // 2])  # the first half of the chunks reach Redis
+        applied.extend(1 for c in calls if isinstance(c, ScriptCall) and c.script == "apply_update")
+        if len(applied) == 5 and not crashed:  # four chunks reached Redis, then the crash
+            crashed.append(len(applied))
             raise redis.ConnectionError("simulated crash between chunks")
         return inner(calls)
 

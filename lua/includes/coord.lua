@@ -87,25 +87,35 @@ end
 -- queue in batch order; the others lose their resource key. Returns the requeued ids.
 local function close_batch(bid, b)
   local ids = split_ids(b.ids)
-  local back = {}
-  for i = 1, #ids, 4000 do
-    local chunk = {}
-    for j = i, math.min(i + 3999, #ids) do
-      chunk[#chunk + 1] = ids[j]
+  multi('HDEL', K.claims, ids)
+  local recs = multi_reply('HMGET', K.task, ids)
+  local again, done = {}, {}
+  for i, id in ipairs(ids) do
+    local s = recs[i] and string.sub(recs[i], 1, 1)
+    if s == 'G' or s == 'A' then
+      again[#again + 1] = id
+    else
+      done[#done + 1] = id
     end
-    redis.call('HDEL', K.claims, unpack(chunk))
   end
-  for _, id in ipairs(ids) do
-    local v = redis.call('HGET', K.task, id)
-    local s = v and rec_parse(v)
-    if (s == 'G' or s == 'A') and redis.call('SADD', K.queued, id) == 1 then
+  local inq = multi_reply('SMISMEMBER', K.queued, again)
+  local back = {}
+  for i, id in ipairs(again) do
+    if inq[i] == 0 then
       back[#back + 1] = id
     else
-      redis.call('HDEL', K.qres, id)
+      done[#done + 1] = id
     end
   end
-  for i = #back, 1, -1 do
-    redis.call('LPUSH', K.ready, back[i])
+  multi('HDEL', K.qres, done)
+  multi('SADD', K.queued, back)
+  -- to the front in batch order: LPUSH the ids last to first
+  for hi = #back, 1, -4000 do
+    local slice = {}
+    for i = hi, math.max(1, hi - 3999), -1 do
+      slice[#slice + 1] = back[i]
+    end
+    redis.call('LPUSH', K.ready, unpack(slice))
   end
   add_reserved('run', -#ids)
   add_reserved(b.array, -#ids)

@@ -100,6 +100,94 @@ local function try_enqueue(id, front)
   return false
 end
 
+-- Run `cmd key list...` in slices that stay under Lua's unpack limit.
+local function multi(cmd, key, list)
+  for i = 1, #list, 4000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+  end
+end
+
+-- The replies of `cmd key list...` (HMGET, SMISMEMBER), one per element, in slices.
+local function multi_reply(cmd, key, list)
+  local out = {}
+  for i = 1, #list, 4000 do
+    local part = redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+    for j = 1, #part do
+      out[#out + 1] = part[j]
+    end
+  end
+  return out
+end
+
+-- Queue candidates {id, front, cancelled} at most once each, in their order, with a few bulk
+-- commands: claimed and already queued ids are skipped; a queued task gets its last known
+-- resource key. Back candidates are appended; front ones pushed to the head one after the
+-- other (so the last front candidate ends first, as separate LPUSHes would). A cancelled
+-- candidate (final by the end of the call) counts as queued and removed again: it is reported
+-- but not pushed. Returns the ids queued, in order.
+local function queue_many(cands)
+  if #cands == 0 then
+    return {}
+  end
+  local ids, seen = {}, {}
+  for _, c in ipairs(cands) do
+    ids[#ids + 1] = c[1]
+  end
+  local claimed = multi_reply('HMGET', K.claims, ids)
+  local inq = multi_reply('SMISMEMBER', K.queued, ids)
+  local ok, back, front = {}, {}, {}
+  for i, c in ipairs(cands) do
+    local id = c[1]
+    if not claimed[i] and inq[i] == 0 and not seen[id] then
+      seen[id] = true
+      ok[#ok + 1] = id
+      if c[2] and not c[3] then
+        front[#front + 1] = id
+      elseif not c[3] then
+        back[#back + 1] = id
+      end
+    end
+  end
+  local pushed = {}
+  for _, id in ipairs(back) do
+    pushed[#pushed + 1] = id
+  end
+  for _, id in ipairs(front) do
+    pushed[#pushed + 1] = id
+  end
+  if #pushed == 0 then
+    return ok
+  end
+  multi('SADD', K.queued, pushed)
+  local rks = multi_reply('HMGET', K.taskres, pushed)
+  local qres = {}
+  for i, id in ipairs(pushed) do
+    if rks[i] then
+      qres[#qres + 1] = id
+      qres[#qres + 1] = rks[i]
+    end
+  end
+  multi('HSET', K.qres, qres)
+  multi('RPUSH', K.ready, back)
+  multi('LPUSH', K.ready, front)
+  return ok
+end
+
+-- Drop final tasks from the ready queue (only stale entries can be there; rare).
+local function unqueue_final(ids)
+  if #ids == 0 then
+    return
+  end
+  local inq = multi_reply('SMISMEMBER', K.queued, ids)
+  for i, id in ipairs(ids) do
+    if inq[i] == 1 then
+      redis.call('SREM', K.queued, id)
+      redis.call('LREM', K.ready, 0, id)
+      redis.call('HDEL', K.qres, id)
+    end
+  end
+end
+
 -- Credit each downstream of a completed task (record part `rest`) once. Downstreams that
 -- become ready (status G and every upstream done) are appended to `ready`, and pushed to the
 -- queue when `enqueue` is true. `touched` collects "id:done:status" of every credited task.
