@@ -85,7 +85,8 @@ def run_transition_allowed(current: str, new: str) -> bool:
     """Whether the workflow-run state machine lets ``current`` move to ``new``.
 
     B -> R -> C/H/D/E/S, C/H -> T; terminal states are absorbing; a repeat is allowed (no-op).
-    Pre-run statuses may move forward to anything that is not an earlier pre-run status.
+    Pre-run statuses (G L B I O) may move to any status except an earlier pre-run one: the
+    machine only has to stop a run that started from being rewound or revived.
     """
     if current == new:
         return True
@@ -94,7 +95,7 @@ def run_transition_allowed(current: str, new: str) -> bool:
     if current in PRE_RUN_STATUSES:
         if new in PRE_RUN_STATUSES:
             return PRE_RUN_STATUSES.index(new) > PRE_RUN_STATUSES.index(current)
-        return new not in ("T",)
+        return True
     if current == "R":
         return new in ("C", "H", "D", "E", "S")
     if current in TERMINATING_STATUSES:

@@ -26,7 +26,7 @@ from swarm_redis.errors import InvalidTypeError
 from swarm_redis.keys import RunKeys
 from swarm_redis.transport import SyncTransport
 from swarm_redis.update import StateUpdate
-from swarm_redis.validation import coerce_task_id, decode_sync_time
+from swarm_redis.validation import check_mapping, coerce_task_id, decode_sync_time
 from swarm_redis.views import (
     ArraysView,
     ReadyQueueView,
@@ -140,9 +140,18 @@ class RedisSwarmState:
     def tasks(self) -> TasksView:
         return TasksView(self)
 
+    @tasks.setter
+    def tasks(self, tasks: Mapping[int, Any]) -> None:
+        # jobmon's tests assign whole registries: register them (idempotent, nothing removed)
+        self.add_tasks(check_mapping(tasks, "tasks").values())
+
     @property
     def arrays(self) -> ArraysView:
         return ArraysView(self)
+
+    @arrays.setter
+    def arrays(self, arrays: Mapping[int, Any]) -> None:
+        self.add_arrays(check_mapping(arrays, "arrays").values())
 
     @property
     def ready_to_run(self) -> ReadyQueueView:

@@ -1317,3 +1317,14 @@ def test_enqueue_of_a_queued_task_takes_the_new_resource_key(
     stored = client.hget(state.keys.qres, 1)
     expected = format(resource_digest({"memory": 2}), "x")
     assert (stored.decode() if isinstance(stored, bytes) else stored) == expected
+
+
+def test_assigning_tasks_and_arrays_registers_them(new_state: StateFactory) -> None:
+    state = new_state()
+    a, b = TaskRecord(1, array_id=7), TaskRecord(2, array_id=7)
+    state.tasks = {1: a, 2: b}
+    state.arrays = {7: ArrayRecord(7, 3)}
+    assert state.tasks[1] is a and len(state.tasks) == 2
+    assert state.get_array_capacity(7) == 3
+    with pytest.raises(TypeError):
+        state.tasks = [a]  # type: ignore[assignment]
