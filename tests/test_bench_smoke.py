@@ -48,3 +48,29 @@ def test_only_selects_scenarios(real_redis_url: str, tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert "memory" in data and "flatness" in data
     assert "lifecycle" not in data and "replicas" not in data
+
+
+@pytest.mark.slow
+def test_cli_quick_run_as_documented(real_redis_url: str, tmp_path: Path) -> None:
+    """`swarm-redis bench --quick` exactly as the README shows it, on its private redis-server."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server on PATH for the suite's private server")
+    out = tmp_path / "quick.json"
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "swarm_redis", "bench", "--quick", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "lifecycle" in proc.stdout and "targets" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["lifecycle"]["redis"]["all_done"]
+    assert data["config"]["quick"] is True

@@ -1328,3 +1328,15 @@ def test_assigning_tasks_and_arrays_registers_them(new_state: StateFactory) -> N
     assert state.get_array_capacity(7) == 3
     with pytest.raises(TypeError):
         state.tasks = [a]  # type: ignore[assignment]
+
+
+def test_many_final_tasks_leave_the_queue_in_one_pass(new_state: StateFactory) -> None:
+    state = new_state()
+    tasks = [TaskRecord(i) for i in range(1, 11)]
+    state.add_tasks(tasks)
+    state.enqueue_tasks(tasks)
+    state.apply_update(StateUpdate(task_statuses={2: "D", 3: "F", 5: "D", 6: "D", 8: "F", 9: "D"}))
+    assert [t.task_id for t in state.ready_to_run] == [1, 4, 7, 10]
+    state.apply_update(StateUpdate(task_statuses={4: "D"}))  # the few-at-a-time path
+    assert [t.task_id for t in state.ready_to_run] == [1, 7, 10]
+    assert state.dequeue_tasks(10) == [tasks[0], tasks[6], tasks[9]]

@@ -173,19 +173,39 @@ local function queue_many(cands)
   return ok
 end
 
--- Drop final tasks from the ready queue (only stale entries can be there; rare).
+-- Drop final tasks from the ready queue (only stale entries can be there). A few go with one
+-- LREM each; more with one pass over the list (LREM is O(queue) per call: quadratic otherwise).
 local function unqueue_final(ids)
   if #ids == 0 then
     return
   end
   local inq = multi_reply('SMISMEMBER', K.queued, ids)
+  local gone, list = {}, {}
   for i, id in ipairs(ids) do
     if inq[i] == 1 then
-      redis.call('SREM', K.queued, id)
-      redis.call('LREM', K.ready, 0, id)
-      redis.call('HDEL', K.qres, id)
+      gone[id] = true
+      list[#list + 1] = id
     end
   end
+  if #list == 0 then
+    return
+  end
+  multi('SREM', K.queued, list)
+  multi('HDEL', K.qres, list)
+  if #list <= 4 then
+    for _, id in ipairs(list) do
+      redis.call('LREM', K.ready, 0, id)
+    end
+    return
+  end
+  local keep = {}
+  for _, id in ipairs(redis.call('LRANGE', K.ready, 0, -1)) do
+    if not gone[id] then
+      keep[#keep + 1] = id
+    end
+  end
+  redis.call('DEL', K.ready)
+  multi('RPUSH', K.ready, keep)
 end
 
 -- Credit each downstream of a completed task (record part `rest`) once. Downstreams that

@@ -295,7 +295,7 @@ def _blocking_variants(r: dict[str, Any]) -> Grid:
         "chunking", "R seconds", "D seconds", "PINGs", "max ms", "p99 ms",
         "longest command ms",
     )  # fmt: skip
-    rows = {f"budget {r['chunk_budget']} (default), one pipeline": r, **r["variants"]}
+    rows = {f"budget {r['chunk_budget']} (default)": r, **r["variants"]}
     for name, x in rows.items():
         secs = [p["seconds"] for p in x["phases"].values()]
         t.add_row(

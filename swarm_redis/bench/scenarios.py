@@ -31,7 +31,6 @@ from swarm_redis.embedded import EmbeddedRedis, connect, resolve_url
 from swarm_redis.keys import RUN_KEY_NAMES
 from swarm_redis.memory import SwarmState
 from swarm_redis.state import RedisSwarmState
-from swarm_redis.transport import raise_first_error
 from swarm_redis.update import StateUpdate
 
 #: Scenario names, in the order they run (memory before flatness and blocking: they share runs).
@@ -938,30 +937,15 @@ def _slowlog_max_ms(ctx: Context) -> float | None:
 
 
 @contextlib.contextmanager
-def _chunking(state: RedisSwarmState, budget: int, sequential: bool) -> Iterator[None]:
-    """Temporarily change how ``state`` splits large updates (an experiment, not an API).
-
-    ``budget`` is the ``chunk_budget`` constructor option. ``sequential`` sends the chunks of
-    one update one round trip at a time instead of in one pipeline (simulating that change in
-    the core: Redis runs every command of a read buffer before it serves another client).
-    """
-    core, transport = state._core, state._transport
+def _chunking(state: RedisSwarmState, budget: int) -> Iterator[None]:
+    """Temporarily use another ``chunk_budget`` (the constructor option) on ``state``."""
+    core = state._core
     old_budget = core.chunk_budget
     core.chunk_budget = budget
-    if sequential:
-
-        def one_by_one(calls: Sequence[Any]) -> list[Any]:
-            replies = [transport._one(c) for c in calls]
-            raise_first_error(replies, transport.run_id)
-            return replies
-
-        transport.execute = one_by_one  # type: ignore[method-assign]
     try:
         yield
     finally:
         core.chunk_budget = old_budget
-        if sequential:
-            del transport.execute
 
 
 def _blocking_round(
@@ -983,15 +967,15 @@ def _blocking_round(
     return {"phases": phases, "slowlog_max_ms": _slowlog_max_ms(ctx)}
 
 
-#: Variants of the blocking scenario: chunk budget, and chunks sent one round trip at a time.
-BLOCKING_VARIANTS: tuple[tuple[int, bool], ...] = ((500, False), (2000, True), (500, True))
+#: Chunk budgets tried besides the default in the blocking scenario.
+BLOCKING_VARIANTS: tuple[int, ...] = (500, 2000)
 
 
 def blocking(ctx: Context) -> dict[str, Any]:
     """Scenario 4: PING latency from another process while the largest updates apply.
 
     The target is measured with the library's defaults; the variants show what smaller chunks
-    and one round trip per chunk would change.
+    would change (the core always sends the chunks of one update one round trip at a time).
     """
     cfg = ctx.config
     run = ctx.registered_run(cfg.big_tasks)
@@ -1006,12 +990,12 @@ def blocking(ctx: Context) -> dict[str, Any]:
         ids = [i for layer in _layers(run, n_layers, first) for i in layer]
         n_changes = len(ids)
         rounds["default"] = _blocking_round(ctx, run, ids, probe, "default")
-        for budget, sequential in BLOCKING_VARIANTS:
+        for budget in BLOCKING_VARIANTS:
             ids = [i for layer in _layers(run, n_layers, first) for i in layer]
             if not ids:
                 break
-            name = f"budget {budget}" + (", one round trip per chunk" if sequential else "")
-            with _chunking(run.state, budget, sequential):
+            name = f"budget {budget}"
+            with _chunking(run.state, budget):
                 rounds[name] = _blocking_round(ctx, run, ids, probe, name)
     for name, r in rounds.items():
         for status, phase in zip(("R", "D"), list(r["phases"])):
