@@ -24,13 +24,7 @@ local invalid = invalid_status(10, n)
 if invalid then
   return invalid
 end
-local now = now_ms()
-local err = lease_error(rid, inc, now)
-if err then
-  return err
-end
-local b
-b, err = held_batch(rid, inc, bid)
+local b, err = live_holder_batch(rid, inc, bid)
 if err then
   return err
 end

@@ -11,15 +11,9 @@ if not VALID[st] then
 end
 local out = {}
 local ids = redis.call('SMEMBERS', SK[st])
-for i = 1, #ids, 4000 do
-  local chunk = {}
-  for j = i, math.min(i + 3999, #ids) do
-    chunk[#chunk + 1] = ids[j]
-  end
-  local recs = redis.call('HMGET', K.task, unpack(chunk))
-  for j = 1, #chunk do
-    out[#out + 1] = chunk[j]
-    out[#out + 1] = recs[j] or ''
-  end
+local recs = multi_reply('HMGET', K.task, ids)
+for j = 1, #ids do
+  out[#out + 1] = ids[j]
+  out[#out + 1] = recs[j] or ''
 end
 return {VERSION, out}

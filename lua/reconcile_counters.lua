@@ -38,19 +38,12 @@ end
 
 local active = {}
 for st in pairs(ACTIVE) do
-  local ids = redis.call('SMEMBERS', SK[st])
-  for i = 1, #ids, 4000 do
-    local chunk = {}
-    for j = i, math.min(i + 3999, #ids) do
-      chunk[#chunk + 1] = ids[j]
-    end
-    local recs = redis.call('HMGET', K.task, unpack(chunk))
-    for j = 1, #chunk do
-      if recs[j] then
-        local _, _, _, _, rest = rec_parse(recs[j])
-        local arr = rec_array(rest)
-        active[arr] = (active[arr] or 0) + 1
-      end
+  local recs = multi_reply('HMGET', K.task, redis.call('SMEMBERS', SK[st]))
+  for j = 1, #recs do
+    if recs[j] then
+      local _, _, _, _, rest = rec_parse(recs[j])
+      local arr = rec_array(rest)
+      active[arr] = (active[arr] or 0) + 1
     end
   end
 end

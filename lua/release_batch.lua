@@ -9,13 +9,7 @@
 --!include prelude
 --!include coord
 local rid, inc, bid = ARGV[4], ARGV[5], ARGV[6]
-local now = now_ms()
-local err = lease_error(rid, inc, now)
-if err then
-  return err
-end
-local b
-b, err = held_batch(rid, inc, bid)
+local b, err = live_holder_batch(rid, inc, bid)
 if err then
   return err
 end

@@ -57,21 +57,15 @@ end
 -- {id, status, done, ...} of the given ids (unknown ids are reported as G with 0 done).
 local function task_triples(ids)
   local out = {}
-  for i = 1, #ids, 4000 do
-    local chunk = {}
-    for j = i, math.min(i + 3999, #ids) do
-      chunk[#chunk + 1] = ids[j]
+  local recs = multi_reply('HMGET', K.task, ids)
+  for j = 1, #ids do
+    local s, nd = 'G', 0
+    if recs[j] then
+      s, nd = rec_parse(recs[j])
     end
-    local recs = redis.call('HMGET', K.task, unpack(chunk))
-    for j = 1, #chunk do
-      local s, nd = 'G', 0
-      if recs[j] then
-        s, nd = rec_parse(recs[j])
-      end
-      out[#out + 1] = chunk[j]
-      out[#out + 1] = s
-      out[#out + 1] = tonumber(nd)
-    end
+    out[#out + 1] = ids[j]
+    out[#out + 1] = s
+    out[#out + 1] = tonumber(nd)
   end
   return out
 end
@@ -81,6 +75,16 @@ local function add_reserved(field, delta)
   if left <= 0 then
     redis.call('HDEL', K.reserved, field)
   end
+end
+
+-- The batch `bid` if replica `rid` (incarnation `inc`) is alive and holds it; else nil and the
+-- LEASELOST error reply (checked before anything is written).
+local function live_holder_batch(rid, inc, bid)
+  local err = lease_error(rid, inc, now_ms())
+  if err then
+    return nil, err
+  end
+  return held_batch(rid, inc, bid)
 end
 
 -- Drop a batch: claims, reservation and record. Tasks still G or A go back to the FRONT of the
