@@ -113,6 +113,11 @@ class ReadyQueueView:
             raise IndexError("pop from an empty ready_to_run")
         return task
 
+    def clear(self) -> None:
+        """Take every queued task off the shared queue (they stay registered)."""
+        while self._state.dequeue_tasks(1000):
+            pass
+
     def __repr__(self) -> str:
         return f"ReadyQueueView({list(self)!r})"
 

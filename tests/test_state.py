@@ -1340,3 +1340,13 @@ def test_many_final_tasks_leave_the_queue_in_one_pass(new_state: StateFactory) -
     state.apply_update(StateUpdate(task_statuses={4: "D"}))  # the few-at-a-time path
     assert [t.task_id for t in state.ready_to_run] == [1, 7, 10]
     assert state.dequeue_tasks(10) == [tasks[0], tasks[6], tasks[9]]
+
+
+def test_ready_to_run_clear_empties_the_shared_queue(new_state: StateFactory) -> None:
+    state = new_state()
+    tasks = [TaskRecord(i) for i in range(1, 4)]
+    state.enqueue_tasks(tasks)
+    state.ready_to_run.clear()
+    assert not state.ready_to_run and len(state.tasks) == 3
+    state.enqueue_task(tasks[0])  # the at-most-once gate was released too
+    assert [t.task_id for t in state.ready_to_run] == [1]
