@@ -235,3 +235,18 @@ def front(
     made = Front(request.param, url=url, fake_server=None if url else fake_server)
     yield made
     made.close()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """A private 3-primary Redis Cluster for the whole session (started once, stopped at the end)."""
+    from servers import LocalCluster, missing_binaries, skip_or_fail
+
+    why = missing_binaries("redis-server")
+    if why:
+        skip_or_fail(f"Redis Cluster tests need redis-server: {why}")
+    made = LocalCluster(3).start()
+    try:
+        yield made
+    finally:
+        made.stop()

@@ -13,6 +13,7 @@ life, temp dirs), on free loopback ports, and stopped in `stop()` (nothing is le
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import socket
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any
 import redis
 
 from swarm_redis.embedded import RedisProcess, free_port, start_redis_server
+from swarm_redis.keys import RunKeys
 
 CLUSTER_SLOTS = 16384
 
@@ -297,3 +299,25 @@ def skip_or_fail(reason: str) -> None:
     if in_ci():
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def primary_of(client: Any, key: str) -> str:
+    """The name ("host:port") of the primary that serves the key's slot."""
+    node = client.get_node_from_key(key)
+    assert node is not None
+    return str(node.name)
+
+
+def runs_on_every_primary(client: Any, prefix: str, per_primary: int) -> dict[int, str]:
+    """Run ids chosen so that every primary hosts ``per_primary`` of them: id -> primary."""
+    primaries = {n.name for n in client.get_primaries()}
+    chosen: dict[int, str] = {}
+    load = dict.fromkeys(primaries, 0)
+    candidate = 10**9 + secrets.randbelow(10**6)
+    while min(load.values()) < per_primary:
+        candidate += 1
+        where = primary_of(client, RunKeys(prefix, candidate).meta)
+        if load[where] < per_primary:
+            load[where] += 1
+            chosen[candidate] = where
+    return chosen

@@ -4,41 +4,15 @@ and the per-run commands work on the primary that holds the run's slot."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis.cluster
 from cli_helpers import CliResult, build_run, run_cli
-from servers import LocalCluster, missing_binaries, skip_or_fail
+from servers import LocalCluster, runs_on_every_primary
 
 from swarm_redis import cli as cli_mod
-from swarm_redis.keys import RunKeys
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    why = missing_binaries("redis-server")
-    if why:
-        skip_or_fail(f"Redis Cluster tests need redis-server: {why}")
-    made = LocalCluster(3).start()
-    try:
-        yield made
-    finally:
-        made.stop()
-
-
-def one_run_per_primary(client: redis.cluster.RedisCluster, prefix: str) -> list[int]:
-    """Run ids whose slots are served by three different primaries."""
-    chosen: dict[str, int] = {}
-    candidate = 10**9 + secrets.randbelow(10**6)
-    while len(chosen) < len(client.get_primaries()):
-        candidate += 1
-        node = client.get_node_from_key(RunKeys(prefix, candidate).meta)
-        chosen.setdefault(node.name, candidate)
-    return sorted(chosen.values())
 
 
 def test_cli_on_a_cluster(
@@ -48,7 +22,7 @@ def test_cli_on_a_cluster(
     prefix = "swtc" + secrets.token_hex(4)
     url = f"redis://127.0.0.1:{cluster.ports[0]}"
     try:
-        run_ids = one_run_per_primary(client, prefix)
+        run_ids = sorted(runs_on_every_primary(client, prefix, 1))
         states = [build_run("", prefix, r, client=client) for r in run_ids]
 
         def cli(*args: str) -> CliResult:

@@ -14,26 +14,13 @@ import redis
 import redis.cluster
 from fronts import Front, FrontState
 from race_worker import run_workers
-from servers import LocalCluster, missing_binaries, skip_or_fail
+from servers import LocalCluster, runs_on_every_primary
 from test_fronts import replicas_scenario
 
 from swarm_redis import StateUpdate, TaskRecord, scripts
 from swarm_redis.keys import RunKeys
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[LocalCluster]:
-    """A private 3-primary cluster for the whole session (stopped at the end)."""
-    why = missing_binaries("redis-server")
-    if why:
-        skip_or_fail(f"Redis Cluster tests need redis-server: {why}")
-    made = LocalCluster(3).start()
-    try:
-        yield made
-    finally:
-        made.stop()
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -50,30 +37,6 @@ def sync_cluster(cluster: LocalCluster) -> Iterator[redis.cluster.RedisCluster]:
     client = cluster.client()
     yield client
     client.close()
-
-
-def primary_of(client: redis.cluster.RedisCluster, key: str) -> str:
-    """The name ("host:port") of the primary that serves the key's slot."""
-    node = client.get_node_from_key(key)
-    assert node is not None
-    return str(node.name)
-
-
-def runs_on_every_primary(
-    client: redis.cluster.RedisCluster, prefix: str, per_primary: int
-) -> dict[int, str]:
-    """Run ids chosen so that every primary hosts ``per_primary`` of them: id -> primary."""
-    primaries = {n.name for n in client.get_primaries()}
-    chosen: dict[int, str] = {}
-    load = dict.fromkeys(primaries, 0)
-    candidate = 10**9 + secrets.randbelow(10**6)
-    while min(load.values()) < per_primary:
-        candidate += 1
-        where = primary_of(client, RunKeys(prefix, candidate).meta)
-        if load[where] < per_primary:
-            load[where] += 1
-            chosen[candidate] = where
-    return chosen
 
 
 def chain(n: int, array_id: int = 1) -> list[TaskRecord]:
