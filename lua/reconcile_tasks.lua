@@ -10,32 +10,47 @@
 --           "id:done:status ..." credited downstreams}
 -- Errors: STATELOST.
 --!include prelude
-local propagated, back, front, ready, touched = {}, {}, {}, {}, {}
+--!include apply
+local ids = {}
 for i = 4, #ARGV do
-  local id = ARGV[i]
-  local v = redis.call('HGET', K.task, id)
-  if v then
-    local s, nd, st, fl, rest = rec_parse(v)
-    if s == 'D' and not string.find(fl, 'p', 1, true) then
-      propagate_one(id, s, nd, st, fl, rest, true, ready, touched)
+  ids[#ids + 1] = ARGV[i]
+end
+local R, r = recs_new(), new_result()
+recs_load(R, ids)
+recs_load_children(R, ids)
+local kind = {}  -- id -> 'back' | 'front' for the tasks this sweep queues itself
+local propagated, fronts = {}, {}
+for _, id in ipairs(ids) do
+  local t = R.map[id]
+  if t then
+    if count_completion(R, id, r) then
       propagated[#propagated + 1] = id
-    elseif s == 'G' then
-      local _, nup = rec_def(rest)
-      if tonumber(nd) == tonumber(nup) and try_enqueue(id, false) then
-        back[#back + 1] = id
+    elseif t.s == 'G' then
+      local _, nup = rec_def(t.rest)
+      if t.nd == tonumber(nup) then
+        kind[id] = 'back'
+        add_cand(r, id, false)
       end
-    elseif s == 'A' and redis.call('HEXISTS', K.claims, id) == 0
-        and redis.call('SISMEMBER', K.queued, id) == 0 then
-      front[#front + 1] = id
+    elseif t.s == 'A' then
+      kind[id] = 'front'
+      fronts[#fronts + 1] = id
     end
   end
 end
-for i = #front, 1, -1 do
-  redis.call('SADD', K.queued, front[i])
-  redis.call('LPUSH', K.ready, front[i])
-  local rk = redis.call('HGET', K.taskres, front[i])
-  if rk then
-    redis.call('HSET', K.qres, front[i], rk)
+-- queue_many pushes front candidates one after the other: reversed, they keep the given order
+for i = #fronts, 1, -1 do
+  add_cand(r, fronts[i], true)
+end
+finish_queue(R, r, true)
+recs_flush(R)
+local back, front, ready = {}, {}, {}
+for _, id in ipairs(r.ready) do
+  if kind[id] == 'back' then
+    back[#back + 1] = id
+  elseif kind[id] == 'front' then
+    table.insert(front, 1, id)
+  else
+    ready[#ready + 1] = id
   end
 end
 if #propagated > 0 then
@@ -47,4 +62,4 @@ if fixed > 0 then
   emit('type', 'reconcile', 'propagated', #propagated, 'enqueued', #back, 'front', #front)
   touch()
 end
-return {finish(), propagated, back, front, table.concat(ready, ' '), table.concat(touched, ' ')}
+return {finish(), propagated, back, front, table.concat(ready, ' '), table.concat(r.touched, ' ')}

@@ -70,36 +70,6 @@ local function rec_array(rest)
   return string.match(rest, '^([^|]*)|')
 end
 
--- Move a task between status sets and keep the per-array active counter in step.
-local function move_status(id, old, new, arr)
-  redis.call('SMOVE', SK[old], SK[new], id)
-  if ACTIVE[old] and not ACTIVE[new] then
-    redis.call('HINCRBY', K.active, arr, -1)
-  elseif ACTIVE[new] and not ACTIVE[old] then
-    redis.call('HINCRBY', K.active, arr, 1)
-  end
-end
-
--- Push a task to the ready queue unless it is queued or claimed already (at most once).
-local function try_enqueue(id, front)
-  if redis.call('HEXISTS', K.claims, id) == 1 then
-    return false
-  end
-  if redis.call('SADD', K.queued, id) == 1 then
-    local rk = redis.call('HGET', K.taskres, id)
-    if rk then
-      redis.call('HSET', K.qres, id, rk)
-    end
-    if front then
-      redis.call('LPUSH', K.ready, id)
-    else
-      redis.call('RPUSH', K.ready, id)
-    end
-    return true
-  end
-  return false
-end
-
 -- Run `cmd key list...` in slices that stay under Lua's unpack limit.
 local function multi(cmd, key, list)
   for i = 1, #list, 4000 do
@@ -206,34 +176,6 @@ local function unqueue_final(ids)
   end
   redis.call('DEL', K.ready)
   multi('RPUSH', K.ready, keep)
-end
-
--- Credit each downstream of a completed task (record part `rest`) once. Downstreams that
--- become ready (status G and every upstream done) are appended to `ready`, and pushed to the
--- queue when `enqueue` is true. `touched` collects "id:done:status" of every credited task.
-local function credit_children(rest, enqueue, ready, touched)
-  local _, _, _, children = rec_def(rest)
-  for child in string.gmatch(children, '[^,]+') do
-    local cv = redis.call('HGET', K.task, child)
-    if cv then
-      local cs, cnd, cst, cfl, crest = rec_parse(cv)
-      cnd = tonumber(cnd) + 1
-      redis.call('HSET', K.task, child, rec_join(cs, cnd, cst, cfl, crest))
-      touched[#touched + 1] = child .. ':' .. cnd .. ':' .. cs
-      if cs == 'G' then
-        local _, cnup = rec_def(crest)
-        if cnd == tonumber(cnup) and (not enqueue or try_enqueue(child, false)) then
-          ready[#ready + 1] = child
-        end
-      end
-    end
-  end
-end
-
--- Count a completion once: flag the task as propagated and credit its downstreams.
-local function propagate_one(id, s, nd, st, fl, rest, enqueue, ready, touched)
-  redis.call('HSET', K.task, id, rec_join(s, nd, st, fl .. 'p', rest))
-  credit_children(rest, enqueue, ready, touched)
 end
 
 if SEEN > VERSION then
