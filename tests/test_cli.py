@@ -586,7 +586,11 @@ def test_purge_asks_first(
     prompts: list[str] = []
 
     def answer(text: str) -> Callable[[str], str]:
-        return lambda prompt: prompts.append(prompt) or text
+        def ask(prompt: str) -> str:
+            prompts.append(prompt)
+            return text
+
+        return ask
 
     monkeypatch.setattr("builtins.input", answer("n"))
     assert cli("purge", run).code == cli_mod.EXIT_ERROR
