@@ -57,7 +57,7 @@ from swarm_redis.embedded import (
 )
 from swarm_redis.errors import SwarmRedisError, UnknownRunError
 from swarm_redis.inspect import RunSnapshot, read_snapshot, scan_keys
-from swarm_redis.keys import RunKeys, run_base
+from swarm_redis.keys import RunKeys
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.render import watch_line, watch_view
 from swarm_redis.sim import AUTHKEY_ENV, SimConfig, SimReport, SimServer
@@ -691,7 +691,7 @@ def _main_thread() -> bool:
 
 def _purge(client: Any, prefix: str, run_id: int) -> int:
     """Delete every key of the run; how many."""
-    keys = list(scan_keys(client, run_base(prefix, run_id) + "*"))
+    keys = list(scan_keys(client, RunKeys(prefix, run_id).match_all))  # prefix escaped
     for start in range(0, len(keys), 500):
         client.unlink(*keys[start : start + 500])
     return len(keys)

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -283,9 +283,7 @@ def export_of(
 ) -> dict[str, Any]:
     path = tmp_path / f"run{run}.json"
     assert cli(hood.main, "export", str(run), str(path)).code == 0
-    data = json.loads(path.read_bytes())
-    assert isinstance(data, dict)
-    return data
+    return cast("dict[str, Any]", json.loads(path.read_bytes()))
 
 
 def write(tmp_path: Path, data: Any, name: str = "bad.json") -> str:
@@ -336,7 +334,7 @@ def _bad_snapshots(good: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     """name -> (file content, a piece of the expected message)."""
 
     def edited(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        copy = json.loads(json.dumps(good))
+        copy: dict[str, Any] = json.loads(json.dumps(good))
         edit(copy)
         return copy
 
