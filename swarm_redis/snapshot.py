@@ -129,6 +129,10 @@ class SnapshotError(SwarmRedisError, ValueError):
     """The file is not a snapshot this version can import (nothing was written)."""
 
 
+class _Bad(Exception):
+    """A value check failed; the caller adds where (kept off the hot path)."""
+
+
 class RunExistsError(SwarmRedisError, FileExistsError):
     """Import refused: the run already has keys (pass ``force=True`` to replace them)."""
 
@@ -335,22 +339,27 @@ class _Checker:
 
     def bytes_of(self, value: Any, where: str) -> bytes:
         """A JSON string (UTF-8) or ``{"b64": ...}`` as bytes."""
-        if isinstance(value, str):
+        try:
+            return self._bytes(value)
+        except _Bad as e:
+            raise SnapshotError(f"{where}: {e}") from None
+
+    def _bytes(self, value: Any) -> bytes:
+        """:meth:`bytes_of` without the location (hot path: the caller adds it on error)."""
+        if type(value) is str:
             try:
                 out = value.encode("utf-8")
             except UnicodeEncodeError:
-                raise SnapshotError(f"{where}: not valid Unicode text") from None
+                raise _Bad("not valid Unicode text") from None
         elif isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
             try:
                 out = base64.b64decode(value["b64"], validate=True)
             except (binascii.Error, ValueError):
-                raise SnapshotError(f"{where}: bad base64 {value['b64'][:40]!r}") from None
+                raise _Bad(f"bad base64 {value['b64'][:40]!r}") from None
         else:
-            raise SnapshotError(
-                f'{where}: expected a string or {{"b64": ...}}, got {_shown(value)}'
-            )
+            raise _Bad(f'expected a string or {{"b64": ...}}, got {_shown(value)}')
         if len(out) > self.max_value_bytes:
-            raise SnapshotError(f"{where}: {len(out)} bytes, more than {self.max_value_bytes}")
+            raise _Bad(f"{len(out)} bytes, more than {self.max_value_bytes}")
         return out
 
     def pairs(self, value: Any, where: str) -> list[tuple[bytes, bytes]]:
@@ -359,20 +368,31 @@ class _Checker:
         self.count(len(rows), where)
         out = []
         seen: set[bytes] = set()
+        conv = self._bytes
         for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != 2:
-                raise SnapshotError(f"{where}[{i}]: expected [field, value], got {_shown(row)}")
-            f = self.bytes_of(row[0], f"{where}[{i}] field")
+            try:
+                if type(row) is not list or len(row) != 2:
+                    raise _Bad(f"expected [field, value], got {_shown(row)}")
+                f = conv(row[0])
+                v = conv(row[1])
+            except _Bad as e:
+                raise SnapshotError(f"{where}[{i}]: {e}") from None
             if f in seen:
                 raise SnapshotError(f"{where}[{i}]: field {f!r} appears twice")
             seen.add(f)
-            out.append((f, self.bytes_of(row[1], f"{where}[{i}] value")))
+            out.append((f, v))
         return out
 
     def members(self, value: Any, where: str, *, unique: bool) -> list[bytes]:
         rows = _list(value, where)
         self.count(len(rows), where)
-        out = [self.bytes_of(m, f"{where}[{i}]") for i, m in enumerate(rows)]
+        conv = self._bytes
+        try:
+            out = [conv(m) for m in rows]
+        except _Bad:
+            for i, m in enumerate(rows):  # again, slowly, to say which one
+                self.bytes_of(m, f"{where}[{i}]")
+            raise
         if unique and len(set(out)) != len(out):
             raise SnapshotError(f"{where}: a set member appears twice")
         return out
@@ -441,6 +461,8 @@ def _stream_id(value: Any, where: str) -> tuple[int, int]:
 
 
 def _is_int(raw: bytes) -> bool:
+    if raw.isdigit() and len(raw) < 19:  # fast path: below 10**18 < 2**63
+        return True
     return _INT_RE.fullmatch(raw) is not None and abs(int(raw)) <= _INT64_MAX
 
 
@@ -448,7 +470,17 @@ def _is_opt_int(raw: bytes) -> bool:
     return raw == b"" or _is_int(raw)
 
 
+_TASK_RECORD_RE = re.compile(
+    rb"["
+    + "".join(TASK_STATUSES).encode()
+    + rb"]\|(-?[0-9]{1,19})\|(-?[0-9]{1,19})?\|[a-z]*\|(-?[0-9]{1,19})\|"
+    rb"(-?[0-9]{1,19})\|(-?[0-9]{1,19})\|(?:-?[0-9]{1,19}(?:,-?[0-9]{1,19})*)?"
+)
+
+
 def _task_record_problem(raw: bytes) -> str | None:
+    if _TASK_RECORD_RE.fullmatch(raw) is not None:  # the fast path of every good record
+        return None
     parts = raw.split(b"|")
     if len(parts) != 8:
         return f"{len(parts)} '|'-separated parts instead of 8"
@@ -459,11 +491,11 @@ def _task_record_problem(raw: bytes) -> str | None:
         return "done, array, upstreams and start must be integers"
     if not _is_opt_int(stamp):
         return "the stamp must be empty or an integer"
-    if not all(c in b"p" for c in flags):
+    if not all(97 <= c <= 122 for c in flags):  # lower-case letters ("p": propagated)
         return f"unknown flags {flags!r}"
     if children and not all(_is_int(c) for c in children.split(b",")):
         return "the downstream ids must be integers"
-    return None
+    return "malformed"
 
 
 def _lease_problem(raw: bytes) -> str | None:
@@ -535,12 +567,22 @@ def _check_records(name: str, entry: _Entry) -> None:
                 raise SnapshotError(f"{where}: unknown run status {status!r}")
         return
     first, second = _RECORD_CHECKS.get(name, (None, None))
-    for i, item in enumerate(entry.items):
-        f, v = item if entry.kind == "hash" else (item, None)
-        if first is not None and (problem := first(f)) is not None:
-            raise SnapshotError(f"{where}[{i}]: {f[:60]!r}: {problem}")
-        if second is not None and v is not None and (problem := second(v)) is not None:
-            raise SnapshotError(f"{where}[{i}]: {v[:60]!r}: {problem}")
+    is_hash = entry.kind == "hash"
+    columns = (
+        (first, [f for f, _ in entry.items] if is_hash else entry.items),
+        (second, [v for _, v in entry.items] if is_hash else []),
+    )
+    for check, values in columns:
+        if check is None or (check is _int_problem and _all_small_ints(values)):
+            continue  # nothing to check, or every value passes the fast test
+        for i, value in enumerate(values):
+            if (problem := check(value)) is not None:
+                raise SnapshotError(f"{where}[{i}]: {value[:60]!r}: {problem}")
+
+
+def _all_small_ints(values: Sequence[bytes]) -> bool:
+    """True when every value is a non-negative decimal below 10**18 (checked in C loops)."""
+    return all(map(bytes.isdigit, values)) and max(map(len, values), default=0) < 19
 
 
 def validate_snapshot(

@@ -514,6 +514,33 @@ def test_force_replaces_the_run_atomically(
     assert cli(hood.main, "verify", "2").code == cli_mod.EXIT_OK
 
 
+def test_a_run_with_orphans_and_a_reap_lock_round_trips(
+    hood: Hood, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """Every record kind an export holds passes the import checks; the reap mutex is skipped."""
+    state = hood.states[(hood.main, 2)]
+    replica = state.join_replica(ttl_s=0.05, replica_id="rep-short")
+    assert state.claim_batch(replica, 10) is not None
+    time.sleep(0.1)
+    state.reap(force=True)
+    keys = RunKeys(hood.main, 2)
+    assert hood.client.llen(keys.orphans) == 1 and hood.client.hlen(keys.batches) == 1
+    snap = export_of(hood, cli, tmp_path, 2)
+    assert "reap_lock" not in snap["keys"]
+    snap["keys"]["reap_lock"] = {"type": "string", "pttl": 400, "value": "token"}  # older file
+    res = cli(hood.main, "--json", "import", write(tmp_path, snap), "--run", "9100")
+    assert res.code == 0, res.err
+    assert any("reap_lock" in n for n in res.json()["notes"])
+    copy = RunKeys(hood.main, 9100)
+    assert not hood.client.exists(copy.reap_lock)
+    c = hood.client
+    for name in ("task", "batches", "claims", "reserved", "counters"):
+        assert c.hgetall(copy.key(name)) == c.hgetall(keys.key(name)), name
+    assert c.lrange(copy.orphans, 0, -1) == c.lrange(keys.orphans, 0, -1)
+    assert c.xrange(copy.events) == c.xrange(keys.events)
+    assert cli(hood.main, "verify", "9100").code == cli_mod.EXIT_OK
+
+
 def test_every_key_of_the_key_table_has_a_snapshot_type() -> None:
     """Fails when a name is appended to RUN_KEY_NAMES without a type in snapshot.KEY_TYPES (or
     a place in TRANSIENT_KEYS): export/import must know each key's Redis type."""
