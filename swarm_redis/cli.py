@@ -9,10 +9,19 @@ handy only to try the tool). Read commands (runs, status, watch, tasks, task, ev
 verify without --repair, export, exporter) use plain read commands only, so a read-only ACL user
 can run them (the README (Operating a run)).
 
+RUN is always an integer and --prefix a non-empty string without braces, and every SCAN pattern
+escapes the prefix (keys.glob_escape), so no argument can reach another run. ``purge`` deletes
+the run's key-table names only (no pattern) and refuses a live run (status not terminal, or a
+replica lease still valid by Redis's clock) unless --force. ``import`` checks the whole file
+first (snapshot.validate_snapshot), takes the prefix from --prefix (never from the file), and
+moves the keys into place in one transaction. The exporter listens on 127.0.0.1 unless --bind.
+
 Exit codes (module constants):
     0 EXIT_OK              done; verify found no drift
-    1 EXIT_ERROR           any other error (bad snapshot file, import onto an existing run ...)
-    2 EXIT_USAGE           bad arguments; purge without --yes when stdin is not a terminal
+    1 EXIT_ERROR           any other error (bad snapshot file, import onto an existing run,
+                           purge of a live run without --force, a run changed during purge ...)
+    2 EXIT_USAGE           bad arguments (RUN not an integer, bad --prefix ...); purge without
+                           --yes when stdin is not a terminal
     3 EXIT_NOT_FOUND       the run (or the task) does not exist
     4 EXIT_DRIFT           verify found drift (after --repair: drift is left)
     5 EXIT_CONNECTION      Redis could not be reached (or refused the credentials)
@@ -72,7 +81,6 @@ EXIT_CONNECTION = 5
 EXIT_WRITE_REFUSED = 6
 
 DEFAULT_PREFIX = "swarm"
-_UNLINK_BATCH = 500
 
 
 class CliError(Exception):
@@ -297,13 +305,16 @@ def _confirm(question: str) -> bool:
 
 
 def _describe_liveness(life: RunLiveness) -> str:
-    """``status RUNNING (R); replicas: r1 (lease 12.3 s left); 2 expired`` for messages."""
+    """``status RUNNING (R); replicas: r1 (lease 12.3 s left), 2 expired`` for messages."""
     status = "no meta key" if life.run_status is None else _run_status_name(life.run_status)
-    alive = ", ".join(
+    parts = [
         f"{r.replica_id} (lease {(r.lease_left_ms or 0) / 1000:.1f} s left)"
         for r in life.live_replicas
-    )
-    replicas = alive or "none alive"
+    ]
+    parts += [
+        f"{rid} (lease unreadable: {v[:40]!r})" for rid, v in life.unreadable_replicas.items()
+    ]
+    replicas = ", ".join(parts) or "none alive"
     if life.expired_replicas:
         replicas += f", {len(life.expired_replicas)} expired"
     return f"status {status}; replicas: {replicas}"
@@ -338,6 +349,8 @@ def cmd_purge(ctx: Ctx) -> int:
             why.append("its status is not terminal")
         if life.live_replicas:
             why.append(f"{len(life.live_replicas)} replica(s) hold a valid lease")
+        if life.unreadable_replicas:
+            why.append(f"{len(life.unreadable_replicas)} replica lease(s) cannot be read")
         raise CliError(
             EXIT_ERROR,
             f"refusing to purge run {keys.run_id}: it is live ({' and '.join(why)}; "

@@ -8,6 +8,7 @@ reads of one run go out as one pipeline; they are not a point-in-time snapshot o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -377,7 +378,8 @@ class RunLiveness:
 
     A run is live when its status is not terminal (DONE, ERROR, STOPPED, TERMINATED, ABORTED) or
     a replica holds a lease that has not expired by Redis's clock (``replicas``:
-    ``incarnation|lease deadline ms|joined ms``, compared with TIME). A run without a meta key
+    ``incarnation|lease deadline ms|joined ms``, compared with TIME). A lease that cannot be
+    parsed counts as live (stored data is not trusted to say "dead"). A run without a meta key
     has no status and counts as not live on that account.
     """
 
@@ -385,6 +387,7 @@ class RunLiveness:
     live_replicas: list[ReplicaInfo]
     expired_replicas: list[ReplicaInfo]
     now_ms: int
+    unreadable_replicas: dict[str, str] = field(default_factory=dict)
 
     @property
     def status_live(self) -> bool:
@@ -392,7 +395,7 @@ class RunLiveness:
 
     @property
     def live(self) -> bool:
-        return self.status_live or bool(self.live_replicas)
+        return self.status_live or bool(self.live_replicas) or bool(self.unreadable_replicas)
 
 
 def read_liveness(client: Any, keys: RunKeys) -> RunLiveness:
@@ -401,13 +404,19 @@ def read_liveness(client: Any, keys: RunKeys) -> RunLiveness:
         client, [("HGET", keys.meta, "status"), ("HGETALL", keys.replicas), ("TIME",)]
     )
     now = _time_ms(now_raw)
-    infos = _replicas(str_map(replicas), {}, now)
+    leases = str_map(replicas)
+    unreadable = {rid: v for rid, v in leases.items() if _LEASE_RE.fullmatch(v) is None}
+    infos = _replicas({k: v for k, v in leases.items() if k not in unreadable}, {}, now)
     return RunLiveness(
         run_status=None if status is None else text(status),
         live_replicas=[r for r in infos if r.alive],
         expired_replicas=[r for r in infos if not r.alive],
         now_ms=now,
+        unreadable_replicas=unreadable,
     )
+
+
+_LEASE_RE = re.compile(r"[^|]*\|-?[0-9]{1,19}\|(-?[0-9]{1,19})?")
 
 
 # --- runs -----------------------------------------------------------------------------------

@@ -239,6 +239,20 @@ def test_purge_refuses_a_live_run_and_force_purges_it(
     assert hood.dump() == {k: v for k, v in before.items() if k not in own}
 
 
+def test_purge_counts_an_unreadable_lease_as_live(
+    hood: Hood, cli: Callable[..., CliResult]
+) -> None:
+    hood.finish(hood.main, 7)
+    keys = RunKeys(hood.main, 7)
+    hood.client.hset(keys.replicas, "rep-odd", "garbage")
+    before = hood.dump()
+    res = cli(hood.main, "purge", "7", "--yes")
+    assert res.code == cli_mod.EXIT_ERROR and "rep-odd (lease unreadable: 'garbage')" in res.err
+    assert hood.dump() == before
+    assert cli(hood.main, "purge", "7", "--yes", "--force").code == cli_mod.EXIT_OK
+    assert not hood.client.exists(keys.meta)
+
+
 def test_purge_deletes_only_key_table_names(hood: Hood, cli: Callable[..., CliResult]) -> None:
     hood.finish(hood.main, 7)
     keys = RunKeys(hood.main, 7)
