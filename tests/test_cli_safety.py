@@ -41,8 +41,6 @@ from swarm_redis.snapshot import KEY_TYPES, TRANSIENT_KEYS
 Capsys = pytest.CaptureFixture[str]
 Dump = dict[bytes, tuple[bytes | None, int]]
 
-pytestmark = pytest.mark.real
-
 
 # --- the neighbourhood -------------------------------------------------------------------------
 
@@ -436,7 +434,8 @@ def test_hostile_snapshots_are_refused_before_any_write(
     before = hood.dump()
     for name, (content, expected) in _bad_snapshots(good).items():
         path = write(tmp_path, content, f"{name}.json")
-        for target in (["--run", "2", "--force"], ["--run", "9000"]):  # onto a run / a new one
+        # onto the file's own run 1, onto another run, onto a new one
+        for target in (["--force"], ["--run", "2", "--force"], ["--run", "9000"]):
             res = cli(hood.main, "import", path, *target)
             assert res.code == cli_mod.EXIT_ERROR, (name, target, res)
             assert expected in res.err, (name, res.err)
@@ -553,6 +552,38 @@ def test_a_run_with_orphans_and_a_reap_lock_round_trips(
     assert c.lrange(copy.orphans, 0, -1) == c.lrange(keys.orphans, 0, -1)
     assert c.xrange(copy.events) == c.xrange(keys.events)
     assert cli(hood.main, "verify", "9100").code == cli_mod.EXIT_OK
+
+
+def test_snapshot_api_on_both_backends(
+    make_client: Callable[..., redis.Redis], prefix: str
+) -> None:
+    """export_run -> validate_snapshot -> import_run (fakeredis and real Redis): a copy under
+    another prefix and run id, then a hostile edit refused with every key unchanged."""
+    client = make_client()
+    src = RedisSwarmState(1, 41, 1, max_concurrently_running=3, redis=client, prefix=prefix)
+    src.set_run_status("R")
+    snap = snapshot_mod.export_run(client, src.keys)
+    dest_prefix = f"{prefix}:copy"
+    plan = snapshot_mod.validate_snapshot(snap, prefix=dest_prefix, run_id=42)
+    assert any("never from the file" in n for n in plan.notes)
+    keys = snapshot_mod.import_run(client, plan)
+    assert keys.base == f"{dest_prefix}:{{42}}:"
+    assert client.hget(keys.meta, "workflow_run_id") == b"42"
+    assert client.hget(keys.meta, "status") == b"R"
+    assert client.xlen(keys.events) == client.xlen(src.keys.events)
+    with pytest.raises(snapshot_mod.RunExistsError):
+        snapshot_mod.import_run(client, plan)
+    before = {k: (client.dump(k), client.pttl(k)) for k in client.scan_iter(match=f"{prefix}:*")}
+    snap["keys"]["task"] = {"type": "hash", "pttl": -1, "value": [["1", "G|0|"]]}
+    with pytest.raises(snapshot_mod.SnapshotError, match=r"keys\.task"):
+        snapshot_mod.validate_snapshot(snap, prefix=dest_prefix, run_id=42)
+    after = {k: (client.dump(k), client.pttl(k)) for k in client.scan_iter(match=f"{prefix}:*")}
+    assert after == before
+    again = snapshot_mod.validate_snapshot(
+        snapshot_mod.export_run(client, src.keys), prefix=dest_prefix, run_id=42
+    )
+    snapshot_mod.import_run(client, again, force=True)
+    assert client.hget(keys.meta, "status") == b"R"
 
 
 def test_every_key_of_the_key_table_has_a_snapshot_type() -> None:
