@@ -17,7 +17,7 @@ Keys are stored by their name after the run's base (``meta``, ``s:G`` ...). Keys
 a live run reads each key as it is at that moment, not the whole run at one instant: export a run
 that is quiet (or stopped).
 
-Import never trusts the file (DESIGN rule 1, "check everything, then write"):
+Import never trusts the file (DESIGN section 9, rules 1 and 4: "check everything, then write"):
 :func:`load_snapshot` + :func:`validate_snapshot` check the WHOLE file before anything is
 written:
 
@@ -25,6 +25,7 @@ written:
   from the caller or the file, and must be an integer;
 * key names only from :data:`KEY_TYPES`, each with the Redis type the key table gives it, and no
   TTL (run keys never expire);
+* ``meta.workflow_run_id`` is set to the run id imported as;
 * sizes bounded: the file at most ``max_bytes`` (:data:`MAX_FILE_BYTES` by default), each
   string (field, value, member, entry field) at most :data:`MAX_VALUE_BYTES`, at most
   :data:`MAX_ELEMENTS` elements in all (hash pairs, members, list items, stream entries);
@@ -38,7 +39,8 @@ written:
 an import killed half way leaves nothing that lasts) and moves them into place with RENAMEs in one
 MULTI/EXEC, WATCHing the run's keys: the run appears whole or not at all. With ``force`` the old
 run's keys are renamed away in the same transaction (then UNLINKed), so the old run is replaced
-atomically and stays untouched when anything fails before.
+atomically and stays untouched when anything fails before. (``force`` does not check whether
+the old run is live: stop it first, as for ``purge``.)
 """
 
 from __future__ import annotations
@@ -607,6 +609,8 @@ def validate_snapshot(
         prefix = check_prefix(prefix)
     except SwarmRedisError as e:
         raise SnapshotError(str(e)) from None
+    if not isinstance(data, Mapping):
+        raise SnapshotError(f"a snapshot is a JSON object, got {_shown(data)}")
     notes: list[str] = []
     file_run = data.get("run_id")
     if run_id is None:
@@ -633,7 +637,7 @@ def validate_snapshot(
             continue
         if name not in KEY_TYPES:
             raise SnapshotError(
-                f"key {name!r} is not a key of a run (the key table has "
+                f"key {name[:80]!r} is not a key of a run (the key table has "
                 f"{', '.join(KEY_TYPES)}): refusing the snapshot"
             )
         if not isinstance(entry, dict):
