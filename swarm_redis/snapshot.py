@@ -5,7 +5,8 @@ read by name: no SCAN), each with its Redis type, its remaining TTL in milliseco
 and its full content:
 
 * hash: ``[[field, value], ...]`` sorted by field; set: sorted members; list: the elements in
-  order; string: the value;
+  order; zset: ``[[member, score], ...]`` by score then member, scores as decimal strings;
+  string: the value;
 * stream: ``{"entries": [[id, [[field, value], ...]], ...], "last_id", "entries_added",
   "max_deleted_id"}``; import re-adds the entries with their ids and restores the stream's
   last id and counters with XSETID, so new events keep ascending ids. Consumer groups are not
@@ -13,7 +14,8 @@ and its full content:
 
 Byte strings that are valid UTF-8 are stored as JSON strings, others as ``{"b64": "..."}``.
 Keys are stored by their name after the run's base (``meta``, ``s:G`` ...). Keys of
-:data:`TRANSIENT_KEYS` (short mutexes with a TTL) are neither exported nor imported. An export of
+:data:`TRANSIENT_KEYS` (keys with a TTL that matter only to live processes: the reap mutex, the
+reply cache of retried calls) are neither exported nor imported. An export of
 a live run reads each key as it is at that moment, not the whole run at one instant: export a run
 that is quiet (or stopped).
 
@@ -87,7 +89,9 @@ FORMAT = "swarm-redis-snapshot"
 FORMAT_VERSION = 1
 _CHUNK = 500
 
-#: Redis type of each key of the key table that a snapshot carries (see keys.py).
+#: Redis type of each key of the key table that a snapshot carries (see keys.py). Only names that
+#: are in RUN_KEY_NAMES count; a name appended there needs its type here (or a place in
+#: TRANSIENT_KEYS): tests/test_cli_safety.py checks it.
 KEY_TYPES: dict[str, str] = {
     "meta": "hash",
     "task": "hash",
@@ -107,10 +111,20 @@ KEY_TYPES: dict[str, str] = {
     "counters": "hash",
     "resources": "hash",
     "taskres": "hash",
+    "pcredit": "hash",  # credits branch
+    "fanout": "hash",  # credits branch
+    "qidx": "zset",  # bounded branch (which also makes "ready" a zset)
 }
-#: Keys of the key table that snapshots leave out: short-lived mutexes (with a TTL) whose
-#: meaning ends with the process that took them. Import skips them with a note.
-TRANSIENT_KEYS: frozenset[str] = frozenset({"reap_lock"})
+#: Keys of the key table that snapshots leave out: keys with a TTL whose meaning ends with the
+#: processes that wrote them (the reap mutex; the reply cache of retried calls, retry branch).
+#: Import skips them with a note.
+TRANSIENT_KEYS: frozenset[str] = frozenset({"reap_lock", "replies", "reply_at"})
+
+
+def _table_types() -> dict[str, str]:
+    """Name -> Redis type for the names of the key table as it is now."""
+    return {name: KEY_TYPES[name] for name in RUN_KEY_NAMES if name in KEY_TYPES}
+
 
 #: Largest snapshot file import reads (bytes); the CLI's ``import --max-bytes`` changes it.
 MAX_FILE_BYTES = 1 << 30
@@ -125,6 +139,7 @@ _INT64_MAX = (1 << 63) - 1
 _INT_RE = re.compile(rb"-?[0-9]{1,19}")
 _RUN_ID_RE = re.compile(r"-?[0-9]{1,19}")
 _STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_SCORE_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
 
 
 class SnapshotError(SwarmRedisError, ValueError):
@@ -206,6 +221,12 @@ def _read_stream(client: Any, key: str) -> dict[str, Any]:
     }
 
 
+def _score(value: Any) -> str:
+    """A zset score as a decimal string: integral scores without a fraction (exact to 2^53)."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
+
+
 def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
     return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
@@ -226,6 +247,11 @@ def _dump(client: Any, key: str) -> dict[str, Any] | None:
         value = sorted((_enc(m) for m in client.sscan_iter(key, count=_CHUNK * 4)), key=_sort_key)
     elif kind == "list":
         value = [_enc(v) for v in _read_list(client, key)]
+    elif kind == "zset":
+        value = sorted(
+            ([_enc(m), _score(s)] for m, s in client.zscan_iter(key, count=_CHUNK * 4)),
+            key=lambda pair: (float(pair[1]), _sort_key([pair[0]])),
+        )
     elif kind == "stream":
         value = _read_stream(client, key)
     else:
@@ -383,6 +409,28 @@ class _Checker:
                 raise SnapshotError(f"{where}[{i}]: field {f!r} appears twice")
             seen.add(f)
             out.append((f, v))
+        return out
+
+    def scored(self, value: Any, where: str) -> list[tuple[bytes, bytes]]:
+        """A zset's ``[[member, score], ...]`` (members unique, scores finite numbers)."""
+        rows = _list(value, where)
+        self.count(len(rows), where)
+        out = []
+        seen: set[bytes] = set()
+        for i, row in enumerate(rows):
+            try:
+                if type(row) is not list or len(row) != 2:
+                    raise _Bad(f"expected [member, score], got {_shown(row)}")
+                member = self._bytes(row[0])
+                score = row[1]
+                if type(score) is not str or _SCORE_RE.fullmatch(score) is None:
+                    raise _Bad(f"bad score {score!r}")
+            except _Bad as e:
+                raise SnapshotError(f"{where}[{i}]: {e}") from None
+            if member in seen:
+                raise SnapshotError(f"{where}[{i}]: member {member[:60]!r} appears twice")
+            seen.add(member)
+            out.append((member, score.encode()))
         return out
 
     def members(self, value: Any, where: str, *, unique: bool) -> list[bytes]:
@@ -569,7 +617,7 @@ def _check_records(name: str, entry: _Entry) -> None:
                 raise SnapshotError(f"{where}: unknown run status {status!r}")
         return
     first, second = _RECORD_CHECKS.get(name, (None, None))
-    is_hash = entry.kind == "hash"
+    is_hash = entry.kind in ("hash", "zset")  # (field, value) / (member, score) pairs
     columns = (
         (first, [f for f, _ in entry.items] if is_hash else entry.items),
         (second, [v for _, v in entry.items] if is_hash else []),
@@ -629,16 +677,17 @@ def validate_snapshot(
     if not isinstance(raw_keys, dict):
         raise SnapshotError("'keys' must be an object of key name -> entry")
     checker = _Checker(max_elements, max_value_bytes)
+    types = _table_types()
     entries: list[_Entry] = []
     for name, entry in raw_keys.items():
         where = f"keys.{name}"
         if name in TRANSIENT_KEYS:
             notes.append(f"skipped {name!r}: a short-lived mutex, never imported")
             continue
-        if name not in KEY_TYPES:
+        if name not in types:
             raise SnapshotError(
                 f"key {name[:80]!r} is not a key of a run (the key table has "
-                f"{', '.join(KEY_TYPES)}): refusing the snapshot"
+                f"{', '.join(types)}): refusing the snapshot"
             )
         if not isinstance(entry, dict):
             raise SnapshotError(f"{where}: expected an object, got {_shown(entry)}")
@@ -646,9 +695,9 @@ def validate_snapshot(
         if extra:
             raise SnapshotError(f"{where}: unknown fields {sorted(extra)}")
         kind = entry.get("type")
-        if kind != KEY_TYPES[name]:
+        if kind != types[name]:
             raise SnapshotError(
-                f"{where}: type {kind!r}, but {name!r} is a {KEY_TYPES[name]} in the key table"
+                f"{where}: type {kind!r}, but {name!r} is a {types[name]} in the key table"
             )
         pttl = entry.get("pttl", -1)
         if pttl is None:
@@ -668,13 +717,15 @@ def validate_snapshot(
             decoded.items = checker.members(value, where, unique=True)
         elif kind == "list":
             decoded.items = checker.members(value, where, unique=False)
+        elif kind == "zset":
+            decoded.items = checker.scored(value, where)
         elif kind == "string":
             checker.count(1, where)
             decoded.items = [checker.bytes_of(value, where)]
         else:  # stream
             decoded.stream = checker.stream(value, where)
         _check_records(name, decoded)
-        if kind in ("hash", "set", "list") and not decoded.items:
+        if kind in ("hash", "set", "list", "zset") and not decoded.items:
             notes.append(f"skipped {name!r}: empty (Redis keeps no empty {kind})")
             continue
         entries.append(decoded)
@@ -713,6 +764,9 @@ def _write_temp(client: Any, key: str, entry: _Entry) -> None:
     elif entry.kind == "list":
         for part in _chunks(entry.items, _CHUNK):
             commands.append(("RPUSH", key, *part))
+    elif entry.kind == "zset":
+        for part in _chunks(entry.items, _CHUNK):
+            commands.append(("ZADD", key, *(x for member, score in part for x in (score, member))))
     else:
         stream = entry.stream
         assert stream is not None
