@@ -1,4 +1,4 @@
-"""How cached TaskResources are stored: orjson, never pickle, and a stable digest for keys.
+"""How cached TaskResources are stored: JSON (orjson) only, and a stable digest for keys.
 
 A stored value is JSON: ``{"t": "dict", "v": {...}}`` for a plain dict, or
 ``{"t": "dataclass" | "obj", "c": NAME, "v": {...}}`` for an instance of a class. Decoding is

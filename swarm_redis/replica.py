@@ -516,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's copy, so logs and pickles name swarm_redis.replica.
+    # Run the imported module's copy, so logs name swarm_redis.replica.
     from swarm_redis.replica import main as _main
 
     sys.exit(_main())

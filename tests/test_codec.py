@@ -202,9 +202,9 @@ def _planted(tmp_path: Path) -> dict[str, bytes]:
         ),
         "wrong-kind": orjson.dumps({"t": "obj", "c": f"{__name__}:Res", "v": {}}),
         "bad-to-dict": orjson.dumps({"t": "obj", "c": "test.ToDict", "v": {"x": 1}}),
-        "not-json": b"\x80\x04\x95pickle",
+        "not-json": b"\x80\x04\x95binary",
         "not-a-doc": b"[1, 2]",
-        "unknown-kind": orjson.dumps({"t": "pickle", "v": {}}),
+        "unknown-kind": orjson.dumps({"t": "marshal", "v": {}}),
     }
 
 
@@ -219,7 +219,7 @@ EXPECTED = {
     "bad-to-dict": (ResourceDecodeError, "test.ToDict.*KeyError"),
     "not-json": (ResourceDecodeError, "not JSON"),
     "not-a-doc": (ResourceDecodeError, "not a codec document"),
-    "unknown-kind": (ResourceDecodeError, "unknown kind 'pickle'"),
+    "unknown-kind": (ResourceDecodeError, "unknown kind 'marshal'"),
 }
 
 
