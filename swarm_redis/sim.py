@@ -782,6 +782,9 @@ def _child_main() -> None:
     stop.wait()
     time.sleep(0.05)  # let the shutdown answer leave before the process ends
     listener.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # not a normal exit: daemon threads may hold stdin's lock (fatal at finalization)
 
 
 def _parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
