@@ -49,6 +49,8 @@ from typing import Any
 
 import redis
 import redis.exceptions as rexc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
@@ -95,6 +97,7 @@ _TRANSIENT_CODES = frozenset(
         "CLUSTERDOWN",
         "MASTERDOWN",
         "NOREPLICAS",
+        "NOSCRIPT",  # a SCRIPT FLUSH between the transport's reload and its second try
     }
 )
 
@@ -105,8 +108,9 @@ def is_transient(exc: BaseException) -> bool:
     Connection errors and timeouts (a restart, a CLIENT KILL, a stall past ``socket_timeout``),
     BUSY (a long script), LOADING, OOM (``maxmemory`` with noeviction), READONLY (a replica
     promoted, or a client still on the old primary after a failover), TRYAGAIN/MOVED/ASK/
-    CLUSTERDOWN/MASTERDOWN on a Cluster. Not: wrong credentials or missing permissions (no
-    amount of waiting fixes them), nor any error of swarm_redis itself.
+    CLUSTERDOWN/MASTERDOWN on a Cluster, NOSCRIPT (scripts flushed again right after the
+    transport reloaded them: the script did not run). Not: wrong credentials or missing
+    permissions (no amount of waiting fixes them), nor any error of swarm_redis itself.
     """
     if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError)):
         return False
@@ -121,6 +125,7 @@ def is_transient(exc: BaseException) -> bool:
             rexc.ReadOnlyError,
             rexc.TryAgainError,
             rexc.AskError,
+            rexc.NoScriptError,
             ConnectionError,
             TimeoutError,
         ),
@@ -688,7 +693,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    client = redis.Redis.from_url(args.url, protocol=3)
+    # No automatic retry in the client: a claim re-sent by redis-py after a timeout could claim a
+    # second batch while the first stays held. The loop retries itself, and after a failed claim
+    # it leaves and re-joins, which gives back whatever that claim may have taken.
+    client = redis.Redis.from_url(args.url, protocol=3, retry=Retry(NoBackoff(), 0))
     try:
         state = _attach(client, args.run, args.prefix, stop)
         if state is None:
