@@ -38,6 +38,7 @@ from servers import missing_binaries, skip_or_fail, wait_until
 
 from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
 from swarm_redis.embedded import RedisProcess, free_port, start_redis_server
+from swarm_redis.replica import EXIT_STATE_LOST
 from swarm_redis.sim import SimConfig, SimReport, SimServer
 from swarm_redis.verify import find_drift
 
@@ -323,4 +324,34 @@ def test_run_finishes_through_fault(
     assert sum(bool(r["finalized"]) for r in results.values()) == 1
     drift = find_drift(client, state.keys)
     assert drift.clean, drift.to_json()
+    client.close()
+
+
+def test_lost_state_stops_every_replica_with_exit_7(
+    server: Server, run_id: int, tmp_path: Path
+) -> None:
+    """Redis lost the run (here: its keys deleted, as a restart without persistence would):
+    every replica stops with reason "state_lost", exit status 7 and a message saying why."""
+    rng = random.Random(run_id)
+    client = redis.Redis(port=server.port, protocol=3, socket_timeout=10)
+    config = build_run(client, run_id, rng)
+    sim = SimServer.start(config)
+    replicas = Replicas(server, run_id, sim, tmp_path)
+    keys = RedisSwarmState.attach(client, run_id, prefix=PREFIX).keys
+    try:
+        replicas.start(REPLICAS)
+        wait_until(lambda: sim.report().counts["D"] >= 20, HANG_GUARD_S, "progress")
+        assert client.delete(*keys.all) > 0
+        for proc in replicas.procs.values():
+            proc.wait(HANG_GUARD_S)
+    finally:
+        replicas.kill_all()
+        sim.stop()
+    assert all(p.returncode == EXIT_STATE_LOST == 7 for p in replicas.procs.values())
+    results = replicas.results()
+    assert {r["reason"] for r in results.values()} == {"state_lost"}
+    for name in replicas.procs:
+        err = (tmp_path / f"{name}.err").read_text()
+        assert "rebuild the run" in err and f"workflow run {run_id}" in err
+    assert client.exists(*keys.all) == 0  # nobody wrote the run back (no leave, no re-create)
     client.close()
