@@ -968,10 +968,17 @@ class _Demo:
 
     def run_sim(self, result_box: list[DemoResult]) -> int:
         s = self.s
-        _, backend = self.connect()
         if s.run is None:
             self.say("--role sim needs --run")
             return EXIT_USAGE
+        host, _, port = s.listen.rpartition(":")
+        if (
+            host.strip("[]") not in ("127.0.0.1", "localhost", "::1")
+            and not os.environ.get(AUTHKEY_ENV, "").strip()
+        ):
+            self.say(f"--listen {s.listen} is not loopback: set {AUTHKEY_ENV} (hex, >= 16 bytes)")
+            return EXIT_USAGE
+        _, backend = self.connect()
         keys = RunKeys(s.prefix, s.run)
         try:
             state = RedisSwarmState.attach(self.client, s.run, prefix=s.prefix)
@@ -985,13 +992,6 @@ class _Demo:
             max_attempts=s.max_attempts,
             seed=s.seed,
         )
-        host, _, port = s.listen.rpartition(":")
-        if (
-            host.strip("[]") not in ("127.0.0.1", "localhost", "::1")
-            and not os.environ.get(AUTHKEY_ENV, "").strip()
-        ):
-            self.say(f"--listen {s.listen} is not loopback: set {AUTHKEY_ENV} (hex, >= 16 bytes)")
-            return EXIT_USAGE
         sim = self.start_sim(config, host or "127.0.0.1", int(port or 0))
         result = self.new_result(backend, s.run, 0, config.workflow_limit)
         result_box.append(result)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -519,3 +520,21 @@ def test_nothing_uses_pickle() -> None:
         if path.name != "test_sim.py" and word in path.read_text()
     ]
     assert found == []
+
+
+def test_listeners_default_to_loopback(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    with SimServer.start(config()) as server:
+        assert server.address.startswith("127.0.0.1:")
+    from swarm_redis.cli import build_parser
+    from swarm_redis.demo import EXIT_USAGE, run_demo
+
+    args = build_parser().parse_args(["demo", "--role", "sim", "--run", "1"])
+    assert args.listen.startswith("127.0.0.1:")
+    # listening elsewhere needs a key of the operator's own (never a random one nobody knows,
+    # never a default): refused before anything starts
+    monkeypatch.delenv("SWARM_SIM_AUTHKEY", raising=False)
+    args = build_parser().parse_args(
+        ["demo", "--role", "sim", "--run", "1", "--listen", "0.0.0.0:0"]
+    )
+    assert run_demo(args) == EXIT_USAGE
+    assert "is not loopback: set SWARM_SIM_AUTHKEY" in capsys.readouterr().out
