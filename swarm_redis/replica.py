@@ -531,7 +531,9 @@ class _Loop:
         self.replica = None
         self.claim_unknown = False
         self.result.rejoins += 1
-        logger.info("replica %s left after a lost claim reply; joining again", self.replica_id)
+        logger.info(
+            "replica %s left after a lost claim reply; joining again", self.result.replica_id
+        )
         self.join()
 
     # --- the loop -------------------------------------------------------------------------------
