@@ -538,3 +538,17 @@ def test_listeners_default_to_loopback(monkeypatch: pytest.MonkeyPatch, capsys: 
     )
     assert run_demo(args) == EXIT_USAGE
     assert "is not loopback: set SWARM_SIM_AUTHKEY" in capsys.readouterr().out
+
+
+def test_client_reconnects_after_a_broken_connection() -> None:
+    with SimServer.start(config()) as server, server.client(timeout=5) as client:
+        assert client.update_run_status("R") == "R"
+        channel = client._channel
+        assert channel is not None
+        channel.sock.shutdown(socket.SHUT_RDWR)  # the connection breaks under the client
+        with pytest.raises(GatewayError, match="log_heartbeat failed"):
+            client.log_heartbeat("R")
+        assert client.log_heartbeat("R") == "R"  # a new, authenticated connection
+        assert client._channel is not channel
+    with pytest.raises(GatewayError, match="closed"):
+        client.log_heartbeat("R")  # closed on purpose: stays closed
