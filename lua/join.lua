@@ -11,6 +11,7 @@
 --!include check
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_ttl(ARGV[6], 'lease ttl ms')
+  or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
 end

@@ -21,6 +21,7 @@ if ARGV[4] ~= 'acquire' and ARGV[4] ~= 'renew' and ARGV[4] ~= 'resign' then
 end
 bad = bad or chk_name(ARGV[5], 'replica id') or chk_name(ARGV[6], 'incarnation')
   or chk_ttl(ARGV[7], 'leadership ttl ms') or chk_opt_int(ARGV[8], 'epoch', 1)
+  or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
 end

@@ -15,6 +15,7 @@
 --!include check
 local bad = chk_int(ARGV[4], 'reap lock ms', 1, 3600000) or chk_flag(ARGV[5], 'force')
   or chk_name(ARGV[6], 'lock token')
+  or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
 end

@@ -12,6 +12,7 @@
 --!include check
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_name(ARGV[6], 'batch id') or chk_int_hash(K.reserved, 'reserved')
+  or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
 end

@@ -334,8 +334,9 @@ local function chk_repair(first)
     local code = ARGV[j]
     if code == 'done' or code == 'active' or code == 'reserved' then
       local lo = code == 'done' and 0 or -MAX_SAFE
-      if #ARGV[j + 3] > 17 or not string.match(ARGV[j + 3], '^%-?%d+$') or tonumber(ARGV[j + 3]) < lo then
-        return fail('INVALID', 'repair ' .. code .. ' ' .. ARGV[j + 1] .. ': value ' .. ARGV[j + 3] .. ' is not an integer in range')
+      local v = ARGV[j + 3]
+      if #v > 17 or not string.match(v, '^%-?%d+$') or tonumber(v) < lo or tonumber(v) > MAX_SAFE then
+        return fail('INVALID', 'repair ' .. code .. ' ' .. ARGV[j + 1] .. ': value ' .. v .. ' is not an integer in range')
       end
     end
     if code == 'done' or code == 'sets' or code == 'queue' or code == 'qres' then
