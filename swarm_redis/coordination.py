@@ -195,7 +195,12 @@ def _mirror_triples(core: StateCore, found: list[tuple[int, str, int]]) -> None:
 def join_replica(
     core: StateCore, ttl_s: float = 10.0, replica_id: str | None = None
 ) -> Op[Replica]:
-    """Register a replica with a lease; the core's events then carry its id."""
+    """Register a replica with a lease; the core's events then carry its id.
+
+    ``ttl_s`` is 0.001..86,400 s (1 ms .. 1 day); the replica id a non-empty string of at most
+    200 bytes without ``|`` (see docs/validation.md). Anything else: InvalidInputError /
+    InvalidTypeError, nothing written.
+    """
     ttl_ms = _ttl_ms(ttl_s)
     rid = _check_name(default_replica_id() if replica_id is None else replica_id, "replica id")
     replica = Replica(rid, secrets.token_hex(8), ttl_ms)
@@ -310,7 +315,10 @@ def release_batch(core: StateCore, replica: Replica, batch: Batch) -> Op[None]:
 
 
 def reap(core: StateCore, *, interval_s: float = 0.5, force: bool = False) -> Op[ReapReport]:
-    """Remove expired replicas; their batches become orphans, re-driven first by claims."""
+    """Remove expired replicas; their batches become orphans, re-driven first by claims.
+
+    ``interval_s`` (the mutex between sweeps) is 0.001..3,600 s.
+    """
     lock_ms = seconds_to_ms(interval_s, "interval_s", hi_ms=MAX_REAP_LOCK_MS)
     call = cmd.reap(
         core.keys, core.caller(), lock_ms=lock_ms, force=force, token=secrets.token_hex(8)
@@ -335,7 +343,10 @@ def _leadership(
 def acquire_leadership(
     core: StateCore, replica: Replica, ttl_s: float | None = None
 ) -> Op[int | None]:
-    """The epoch if this replica leads now (took over or already led), else None."""
+    """The epoch if this replica leads now (took over or already led), else None.
+
+    ``ttl_s`` (default: the replica's lease) is 0.001..86,400 s.
+    """
     r = _check_replica(replica)
     ttl_ms = r.ttl_ms if ttl_s is None else _ttl_ms(ttl_s)
     epoch, _ = yield from _leadership(core, "acquire", r, ttl_ms, None)

@@ -79,25 +79,25 @@ local function chk_id(s, what)
 end
 
 -- nil when the stored task record parses: S|done|stamp|flags|array|nup|start|children with a
--- known status and every number in 0..2^53-1; else the reason.
+-- known status and every number in 0..2^53-1; else the reason. Also returns the status, the
+-- flags and the downstream list of a good record (no second parse for chk_records).
+local function big(x)
+  return #x > 15 and (#x > 16 or tonumber(x) > MAX_SAFE)
+end
+
 local function record_problem(v)
-  local s, nd, st, _, arr, nup, start, children = string.match(v,
-    '^(%u)|(%d+)|(%d*)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)$')
+  local s, nd, st, fl, arr, nup, start, children = string.match(v,
+    '^(%u)|(%d+)|(%d*)|([^|]*)|(%d+)|(%d+)|(%d+)|([%d,%-]*)$')
   if not s then
     return 'does not match S|done|stamp|flags|array|nup|start|children'
   end
   if not VALID[s] then
     return 'unknown status ' .. s
   end
-  for _, x in ipairs({nd, st, arr, nup, start}) do
-    if #x > 16 or (x ~= '' and tonumber(x) > MAX_SAFE) then
-      return 'a number exceeds 2^53-1'
-    end
+  if big(nd) or big(st) or big(arr) or big(nup) or big(start) then
+    return 'a number exceeds 2^53-1'
   end
-  if not string.match(children, '^[%d,%-]*$') then
-    return 'bad downstream list'
-  end
-  return nil
+  return nil, s, fl, children
 end
 
 local function corrupt(id, v, why)
@@ -121,12 +121,11 @@ local function chk_records(ids, children, news)
     for j = i, last do
       local v = raws[j - i + 1]
       if v then
-        local why = record_problem(v)
+        local why, s, fl, list = record_problem(v)
         if why then
           return corrupt(ids[j], v, why)
         end
-        if children and #kids < CHECK_CHILDREN_MAX then
-          local s, fl, list = string.match(v, '^(%u)|[^|]*|[^|]*|([^|]*)|.*|([^|]*)$')
+        if children and list ~= '' and #kids < CHECK_CHILDREN_MAX then
           local new = news and news[j]
           if (s == 'D' or new == 'D') and not string.find(fl, 'p', 1, true) then
             for child in string.gmatch(list, '[^,]+') do
