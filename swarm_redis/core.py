@@ -44,6 +44,7 @@ from swarm_redis.validation import (
 )
 
 logger = logging.getLogger(__name__)
+_STATUS_SET = frozenset(TASK_STATUSES)
 
 T = TypeVar("T")
 #: An operation: yields lists of calls, receives their replies, returns a T.
@@ -296,15 +297,17 @@ class StateCore:
         Never trust what is stored: one corrupt record must not stop a replica from attaching;
         the scripts refuse to touch it and ``swarm-redis verify`` reports it as ``bad_record``.
         """
-        problem = record_problem(raw)
         tid: int | None = None
-        if problem is None:
-            try:
-                tid = coerce_task_id(task_id, allow_str=True)
-            except InvalidTypeError:
-                problem = "task id is not an integer"
-        if problem is None and tid is not None:
-            return cmd.decode_record(tid, raw)
+        try:
+            tid = coerce_task_id(task_id, allow_str=True)
+            state = cmd.decode_record(tid, raw)
+        except (InvalidTypeError, ValueError, IndexError, UnicodeDecodeError):
+            pass
+        else:  # the fast path; record_problem (the regex verify uses) only for the message
+            numbers = (state.num_upstreams_done, state.num_upstreams, state.array_id)
+            if state.status in _STATUS_SET and all(0 <= n <= MAX_SAFE_INT for n in numbers):
+                return state
+        problem = record_problem(raw) or "a number is out of range"
         shown = text(raw)[:200] if isinstance(raw, (str, bytes)) else repr(raw)
         key = text(task_id)
         if self.bad_records.get(key) != shown:
