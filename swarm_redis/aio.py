@@ -200,7 +200,7 @@ class AsyncRedisSwarmState:
 
     async def get_max_concurrently_running(self) -> int:
         """The workflow limit, shared by all replicas."""
-        return int(await self._run(self._core.meta_field("limit")) or 0)
+        return stored_int(await self._run(self._core.meta_field("limit")))
 
     async def set_max_concurrently_running(self, value: int) -> None:
         await self._run(self._core.apply(StateUpdate(max_concurrently_running=value)))
@@ -214,7 +214,7 @@ class AsyncRedisSwarmState:
             await self._run(self._core.apply(StateUpdate(sync_time=value)))
 
     async def get_num_previously_complete(self) -> int:
-        return int(await self._run(self._core.meta_field("npc")) or 0)
+        return stored_int(await self._run(self._core.meta_field("npc")))
 
     async def set_num_previously_complete(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -202,7 +202,7 @@ class RedisSwarmState:
     @property
     def max_concurrently_running(self) -> int:
         """The workflow limit, shared by all replicas."""
-        return int(self._run(self._core.meta_field("limit")) or 0)
+        return stored_int(self._run(self._core.meta_field("limit")))
 
     @max_concurrently_running.setter
     def max_concurrently_running(self, value: int) -> None:
@@ -220,7 +220,7 @@ class RedisSwarmState:
 
     @property
     def num_previously_complete(self) -> int:
-        return int(self._run(self._core.meta_field("npc")) or 0)
+        return stored_int(self._run(self._core.meta_field("npc")))
 
     @num_previously_complete.setter
     def num_previously_complete(self, value: int) -> None:
