@@ -774,7 +774,8 @@ def test_corrupt_meta_and_leases_do_not_break_later_writes(
     """events_maxlen 1.5, a lease deadline in exponent form, workflow_id nan: reads and writes
     go on (stored values fall back to defaults or count as expired)."""
     r.hset(
-        ctx.keys.meta, mapping={"events_maxlen": "1.5", "detail_max": "-3", "workflow_id": "nan"}
+        ctx.keys.meta,
+        mapping={"events_maxlen": "1.5", "detail_max": "-3", "workflow_id": "nan", "npc": "1e3"},
     )
     r.hset(ctx.keys.replicas, "ghost", "inc|1.0017e+15|0")
     r.hset(ctx.keys.leader, "deadline_ms", "1.0017e+15")
@@ -782,6 +783,7 @@ def test_corrupt_meta_and_leases_do_not_break_later_writes(
     assert ctx.st.get_task(12).status == "Q"
     other = front.attach(run_id, prefix=prefix)
     assert other.workflow_id == 0
+    assert other.get_num_previously_complete() == 0  # unparseable: read as 0, no exception
     report = ctx.st.reap(force=True)
     assert "ghost" in report.dead_replicas
     assert ctx.st.leader() is not None
