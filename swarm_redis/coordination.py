@@ -470,16 +470,19 @@ def _candidate(core: StateCore, key: Any, raw: Any) -> bool:
     A record that does not parse is skipped (logged once, kept in ``core.bad_records``):
     reconcile cannot heal it, ``swarm-redis verify`` reports it.
     """
-    if record_problem(raw) is not None or not _INT.fullmatch(text(key)):
+    parts = text(raw).split("|")
+    if len(parts) != 8:
+        wanted = True  # let the strict check below log it
+    elif parts[0] == "D":
+        wanted = "p" not in parts[3]
+    elif parts[0] == "G":
+        wanted = parts[1] == parts[5]
+    else:
+        wanted = parts[0] == "A"
+    if wanted and (record_problem(raw) is not None or not _INT.fullmatch(text(key))):
         core._decode(text(key), raw)  # logs and remembers it
         return False
-    parts = text(raw).split("|")
-    status = parts[0]
-    if status == "D":
-        return "p" not in parts[3]
-    if status == "G":
-        return parts[1] == parts[5]
-    return status == "A"
+    return wanted
 
 
 def reconcile(core: StateCore) -> Op[ReconcileReport]:

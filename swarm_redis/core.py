@@ -299,13 +299,17 @@ class StateCore:
         """
         tid: int | None = None
         try:
-            tid = coerce_task_id(task_id, allow_str=True)
+            tid = task_id if type(task_id) is int else int(text(task_id))
             state = cmd.decode_record(tid, raw)
-        except (InvalidTypeError, ValueError, IndexError, UnicodeDecodeError):
+        except (ValueError, IndexError, UnicodeDecodeError):
             pass
         else:  # the fast path; record_problem (the regex verify uses) only for the message
-            numbers = (state.num_upstreams_done, state.num_upstreams, state.array_id)
-            if state.status in _STATUS_SET and all(0 <= n <= MAX_SAFE_INT for n in numbers):
+            if (
+                state.status in _STATUS_SET
+                and 0 <= state.num_upstreams_done <= MAX_SAFE_INT
+                and 0 <= state.num_upstreams <= MAX_SAFE_INT
+                and 0 <= state.array_id <= MAX_SAFE_INT
+            ):
                 return state
         problem = record_problem(raw) or "a number is out of range"
         shown = text(raw)[:200] if isinstance(raw, (str, bytes)) else repr(raw)
