@@ -12,10 +12,20 @@
 -- Returns: {version, "id:status:done:old ..." changed, "id ..." ready and queued,
 --           "id:done:status ..." credited downstreams, {"", "", 0}, {id, ...} requeued}
 --          (the shape of apply_update's reply, plus the requeued ids)
--- Errors: STATELOST, INVALID, LEASELOST.
+-- Errors: STATELOST, INVALID (a malformed argument, a corrupt task record or counter it would
+--         touch), LEASELOST. Nothing is written on an error.
 --!include prelude
 --!include coord
 --!include apply
+--!include check
+local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
+  or chk_name(ARGV[6], 'batch id') or chk_flag(ARGV[7], 'propagate')
+  or chk_opt_int(ARGV[8], 'sync stamp') or chk_int(ARGV[9], 'number of changes')
+  or chk_pairs(10, tonumber(ARGV[9]), ARGV[7] == '1')
+  or chk_int_hash(K.reserved, 'reserved') or chk_int_hash(K.active, 'active')
+if bad then
+  return bad
+end
 local rid, inc, bid = ARGV[4], ARGV[5], ARGV[6]
 local propagate = ARGV[7] == '1'
 local stamp = ARGV[8]

@@ -16,6 +16,15 @@
 -- Errors: STATELOST, INVALID.
 --!include prelude
 --!include apply
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_flag(ARGV[4], 'propagate') or chk_opt_int(ARGV[5], 'sync stamp')
+  or chk_int(ARGV[6], 'number of changes') or chk_pairs(7, tonumber(ARGV[6]), ARGV[4] == '1')
+  or chk_apply_tail(7 + 2 * tonumber(ARGV[6])) or chk_int_hash(K.active, 'active')
+  or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local propagate = ARGV[4] == '1'
 local stamp = ARGV[5]
 local n = tonumber(ARGV[6])

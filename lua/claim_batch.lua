@@ -19,6 +19,15 @@
 -- Errors: STATELOST, LEASELOST (the caller is not a live member; nothing is written).
 --!include prelude
 --!include coord
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
+  or chk_int(ARGV[6], 'max_size', 1) or chk_int(ARGV[7], 'window') or chk_int(ARGV[8], 'scan_limit', 1)
+  or chk_meta_int('limit') or chk_int_hash(K.arrays, 'array limit') or chk_int_hash(K.active, 'active')
+  or chk_int_hash(K.reserved, 'reserved') or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local rid, inc = ARGV[4], ARGV[5]
 local max_size, window, scan_limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 -- queue entries read per step: small first (the head is usually near the left), then growing

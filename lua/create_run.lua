@@ -5,8 +5,16 @@
 --       7 max_concurrently_running, 8 run status, 9 events_maxlen, 10 detail_max,
 --       11 a random creation token (tells a recreated run from the original)
 -- Returns: {version, created (1/0), workflow_id, dag_id, limit, status, token}
--- Errors: STATELOST.
+-- Errors: STATELOST, INVALID (a malformed argument; nothing written).
 --!include prelude
+--!include check
+local bad = chk_int(ARGV[4], 'workflow_id') or chk_int(ARGV[5], 'workflow_run_id')
+  or chk_int(ARGV[6], 'dag_id') or chk_int(ARGV[7], 'max_concurrently_running')
+  or chk_run_status(ARGV[8], 'the new run') or chk_int(ARGV[9], 'events_maxlen', 0, 10000000)
+  or chk_int(ARGV[10], 'detail_max', 0, 100000) or chk_name(ARGV[11], 'creation token')
+if bad then
+  return bad
+end
 local created = 0
 if redis.call('EXISTS', K.meta) == 0 then
   redis.call('HSET', K.meta, 'workflow_id', ARGV[4], 'workflow_run_id', ARGV[5], 'dag_id', ARGV[6],

@@ -4,6 +4,12 @@
 -- Returns: {version, {id, status, done, ...} of the tasks taken, in queue order}
 -- Errors: STATELOST.
 --!include prelude
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_int(ARGV[4], 'dequeue count', 1) or chk_queue_head(tonumber(ARGV[4]))
+if bad then
+  return bad
+end
 local ids = redis.call('LPOP', K.ready, tonumber(ARGV[4]))
 local out = {}
 if ids then

@@ -7,6 +7,12 @@
 -- Errors: STATELOST.
 --!include prelude
 --!include queue
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_flag(ARGV[4], 'front') or chk_queue_pairs(5)
+if bad then
+  return bad
+end
 local function not_final(status)
   return not FINAL[status]
 end

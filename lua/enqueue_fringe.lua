@@ -11,6 +11,12 @@
 -- Errors: STATELOST, NORUN.
 --!include prelude
 --!include queue
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_flag(ARGV[4], 'take flag') or chk_flag(ARGV[5], 'front') or chk_queue_pairs(6)
+if bad then
+  return bad
+end
 if redis.call('EXISTS', K.meta) == 0 then
   return fail('NORUN', 'run has no meta key')
 end

@@ -5,9 +5,16 @@
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch ("" = not fenced), 4 final run status
 -- Returns: {version, 1 if this call finalized else 0, finalized status, run status}
--- Errors: STATELOST, NORUN, FENCED, TRANSITION <from> <to> (nothing written).
+-- Errors: STATELOST, NORUN, FENCED, TRANSITION <from> <to>, INVALID (unknown status letter,
+--         malformed epoch); nothing is written on an error.
 --!include prelude
 --!include coord
+--!include check
+local bad = chk_run_status(ARGV[4], 'the final status')
+  or (EPOCH ~= '' and chk_int(EPOCH, 'epoch', 1)) or nil
+if bad then
+  return bad
+end
 local final = ARGV[4]
 local err = fence_error()
 if err then

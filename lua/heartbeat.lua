@@ -3,9 +3,16 @@
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 replica id, 5 incarnation, 6 ttl ms
 -- Returns: {version, lease deadline ms}
 -- Errors: STATELOST, LEASELOST (lease expired, reaped, or re-joined under another incarnation;
---         nothing is written).
+--         nothing is written),
+--         INVALID (a malformed argument; nothing is written).
 --!include prelude
 --!include coord
+--!include check
+local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
+  or chk_ttl(ARGV[6], 'lease ttl ms')
+if bad then
+  return bad
+end
 local rid, inc, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
 local err = lease_error(rid, inc, now)

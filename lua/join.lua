@@ -3,9 +3,18 @@
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 replica id, 5 incarnation, 6 ttl ms
 -- Returns: {version, lease deadline ms}
--- Errors: STATELOST, NORUN, SWARM (the id is alive under another incarnation).
+-- Errors: STATELOST, NORUN, SWARM (the id is alive under another incarnation), INVALID (a
+--         malformed argument). Nothing is written on an error. A stored member record that
+--         does not parse counts as an expired member.
 --!include prelude
 --!include coord
+--!include check
+local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
+  or chk_ttl(ARGV[6], 'lease ttl ms')
+  or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local rid, inc, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
 if redis.call('EXISTS', K.meta) == 0 then
   return fail('NORUN', 'run has no meta key')
@@ -14,7 +23,7 @@ local now = now_ms()
 local old = redis.call('HGET', K.replicas, rid)
 if old then
   local oinc, odeadline = replica_parse(old)
-  if oinc ~= inc and tonumber(odeadline) > now then
+  if oinc ~= inc and odeadline and tonumber(odeadline) > now then
     return fail('SWARM', 'replica id ' .. rid .. ' is in use by a live member')
   end
   if oinc ~= inc then

@@ -9,13 +9,30 @@
 --       7 ttl ms, 8 epoch of the caller ("" for acquire)
 -- Returns: {version, epoch ("" when another replica leads), deadline ms}
 -- Errors: STATELOST, LEASELOST (acquire/renew by a replica that is not a live member),
---         FENCED (renew of an epoch that no longer leads).
+--         FENCED (renew of an epoch that no longer leads), INVALID (a malformed argument, or a
+--         stored epoch that is not an integer). Nothing is written on an error. A stored
+--         deadline that does not parse counts as expired.
 --!include prelude
 --!include coord
+--!include check
+local bad
+if ARGV[4] ~= 'acquire' and ARGV[4] ~= 'renew' and ARGV[4] ~= 'resign' then
+  bad = fail('INVALID', 'leadership op must be acquire, renew or resign, got ' .. tostring(ARGV[4]))
+end
+bad = bad or chk_name(ARGV[5], 'replica id') or chk_name(ARGV[6], 'incarnation')
+  or chk_ttl(ARGV[7], 'leadership ttl ms') or chk_opt_int(ARGV[8], 'epoch', 1)
+  or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local op, rid, inc, ttl, mine = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local now = now_ms()
 local l = redis.call('HMGET', K.leader, 'id', 'incarnation', 'epoch', 'deadline_ms')
-local lid, linc, lepoch, ldeadline = l[1] or '', l[2] or '', l[3] or '0', tonumber(l[4] or '0')
+local lid, linc, lepoch = l[1] or '', l[2] or '', l[3] or '0'
+local ldeadline = tonumber(string.match(l[4] or '0', '^%d+$') or '0')
+if #lepoch > 16 or not string.match(lepoch, '^%d+$') then
+  return fail('INVALID', 'stored leadership epoch ' .. string.sub(lepoch, 1, 100) .. ' is not an integer')
+end
 local holds = lid == rid and linc == inc
 
 if op == 'resign' then

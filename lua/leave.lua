@@ -6,9 +6,16 @@
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 replica id, 5 incarnation
 -- Returns: {version, batches released, tasks requeued, batches orphaned}
--- Errors: STATELOST.
+-- Errors: STATELOST, INVALID (a malformed argument; nothing written). A member record that
+--         does not parse counts as expired; a batch record that does not parse is left alone.
 --!include prelude
 --!include coord
+--!include check
+local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
+  or chk_int_hash(K.reserved, 'reserved') or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local rid, inc = ARGV[4], ARGV[5]
 local now = now_ms()
 local v = redis.call('HGET', K.replicas, rid)
@@ -30,7 +37,7 @@ if tonumber(deadline) > now then
     end
   end
   -- newest first, so that the oldest batch ends up at the very front
-  table.sort(mine, function(x, y) return tonumber(x[1]) > tonumber(y[1]) end)
+  table.sort(mine, function(x, y) return bid_less(y[1], x[1]) end)
   for _, e in ipairs(mine) do
     requeued = requeued + #close_batch(e[1], e[2])
     released = released + 1

@@ -8,9 +8,17 @@
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 lock ms, 5 force (1: ignore the mutex), 6 lock token
 -- Returns: {version, skipped 1/0, {dead replica id, ...}, batches orphaned, tasks orphaned,
 --           leader cleared 1/0}
--- Errors: STATELOST.
+-- Errors: STATELOST, INVALID (a malformed argument; nothing written). Member records that do
+--         not parse count as expired (reaped); batch records that do not parse are left alone.
 --!include prelude
 --!include coord
+--!include check
+local bad = chk_int(ARGV[4], 'reap lock ms', 1, 3600000) or chk_flag(ARGV[5], 'force')
+  or chk_name(ARGV[6], 'lock token')
+  or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local lock_ms, force, token = tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
 local got = redis.call('SET', K.reap_lock, token, 'NX', 'PX', lock_ms)
 if not got and not force then

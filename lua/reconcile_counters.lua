@@ -8,6 +8,13 @@
 -- Errors: STATELOST.
 --!include prelude
 --!include coord
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+-- (a corrupt active or reserved value is what this script rewrites: not checked)
+local bad = chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 
 -- Make hash `key` hold exactly `want` (field -> number; absent or 0 means no field).
 local function fix_counts(key, want)

@@ -11,6 +11,13 @@
 -- Errors: STATELOST.
 --!include prelude
 --!include apply
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_id_list(4, 1, true) or chk_int_hash(K.active, 'active')
+  or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local ids = {}
 for i = 4, #ARGV do
   ids[#ids + 1] = ARGV[i]

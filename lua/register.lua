@@ -11,6 +11,12 @@
 -- Returns: {version, {id, status, done, ...} for tasks that already existed}
 -- Errors: STATELOST, INVALID (unknown status), NORUN.
 --!include prelude
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_register(4) or chk_int_hash(K.active, 'active')
+if bad then
+  return bad
+end
 if redis.call('EXISTS', K.meta) == 0 then
   return fail('NORUN', 'run has no meta key')
 end

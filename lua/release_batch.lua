@@ -5,9 +5,17 @@
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 replica id, 5 incarnation, 6 batch id
 -- Returns: {version, {id, ...} requeued}
--- Errors: STATELOST, LEASELOST.
+-- Errors: STATELOST, LEASELOST, INVALID (a malformed argument or a corrupt reserved counter).
+--         Nothing is written on an error.
 --!include prelude
 --!include coord
+--!include check
+local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
+  or chk_name(ARGV[6], 'batch id') or chk_int_hash(K.reserved, 'reserved')
+  or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 local rid, inc, bid = ARGV[4], ARGV[5], ARGV[6]
 local b, err = live_holder_batch(rid, inc, bid)
 if err then

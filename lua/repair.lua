@@ -23,6 +23,12 @@
 -- Errors: STATELOST, INVALID (unknown op code), NORUN.
 --!include prelude
 --!include coord
+--!include check
+-- validation (check.lua): nothing below may fail after a write
+local bad = chk_repair(4) or chk_int_hash(K.counters, 'counter')
+if bad then
+  return bad
+end
 if redis.call('EXISTS', K.meta) == 0 then
   return fail('NORUN', 'run has no meta key')
 end

@@ -3,15 +3,25 @@
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4.. pairs: field, value
 -- Returns: {version}
--- Errors: STATELOST, INVALID (a field that has a rule of its own), NORUN.
+-- Errors: STATELOST, INVALID (a field that has a rule of its own, or a value out of its range:
+--         npc 0..2^53-1, events_maxlen 0..10^7, detail_max 0..10^5), NORUN. Nothing is
+--         written on an error.
 --!include prelude
-local allowed = {npc = true, events_maxlen = true, detail_max = true}
+--!include check
+local allowed = {npc = 9007199254740991, events_maxlen = 10000000, detail_max = 100000}
 if redis.call('EXISTS', K.meta) == 0 then
   return fail('NORUN', 'run has no meta key')
+end
+if #ARGV % 2 ~= 1 then
+  return fail('INVALID', 'set_fields needs field, value pairs')
 end
 for i = 4, #ARGV, 2 do
   if not allowed[ARGV[i]] then
     return fail('INVALID', 'field ' .. ARGV[i] .. ' cannot be set directly')
+  end
+  local bad = chk_int(ARGV[i + 1], ARGV[i], 0, allowed[ARGV[i]])
+  if bad then
+    return bad
   end
 end
 for i = 4, #ARGV, 2 do

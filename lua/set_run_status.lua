@@ -5,9 +5,17 @@
 -- ARGV: 1 seen, 2 actor, 3 epoch ("" = not fenced), 4 new status, 5 expected current status
 --       ("" = any)
 -- Returns: {version, status now}
--- Errors: STATELOST, NORUN, FENCED, TRANSITION <from> <to> (nothing written).
+-- Errors: STATELOST, NORUN, FENCED, TRANSITION <from> <to>, INVALID (unknown status letter,
+--         malformed epoch); nothing is written on an error.
 --!include prelude
 --!include coord
+--!include check
+local bad = chk_run_status(ARGV[4], 'the new status')
+  or (ARGV[5] ~= '' and chk_run_status(ARGV[5], 'the expected status')) or nil
+  or (EPOCH ~= '' and chk_int(EPOCH, 'epoch', 1)) or nil
+if bad then
+  return bad
+end
 local new, expected = ARGV[4], ARGV[5]
 local err = fence_error()
 if err then

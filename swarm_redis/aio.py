@@ -20,7 +20,13 @@ from swarm_redis.errors import InvalidTypeError
 from swarm_redis.keys import RunKeys
 from swarm_redis.transport import AsyncTransport
 from swarm_redis.update import StateUpdate
-from swarm_redis.validation import coerce_task_id, decode_sync_time
+from swarm_redis.validation import (
+    DEFAULT_MAX_CLOCK_SKEW_S,
+    check_run_ids,
+    coerce_task_id,
+    decode_sync_time,
+    stored_int,
+)
 
 __all__ = ["AsyncRedisSwarmState"]
 
@@ -67,7 +73,17 @@ class AsyncRedisSwarmState:
         codec: How cached resources are stored.
         chunk_budget: Redis work per script call (status changes plus edge visits).
         propagate_on_apply: ``apply_update`` propagates and queues in the same atomic step.
-        events_maxlen: Cap of the run's event stream (0 switches events off), set at creation.
+        events_maxlen: Cap of the run's event stream, 0..10,000,000 (0 switches events off), set
+            at creation.
+        max_clock_skew: How far (seconds, or a ``timedelta``; 0..10 years, default one day) a
+            ``sync_time`` may lie ahead of this process's clock; a later one is refused with
+            InvalidInputError (a far-future stamp would freeze ``last_sync`` and every task's
+            stale guard). One day covers naive server times in any time zone.
+
+    Raises:
+        InvalidTypeError / InvalidInputError: An id that is not an int in 0..2^53-1 (bool,
+            float, nan and str refused), a limit, ``events_maxlen``, ``chunk_budget`` or
+            ``max_clock_skew`` out of range (see docs/validation.md). Nothing is written.
     """
 
     def __init__(
@@ -84,14 +100,15 @@ class AsyncRedisSwarmState:
         chunk_budget: int = DEFAULT_CHUNK_BUDGET,
         propagate_on_apply: bool = True,
         events_maxlen: int = 10000,
+        max_clock_skew: float | datetime.timedelta = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
         if redis is None:
             raise InvalidTypeError(
                 "AsyncRedisSwarmState needs a redis.asyncio client: redis=redis.asyncio.Redis(...)"
             )
-        self.workflow_id = workflow_id
-        self.workflow_run_id = coerce_task_id(workflow_run_id, what="workflow_run_id")
-        self.dag_id = dag_id
+        self.workflow_id, self.workflow_run_id, self.dag_id = check_run_ids(
+            workflow_id, workflow_run_id, dag_id
+        )
         self.redis = redis
         self._initial_limit = max_concurrently_running
         self._initial_status = status
@@ -101,6 +118,7 @@ class AsyncRedisSwarmState:
             chunk_budget=chunk_budget,
             propagate_on_apply=propagate_on_apply,
             events_maxlen=events_maxlen,
+            max_clock_skew=max_clock_skew,
         )
         self._transport = AsyncTransport(redis, self.workflow_run_id)
 
@@ -143,8 +161,8 @@ class AsyncRedisSwarmState:
         """
         state = cls(0, workflow_run_id, 0, redis=redis, prefix=prefix, **kwargs)
         meta = await state._run(state._core.read_meta())
-        state.workflow_id = int(meta.get("workflow_id", 0))
-        state.dag_id = int(meta.get("dag_id", 0))
+        state.workflow_id = stored_int(meta.get("workflow_id"))
+        state.dag_id = stored_int(meta.get("dag_id"))
         await state._run(state._core.load_all())
         return state
 
@@ -182,7 +200,7 @@ class AsyncRedisSwarmState:
 
     async def get_max_concurrently_running(self) -> int:
         """The workflow limit, shared by all replicas."""
-        return int(await self._run(self._core.meta_field("limit")) or 0)
+        return stored_int(await self._run(self._core.meta_field("limit")))
 
     async def set_max_concurrently_running(self, value: int) -> None:
         await self._run(self._core.apply(StateUpdate(max_concurrently_running=value)))
@@ -196,7 +214,7 @@ class AsyncRedisSwarmState:
             await self._run(self._core.apply(StateUpdate(sync_time=value)))
 
     async def get_num_previously_complete(self) -> int:
-        return int(await self._run(self._core.meta_field("npc")) or 0)
+        return stored_int(await self._run(self._core.meta_field("npc")))
 
     async def set_num_previously_complete(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):

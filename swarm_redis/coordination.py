@@ -7,8 +7,8 @@ scripts, never from the client's clock. See the README (Several replicas) for th
 
 from __future__ import annotations
 
-import math
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping
@@ -19,7 +19,17 @@ from swarm_redis import commands as cmd
 from swarm_redis.commands import Call, Caller, text
 from swarm_redis.core import Op, StateCore, _pairs, _set_mirror
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
-from swarm_redis.validation import check_run_status, check_task_status, coerce_task_id, sync_stamp
+from swarm_redis.validation import (
+    MAX_REAP_LOCK_MS,
+    MAX_SAFE_INT,
+    MAX_TTL_MS,
+    check_int,
+    check_run_status,
+    check_task_status,
+    coerce_task_id,
+    record_problem,
+    seconds_to_ms,
+)
 
 #: Default number of queue entries searched for a batch head (pages of 1,000 in one script).
 DEFAULT_SCAN_LIMIT = 50_000
@@ -133,23 +143,31 @@ class ReconcileReport:
 
 
 def _ttl_ms(ttl_s: Any, what: str = "ttl_s") -> int:
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)):
-        raise InvalidTypeError(f"{what} must be a number of seconds, got {ttl_s!r}")
-    if not math.isfinite(ttl_s) or ttl_s <= 0:
-        raise InvalidInputError(f"{what} must be > 0, got {ttl_s!r}")
-    return max(1, round(ttl_s * 1000))
+    """A lease length: seconds in 0.001..86400 (1 ms .. 1 day) as ms."""
+    return seconds_to_ms(ttl_s, what, hi_ms=MAX_TTL_MS)
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or "|" in value or value != value.strip():
+        raise InvalidInputError(f"{what} must be a non-empty string without '|', got {value!r}")
+    if len(value.encode("utf-8", "surrogatepass")) > 200:
+        raise InvalidInputError(f"{what} must be at most 200 bytes, got {len(value)} characters")
+    return value
 
 
 def _check_replica(replica: Any) -> Replica:
     if not isinstance(replica, Replica):
         raise InvalidTypeError(f"expected a Replica from join_replica(), got {replica!r}")
+    _check_name(replica.id, "replica id")
+    _check_name(replica.incarnation, "replica incarnation")
+    check_int(replica.ttl_ms, "replica ttl_ms", lo=1, hi=MAX_TTL_MS, unit=" ms")
     return replica
 
 
 def _check_epoch(epoch: Any) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
         raise InvalidTypeError(f"epoch must be an int >= 1, got {epoch!r}")
-    return epoch
+    return check_int(epoch, "epoch", lo=1)
 
 
 def _caller(core: StateCore, epoch: int | None) -> Caller:
@@ -177,11 +195,14 @@ def _mirror_triples(core: StateCore, found: list[tuple[int, str, int]]) -> None:
 def join_replica(
     core: StateCore, ttl_s: float = 10.0, replica_id: str | None = None
 ) -> Op[Replica]:
-    """Register a replica with a lease; the core's events then carry its id."""
+    """Register a replica with a lease; the core's events then carry its id.
+
+    ``ttl_s`` is 0.001..86,400 s (1 ms .. 1 day); the replica id a non-empty string of at most
+    200 bytes without ``|`` (see docs/validation.md). Anything else: InvalidInputError /
+    InvalidTypeError, nothing written.
+    """
     ttl_ms = _ttl_ms(ttl_s)
-    rid = default_replica_id() if replica_id is None else replica_id
-    if not isinstance(rid, str) or not rid or "|" in rid or rid != rid.strip():
-        raise InvalidInputError(f"replica id must be a non-empty string without '|', got {rid!r}")
+    rid = _check_name(default_replica_id() if replica_id is None else replica_id, "replica id")
     replica = Replica(rid, secrets.token_hex(8), ttl_ms)
     yield from core._scripts([cmd.join(core.keys, core.caller(), rid, replica.incarnation, ttl_ms)])
     core.actor = rid
@@ -218,9 +239,11 @@ def claim_batch(
     for name, value in (("max_size", max_size), ("scan_limit", scan_limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidTypeError(f"{name} must be an int >= 1, got {value!r}")
+        check_int(value, name, lo=1)
     win = max(4 * max_size, 2000) if window is None else window
     if isinstance(win, bool) or not isinstance(win, int) or win < 0:
         raise InvalidTypeError(f"window must be an int >= 0, got {win!r}")
+    check_int(win, "window", hi=MAX_SAFE_INT)
     call = cmd.claim_batch(
         core.keys,
         core.caller(),
@@ -267,7 +290,7 @@ def ack_batch(
     """
     r = _check_replica(replica)
     changes = _answer(task_statuses)  # validate before any write
-    stamp = sync_stamp(sync_time) if sync_time is not None else None
+    stamp = core.sync_us(sync_time) if sync_time is not None else None
     call = cmd.ack_batch(
         core.keys,
         core.caller(),
@@ -292,8 +315,11 @@ def release_batch(core: StateCore, replica: Replica, batch: Batch) -> Op[None]:
 
 
 def reap(core: StateCore, *, interval_s: float = 0.5, force: bool = False) -> Op[ReapReport]:
-    """Remove expired replicas; their batches become orphans, re-driven first by claims."""
-    lock_ms = _ttl_ms(interval_s, "interval_s")
+    """Remove expired replicas; their batches become orphans, re-driven first by claims.
+
+    ``interval_s`` (the mutex between sweeps) is 0.001..3,600 s.
+    """
+    lock_ms = seconds_to_ms(interval_s, "interval_s", hi_ms=MAX_REAP_LOCK_MS)
     call = cmd.reap(
         core.keys, core.caller(), lock_ms=lock_ms, force=force, token=secrets.token_hex(8)
     )
@@ -317,7 +343,10 @@ def _leadership(
 def acquire_leadership(
     core: StateCore, replica: Replica, ttl_s: float | None = None
 ) -> Op[int | None]:
-    """The epoch if this replica leads now (took over or already led), else None."""
+    """The epoch if this replica leads now (took over or already led), else None.
+
+    ``ttl_s`` (default: the replica's lease) is 0.001..86,400 s.
+    """
     r = _check_replica(replica)
     ttl_ms = r.ttl_ms if ttl_s is None else _ttl_ms(ttl_s)
     epoch, _ = yield from _leadership(core, "acquire", r, ttl_ms, None)
@@ -345,8 +374,8 @@ def leader(core: StateCore) -> Op[LeaderInfo | None]:
     if not rid:
         return None
     now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
-    deadline = int(text(raw[3] or 0))
-    epoch = int(text(raw[2] or 0))
+    deadline = _stored_int(raw[3])
+    epoch = _stored_int(raw[2])
     return LeaderInfo(rid, text(raw[1] or ""), epoch, deadline, deadline - now_ms)
 
 
@@ -426,15 +455,34 @@ def enqueue_initial_fringe(core: StateCore) -> Op[int]:
     return queued
 
 
-def _candidate(raw: Any) -> bool:
-    """A record reconcile_tasks may have to heal (the script checks again, atomically)."""
+_INT = re.compile(r"-?[0-9]+")
+
+
+def _stored_int(raw: Any) -> int:
+    """An integer read back from Redis; 0 when it does not parse (never trust what is stored)."""
+    value = text(raw) if raw is not None else "0"
+    return int(value) if _INT.fullmatch(value) else 0
+
+
+def _candidate(core: StateCore, key: Any, raw: Any) -> bool:
+    """A record reconcile_tasks may have to heal (the script checks again, atomically).
+
+    A record that does not parse is skipped (logged once, kept in ``core.bad_records``):
+    reconcile cannot heal it, ``swarm-redis verify`` reports it.
+    """
     parts = text(raw).split("|")
-    status = parts[0]
-    if status == "D":
-        return "p" not in parts[3]
-    if status == "G":
-        return parts[1] == parts[5]
-    return status == "A"
+    if len(parts) != 8:
+        wanted = True  # let the strict check below log it
+    elif parts[0] == "D":
+        wanted = "p" not in parts[3]
+    elif parts[0] == "G":
+        wanted = parts[1] == parts[5]
+    else:
+        wanted = parts[0] == "A"
+    if wanted and (record_problem(raw) is not None or not _INT.fullmatch(text(key))):
+        core._decode(text(key), raw)  # logs and remembers it
+        return False
+    return wanted
 
 
 def reconcile(core: StateCore) -> Op[ReconcileReport]:
@@ -451,7 +499,7 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
         (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
         cursor, entries = page
         items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
-        ids = [int(text(k)) for k, v in items if _candidate(v)]
+        ids = [int(text(k)) for k, v in items if _candidate(core, k, v)]
         if ids:
             calls: list[Call] = [cmd.reconcile_tasks(core.keys, core.caller(), ids)]
             (reply,) = yield from core._scripts(calls)

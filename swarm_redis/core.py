@@ -11,6 +11,7 @@ the mirrored fields (``status``, ``num_upstreams_done``) from every reply that c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,13 +25,26 @@ from swarm_redis.keys import RunKeys
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.update import StateUpdate
 from swarm_redis.validation import (
+    DEFAULT_MAX_CLOCK_SKEW_S,
+    MAX_SAFE_INT,
+    check_clock_skew,
+    check_detail_max,
+    check_events_maxlen,
+    check_int,
     check_limit,
+    check_run_ids,
     check_run_status,
+    check_sync_stamp,
     check_task_status,
+    check_upstreams,
     coerce_task_id,
     encode_sync_time,
+    record_problem,
     sync_stamp,
 )
+
+logger = logging.getLogger(__name__)
+_STATUS_SET = frozenset(TASK_STATUSES)
 
 T = TypeVar("T")
 #: An operation: yields lists of calls, receives their replies, returns a T.
@@ -55,12 +69,9 @@ class ApplyResult:
     version: int = 0
 
 
-def _int_attr(obj: Any, name: str, default: int) -> int:
-    """An int definition attribute; anything else (e.g. a test's MagicMock) reads as default."""
-    value = getattr(obj, name, default)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return default
+def _int_attr(obj: Any, name: str, default: int, what: str) -> int:
+    """An int definition attribute in 0..2^53-1 (absent: ``default``)."""
+    return check_int(getattr(obj, name, default), what)
 
 
 def _set_mirror(obj: Any, status: str, done: int) -> None:
@@ -83,9 +94,14 @@ class StateCore:
         propagate_on_apply: bool = True,
         events_maxlen: int = 10000,
         event_detail_max: int = 16,
+        max_clock_skew: Any = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
-        if chunk_budget < 1:
-            raise ValueError("chunk_budget must be >= 1")
+        chunk_budget = check_int(chunk_budget, "chunk_budget", lo=1, hi=10_000_000)
+        events_maxlen = check_events_maxlen(events_maxlen)
+        event_detail_max = check_detail_max(event_detail_max)
+        #: A sync_time more than this many seconds ahead of this process's clock is refused.
+        self.max_clock_skew = check_clock_skew(max_clock_skew)
+        self.bad_records: dict[str, str] = {}  # unparseable task records seen (id -> raw)
         self.keys = keys
         self.run_id = keys.run_id
         self.codec: ResourceCodec = codec or DefaultCodec()
@@ -152,6 +168,7 @@ class StateCore:
         self, workflow_id: int, workflow_run_id: int, dag_id: int, limit: int, status: str
     ) -> Op[bool]:
         """Create the run unless it exists; True when this call created it."""
+        workflow_id, workflow_run_id, dag_id = check_run_ids(workflow_id, workflow_run_id, dag_id)
         check_limit(limit, "max_concurrently_running")
         check_run_status(status)
         call = cmd.create_run(
@@ -184,6 +201,16 @@ class StateCore:
         return cmd.opt_text(value)
 
     def set_fields(self, fields: dict[str, Any]) -> Op[None]:
+        """Plain meta fields: ``npc`` (0..2^53-1), ``events_maxlen``, ``detail_max``."""
+        checks = {
+            "npc": lambda v: check_int(v, "num_previously_complete"),
+            "events_maxlen": check_events_maxlen,
+            "detail_max": check_detail_max,
+        }
+        for name, value in fields.items():
+            if name not in checks:
+                raise InvalidInputError(f"meta field {name!r} cannot be set directly")
+            checks[name](value)
         yield from self._scripts([cmd.set_fields(self.keys, self.caller(), fields)])
 
     # --- registration -------------------------------------------------------------------------
@@ -196,12 +223,15 @@ class StateCore:
             downstream.append(
                 coerce_task_id(getattr(child, "task_id", child), what="downstream id")
             )
+        nup = getattr(task, "num_upstreams", 0)
+        done = getattr(task, "num_upstreams_done", 0)
+        check_upstreams(nup, done, task_id=task_id)
         return TaskDef(
             task_id=task_id,
             status=status,
-            array_id=_int_attr(task, "array_id", 0),
-            num_upstreams=_int_attr(task, "num_upstreams", 0),
-            num_upstreams_done=_int_attr(task, "num_upstreams_done", 0),
+            array_id=_int_attr(task, "array_id", 0, f"array_id of task {task_id}"),
+            num_upstreams=nup,
+            num_upstreams_done=done,
             downstream_ids=tuple(downstream),
             resource_key=self.resource_key(task),
         )
@@ -235,7 +265,7 @@ class StateCore:
         objs = list(arrays)
         pairs = []
         for a in objs:
-            array_id = coerce_task_id(getattr(a, "array_id", None), what="array id")
+            array_id = check_int(getattr(a, "array_id", None), "array id")
             limit = check_limit(
                 getattr(a, "max_concurrently_running", None),
                 f"max_concurrently_running of array {array_id}",
@@ -261,6 +291,40 @@ class StateCore:
                     self.tasks[c] for c in s.downstream_ids if c in self.tasks
                 }
 
+    def _decode(self, task_id: Any, raw: Any) -> cmd.TaskState | None:
+        """A stored record, or None (logged, kept in ``bad_records``) when it does not parse.
+
+        Never trust what is stored: one corrupt record must not stop a replica from attaching;
+        the scripts refuse to touch it and ``swarm-redis verify`` reports it as ``bad_record``.
+        """
+        tid: int | None = None
+        try:
+            tid = task_id if type(task_id) is int else int(text(task_id))
+            state = cmd.decode_record(tid, raw)
+        except (ValueError, IndexError, UnicodeDecodeError):
+            pass
+        else:  # the fast path; record_problem (the regex verify uses) only for the message
+            if (
+                state.status in _STATUS_SET
+                and 0 <= state.num_upstreams_done <= MAX_SAFE_INT
+                and 0 <= state.num_upstreams <= MAX_SAFE_INT
+                and 0 <= state.array_id <= MAX_SAFE_INT
+            ):
+                return state
+        problem = record_problem(raw) or "a number is out of range"
+        shown = text(raw)[:200] if isinstance(raw, (str, bytes)) else repr(raw)
+        key = text(task_id)
+        if self.bad_records.get(key) != shown:
+            logger.warning(
+                "workflow run %s: task %s has a corrupt record (%s), skipped: %r",
+                self.run_id,
+                text(task_id),
+                problem,
+                shown,
+            )
+        self.bad_records[key] = shown
+        return None
+
     def load(self, task_ids: Iterable[int]) -> Op[None]:
         """Load tasks missing from the registry, and their descendants (to link them)."""
         pending = [i for i in dict.fromkeys(task_ids) if i not in self.tasks]
@@ -268,7 +332,8 @@ class StateCore:
         while pending:
             batch, pending = pending[:_LOAD_BATCH], pending[_LOAD_BATCH:]
             (raws,) = yield from self._read(("HMGET", self.keys.task, *batch))
-            fresh = [cmd.decode_record(i, raw) for i, raw in zip(batch, raws) if raw is not None]
+            decoded = [self._decode(i, raw) for i, raw in zip(batch, raws) if raw is not None]
+            fresh = [s for s in decoded if s is not None]
             loaded += fresh
             self._build(fresh)
             pending += [c for s in fresh for c in s.downstream_ids if c not in self.tasks]
@@ -288,7 +353,7 @@ class StateCore:
             (page,) = yield from self._read(("HSCAN", self.keys.task, cursor, "COUNT", _LOAD_BATCH))
             cursor, entries = page
             items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
-            states += [cmd.decode_record(int(text(k)), v) for k, v in items]
+            states += [s for s in (self._decode(text(k), v) for k, v in items) if s is not None]
             if int(cursor) == 0:
                 break
         self._build(states)
@@ -327,7 +392,12 @@ class StateCore:
         (raw,) = yield from self._read(("HGET", self.keys.task, tid))
         if raw is None:
             return None
-        state = cmd.decode_record(tid, raw)
+        state = self._decode(tid, raw)
+        if state is None:
+            raise InvalidInputError(
+                f"workflow run {self.run_id}: task {tid} has a corrupt record "
+                f"({record_problem(raw)}): {text(raw)[:200]!r} (see swarm-redis verify)"
+            )
         if tid not in self.tasks:
             yield from self.load([tid])
         obj = self.tasks[tid]
@@ -339,7 +409,8 @@ class StateCore:
             return []
         (reply,) = yield from self._scripts([cmd.read_status(self.keys, self.caller(), status)])
         flat = reply[1]
-        states = [cmd.decode_record(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        decoded = (self._decode(text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2))
+        states = [s for s in decoded if s is not None]
         objs = yield from self._objects([s.task_id for s in states])
         for s in states:
             obj = self.tasks.get(s.task_id)
@@ -391,7 +462,7 @@ class StateCore:
         return max(0, limit - used)
 
     def array_capacity(self, array_id: Any) -> Op[int]:
-        aid = coerce_task_id(array_id, what="array id")
+        aid = check_int(array_id, "array id")
         limit, active, reserved = yield from self._read(
             ("HGET", self.keys.arrays, aid),
             ("HGET", self.keys.active, aid),
@@ -424,7 +495,7 @@ class StateCore:
             check_limit(limit, "max_concurrently_running")
         array_limits = tuple(
             (
-                coerce_task_id(a, what="array id"),
+                check_int(a, "array id"),
                 check_limit(v, f"limit of array {a!r}"),
             )
             for a, v in update.array_limits.items()
@@ -437,9 +508,13 @@ class StateCore:
             limit=limit,
             array_limits=array_limits,
             run_status=run_status,
-            sync_us=sync_stamp(sync) if sync is not None else None,  # validates: runs first
+            sync_us=self.sync_us(sync) if sync is not None else None,  # validates: runs first
             sync_encoded=encode_sync_time(sync) if sync is not None else None,
         )
+
+    def sync_us(self, sync_time: Any) -> int:
+        """The stamp of a sync time: refused before 1970 or beyond ``max_clock_skew`` ahead."""
+        return check_sync_stamp(sync_stamp(sync_time), sync_time, self.max_clock_skew)
 
     def _cost(self, task_id: int, status: str, propagate: bool) -> int:
         if not propagate or status != "D":
@@ -576,8 +651,8 @@ class StateCore:
     def dequeue(self, n: int) -> Op[list[Any]]:
         if isinstance(n, bool) or not isinstance(n, int):
             raise InvalidTypeError(f"dequeue count must be an int, got {type(n).__name__} {n!r}")
-        if n < 1:
-            raise InvalidInputError(f"dequeue count must be >= 1, got {n}")
+        if not 1 <= n <= MAX_SAFE_INT:
+            raise InvalidInputError(f"dequeue count must be in 1..2^53-1, got {n}")
         (reply,) = yield from self._scripts([cmd.dequeue(self.keys, self.caller(), n)])
         found = cmd.triples(reply[1])
         objs = yield from self._objects([t[0] for t in found])
@@ -599,8 +674,9 @@ class StateCore:
         (raws,) = yield from self._read(("HMGET", self.keys.task, *ids))
         for task_id, raw in zip(ids, raws):
             if raw is not None and task_id in self.tasks:
-                s = cmd.decode_record(task_id, raw)
-                _set_mirror(self.tasks[task_id], s.status, s.num_upstreams_done)
+                s = self._decode(task_id, raw)
+                if s is not None:
+                    _set_mirror(self.tasks[task_id], s.status, s.num_upstreams_done)
         return objs
 
     def queue_len(self) -> Op[int]:
@@ -643,7 +719,10 @@ def _resource_field(resource_hash: Any) -> str:
         raise InvalidTypeError(
             f"resource hash must be an int or str, got {type(resource_hash).__name__}"
         )
-    return str(resource_hash)
+    key = str(resource_hash)
+    if not 1 <= len(key.encode("utf-8", "surrogatepass")) <= 1024:
+        raise InvalidInputError(f"resource hash must be 1..1024 bytes, got {len(key)} characters")
+    return key
 
 
 def _bytes(value: Any) -> bytes:

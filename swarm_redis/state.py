@@ -26,7 +26,14 @@ from swarm_redis.errors import InvalidTypeError
 from swarm_redis.keys import RunKeys
 from swarm_redis.transport import SyncTransport
 from swarm_redis.update import StateUpdate
-from swarm_redis.validation import check_mapping, coerce_task_id, decode_sync_time
+from swarm_redis.validation import (
+    DEFAULT_MAX_CLOCK_SKEW_S,
+    check_mapping,
+    check_run_ids,
+    coerce_task_id,
+    decode_sync_time,
+    stored_int,
+)
 from swarm_redis.views import (
     ArraysView,
     ReadyQueueView,
@@ -65,7 +72,17 @@ class RedisSwarmState:
         chunk_budget: Redis work per script call (status changes plus edge visits).
         propagate_on_apply: ``apply_update`` propagates completions and queues what became
             ready in the same atomic step (default). False keeps jobmon's two-step flow.
-        events_maxlen: Cap of the run's event stream (0 switches events off), set at creation.
+        events_maxlen: Cap of the run's event stream, 0..10,000,000 (0 switches events off), set
+            at creation.
+        max_clock_skew: How far (seconds, or a ``timedelta``; 0..10 years, default one day) a
+            ``sync_time`` may lie ahead of this process's clock; a later one is refused with
+            InvalidInputError (a far-future stamp would freeze ``last_sync`` and every task's
+            stale guard). One day covers naive server times in any time zone.
+
+    Raises:
+        InvalidTypeError / InvalidInputError: An id that is not an int in 0..2^53-1 (bool,
+            float, nan and str refused), a limit, ``events_maxlen``, ``chunk_budget`` or
+            ``max_clock_skew`` out of range (see docs/validation.md). Nothing is written.
     """
 
     def __init__(
@@ -82,13 +99,14 @@ class RedisSwarmState:
         chunk_budget: int = DEFAULT_CHUNK_BUDGET,
         propagate_on_apply: bool = True,
         events_maxlen: int = 10000,
+        max_clock_skew: float | datetime.timedelta = DEFAULT_MAX_CLOCK_SKEW_S,
         _create: bool = True,
     ) -> None:
         if redis is None:
             raise InvalidTypeError("RedisSwarmState needs a redis-py client: redis=Redis(...)")
-        self.workflow_id = workflow_id
-        self.workflow_run_id = coerce_task_id(workflow_run_id, what="workflow_run_id")
-        self.dag_id = dag_id
+        self.workflow_id, self.workflow_run_id, self.dag_id = check_run_ids(
+            workflow_id, workflow_run_id, dag_id
+        )
         self.redis = redis
         self._core = StateCore(
             RunKeys(prefix, self.workflow_run_id),
@@ -96,6 +114,7 @@ class RedisSwarmState:
             chunk_budget=chunk_budget,
             propagate_on_apply=propagate_on_apply,
             events_maxlen=events_maxlen,
+            max_clock_skew=max_clock_skew,
         )
         self._transport = SyncTransport(redis, self.workflow_run_id)
         if _create:
@@ -116,8 +135,8 @@ class RedisSwarmState:
         """
         state = cls(0, workflow_run_id, 0, redis=redis, prefix=prefix, _create=False, **kwargs)
         meta = state._run(state._core.read_meta())
-        state.workflow_id = int(meta.get("workflow_id", 0))
-        state.dag_id = int(meta.get("dag_id", 0))
+        state.workflow_id = stored_int(meta.get("workflow_id"))
+        state.dag_id = stored_int(meta.get("dag_id"))
         state._run(state._core.load_all())
         return state
 
@@ -183,7 +202,7 @@ class RedisSwarmState:
     @property
     def max_concurrently_running(self) -> int:
         """The workflow limit, shared by all replicas."""
-        return int(self._run(self._core.meta_field("limit")) or 0)
+        return stored_int(self._run(self._core.meta_field("limit")))
 
     @max_concurrently_running.setter
     def max_concurrently_running(self, value: int) -> None:
@@ -201,7 +220,7 @@ class RedisSwarmState:
 
     @property
     def num_previously_complete(self) -> int:
-        return int(self._run(self._core.meta_field("npc")) or 0)
+        return stored_int(self._run(self._core.meta_field("npc")))
 
     @num_previously_complete.setter
     def num_previously_complete(self, value: int) -> None:

@@ -24,6 +24,7 @@ count events, not state, and are not checked.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from swarm_redis.errors import UnknownRunError
 from swarm_redis.inspect import BatchRecord, parse_batch
 from swarm_redis.keys import RunKeys
 from swarm_redis.transport import SyncTransport
+from swarm_redis.validation import record_problem
 
 __all__ = [
     "ATOMIC_MAX",
@@ -109,7 +111,7 @@ class RunData:
     reserved: dict[str, int]
     orphans: list[str]
     consistent: bool
-    bad: dict[int, str] = field(default_factory=dict)
+    bad: dict[int | str, str] = field(default_factory=dict)  # unparseable records: id -> raw
 
 
 @dataclass
@@ -204,8 +206,8 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
     for status in TASK_STATUSES:
         for tid in data.sets.get(status, ()):
             member_of.setdefault(tid, []).append(status)
-    for tid, raw in sorted(data.bad.items()):
-        items["bad_record"].append(Drift("bad_record", str(tid), raw))
+    for bad_id, raw in sorted(data.bad.items(), key=lambda kv: str(kv[0])):
+        items["bad_record"].append(Drift("bad_record", str(bad_id), raw))
     for tid in sorted((set(member_of) | set(recs)) - set(data.bad)):
         sets = member_of.get(tid, [])
         rec = recs.get(tid)
@@ -294,8 +296,11 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
 # --- reading ------------------------------------------------------------------------------------
 
 
+_INT = re.compile(r"-?[0-9]+")
+
+
 def _ids(raw: Iterable[Any]) -> list[int]:
-    return [int(text(x)) for x in raw]
+    return [int(text(x)) for x in raw if _INT.fullmatch(text(x))]
 
 
 def _int_map(raw: Any) -> dict[str, int]:
@@ -308,14 +313,17 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
     ready, queued, qres, active, claims, batches, reserved, orphans = replies[
         1 + len(TASK_STATUSES) :
     ]
-    records = {}
-    bad = {}
+    records: dict[int, TaskState] = {}
+    bad: dict[int | str, str] = {}
     for k, v in dict(records_raw).items():
-        tid = int(text(k))
-        try:
-            records[tid] = decode_record(tid, v)
-        except (ValueError, IndexError):
-            bad[tid] = text(v)
+        # never trust what is stored: a record the scripts could not parse back (a number past
+        # 2^53, an exponent, a wrong field count) or a non-integer field name is reported
+        key = text(k)
+        tid = int(key) if _INT.fullmatch(key) else None
+        if tid is None or record_problem(v) is not None:
+            bad[tid if tid is not None else key] = text(v)
+            continue
+        records[tid] = decode_record(tid, v)
     return RunData(
         records=records,
         sets={s: set(_ids(raw)) for s, raw in zip(TASK_STATUSES, set_raws)},

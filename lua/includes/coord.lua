@@ -7,9 +7,23 @@ local function replica_parse(v)
   return string.match(v, '^([^|]*)|(%d+)|(%d*)$')
 end
 
+-- A batch record as a table; holder is nil when the record does not parse (such a batch is
+-- left alone by every script and reported by verify).
 local function batch_parse(v)
   local holder, inc, arr, rk, ids = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   return {holder = holder, inc = inc, array = arr, rkey = rk, ids = ids}
+end
+
+-- Order of batch ids (numbers from the batches counter; anything else after them, by text).
+local function bid_less(x, y)
+  local a, b = tonumber(x), tonumber(y)
+  if a and b then
+    return a < b
+  end
+  if a or b then
+    return a ~= nil
+  end
+  return x < y
 end
 
 local function batch_join(holder, inc, b)
@@ -32,6 +46,9 @@ local function lease_error(rid, inc, now)
     return fail('LEASELOST', 'replica ' .. rid .. ' is not a member (reaped or left)')
   end
   local rinc, deadline = replica_parse(v)
+  if not rinc then
+    return fail('LEASELOST', 'member record of replica ' .. rid .. ' does not parse (reap removes it)')
+  end
   if rinc ~= inc then
     return fail('LEASELOST', 'replica ' .. rid .. ' re-joined under another incarnation')
   end
@@ -136,7 +153,7 @@ local function orphan_batches(dead, members, now)
   local found = {}
   for i = 1, #all, 2 do
     local bid, b = all[i], batch_parse(all[i + 1])
-    if b.holder ~= '' then
+    if b.holder and b.holder ~= '' then
       local m = members[b.holder]
       local gone = dead[b.holder] or not m or m.inc ~= b.inc or m.deadline <= now
       if gone then
@@ -146,7 +163,7 @@ local function orphan_batches(dead, members, now)
       end
     end
   end
-  table.sort(found, function(x, y) return tonumber(x) < tonumber(y) end)
+  table.sort(found, bid_less)
   for _, bid in ipairs(found) do
     redis.call('RPUSH', K.orphans, bid)
     nb = nb + 1
@@ -154,13 +171,13 @@ local function orphan_batches(dead, members, now)
   return nb, nt
 end
 
--- Every member as {inc, deadline}.
+-- Every member as {inc, deadline}; a record that does not parse counts as expired.
 local function members_table()
   local all = redis.call('HGETALL', K.replicas)
   local m = {}
   for i = 1, #all, 2 do
     local inc, deadline = replica_parse(all[i + 1])
-    m[all[i]] = {inc = inc, deadline = tonumber(deadline)}
+    m[all[i]] = {inc = inc or '', deadline = tonumber(deadline or '0') or 0}
   end
   return m
 end

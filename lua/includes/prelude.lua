@@ -18,8 +18,16 @@ local ACTOR = ARGV[2]
 local EPOCH = ARGV[3]
 local META = redis.call('HMGET', K.meta, 'version', 'events_maxlen', 'detail_max', 'token')
 local VERSION = tonumber(META[1] or '0')
-local EVENTS_MAXLEN = tonumber(META[2] or '10000')
-local DETAIL_MAX = tonumber(META[3] or '16')
+-- a stored value that is not a plain integer (written by hand or by an old client) falls back to
+-- the default instead of failing the script after its first write (XADD MAXLEN 1.5 would)
+local function meta_int(v, default, hi)
+  if v and #v <= 16 and string.match(v, '^%d+$') and tonumber(v) <= hi then
+    return tonumber(v)
+  end
+  return default
+end
+local EVENTS_MAXLEN = meta_int(META[2], 10000, 10000000)
+local DETAIL_MAX = meta_int(META[3], 16, 100000)
 local SEEN_TEXT, TOKEN = string.match(ARGV[1], '^(%d+):?(.*)$')
 local SEEN = tonumber(SEEN_TEXT)
 local CHANGED = false
@@ -178,6 +186,12 @@ local function unqueue_final(ids)
   multi('RPUSH', K.ready, keep)
 end
 
+if not SEEN or #SEEN_TEXT > 16 then
+  return redis.error_reply('INVALID seen version ' .. tostring(ARGV[1]) .. ' is not <version>:<token>')
+end
+if not VERSION or (META[1] and not string.match(META[1], '^%d+$')) then
+  return redis.error_reply('INVALID stored write version ' .. tostring(META[1]) .. ' is not an integer')
+end
 if SEEN > VERSION then
   return fail('STATELOST', SEEN .. ' ' .. VERSION)
 end
