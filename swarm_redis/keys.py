@@ -38,6 +38,11 @@ resources      hash    resource key -> codec-encoded TaskResources (first writer
 reap_lock      string  short mutex so concurrent reaps are harmless
 taskres        hash    task id -> resource key it was registered or last queued with (only for
                        tasks that have resources); propagation copies it into ``qres``
+replies        hash    request id -> encoded reply of a mutating script call, answered again when
+                       the same call arrives twice (retries); field ``#bytes``: their total size
+                       (see lua/includes/idem.lua; bounded by scripts.REPLY_MAX/REPLY_MAX_BYTES)
+reply_at       zset    request id -> Redis time (ms) its reply was stored; replies older than
+                       scripts.REPLY_RETENTION_MS (10 min) are dropped, a few per call
 =============  ======  =============================================================================
 """
 
@@ -66,6 +71,8 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "resources",
     "reap_lock",
     "taskres",
+    "replies",
+    "reply_at",
 )
 
 

@@ -3,8 +3,9 @@
 -- transitions, from constants.run_transition_allowed) in front of this file.
 --
 -- Common ARGV of every script:
---   ARGV[1] seen     "<version>:<token>": the highest write version this client saw and the
---                    run's creation token it knows ("" if none): lost-write detection
+--   ARGV[1] seen     "<version>:<token>:<rid>": the highest write version this client saw and
+--                    the run's creation token it knows ("" if none): lost-write detection;
+--                    then the call's request id (see includes/idem.lua, "" for none)
 --   ARGV[2] actor    replica id or "-" (recorded in events)
 --   ARGV[3] epoch    leadership epoch of the caller or "" (recorded in events)
 -- Scripts answer errors with a code word first: STATELOST <seen> <found>, INVALID <what>,
@@ -20,7 +21,7 @@ local META = redis.call('HMGET', K.meta, 'version', 'events_maxlen', 'detail_max
 local VERSION = tonumber(META[1] or '0')
 local EVENTS_MAXLEN = tonumber(META[2] or '10000')
 local DETAIL_MAX = tonumber(META[3] or '16')
-local SEEN_TEXT, TOKEN = string.match(ARGV[1], '^(%d+):?(.*)$')
+local SEEN_TEXT, TOKEN = string.match(ARGV[1], '^(%d+):?([^:]*)')
 local SEEN = tonumber(SEEN_TEXT)
 local CHANGED = false
 

@@ -1,0 +1,148 @@
+-- idem.lua: the reply cache that makes a mutating script safe to send twice. scripts.py puts it
+-- after the generated header (which defines IDEM_RETENTION_MS, IDEM_MAX, IDEM_MAX_BYTES and
+-- IDEM_TRIM) and wraps the script's own text as `local function idem_body() ... end`:
+--
+--   local hit = idem_replay(); if hit then return hit end
+--   return idem_store(idem_body())
+--
+-- ARGV[1] is "<version>:<token>:<rid>", rid being the call's request id ([0-9A-Za-z], at most
+-- 64 characters; "" turns the cache off for the call). A redis-py retry re-sends the same ARGV,
+-- a caller's retry reuses the rid (see core.StateCore), so a second delivery finds the first
+-- reply here.
+--
+-- K.replies  hash  rid -> encoded reply; the field "#bytes" holds the total size of the replies
+-- K.reply_at zset  rid -> ms (Redis time) when its reply was stored
+--
+-- Replay: the stored reply is answered again and nothing is written; its first element (the
+-- write version) is replaced by the current version, so a client that has seen later writes
+-- since does not take the replay for lost writes; the prelude's STATELOST refusals still apply.
+-- Store: successful replies only (an error reply wrote nothing: scripts check before writing).
+-- Each store first drops, oldest first, at most IDEM_TRIM entries that are older than
+-- IDEM_RETENTION_MS or beyond IDEM_MAX entries / IDEM_MAX_BYTES: bounded work per call, and the
+-- cache shrinks faster than it grows.
+--
+-- Encoding of a reply (what Redis converts a Lua value to): "$<len>:<bytes>" string,
+-- "i<digits>;" integer (Lua numbers truncated toward zero, true is 1), "_" nil (false),
+-- "+<len>:<text>" status, "-<len>:<text>" error, "*<n>:" then n elements for an array.
+
+local IDEM_SEEN, IDEM_TOKEN, REQ_ID = string.match(ARGV[1] or '', '^(%d+):?([^:]*):?(.*)$')
+REQ_ID = REQ_ID or ''
+
+local function idem_encode(v, out)
+  local t = type(v)
+  if t == 'string' then
+    out[#out + 1] = '$' .. #v .. ':' .. v
+  elseif t == 'number' then
+    local n = v >= 0 and math.floor(v) or math.ceil(v)
+    out[#out + 1] = 'i' .. string.format('%.0f', n) .. ';'
+  elseif t == 'boolean' then
+    out[#out + 1] = v and 'i1;' or '_'
+  elseif t == 'table' then
+    if v.err ~= nil then
+      out[#out + 1] = '-' .. #v.err .. ':' .. v.err
+    elseif v.ok ~= nil then
+      out[#out + 1] = '+' .. #v.ok .. ':' .. v.ok
+    else
+      local n = 0
+      while v[n + 1] ~= nil do
+        n = n + 1
+      end
+      out[#out + 1] = '*' .. n .. ':'
+      for i = 1, n do
+        idem_encode(v[i], out)
+      end
+    end
+  else
+    out[#out + 1] = '_'
+  end
+end
+
+-- The value encoded at position pos of s, and the position after it.
+local function idem_decode(s, pos)
+  local kind = string.sub(s, pos, pos)
+  if kind == '_' then
+    return false, pos + 1
+  end
+  if kind == 'i' then
+    local stop = string.find(s, ';', pos, true)
+    return tonumber(string.sub(s, pos + 1, stop - 1)), stop + 1
+  end
+  local colon = string.find(s, ':', pos, true)
+  local n = tonumber(string.sub(s, pos + 1, colon - 1))
+  if kind == '*' then
+    local out, p = {}, colon + 1
+    for i = 1, n do
+      out[i], p = idem_decode(s, p)
+    end
+    return out, p
+  end
+  local text = string.sub(s, colon + 1, colon + n)
+  if kind == '$' then
+    return text, colon + n + 1
+  elseif kind == '+' then
+    return {ok = text}, colon + n + 1
+  end
+  return {err = text}, colon + n + 1
+end
+
+-- The stored reply of this request id (nil when none), answered again with nothing written.
+local function idem_replay()
+  if REQ_ID == '' then
+    return nil
+  end
+  if #REQ_ID > 64 or not string.match(REQ_ID, '^%w+$') then
+    return redis.error_reply('INVALID request id ' .. string.sub(REQ_ID, 1, 80))
+  end
+  local enc = redis.call('HGET', K.replies, REQ_ID)
+  if not enc then
+    return nil
+  end
+  local m = redis.call('HMGET', K.meta, 'version', 'token')
+  local version = tonumber(m[1] or '0')
+  local seen = tonumber(IDEM_SEEN)
+  if seen > version then
+    return redis.error_reply('STATELOST ' .. seen .. ' ' .. version)
+  end
+  if IDEM_TOKEN ~= '' and m[2] and m[2] ~= IDEM_TOKEN then
+    return redis.error_reply('STATELOST ' .. seen .. ' ' .. version .. ' recreated')
+  end
+  local reply = idem_decode(enc, 1)
+  if type(reply) == 'table' and type(reply[1]) == 'number' then
+    reply[1] = version
+  end
+  return reply
+end
+
+-- Remember a successful reply under the request id, after dropping a bounded number of old
+-- entries; returns the reply unchanged.
+local function idem_store(reply)
+  if REQ_ID == '' or type(reply) ~= 'table' or reply.err ~= nil then
+    return reply
+  end
+  local parts = {}
+  idem_encode(reply, parts)
+  local enc = table.concat(parts)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local count = redis.call('ZCARD', K.reply_at) + 1
+  local bytes = tonumber(redis.call('HGET', K.replies, '#bytes') or '0') + #enc
+  local oldest = redis.call('ZRANGE', K.reply_at, 0, IDEM_TRIM - 1, 'WITHSCORES')
+  local drop, freed = {}, 0
+  for i = 1, #oldest, 2 do
+    local expired = tonumber(oldest[i + 1]) <= now - IDEM_RETENTION_MS
+    if not (expired or count > IDEM_MAX or bytes > IDEM_MAX_BYTES) then
+      break
+    end
+    local size = redis.call('HSTRLEN', K.replies, oldest[i])
+    drop[#drop + 1] = oldest[i]
+    count, bytes, freed = count - 1, bytes - size, freed + size
+  end
+  if #drop > 0 then
+    redis.call('HDEL', K.replies, unpack(drop))
+    redis.call('ZREM', K.reply_at, unpack(drop))
+  end
+  redis.call('HSET', K.replies, REQ_ID, enc)
+  redis.call('HINCRBY', K.replies, '#bytes', #enc - freed)
+  redis.call('ZADD', K.reply_at, now, REQ_ID)
+  return reply
+end
