@@ -118,6 +118,8 @@ class StateCore:
         self.last_ready: list[Any] = []
         #: retry key -> request id of script calls that failed in doubt (see ``_scripts``)
         self.in_doubt: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        #: (requested replica id, ttl) and the Replica of a join_replica that failed in doubt
+        self.join_in_doubt: tuple[tuple[str | None, int], Any] | None = None
 
     # --- plumbing -----------------------------------------------------------------------------
 
