@@ -229,6 +229,16 @@ REPLY_SHAPES = [
     "{'a', nil, 'cut here'}",
     "{redis.status_reply('OK'), redis.error_reply('INVALID nested'), {ok = 'x'}}",
     "{string.rep('\\0\\1\\255:', 300), '-1:', '+2:', '$3:', '*4:'}",
+    # flat arrays (more than 8 scalars) take the compact path; others fall back
+    "{0, 1, 9, 10, 99, 12345, -1, -0, 0, 'a', '', 'b:c'}",
+    "{99999999999999, -99999999999999, 100000000000000, 1, 2, 3, 4, 5, 6, 7}",
+    "{1, 2, 3, 4, 5, 6, 7, 8, 9, 2.5, -2.5}",
+    "{1, 2, 3, 4, 5, 6, 7, 8, 9, string.rep('x', 127), string.rep('y', 128)}",
+    "{1, 2, 3, 4, 5, 6, 7, 8, 9, true, false, 'z'}",
+    "(function() local t = {} for i = 1, 9001 do t[i] = i % 3 == 0 and i or ('t' .. i) end "
+    "return {5, t, {t}} end)()",
+    "{'\\0', '\\255', '[', '[3:', '$', 'i', ';', '*', '-', '+', '_', 7}",
+    "{-0.0001, 0.0001, 1/0 > 0 and 1 or 0, 42, 42, 42, 42, 42, 42, 42}",
     "redis.status_reply('PONG')",
     "'just a string'",
     "42",

@@ -23,10 +23,44 @@
 --
 -- Encoding of a reply (what Redis converts a Lua value to): "$<len>:<bytes>" string,
 -- "i<digits>;" integer (Lua numbers truncated toward zero, true is 1), "_" nil (false),
--- "+<len>:<text>" status, "-<len>:<text>" error, "*<n>:" then n elements for an array.
+-- "+<len>:<text>" status, "-<len>:<text>" error, "*<n>:" then n elements for an array, and
+-- "[<n>:" for a flat array of short strings and integers (see idem_flat: the common case of
+-- long replies, encoded with a few C calls instead of one Lua step per element).
 
 local IDEM_SEEN, IDEM_TOKEN, REQ_ID = string.match(ARGV[1] or '', '^(%d+):?([^:]*):?(.*)$')
 REQ_ID = REQ_ID or ''
+
+-- A flat array (strings shorter than 128 bytes, integers below 1e14 in magnitude) in one go:
+-- "[<n>:" then n signature bytes (a string's length, or 128 + the length of a number's text)
+-- then the elements back to back, as table.concat writes them. Nil when v is not flat.
+local function idem_flat(v, len)
+  local sig = {}
+  for i = 1, len do
+    local e = v[i]
+    local t = type(e)
+    if t == 'string' then
+      local l = #e
+      if l > 127 then
+        return nil
+      end
+      sig[i] = l
+    elseif t ~= 'number' then
+      return nil
+    elseif e >= 1 and e < 10 and e % 1 == 0 or e == 0 and 1 / e > 0 then
+      sig[i] = 129 -- one digit (the usual done count or flag); -0 is written "-0"
+    elseif e % 1 == 0 and e < 1e14 and e > -1e14 then
+      sig[i] = 128 + #tostring(e)
+    else
+      return nil
+    end
+  end
+  local parts = {'[', len, ':'}
+  for i = 1, len, 4000 do
+    parts[#parts + 1] = string.char(unpack(sig, i, math.min(i + 3999, len)))
+  end
+  parts[#parts + 1] = table.concat(v, '', 1, len)
+  return table.concat(parts)
+end
 
 local function idem_encode(v, out)
   local t = type(v)
@@ -47,9 +81,14 @@ local function idem_encode(v, out)
       while v[n + 1] ~= nil do
         n = n + 1
       end
-      out[#out + 1] = '*' .. n .. ':'
-      for i = 1, n do
-        idem_encode(v[i], out)
+      local flat = n > 8 and idem_flat(v, n)
+      if flat then
+        out[#out + 1] = flat
+      else
+        out[#out + 1] = '*' .. n .. ':'
+        for i = 1, n do
+          idem_encode(v[i], out)
+        end
       end
     end
   else
@@ -73,6 +112,23 @@ local function idem_decode(s, pos)
     local out, p = {}, colon + 1
     for i = 1, n do
       out[i], p = idem_decode(s, p)
+    end
+    return out, p
+  end
+  if kind == '[' then
+    local out, p = {}, colon + 1 + n
+    for i = 1, n, 4000 do
+      local sig = {string.byte(s, colon + i, colon + math.min(i + 3999, n))}
+      for j = 1, #sig do
+        local b = sig[j]
+        if b < 128 then
+          out[i + j - 1] = string.sub(s, p, p + b - 1)
+          p = p + b
+        else
+          out[i + j - 1] = tonumber(string.sub(s, p, p + b - 129))
+          p = p + b - 128
+        end
+      end
     end
     return out, p
   end
