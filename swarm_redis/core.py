@@ -155,10 +155,14 @@ class StateCore:
         except IN_DOUBT_ERRORS:
             for c in calls:
                 if isinstance(c, ScriptCall):
-                    self.in_doubt[cmd.retry_key(c)] = cmd.request_id(c)
-                    self.in_doubt.move_to_end(cmd.retry_key(c))
+                    key = cmd.retry_key(c)
+                    self.in_doubt.pop(key, None)  # re-inserted last: forgotten last
+                    self.in_doubt[key] = cmd.request_id(c)
             while len(self.in_doubt) > IN_DOUBT_MAX:
-                self.in_doubt.popitem(last=False)
+                try:
+                    self.in_doubt.popitem(last=False)
+                except KeyError:  # emptied by another thread meanwhile
+                    break
             raise
         except BaseException:
             self._settled(calls)

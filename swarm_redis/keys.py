@@ -42,7 +42,8 @@ replies        hash    request id -> encoded reply of a mutating script call, an
                        the same call arrives twice (retries); field ``#bytes``: their total size
                        (see lua/includes/idem.lua; bounded by scripts.REPLY_MAX/REPLY_MAX_BYTES)
 reply_at       zset    request id -> Redis time (ms) its reply was stored; replies older than
-                       scripts.REPLY_RETENTION_MS (10 min) are dropped, a few per call
+                       scripts.REPLY_RETENTION_MS (10 min) are dropped, a few per call. Both
+                       ``replies`` and ``reply_at`` expire that long after the last store (TTL)
 =============  ======  =============================================================================
 """
 

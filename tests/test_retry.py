@@ -523,6 +523,9 @@ def test_reply_cache_is_capped_by_count_and_bytes(
         count, fields, total, sizes = _cache_state(r, st.keys)
         assert count == fields == 20
         assert total == sizes
+        # the whole cache expires when the run gets no more calls
+        for key in (st.keys.replies, st.keys.reply_at):
+            assert 0 < int(r.pttl(key)) <= scripts.REPLY_RETENTION_MS
     with cache_limits(REPLY_MAX=10**6, REPLY_MAX_BYTES=400):
         tasks = [TaskRecord(i, 1) for i in range(1, 41)]
         for t in tasks:  # replies of ~40 bytes each
@@ -537,7 +540,7 @@ def test_expired_replies_go_a_few_per_call(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
     r = make_client()
-    with cache_limits(REPLY_RETENTION_MS=2000, REPLY_TRIM=4):
+    with cache_limits(REPLY_RETENTION_MS=3000, REPLY_TRIM=4):
         st = RedisSwarmState(1, run_id, 1, 100, redis=r, prefix=prefix)
         counts = [_cache_state(r, st.keys)[0]]
         for i in range(40):
@@ -546,8 +549,11 @@ def test_expired_replies_go_a_few_per_call(
         # a call adds one reply and drops at most REPLY_TRIM (4) old ones
         assert all(b - a >= -3 for a, b in itertools.pairwise(counts))
         assert counts[-1] >= 20
-        time.sleep(2.1)  # every reply stored so far is past the retention now
-        n = counts[-1]
+        time.sleep(1.6)
+        st.num_previously_complete = 99  # the run is still used: its cache stays (TTL renewed)
+        time.sleep(1.6)  # now every reply but the last is past the retention
+        n = _cache_state(r, st.keys)[0]
+        assert n >= 21
         after = []
         for i in range(5):
             st.num_previously_complete = 100 + i

@@ -19,7 +19,8 @@
 -- Store: successful replies only (an error reply wrote nothing: scripts check before writing).
 -- Each store first drops, oldest first, at most IDEM_TRIM entries that are older than
 -- IDEM_RETENTION_MS or beyond IDEM_MAX entries / IDEM_MAX_BYTES: bounded work per call, and the
--- cache shrinks faster than it grows.
+-- cache shrinks faster than it grows. Both keys expire IDEM_RETENTION_MS after the last store, so
+-- a run that gets no more calls does not keep its cache.
 --
 -- Encoding of a reply (what Redis converts a Lua value to): "$<len>:<bytes>" string,
 -- "i<digits>;" integer (Lua numbers truncated toward zero, true is 1), "_" nil (false),
@@ -200,5 +201,8 @@ local function idem_store(reply)
   redis.call('HSET', K.replies, REQ_ID, enc)
   redis.call('HINCRBY', K.replies, '#bytes', #enc - freed)
   redis.call('ZADD', K.reply_at, now, REQ_ID)
+  -- a run that gets no more calls (ended, purged under a live replica) drops its cache whole
+  redis.call('PEXPIRE', K.replies, IDEM_RETENTION_MS)
+  redis.call('PEXPIRE', K.reply_at, IDEM_RETENTION_MS)
   return reply
 end
