@@ -10,7 +10,8 @@
 -- a caller's retry reuses the rid (see core.StateCore), so a second delivery finds the first
 -- reply here.
 --
--- K.replies  hash  rid -> encoded reply; the field "#bytes" holds the total size of the replies
+-- K.replies  hash  rid -> encoded reply; fields "#bytes" and "#count": total size and number of
+--                  the replies, "#ttl": when the TTL of both keys was last renewed (ms)
 -- K.reply_at zset  rid -> ms (Redis time) when its reply was stored
 --
 -- Replay: the stored reply is answered again and nothing is written; its first element (the
@@ -19,8 +20,8 @@
 -- Store: successful replies only (an error reply wrote nothing: scripts check before writing).
 -- Each store first drops, oldest first, at most IDEM_TRIM entries that are older than
 -- IDEM_RETENTION_MS or beyond IDEM_MAX entries / IDEM_MAX_BYTES: bounded work per call, and the
--- cache shrinks faster than it grows. Both keys expire IDEM_RETENTION_MS after the last store, so
--- a run that gets no more calls does not keep its cache.
+-- cache shrinks faster than it grows. Both keys expire 1 to 1.1 IDEM_RETENTION_MS after the last
+-- store, so a run that gets no more calls does not keep its cache.
 --
 -- Encoding of a reply (what Redis converts a Lua value to): "$<len>:<bytes>" string,
 -- "i<digits>;" integer (Lua numbers truncated toward zero, true is 1), "_" nil (false),
@@ -142,6 +143,9 @@ local function idem_decode(s, pos)
   return {err = text}, colon + n + 1
 end
 
+-- What the lookup read for the store: total size, count, last TTL renewal (ms) of the cache.
+local IDEM_BYTES, IDEM_COUNT, IDEM_TTL_AT = 0, 0, nil
+
 -- The stored reply of this request id (nil when none), answered again with nothing written.
 local function idem_replay()
   if REQ_ID == '' then
@@ -150,8 +154,10 @@ local function idem_replay()
   if #REQ_ID > 64 or not string.match(REQ_ID, '^%w+$') then
     return redis.error_reply('INVALID request id ' .. string.sub(REQ_ID, 1, 80))
   end
-  local enc = redis.call('HGET', K.replies, REQ_ID)
-  if not enc then
+  local got = redis.call('HMGET', K.replies, REQ_ID, '#bytes', '#count', '#ttl')
+  if not got[1] then
+    IDEM_BYTES, IDEM_COUNT = tonumber(got[2] or '0'), tonumber(got[3] or '0')
+    IDEM_TTL_AT = tonumber(got[4] or '')
     return nil
   end
   local m = redis.call('HMGET', K.meta, 'version', 'token')
@@ -163,7 +169,7 @@ local function idem_replay()
   if IDEM_TOKEN ~= '' and m[2] and m[2] ~= IDEM_TOKEN then
     return redis.error_reply('STATELOST ' .. seen .. ' ' .. version .. ' recreated')
   end
-  local reply = idem_decode(enc, 1)
+  local reply = idem_decode(got[1], 1)
   if type(reply) == 'table' and type(reply[1]) == 'number' then
     reply[1] = version
   end
@@ -171,7 +177,8 @@ local function idem_replay()
 end
 
 -- Remember a successful reply under the request id, after dropping a bounded number of old
--- entries; returns the reply unchanged.
+-- entries; returns the reply unchanged. Usually four commands: TIME, a ZRANGEBYSCORE that finds
+-- no expired entry, ZADD, HSET (and two PEXPIREs ten times per retention period).
 local function idem_store(reply)
   if REQ_ID == '' or type(reply) ~= 'table' or reply.err ~= nil then
     return reply
@@ -181,28 +188,37 @@ local function idem_store(reply)
   local enc = table.concat(parts)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local count = redis.call('ZCARD', K.reply_at) + 1
-  local bytes = tonumber(redis.call('HGET', K.replies, '#bytes') or '0') + #enc
-  local oldest = redis.call('ZRANGE', K.reply_at, 0, IDEM_TRIM - 1, 'WITHSCORES')
-  local drop, freed = {}, 0
+  local count, bytes = IDEM_COUNT + 1, IDEM_BYTES + #enc
+  local oldest
+  if count > IDEM_MAX or bytes > IDEM_MAX_BYTES then
+    oldest = redis.call('ZRANGE', K.reply_at, 0, IDEM_TRIM - 1, 'WITHSCORES')
+  else
+    oldest = redis.call('ZRANGEBYSCORE', K.reply_at, '-inf', now - IDEM_RETENTION_MS,
+      'WITHSCORES', 'LIMIT', 0, IDEM_TRIM)
+  end
+  local drop = {}
   for i = 1, #oldest, 2 do
     local expired = tonumber(oldest[i + 1]) <= now - IDEM_RETENTION_MS
     if not (expired or count > IDEM_MAX or bytes > IDEM_MAX_BYTES) then
       break
     end
-    local size = redis.call('HSTRLEN', K.replies, oldest[i])
     drop[#drop + 1] = oldest[i]
-    count, bytes, freed = count - 1, bytes - size, freed + size
+    count, bytes = count - 1, bytes - redis.call('HSTRLEN', K.replies, oldest[i])
   end
   if #drop > 0 then
     redis.call('HDEL', K.replies, unpack(drop))
     redis.call('ZREM', K.reply_at, unpack(drop))
   end
-  redis.call('HSET', K.replies, REQ_ID, enc)
-  redis.call('HINCRBY', K.replies, '#bytes', #enc - freed)
   redis.call('ZADD', K.reply_at, now, REQ_ID)
-  -- a run that gets no more calls (ended, purged under a live replica) drops its cache whole
-  redis.call('PEXPIRE', K.replies, IDEM_RETENTION_MS)
-  redis.call('PEXPIRE', K.reply_at, IDEM_RETENTION_MS)
+  -- a run that gets no more calls (ended, purged under a live replica) drops its cache whole:
+  -- the TTL, renewed every tenth of the retention, outlives the newest reply's retention
+  if not IDEM_TTL_AT or now - IDEM_TTL_AT >= IDEM_RETENTION_MS / 10 or now < IDEM_TTL_AT then
+    redis.call('HSET', K.replies, REQ_ID, enc, '#bytes', bytes, '#count', count, '#ttl', now)
+    local ttl = IDEM_RETENTION_MS + math.floor(IDEM_RETENTION_MS / 10)
+    redis.call('PEXPIRE', K.replies, ttl)
+    redis.call('PEXPIRE', K.reply_at, ttl)
+  else
+    redis.call('HSET', K.replies, REQ_ID, enc, '#bytes', bytes, '#count', count)
+  end
   return reply
 end
