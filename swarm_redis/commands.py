@@ -45,17 +45,47 @@ class Command:
 Call = ScriptCall | Command
 
 
+def new_request_id() -> str:
+    """A fresh request id: 80 random bits in hex (unique among a run's recent calls)."""
+    return secrets.token_hex(10)
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the version and run token it saw last, its replica id and epoch."""
+    """Who is calling: the version and run token it saw last, its replica id and epoch.
+
+    ``rid`` is the request id of the call; "" (default) draws a fresh one for every
+    :meth:`head`, so each script call (each chunk) has its own.
+    """
 
     seen: int
     actor: str = "-"
     epoch: str = ""
     token: str = ""
+    rid: str = ""
 
     def head(self) -> list[Arg]:
-        return [f"{self.seen}:{self.token}", self.actor, self.epoch]
+        """The common ARGV 1-3: ``<seen>:<token>:<request id>``, actor, epoch."""
+        return [f"{self.seen}:{self.token}:{self.rid or new_request_id()}", self.actor, self.epoch]
+
+
+def request_id(call: ScriptCall) -> str:
+    """The request id a script call carries ("" when none)."""
+    parts = text(call.args[0]).split(":", 2)
+    return parts[2] if len(parts) == 3 else ""
+
+
+def with_request_id(call: ScriptCall, rid: str) -> ScriptCall:
+    """``call`` carrying request id ``rid`` instead of its own (a caller's retry)."""
+    seen, _, rest = text(call.args[0]).partition(":")
+    token = rest.partition(":")[0]
+    return ScriptCall(call.script, call.keys, [f"{seen}:{token}:{rid}", *call.args[1:]])
+
+
+def retry_key(call: ScriptCall) -> tuple[Any, ...]:
+    """What tells a retry of ``call`` from another call: the script and every ARGV but the first
+    (which holds the caller's version, changing from call to call, and the request id)."""
+    return (call.script, *call.args[1:])
 
 
 def text(value: Any) -> str:

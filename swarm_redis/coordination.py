@@ -17,7 +17,7 @@ from typing import Any
 
 from swarm_redis import commands as cmd
 from swarm_redis.commands import Call, Caller, text
-from swarm_redis.core import Op, StateCore, _pairs, _set_mirror
+from swarm_redis.core import IN_DOUBT_ERRORS, Op, StateCore, _pairs, _set_mirror
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
 from swarm_redis.validation import (
     MAX_REAP_LOCK_MS,
@@ -204,8 +204,18 @@ def join_replica(
     ttl_ms = _ttl_ms(ttl_s)
     rid = _check_name(default_replica_id() if replica_id is None else replica_id, "replica id")
     replica = Replica(rid, secrets.token_hex(8), ttl_ms)
-    yield from core._scripts([cmd.join(core.keys, core.caller(), rid, replica.incarnation, ttl_ms)])
-    core.actor = rid
+    # a retry of a join that failed in doubt joins as the same member (same call: replayed)
+    retried = core.join_in_doubt
+    if retried is not None and retried[0] == (replica_id, ttl_ms):
+        replica = retried[1]
+    call = cmd.join(core.keys, core.caller(), replica.id, replica.incarnation, ttl_ms)
+    try:
+        yield from core._scripts([call])
+    except IN_DOUBT_ERRORS:
+        core.join_in_doubt = ((replica_id, ttl_ms), replica)
+        raise
+    core.join_in_doubt = None
+    core.actor = replica.id
     return replica
 
 

@@ -11,14 +11,19 @@ the mirrored fields (``status``, ``num_upstreams_done``) from every reply that c
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from swarm_redis import commands as cmd
 from swarm_redis.codec import DefaultCodec, ResourceCodec, resource_digest
-from swarm_redis.commands import Call, Caller, Command, TaskDef, UpdateTail, text
+from swarm_redis.commands import Call, Caller, Command, ScriptCall, TaskDef, UpdateTail, text
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, PENDING_TASK_STATUSES, TASK_STATUSES
 from swarm_redis.errors import InvalidInputError, InvalidTypeError, StateLostError, UnknownRunError
 from swarm_redis.keys import RunKeys
@@ -57,6 +62,16 @@ Op = Generator[list[Call], list[Any], T]
 DEFAULT_CHUNK_BUDGET = 1000
 CHANGE_COST = 2
 _LOAD_BATCH = 5000
+#: Errors after which a script call may or may not have run (its reply never arrived).
+IN_DOUBT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,  # socket errors and timeouts redis-py did not wrap
+    asyncio.CancelledError,  # the awaiting task was cancelled, e.g. by asyncio.timeout()
+    KeyboardInterrupt,
+)
+#: Script calls in doubt remembered per core (the oldest is forgotten first).
+IN_DOUBT_MAX = 64
 
 
 @dataclass
@@ -117,6 +132,10 @@ class StateCore:
         self.arrays: dict[int, Any] = {}
         self.resources: dict[str, Any] = {}
         self.last_ready: list[Any] = []
+        #: retry key -> request id of script calls that failed in doubt (see ``_scripts``)
+        self.in_doubt: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        #: (requested replica id, ttl) and the Replica of a join_replica that failed in doubt
+        self.join_in_doubt: tuple[tuple[str | None, int], Any] | None = None
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -138,10 +157,49 @@ class StateCore:
         self.seen = version
 
     def _scripts(self, calls: list[Call]) -> Op[list[Any]]:
-        replies = yield calls
+        """Script calls whose replies carry the run's version first.
+
+        A call that fails in doubt (timeout, lost connection, cancellation: it may have run) is
+        remembered with its request id; the next call with the same script and arguments is
+        taken as its retry and sent with that id, so Redis answers the first call's reply
+        (``lua/includes/idem.lua``) instead of running it again. Any answer clears it.
+        """
+        if self.in_doubt:
+            calls = [self._as_retry(c) for c in calls]
+        try:
+            replies = yield calls
+        except IN_DOUBT_ERRORS:
+            for c in calls:
+                if isinstance(c, ScriptCall):
+                    key = cmd.retry_key(c)
+                    self.in_doubt.pop(key, None)  # re-inserted last: forgotten last
+                    self.in_doubt[key] = cmd.request_id(c)
+            while len(self.in_doubt) > IN_DOUBT_MAX:
+                try:
+                    self.in_doubt.popitem(last=False)
+                except KeyError:  # emptied by another thread meanwhile
+                    break
+            raise
+        except BaseException:
+            self._settled(calls)
+            raise
+        self._settled(calls)
         for reply in replies:
             self.observe(int(reply[0]))
         return replies
+
+    def _as_retry(self, call: Call) -> Call:
+        if isinstance(call, ScriptCall):
+            rid = self.in_doubt.get(cmd.retry_key(call))
+            if rid is not None:
+                return cmd.with_request_id(call, rid)
+        return call
+
+    def _settled(self, calls: list[Call]) -> None:
+        if self.in_doubt:
+            for c in calls:
+                if isinstance(c, ScriptCall):
+                    self.in_doubt.pop(cmd.retry_key(c), None)
 
     def _one_by_one(self, calls: list[Call]) -> Op[list[Any]]:
         """Bounded script calls, one round trip each, so other clients get served between them.
@@ -738,7 +796,12 @@ def run_sync(execute: Callable[[list[Call]], list[Any]], op: Op[T]) -> T:
     try:
         calls = next(op)
         while True:
-            calls = op.send(execute(calls))
+            try:
+                replies = execute(calls)
+            except BaseException as exc:  # the operation sees it (remembers calls in doubt)
+                calls = op.throw(exc)
+            else:
+                calls = op.send(replies)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
@@ -748,6 +811,11 @@ async def run_async(execute: Callable[[list[Call]], Awaitable[list[Any]]], op: O
     try:
         calls = next(op)
         while True:
-            calls = op.send(await execute(calls))
+            try:
+                replies = await execute(calls)
+            except BaseException as exc:  # the operation sees it (remembers calls in doubt)
+                calls = op.throw(exc)
+            else:
+                calls = op.send(replies)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]

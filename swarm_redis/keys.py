@@ -38,6 +38,14 @@ resources      hash    resource key -> codec-encoded TaskResources (first writer
 reap_lock      string  short mutex so concurrent reaps are harmless
 taskres        hash    task id -> resource key it was registered or last queued with (only for
                        tasks that have resources); propagation copies it into ``qres``
+replies        hash    request id -> encoded reply of a mutating script call, answered again when
+                       the same call arrives twice (retries); fields ``#bytes``, ``#count``: total
+                       size and number of replies, ``#ttl``: last TTL renewal (ms); see
+                       lua/includes/idem.lua, bounded by scripts.REPLY_MAX and REPLY_MAX_BYTES
+reply_at       zset    request id -> Redis time (ms) its reply was stored; replies older than
+                       scripts.REPLY_RETENTION_MS (10 min) are dropped, a few per call. Both
+                       ``replies`` and ``reply_at`` have a TTL: they expire 1-1.1 times that
+                       long after the last store
 =============  ======  =============================================================================
 """
 
@@ -66,6 +74,8 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "resources",
     "reap_lock",
     "taskres",
+    "replies",
+    "reply_at",
 )
 
 

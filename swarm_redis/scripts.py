@@ -4,6 +4,13 @@ Each script is the text of ``lua/<name>.lua`` with ``--!include <file>`` lines r
 ``lua/includes/<file>.lua``, after a generated header that names the run's keys (from
 :mod:`swarm_redis.keys`) and the run-status state machine (from :mod:`swarm_redis.constants`),
 so neither is written twice. Scripts are sent with EVALSHA; the I/O layer loads them on NOSCRIPT.
+
+Every script that writes is made safe to send twice here, in one place: its text becomes the
+body of ``local function idem_body()``, between a lookup of the call's request id in the run's
+reply cache and a store of its successful reply (``lua/includes/idem.lua``). A second delivery
+of a call (redis-py's retry, the caller's retry after a timeout) answers the first reply and
+writes nothing. Read-only scripts (:data:`READ_ONLY_SCRIPTS`, or a ``--!readonly`` line) are
+not wrapped.
 """
 
 from __future__ import annotations
@@ -18,6 +25,20 @@ from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES, run_tran
 from swarm_redis.keys import RUN_KEY_NAMES
 
 _INCLUDE = re.compile(r"^--!include\s+(\S+)\s*$", re.MULTILINE)
+_READONLY = re.compile(r"^--!readonly\s*$", re.MULTILINE)
+
+#: How long a mutating script's reply is kept for replays (ms of Redis time). It must outlive
+#: redis-py's retries (10 by default, each up to ``socket_timeout``: about a minute), a caller's
+#: retry after a timeout and a failover; see docs/client-settings.md.
+REPLY_RETENTION_MS = 600_000
+#: At most this many replies are kept per run (the oldest go first) ...
+REPLY_MAX = 100_000
+#: ... and at most this many bytes of encoded replies per run.
+REPLY_MAX_BYTES = 64 * 1024 * 1024
+#: Old replies dropped by one store at most (a store adds one: the cache converges).
+REPLY_TRIM = 4
+#: Scripts that never write: sent without a request id lookup or reply store.
+READ_ONLY_SCRIPTS = frozenset({"read_status"})
 
 
 def lua_dir() -> Path:
@@ -72,12 +93,39 @@ def _expand(text: str, folder: Path, seen: tuple[str, ...] = ()) -> str:
     return _INCLUDE.sub(include, text)
 
 
+def is_read_only(name: str, text: str) -> bool:
+    """True for a script that never writes (no reply cache around it)."""
+    return name in READ_ONLY_SCRIPTS or _READONLY.search(text) is not None
+
+
+def _idempotent(body: str, folder: Path) -> str:
+    """``body`` wrapped between the reply-cache lookup and store of ``includes/idem.lua``."""
+    consts = (
+        f"local IDEM_RETENTION_MS, IDEM_MAX, IDEM_MAX_BYTES, IDEM_TRIM = "
+        f"{REPLY_RETENTION_MS}, {REPLY_MAX}, {REPLY_MAX_BYTES}, {REPLY_TRIM}\n"
+    )
+    idem = (folder / "includes" / "idem.lua").read_text(encoding="utf-8")
+    return (
+        consts
+        + idem
+        + "local idem_hit = idem_replay()\n"
+        + "if idem_hit then\n  return idem_hit\nend\n"
+        + "local function idem_body()\n"
+        + body
+        + "\nend\n"
+        + "return idem_store(idem_body())\n"
+    )
+
+
 @cache
 def load(name: str) -> Script:
-    """The script ``lua/<name>.lua``, includes resolved."""
+    """The script ``lua/<name>.lua``, includes resolved, wrapped in the reply cache if it writes."""
     folder = lua_dir()
-    body = (folder / f"{name}.lua").read_text(encoding="utf-8")
-    source = _header() + _expand(body, folder)
+    text = (folder / f"{name}.lua").read_text(encoding="utf-8")
+    body = _expand(text, folder)
+    if not is_read_only(name, text):
+        body = _idempotent(body, folder)
+    source = _header() + body
     return Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 

@@ -502,6 +502,8 @@ def raw_dump(client: redis.Redis, keys: RunKeys) -> dict[bytes, Any]:
             value = client.smembers(key)
         elif kind == b"list":
             value = client.lrange(key, 0, -1)
+        elif kind == b"zset":
+            value = client.zrange(key, 0, -1, withscores=True)
         elif kind == b"stream":
             info = client.xinfo_stream(key)
             value = (

@@ -96,10 +96,11 @@ def hget_int(r: redis.Redis, key: str, field: str) -> int:
 
 
 def snapshot(r: redis.Redis, state: Any) -> dict[str, Any]:
-    """Every key of the run, by content (the reap mutex is excluded: it only expires)."""
+    """Every key of the run, by content (the reap mutex is excluded: it only expires; so is the
+    reply cache of retries, which every successful call adds to)."""
     out: dict[str, Any] = {}
     for key in state.keys.all:
-        if key == state.keys.reap_lock:
+        if key in (state.keys.reap_lock, state.keys.replies, state.keys.reply_at):
             continue
         kind = r.type(key)
         kind = kind.decode() if isinstance(kind, bytes) else kind

@@ -3,8 +3,9 @@
 -- transitions, from constants.run_transition_allowed) in front of this file.
 --
 -- Common ARGV of every script:
---   ARGV[1] seen     "<version>:<token>": the highest write version this client saw and the
---                    run's creation token it knows ("" if none): lost-write detection
+--   ARGV[1] seen     "<version>:<token>:<rid>": the highest write version this client saw and
+--                    the run's creation token it knows ("" if none): lost-write detection;
+--                    then the call's request id (see includes/idem.lua, "" for none)
 --   ARGV[2] actor    replica id or "-" (recorded in events)
 --   ARGV[3] epoch    leadership epoch of the caller or "" (recorded in events)
 -- Scripts answer errors with a code word first: STATELOST <seen> <found>, INVALID <what>,
@@ -28,7 +29,7 @@ local function meta_int(v, default, hi)
 end
 local EVENTS_MAXLEN = meta_int(META[2], 10000, 10000000)
 local DETAIL_MAX = meta_int(META[3], 16, 100000)
-local SEEN_TEXT, TOKEN = string.match(ARGV[1], '^(%d+):?(.*)$')
+local SEEN_TEXT, TOKEN = string.match(ARGV[1], '^(%d+):?([^:]*)')
 local SEEN = tonumber(SEEN_TEXT)
 local CHANGED = false
 
