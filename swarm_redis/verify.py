@@ -256,10 +256,12 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         items[kind].append(Drift(kind, str(tid), seen, rec.status if rec else ""))
     for tid in sorted(data.qres - data.queued - set(data.claims)):
         items["stale_qres"].append(Drift("stale_qres", str(tid), "qres", ""))
+    # the queue index: entries with other queue drift are left to the "queue" repair
+    other = {int(d.subject) for k in _QUEUE_KINDS for d in items[k]}
     want = {
         qidx_member(recs[tid].array_id, pos, tid): tid
         for tid, pos in data.ready_pos.items()
-        if tid in recs
+        if tid in recs and tid not in other
     }
     have = set(data.qidx)
     for member, tid in sorted(want.items(), key=lambda kv: kv[1]):
@@ -267,7 +269,8 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
             items["qidx_missing"].append(Drift("qidx_missing", str(tid), "", member))
     for member in sorted(have - set(want)):
         owner = member.rsplit("|", 1)[-1]
-        items["qidx_stale"].append(Drift("qidx_stale", owner, member, ""))
+        if not owner.isdigit() or int(owner) not in other:
+            items["qidx_stale"].append(Drift("qidx_stale", owner, member, ""))
 
     holders: dict[int, list[str]] = {}
     for bid, batch in data.batches.items():
@@ -320,6 +323,15 @@ def _int_map(raw: Any) -> dict[str, int]:
     items = raw.items() if isinstance(raw, Mapping) else []
     return {text(k): int(text(v)) for k, v in items}
 
+
+_QUEUE_KINDS = (
+    "ready_unknown",
+    "ready_final",
+    "ready_claimed",
+    "ready_duplicate",
+    "queued_not_ready",
+    "ready_not_queued",
+)
 
 #: Offset of queue positions in qidx members (see keys.py and lua/includes/prelude.lua).
 QIDX_OFFSET = 2**52

@@ -107,6 +107,8 @@ def snapshot(r: redis.Redis, state: Any) -> dict[str, Any]:
             out[key] = r.hgetall(key)
         elif kind == "list":
             out[key] = r.lrange(key, 0, -1)
+        elif kind == "zset":
+            out[key] = r.zrange(key, 0, -1, withscores=True)
         elif kind == "set":
             out[key] = r.smembers(key)
         elif kind == "string":
