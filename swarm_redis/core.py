@@ -365,7 +365,14 @@ class StateCore:
                 found[s.task_id] = s
             if cursor == "0":
                 break
-        objs = yield from self._objects(list(found))
+        fresh = [s for s in found.values() if s.task_id not in self.tasks]
+        if fresh:  # records just read: no second read, only their missing descendants
+            self._build(fresh)
+            kids = [c for s in fresh for c in s.downstream_ids if c not in self.tasks]
+            if kids:
+                yield from self.load(kids)
+                self._build(fresh)
+        objs = [self.tasks[i] for i in found]
         for s in found.values():
             obj = self.tasks.get(s.task_id)
             if obj is not None:
