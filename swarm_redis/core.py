@@ -45,11 +45,11 @@ CHANGE_COST = 2
 _LOAD_BATCH = 5000
 #: Tasks per enqueue / dequeue script call: about 3-4 ms of Redis CPU each (a queued task costs
 #: two ZADDs and a SADD, ~13 µs; a dequeued one ~8 µs).
-ENQUEUE_CHUNK = 250
-DEQUEUE_CHUNK = 400
+ENQUEUE_CHUNK = 150
+DEQUEUE_CHUNK = 250
 #: Members per read_status page (~3 µs each with its record), and the largest status set read
 #: whole, as one snapshot.
-STATUS_PAGE = 1500
+STATUS_PAGE = 1000
 #: Entries per ZRANGE page of the ready queue (a plain read, ~0.2 µs each).
 QUEUE_PAGE = 5000
 
@@ -672,8 +672,17 @@ class StateCore:
                 return out
             after = f"({pairs[-1][1]}"
             (raw,) = yield from self._read(
-                ("ZRANGE", self.keys.ready, after, "+inf", "BYSCORE", "LIMIT", 0, QUEUE_PAGE,
-                 "WITHSCORES")
+                (
+                    "ZRANGE",
+                    self.keys.ready,
+                    after,
+                    "+inf",
+                    "BYSCORE",
+                    "LIMIT",
+                    0,
+                    QUEUE_PAGE,
+                    "WITHSCORES",
+                )
             )
 
     def queue_objects(self, start: int = 0, stop: int = -1) -> Op[list[Any]]:

@@ -263,11 +263,11 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         for tid, pos in data.ready_pos.items()
         if tid in recs and tid not in other
     }
-    have = set(data.qidx)
+    indexed = set(data.qidx)
     for member, tid in sorted(want.items(), key=lambda kv: kv[1]):
-        if member not in have:
+        if member not in indexed:
             items["qidx_missing"].append(Drift("qidx_missing", str(tid), "", member))
-    for member in sorted(have - set(want)):
+    for member in sorted(indexed - set(want)):
         owner = member.rsplit("|", 1)[-1]
         if not owner.isdigit() or int(owner) not in other:
             items["qidx_stale"].append(Drift("qidx_stale", owner, member, ""))

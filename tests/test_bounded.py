@@ -291,9 +291,7 @@ class Model:
         wcap = self.limit - self.active() - sum(len(v) for v in self.claimed.values())
         if wcap <= 0:
             return []
-        acap = {
-            a: lim - self.active(a) - self.reserved.get(a, 0) for a, lim in self.alimit.items()
-        }
+        acap = {a: lim - self.active(a) - self.reserved.get(a, 0) for a, lim in self.alimit.items()}
         head = next((t for t in self.queue if acap[self.array[t]] > 0), None)
         if head is None:
             return []
@@ -331,7 +329,7 @@ ops = st.lists(
         st.tuples(st.just("release"), st.integers(0, 3)),
         st.tuples(st.just("ack"), st.integers(0, 3), st.sampled_from("QDG")),
         st.tuples(st.just("final"), st.integers(1, 24), st.sampled_from("DFR")),
-        st.tuples(st.just("leave"),),
+        st.just(("leave",)),
     ),
     min_size=1,
     max_size=25,
