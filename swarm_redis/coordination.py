@@ -21,7 +21,8 @@ from swarm_redis.core import Op, StateCore, _pairs, _set_mirror
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
 from swarm_redis.validation import check_run_status, check_task_status, coerce_task_id, sync_stamp
 
-#: Default number of queue entries searched for a batch head (pages of 1,000 in one script).
+#: Formerly the number of queue entries searched for a batch head; ignored since claim_batch
+#: finds each array's next task through the per-array queue index (kept for compatibility).
 DEFAULT_SCAN_LIMIT = 50_000
 #: Tasks per script call of the initial fringe and of reconcile.
 _CHUNK = 1000
