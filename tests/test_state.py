@@ -26,6 +26,7 @@ from swarm_redis import (
     SwarmRedisError,
     TaskRecord,
     UnknownRunError,
+    register_resource_class,
     resource_digest,
 )
 from swarm_redis.commands import ScriptCall
@@ -143,6 +144,11 @@ class ToDictResources:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+# resource classes are decoded only when registered (the codec never imports a stored name)
+register_resource_class(Resources)
+register_resource_class(ToDictResources)
 
 
 def meta(client: redis.Redis, state: RedisSwarmState) -> dict[str, str]:
