@@ -1,19 +1,22 @@
 -- claim_batch: hand the calling replica the next batch to queue on the server.
 -- 1. An orphaned batch (taken over from a dead replica) first: same tasks, same reservation.
 -- 2. Else the batch jobmon's scheduler would form next: the head is the first queued task whose
---    array has free capacity (searched over at most scan_limit entries from the left); tasks
---    before it keep their place. From the `window` entries after the head, tasks of the same
---    array and resource key join while the batch is smaller than min(max_size, free workflow
---    capacity, free array capacity). Tasks that do not join keep their order (they stay put).
+--    array has free capacity; tasks before it keep their place. From the `window` entries after
+--    the head, tasks of the same array and resource key join while the batch is smaller than
+--    min(max_size, free workflow capacity, free array capacity). Tasks that do not join keep
+--    their order (they stay put).
 --    free workflow = limit - active(Q,I,O,R) - reserved.run;
 --    free array = arrays[aid] - active[aid] - reserved[aid] (unregistered array: 0).
--- A search that finds nothing is remembered in meta.claim_gate (see below), so that repeated
--- failing claims do not scan the queue again while nothing relevant changed.
--- Claimed tasks leave ready/queued (qres keeps their resource key), claims[id] = batch id, the
--- batch goes to `batches`, its size to reserved.run and reserved[aid].
+-- Cost O((batch + arrays) log N) whatever the queue holds: the head is the earliest of the
+-- first entries of each array with room (qidx, the queue per array), joiners are read from the
+-- head's array only, and a claimed task leaves the queue with ZREMs. No array with room is ever
+-- passed over, however many tasks of full arrays lie before its tasks. A DONE/ERROR_FATAL
+-- entry met at an array's front is a stale leftover: it is dropped from the queue on the way.
+-- Claimed tasks leave ready/queued/qidx (qres keeps their resource key), claims[id] = batch id,
+-- the batch goes to `batches`, its size to reserved.run and reserved[aid].
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 replica id, 5 incarnation, 6 max_size, 7 window,
---       8 scan_limit
+--       8 scan_limit (ignored since the per-array index; kept for compatibility)
 -- Returns: {version, batch id ("" when nothing can be claimed), array id, resource key,
 --           redriven 1/0, {id, status, done, ...} in batch order}
 -- Errors: STATELOST, LEASELOST (the caller is not a live member; nothing is written).
@@ -29,9 +32,9 @@ if bad then
   return bad
 end
 local rid, inc = ARGV[4], ARGV[5]
-local max_size, window, scan_limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
--- queue entries read per step: small first (the head is usually near the left), then growing
-local FIRST_PAGE, MAX_PAGE = 64, 1024
+local max_size, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- stale (final) entries dropped per array and call at most; joiner candidates read per step
+local STALE_MAX, PAGE = 64, 256
 local now = now_ms()
 local err = lease_error(rid, inc, now)
 if err then
@@ -91,90 +94,93 @@ if #free == 0 then
   return nothing
 end
 
--- The gate: a search that found no head is remembered with the queue's length, head and tail
--- and the arrays that had room. While all of them are unchanged, no queued task can belong to
--- an array with room (a push changes the head or the tail, a removal the length, freed capacity
--- the set of arrays with room), so the search is skipped: failing claims stay O(arrays).
-local len = redis.call('LLEN', K.ready)
-if len == 0 then
-  return nothing
-end
-table.sort(free)
-local gate = len .. '|' .. redis.call('LINDEX', K.ready, 0) .. '|' .. redis.call('LINDEX', K.ready, -1)
-  .. '|' .. scan_limit .. '|' .. table.concat(free, ',')
-if redis.call('HGET', K.meta, 'claim_gate') == gate then
+if redis.call('ZCARD', K.ready) == 0 then
   return nothing
 end
 
--- find the head
-local stop = math.min(len, scan_limit)
-local head, head_id, head_arr
-local pos = 0
-local page = FIRST_PAGE
-while pos < stop and not head do
-  local ids = redis.call('LRANGE', K.ready, pos, math.min(pos + page, stop) - 1)
-  page = math.min(page * 2, MAX_PAGE)
-  if #ids == 0 then
-    break
-  end
-  local recs = redis.call('HMGET', K.task, unpack(ids))
-  for j = 1, #ids do
-    if recs[j] then
-      local s, _, _, _, rest = rec_parse(recs[j])
-      local arr = rec_array(rest)
-      if not FINAL[s] and (acap[arr] or 0) > 0 then
-        head, head_id, head_arr = pos + j - 1, ids[j], arr
-        break
-      end
+-- find the head: each array's first entry (qidx), the earliest of them wins
+local function parse_member(m)
+  local arr, pos, id = string.match(m, '^([^|]*)|(%d+)|(.*)$')
+  return arr, pos, id
+end
+local stale, stale_arrs = {}, {}
+local head_id, head_arr, head_pos, head_member
+for _, aid in ipairs(free) do
+  local dropped = 0
+  while dropped < STALE_MAX do
+    local m = redis.call('ZRANGEBYLEX', K.qidx, '[' .. aid .. '|', '(' .. aid .. '}', 'LIMIT', dropped, 1)[1]
+    if not m then
+      break
     end
+    local _, pos, id = parse_member(m)
+    local v = redis.call('HGET', K.task, id)
+    local s = v and string.sub(v, 1, 1)
+    if v and not FINAL[s] then
+      if not head_pos or pos < head_pos then
+        head_id, head_arr, head_pos, head_member = id, aid, pos, m
+      end
+      break
+    end
+    stale[#stale + 1] = id
+    stale_arrs[#stale_arrs + 1] = aid
+    dropped = dropped + 1
   end
-  pos = pos + #ids
 end
-if not head then
-  redis.call('HSET', K.meta, 'claim_gate', gate) -- not run state: no version bump
-  return nothing
+if #stale > 0 then
+  -- leftovers of a final task (or without a record): not queueable, never a head
+  qdrop(stale, stale_arrs)
+  multi('HDEL', K.qres, stale)
+  emit('type', 'unqueue', 'n', #stale)
+  touch()
+end
+if not head_id then
+  return {finish(), '', '', '', 0, {}}
 end
 
--- gather the joiners
+-- gather the joiners: entries of the head's array within `window` entries after the head
 local cap = math.min(max_size, wcap, acap[head_arr])
 local rkey = redis.call('HGET', K.qres, head_id) or ''
-local members, idx = {head_id}, {head}
-pos = head + 1
-local wend = math.min(len, head + 1 + window)
-page = math.min(math.max(FIRST_PAGE, 4 * cap), 4000)
-while pos < wend and #members < cap do
-  local ids = redis.call('LRANGE', K.ready, pos, math.min(pos + page, wend) - 1)
-  page = math.min(page * 2, MAX_PAGE)
-  if #ids == 0 then
-    break
+local members, mkeys = {head_id}, {head_member}
+if cap > 1 and window > 0 then
+  local rank = redis.call('ZRANK', K.ready, head_id)
+  local upper = '(' .. head_arr .. '}'
+  local bound = redis.call('ZRANGE', K.ready, rank + window, rank + window, 'WITHSCORES')
+  if bound[2] then
+    upper = '(' .. head_arr .. '|' .. qpos_text(tonumber(bound[2])) .. '}'
   end
-  local recs = redis.call('HMGET', K.task, unpack(ids))
-  local rks = redis.call('HMGET', K.qres, unpack(ids))
-  for j = 1, #ids do
-    if recs[j] then
-      local s, _, _, _, rest = rec_parse(recs[j])
-      if not FINAL[s] and rec_array(rest) == head_arr and (rks[j] or '') == rkey then
+  local lower = '[' .. head_arr .. '|' .. head_pos .. '}'
+  local off = 0
+  while #members < cap do
+    local ms = redis.call('ZRANGEBYLEX', K.qidx, lower, upper, 'LIMIT', off, PAGE)
+    if #ms == 0 then
+      break
+    end
+    off = off + #ms
+    local ids = {}
+    for j, m in ipairs(ms) do
+      local _, _, id = parse_member(m)
+      ids[j] = id
+    end
+    local recs = redis.call('HMGET', K.task, unpack(ids))
+    local rks = redis.call('HMGET', K.qres, unpack(ids))
+    for j = 1, #ids do
+      if recs[j] and not FINAL[string.sub(recs[j], 1, 1)] and (rks[j] or '') == rkey then
         members[#members + 1] = ids[j]
-        idx[#idx + 1] = pos + j - 1
+        mkeys[#mkeys + 1] = ms[j]
         if #members >= cap then
           break
         end
       end
     end
+    if #ms < PAGE then
+      break
+    end
   end
-  pos = pos + #ids
 end
 
--- take them out of the queue: the first n entries with one LPOP, else in one pass (tombstones,
--- then one LREM)
-if idx[#idx] == #idx - 1 then
-  redis.call('LPOP', K.ready, #idx)
-else
-  for _, i in ipairs(idx) do
-    redis.call('LSET', K.ready, i, '~')
-  end
-  redis.call('LREM', K.ready, #idx, '~')
-end
+-- take them out of the queue
+multi('ZREM', K.ready, members)
+multi('ZREM', K.qidx, mkeys)
 local bid = tostring(redis.call('HINCRBY', K.counters, 'batches', 1))
 for i = 1, #members, 2000 do
   local srem, hset = {}, {}

@@ -6,9 +6,12 @@
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 n ops, then per op 4 values: code, subject, a, b:
 --       sets     task id, "", ""          put the task in exactly its record's status set
 --                                          (in none when it has no record)
---       queue    task id, "", ""          queued + once in ready when it has a record, is not
---                                          final and not claimed (appended when missing);
---                                          otherwise out of ready, queued (and qres if unclaimed)
+--       queue    task id, "", ""          queued + in ready (+ its qidx entry) when it has a
+--                                          record, is not final and not claimed (appended when
+--                                          missing); otherwise out of ready, queued, qidx (and
+--                                          qres if unclaimed)
+--       qidx     task id, member, ""      drop the qidx member unless it is the one the task's
+--                                          ready entry needs ("array|position|id"); add that one
 --       qres     task id, "", ""          drop its resource key unless queued or claimed
 --       done     task id, observed, value set the record's done count if it still reads observed
 --       active   array id, observed, value set the array's active counter if it still reads observed
@@ -34,7 +37,7 @@ if redis.call('EXISTS', K.meta) == 0 then
 end
 local n = tonumber(ARGV[4])
 local CODES = {sets = true, queue = true, qres = true, done = true, active = true,
-  reserved = true, claim = true, bclaim = true, orphan = true, unlisted = true}
+  reserved = true, claim = true, bclaim = true, orphan = true, unlisted = true, qidx = true}
 for i = 0, n - 1 do
   if not CODES[ARGV[5 + i * 4]] then
     return fail('INVALID', 'unknown repair op ' .. tostring(ARGV[5 + i * 4]))
@@ -85,22 +88,22 @@ end
 local function fix_queue(id)
   local s = status_of(id)
   local claimed = redis.call('HEXISTS', K.claims, id) == 1
-  local pos = redis.call('LPOS', K.ready, id, 'COUNT', 0)
+  local pos = redis.call('ZSCORE', K.ready, id)
   local changed = false
   if s and not FINAL[s] and not claimed then
-    if #pos > 1 then
-      redis.call('LREM', K.ready, 1 - #pos, id)  -- keeps the entry nearest the head
-      changed = true
-    elseif #pos == 0 then
-      redis.call('RPUSH', K.ready, id)
-      changed = true
+    if not pos then
+      redis.call('SREM', K.queued, id)
+      qpush({id}, false)  -- appended, with its index entry and the queued gate
+      return true
     end
     if redis.call('SADD', K.queued, id) == 1 then
       changed = true
     end
+    if redis.call('ZADD', K.qidx, 0, qidx_member(arrays_of({id})[1], tonumber(pos), id)) == 1 then
+      changed = true
+    end
   else
-    if #pos > 0 then
-      redis.call('LREM', K.ready, 0, id)
+    if #qdrop({id}) > 0 then
       changed = true
     end
     if redis.call('SREM', K.queued, id) == 1 then
@@ -109,6 +112,20 @@ local function fix_queue(id)
     if not claimed and redis.call('HDEL', K.qres, id) == 1 then
       changed = true
     end
+  end
+  return changed
+end
+
+-- Drop index member `member` unless it is the one the queue entry of `id` needs; add that one.
+local function fix_qidx(id, member)
+  local pos = redis.call('ZSCORE', K.ready, id)
+  local want = pos and qidx_member(arrays_of({id})[1], tonumber(pos), id)
+  local changed = false
+  if member ~= '' and member ~= want and redis.call('ZREM', K.qidx, member) == 1 then
+    changed = true
+  end
+  if want and redis.call('ZADD', K.qidx, 0, want) == 1 then
+    changed = true
   end
   return changed
 end
@@ -150,6 +167,8 @@ for i = 0, n - 1 do
     ok = fix_sets(subject)
   elseif code == 'queue' then
     ok = fix_queue(subject)
+  elseif code == 'qidx' then
+    ok = fix_qidx(subject, a)
   elseif code == 'qres' then
     if redis.call('SISMEMBER', K.queued, subject) == 0 and redis.call('HEXISTS', K.claims, subject) == 0 then
       ok = redis.call('HDEL', K.qres, subject) == 1

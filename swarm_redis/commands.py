@@ -234,8 +234,18 @@ def set_fields(keys: RunKeys, caller: Caller, fields: dict[str, Arg]) -> ScriptC
     return ScriptCall("set_fields", keys.all, args)
 
 
-def read_status(keys: RunKeys, caller: Caller, status: str) -> ScriptCall:
-    return ScriptCall("read_status", keys.all, [*caller.head(), status])
+def read_status(
+    keys: RunKeys, caller: Caller, status: str, cursor: str = "0", count: int = 5000
+) -> ScriptCall:
+    """One page of a status set with its records (the whole set when it has <= count members)."""
+    return ScriptCall("read_status", keys.all, [*caller.head(), status, cursor, count])
+
+
+def decode_status_page(reply: Sequence[Any]) -> tuple[str, list[tuple[str, Any]]]:
+    """The next cursor ("0": done) and the page's (task id, raw record) pairs, undecoded: the
+    caller decides what to do with a record that does not parse."""
+    flat = reply[2]
+    return text(reply[1]), [(text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def repair(keys: RunKeys, caller: Caller, ops: Sequence[tuple[str, str, str, str]]) -> ScriptCall:

@@ -31,7 +31,8 @@ from swarm_redis.validation import (
     seconds_to_ms,
 )
 
-#: Default number of queue entries searched for a batch head (pages of 1,000 in one script).
+#: Formerly the number of queue entries searched for a batch head; ignored since claim_batch
+#: finds each array's next task through the per-array queue index (kept for compatibility).
 DEFAULT_SCAN_LIMIT = 50_000
 #: Tasks per script call of the initial fringe and of reconcile.
 _CHUNK = 1000

@@ -1,6 +1,6 @@
 """Read-only inspection of runs: what the CLI, the exporter and a monitoring user look at.
 
-Everything here uses plain read commands (HGETALL, SCARD, LLEN, SCAN, TIME ...) and never a
+Everything here uses plain read commands (HGETALL, SCARD, ZCARD, SCAN, TIME ...) and never a
 script, so it works for a Redis ACL user that may only read (see the README (Operating a run)). The
 reads of one run go out as one pipeline; they are not a point-in-time snapshot of a live run
 (each script is atomic, but two of them may land between two reads of the pipeline).
@@ -309,7 +309,7 @@ def read_snapshot(client: Any, keys: RunKeys) -> RunSnapshot:
         ("HGETALL", keys.meta),
         ("HLEN", keys.task),
         *(("SCARD", keys.status_set(s)) for s in TASK_STATUSES),
-        ("LLEN", keys.ready),
+        ("ZCARD", keys.ready),
         ("SCARD", keys.queued),
         ("HLEN", keys.claims),
         ("HGETALL", keys.batches),
@@ -647,7 +647,7 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
         client,
         [
             ("HGET", keys.task, task_id),
-            ("LLEN", keys.ready),
+            ("ZCARD", keys.ready),
             ("HGET", keys.claims, task_id),
             ("HMGET", keys.meta, "status", "limit"),
         ],
@@ -657,7 +657,7 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     state = decode_record(task_id, raw)
     children = list(state.downstream_ids)
     reads: list[tuple[Any, ...]] = [
-        ("LPOS", keys.ready, task_id),
+        ("ZRANK", keys.ready, task_id),
         ("HGET", keys.arrays, state.array_id),
         ("HGET", keys.active, state.array_id),
         ("HGET", keys.reserved, state.array_id),

@@ -11,15 +11,15 @@ name           type    content
 meta           hash    workflow_id, workflow_run_id, dag_id, status (run status letter), limit
                        (max_concurrently_running), last_sync (encoded), last_sync_us, npc
                        (num_previously_complete), version (write version), events_maxlen,
-                       created_ms, finalized, fringe_done, claim_gate (the queue signature of
-                       the last claim_batch search that found nothing, see claim_batch.lua)
+                       created_ms, finalized, fringe_done
 task           hash    task id -> record ``S|done|stamp|flags|array|nup|start|children``: status
                        letter, upstreams done, last applied sync stamp (µs, may be empty), flags
                        ("p" once its completion was propagated), array id, number of upstreams,
                        starting done count at registration, comma-separated downstream ids
 s:G .. s:F     set     task ids per status, one set for each of the nine task statuses
-ready          list    the ready-to-run queue of task ids, head on the left
-queued         set     ids currently in ``ready`` (the at-most-once gate of the list)
+ready          zset    the ready-to-run queue: task id -> position (integer score); ZRANGE 0 -1
+                       is the queue order, head first (front pushes score below the lowest)
+queued         set     ids currently in ``ready`` (the at-most-once gate of the queue)
 qres           hash    task id -> resource key, for queued and claimed tasks
 arrays         hash    array id -> max_concurrently_running of the array
 active         hash    array id -> tasks of the array in Q/I/O/R (kept by the scripts, O(1))
@@ -46,6 +46,9 @@ reply_at       zset    request id -> Redis time (ms) its reply was stored; repli
                        scripts.REPLY_RETENTION_MS (10 min) are dropped, a few per call. Both
                        ``replies`` and ``reply_at`` have a TTL: they expire 1-1.1 times that
                        long after the last store
+qidx           zset    the ready queue per array: one member ``array|position|id`` per entry of
+                       ``ready`` (all scored 0, lexical order; position = score + 2^52, 16
+                       digits), so claim_batch finds each array's next task in O(log n)
 =============  ======  =============================================================================
 """
 
@@ -76,6 +79,7 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "taskres",
     "replies",
     "reply_at",
+    "qidx",
 )
 
 

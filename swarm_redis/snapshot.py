@@ -96,7 +96,7 @@ KEY_TYPES: dict[str, str] = {
     "meta": "hash",
     "task": "hash",
     **{f"s:{status}": "set" for status in TASK_STATUSES},
-    "ready": "list",
+    "ready": "zset",
     "queued": "set",
     "qres": "hash",
     "arrays": "hash",
@@ -113,7 +113,7 @@ KEY_TYPES: dict[str, str] = {
     "taskres": "hash",
     "pcredit": "hash",  # credits branch
     "fanout": "hash",  # credits branch
-    "qidx": "zset",  # bounded branch (which also makes "ready" a zset)
+    "qidx": "zset",
 }
 #: Keys of the key table that snapshots leave out: keys with a TTL whose meaning ends with the
 #: processes that wrote them (the reap mutex; the reply cache of retried calls, retry branch).

@@ -7,8 +7,9 @@ downstream ids). Everything else is derived and can drift after a bug or a hand 
 * status sets: each task in exactly the set of its record's status;
 * per-array active counters: records in Q/I/O/R per array;
 * done counts: start + number of upstreams whose record carries the propagated flag;
-* the ready list and the queued set: same ids, each once, none final, none claimed, none
-  without a record; resource keys (``qres``) only for queued or claimed tasks;
+* the ready queue and the queued set: same ids, none final, none claimed, none without a
+  record; resource keys (``qres``) only for queued or claimed tasks; the per-array queue index
+  (``qidx``) holds exactly one ``array|position|id`` member per queue entry;
 * claims, batches, reservations: every claim points to a batch that lists the task and every
   batch task is claimed; reserved capacity ("run" and per array) = tasks in claimed batches;
   the orphans list holds exactly the batches without a holder.
@@ -70,9 +71,11 @@ DRIFT_KINDS: dict[str, tuple[str, str | None]] = {
     "ready_unknown": ("ready/queued entry without a task record", "queue"),
     "ready_final": ("ready/queued entry of a DONE or ERROR_FATAL task", "queue"),
     "ready_claimed": ("task queued and claimed at once", "queue"),
-    "ready_duplicate": ("task more than once in the ready list", "queue"),
-    "queued_not_ready": ("in the queued set but not in the ready list", "queue"),
-    "ready_not_queued": ("in the ready list but not in the queued set", "queue"),
+    "ready_duplicate": ("task more than once in the ready queue", "queue"),
+    "queued_not_ready": ("in the queued set but not in the ready queue", "queue"),
+    "ready_not_queued": ("in the ready queue but not in the queued set", "queue"),
+    "qidx_missing": ("ready entry without its per-array index (qidx) member", "qidx"),
+    "qidx_stale": ("qidx member that is not the index member of a ready entry", "qidx"),
     "stale_qres": ("resource key kept for a task neither queued nor claimed", "qres"),
     "claim_no_batch": ("claim names a batch that is missing or does not list the task", "claim"),
     "batch_unclaimed": ("batch lists a task that has no claim", "bclaim"),
@@ -112,6 +115,9 @@ class RunData:
     orphans: list[str]
     consistent: bool
     bad: dict[int | str, str] = field(default_factory=dict)  # unparseable records: id -> raw
+    #: ready entry -> its position (score); qidx members as read
+    ready_pos: dict[int, int] = field(default_factory=dict)
+    qidx: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -252,6 +258,21 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         items[kind].append(Drift(kind, str(tid), seen, rec.status if rec else ""))
     for tid in sorted(data.qres - data.queued - set(data.claims)):
         items["stale_qres"].append(Drift("stale_qres", str(tid), "qres", ""))
+    # the queue index: entries with other queue drift are left to the "queue" repair
+    other = {int(d.subject) for k in _QUEUE_KINDS for d in items[k]}
+    want = {
+        qidx_member(recs[tid].array_id, pos, tid): tid
+        for tid, pos in data.ready_pos.items()
+        if tid in recs and tid not in other
+    }
+    indexed = set(data.qidx)
+    for member, tid in sorted(want.items(), key=lambda kv: kv[1]):
+        if member not in indexed:
+            items["qidx_missing"].append(Drift("qidx_missing", str(tid), "", member))
+    for member in sorted(indexed - set(want)):
+        owner = member.rsplit("|", 1)[-1]
+        if not owner.isdigit() or int(owner) not in other:
+            items["qidx_stale"].append(Drift("qidx_stale", owner, member, ""))
 
     holders: dict[int, list[str]] = {}
     for bid, batch in data.batches.items():
@@ -308,11 +329,37 @@ def _int_map(raw: Any) -> dict[str, int]:
     return {text(k): int(text(v)) for k, v in items}
 
 
+_QUEUE_KINDS = (
+    "ready_unknown",
+    "ready_final",
+    "ready_claimed",
+    "ready_duplicate",
+    "queued_not_ready",
+    "ready_not_queued",
+)
+
+#: Offset of queue positions in qidx members (see keys.py and lua/includes/prelude.lua).
+QIDX_OFFSET = 2**52
+
+
+def qidx_member(array_id: int | str, position: int, task_id: int) -> str:
+    """The ``qidx`` member of a queue entry: ``array|position + 2^52 (16 digits)|id``."""
+    return f"{array_id}|{position + QIDX_OFFSET:016d}|{task_id}"
+
+
+def _ready_pairs(raw: Sequence[Any]) -> list[tuple[int, int]]:
+    """(id, position) in queue order from a ZRANGE WITHSCORES reply (any protocol)."""
+    if raw and not isinstance(raw[0], (list, tuple)):
+        raw = [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
+    return [(int(text(m)), int(float(sc if isinstance(sc, float) else text(sc)))) for m, sc in raw]
+
+
 def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
     records_raw, *set_raws = replies[: 1 + len(TASK_STATUSES)]
-    ready, queued, qres, active, claims, batches, reserved, orphans = replies[
+    ready_raw, queued, qres, active, claims, batches, reserved, orphans, qidx = replies[
         1 + len(TASK_STATUSES) :
     ]
+    ready = _ready_pairs(ready_raw)
     records: dict[int, TaskState] = {}
     bad: dict[int | str, str] = {}
     for k, v in dict(records_raw).items():
@@ -327,7 +374,7 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
     return RunData(
         records=records,
         sets={s: set(_ids(raw)) for s, raw in zip(TASK_STATUSES, set_raws)},
-        ready=_ids(ready),
+        ready=[tid for tid, _ in ready],
         queued=set(_ids(queued)),
         qres=set(_ids(qres)),
         active=_int_map(active),
@@ -337,6 +384,8 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
         orphans=[text(b) for b in orphans],
         consistent=consistent,
         bad=bad,
+        ready_pos=dict(ready),
+        qidx=[text(m) for m in qidx],
     )
 
 
@@ -357,16 +406,26 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         pipe.hgetall(keys.task)
         for s in TASK_STATUSES:
             pipe.smembers(keys.status_set(s))
-        pipe.lrange(keys.ready, 0, -1).smembers(keys.queued).hkeys(keys.qres)
+        pipe.zrange(keys.ready, 0, -1, withscores=True).smembers(keys.queued).hkeys(keys.qres)
         pipe.hgetall(keys.active).hgetall(keys.claims).hgetall(keys.batches)
-        pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1)
+        pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1).zrange(keys.qidx, 0, -1)
         return _decode(pipe.execute(), consistent=True)
     replies: list[Any] = [dict(client.hscan_iter(keys.task, count=_SCAN))]
     replies += [list(client.sscan_iter(keys.status_set(s), count=_SCAN)) for s in TASK_STATUSES]
-    ready: list[Any] = []
-    while True:
-        page = client.lrange(keys.ready, len(ready), len(ready) + _SCAN - 1)
+    ready: list[tuple[Any, float]] = []
+    while True:  # pages keyed by position: stable while the queue changes
+        low = f"({int(ready[-1][1])}" if ready else "-inf"
+        page = client.zrange(
+            keys.ready, low, "+inf", byscore=True, offset=0, num=_SCAN, withscores=True
+        )
         ready += page
+        if len(page) < _SCAN:
+            break
+    qidx: list[Any] = []
+    while True:
+        low = f"({text(qidx[-1])}" if qidx else "-"
+        page = client.zrange(keys.qidx, low, "+", bylex=True, offset=0, num=_SCAN)
+        qidx += page
         if len(page) < _SCAN:
             break
     replies += [
@@ -378,6 +437,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         dict(client.hscan_iter(keys.batches, count=_SCAN)),
         dict(client.hscan_iter(keys.reserved, count=_SCAN)),
         client.lrange(keys.orphans, 0, -1),
+        qidx,
     ]
     return _decode(replies, consistent=False)
 
@@ -425,9 +485,12 @@ def repair(
     for kind, drifts in report.items.items():
         for d in drifts:
             op = _op(d)
-            # a task with several kinds of queue drift needs one fix
-            if op is not None and (op[0], op[1]) not in seen:
-                seen.add((op[0], op[1]))
+            if op is None:
+                continue
+            # a task with several kinds of queue drift needs one fix (qidx: one per member)
+            once = (op[0], op[1] + ("|" + op[2] if op[0] == "qidx" else ""))
+            if once not in seen:
+                seen.add(once)
                 work.append((kind, op))
     transport = SyncTransport(client, keys.run_id)
     caller = cmd.Caller(0, "verify")

@@ -118,7 +118,7 @@ Check = Callable[..., Any]
 def test_dump_sees_every_kind_of_key(r: redis.Redis, state: RedisSwarmState) -> None:
     dump = dump_run(r, state.keys)
     kinds = {kind for kind, _ in dump.values()}
-    assert {"hash", "set", "list", "stream"} <= kinds
+    assert {"hash", "set", "zset", "stream"} <= kinds
     for name in ("meta", "task", "ready", "queued", "arrays", "active", "resources", "events"):
         assert state.keys.key(name) in dump, name
     assert all(k.startswith(state.keys.base) for k in dump)

@@ -392,10 +392,13 @@ def inject_drift(client: redis.Redis, keys: RunKeys) -> None:
     """A wrong counter, a task in two status sets, a ready entry for a DONE task, and more."""
     client.hset(keys.active, "2", 5)  # array 2 has no active task
     client.sadd(keys.status_set("Q"), 3)  # task 3 is G, now also in s:Q
-    client.rpush(keys.ready, 1)  # task 1 is DONE
+    client.zadd(keys.ready, {1: 1000})  # task 1 is DONE
     client.sadd(keys.queued, 1)
     client.hset(keys.task, 7, "G|1|||2|1|0|")  # task 7: one upstream done, but 5 is not DONE
-    client.rpush(keys.ready, 2)  # task 2 twice in the ready list
+    for member in client.zrange(keys.qidx, 0, -1):  # task 2 loses its queue index entry
+        if member.endswith(b"|2"):
+            client.zrem(keys.qidx, member)
+    client.zadd(keys.qidx, {"2|0000000000000001|99": 0})  # an index entry of no queue entry
 
 
 def test_verify_finds_and_repairs_drift(cli: Any, state: RedisSwarmState) -> None:
@@ -411,7 +414,8 @@ def test_verify_finds_and_repairs_drift(cli: Any, state: RedisSwarmState) -> Non
         "done_count": 1,
         "active_counter": 1,
         "ready_final": 1,
-        "ready_duplicate": 1,
+        "qidx_missing": 1,
+        "qidx_stale": 1,
     }
     assert report["examples"]["active_counter"] == [
         {"subject": "2", "observed": "5", "expected": "0"}
@@ -434,7 +438,7 @@ def test_verify_finds_and_repairs_drift(cli: Any, state: RedisSwarmState) -> Non
     again = cli("verify", run)
     assert again.code == cli_mod.EXIT_OK and "no drift" in again.out
     # the repair kept what was right: 2 still queued once at the head, 1 gone from the queue
-    assert state.redis.lrange(state.keys.ready, 0, -1) == [b"2", b"4"]
+    assert state.redis.zrange(state.keys.ready, 0, -1) == [b"2", b"4"]
     assert state.redis.smembers(state.keys.status_set("Q")) == set()
     assert state.redis.hget(state.keys.active, "2") == b"0"
     events = cli("--json", "events", run).lines()

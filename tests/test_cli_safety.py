@@ -580,11 +580,15 @@ def test_snapshot_api_on_both_backends(
     assert client.xlen(keys.events) == client.xlen(src.keys.events)
     with pytest.raises(snapshot_mod.RunExistsError):
         snapshot_mod.import_run(client, plan)
-    before = {k: (client.dump(k), ttl_kind(client, k)) for k in client.scan_iter(match=f"{prefix}:*")}
+    before = {
+        k: (client.dump(k), ttl_kind(client, k)) for k in client.scan_iter(match=f"{prefix}:*")
+    }
     snap["keys"]["task"] = {"type": "hash", "pttl": -1, "value": [["1", "G|0|"]]}
     with pytest.raises(snapshot_mod.SnapshotError, match=r"keys\.task"):
         snapshot_mod.validate_snapshot(snap, prefix=dest_prefix, run_id=42)
-    after = {k: (client.dump(k), ttl_kind(client, k)) for k in client.scan_iter(match=f"{prefix}:*")}
+    after = {
+        k: (client.dump(k), ttl_kind(client, k)) for k in client.scan_iter(match=f"{prefix}:*")
+    }
     assert after == before
     again = snapshot_mod.validate_snapshot(
         snapshot_mod.export_run(client, src.keys), prefix=dest_prefix, run_id=42

@@ -52,6 +52,7 @@ from swarm_redis.constants import (
 from swarm_redis.keys import RunKeys
 from swarm_redis.memory import SwarmState
 from swarm_redis.validation import decode_sync_time
+from swarm_redis.verify import qidx_member
 
 MakeClient = Callable[..., redis.Redis]
 
@@ -358,11 +359,13 @@ class DiffMachine(RuleBasedStateMachine):
         keys, mem = self.keys, self.mem
         pipe = self.rd.redis.pipeline(transaction=False)
         pipe.hgetall(keys.task)
-        pipe.lrange(keys.ready, 0, -1)
+        pipe.zrange(keys.ready, 0, -1, withscores=True)
+        pipe.zrange(keys.qidx, 0, -1)
         pipe.hmget(keys.meta, "limit", "status", "last_sync")
         for s in TASK_STATUSES:
             pipe.scard(keys.status_set(s))
-        records, ready, (limit, status, last_sync), *sizes = pipe.execute()
+        records, scored, qidx, (limit, status, last_sync), *sizes = pipe.execute()
+        ready = [m for m, _ in scored]
         decoded = {int(text(k)): decode_record(int(text(k)), v) for k, v in records.items()}
         assert {i: (r.status, r.num_upstreams_done) for i, r in decoded.items()} == {
             t.task_id: (t.status, t.num_upstreams_done) for t in mem.tasks.values()
@@ -371,6 +374,10 @@ class DiffMachine(RuleBasedStateMachine):
             s: len(mem._task_status_map.get(s, ())) for s in TASK_STATUSES
         }
         assert [int(text(x)) for x in ready] == ids(mem.ready_to_run)
+        # the per-array queue index is exact: one member per queue entry, nothing else
+        assert sorted(text(m) for m in qidx) == sorted(
+            qidx_member(decoded[int(text(m))].array_id, int(sc), int(text(m))) for m, sc in scored
+        )
         assert int(limit) == mem.max_concurrently_running
         assert text(status) == mem.status
         assert decode_sync_time(None if last_sync is None else text(last_sync)) == mem.last_sync

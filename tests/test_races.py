@@ -114,7 +114,7 @@ def read_run(client: redis.Redis, state: RedisSwarmState) -> dict[str, Any]:
     pipe.hgetall(keys.task)
     for s in TASK_STATUSES:
         pipe.smembers(keys.status_set(s))
-    pipe.lrange(keys.ready, 0, -1)
+    pipe.zrange(keys.ready, 0, -1)
     pipe.smembers(keys.queued)
     pipe.hgetall(keys.active)
     pipe.hget(keys.counters, "propagations")

@@ -116,7 +116,7 @@ def test_the_document_has_the_recipes() -> None:
     doc = recipes_section()
     for needle in (
         "SCARD",
-        "LRANGE 'swarm:{10}:ready' 0 9",
+        "ZRANGE 'swarm:{10}:ready' 0 9",
         "HGET 'swarm:{10}:task'",
         "HGET 'swarm:{10}:meta' limit",
         "HGETALL 'swarm:{10}:arrays'",
@@ -150,7 +150,7 @@ def test_prose_one_liners(run: RedisSwarmState, real_redis_url: str) -> None:
         return lines(bash(localize(script, run), real_redis_url, raw=raw))
 
     assert cli("redis-cli HLEN 'swarm:{10}:task'") == ["9"]
-    assert cli("redis-cli LLEN 'swarm:{10}:ready'") == ["2"]
+    assert cli("redis-cli ZCARD 'swarm:{10}:ready'") == ["2"]
     assert sorted(cli("redis-cli SMEMBERS 'swarm:{10}:s:R'")) == ["3", "4"]
     assert cli("redis-cli SISMEMBER 'swarm:{10}:queued' 7") == ["1"]
     assert cli("redis-cli SISMEMBER 'swarm:{10}:queued' 9") == ["0"]
@@ -172,7 +172,7 @@ def test_recipe_outputs_agree_with_the_api(run: RedisSwarmState, real_redis_url:
     counts = run.counts()
     for s in "GQIORDEAF":
         assert cli(f"redis-cli SCARD 'swarm:{{10}}:s:{s}'") == [str(counts[s])]
-    assert cli("redis-cli LRANGE 'swarm:{10}:ready' 0 9") == [
+    assert cli("redis-cli ZRANGE 'swarm:{10}:ready' 0 9") == [
         str(t.task_id) for t in run.ready_to_run
     ]
     task = run.get_task(6)

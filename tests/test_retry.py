@@ -659,11 +659,11 @@ def test_stall_past_socket_timeout_during_claim_ack_apply_dequeue(
         assert sent == 2
         assert hint(admin, keys.counters, "to:R") == 5
 
-        queued = int(admin.llen(keys.ready))
+        queued = int(admin.zcard(keys.ready))
         taken, sent = stalled(admin, debug_server.port, stall, lambda: st.dequeue_tasks(3))
         assert sent == 2
         assert len(taken) == 3
-        assert int(admin.llen(keys.ready)) == queued - 3
+        assert int(admin.zcard(keys.ready)) == queued - 3
         st.enqueue_tasks(taken, front=True)  # hand them back: nothing lost
 
         # finish the run without stalls: every claim and ack counted once

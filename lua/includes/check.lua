@@ -314,7 +314,7 @@ end
 
 -- The first n entries of the ready queue have records that parse (dequeue reports them).
 local function chk_queue_head(n)
-  local ids = redis.call('LRANGE', K.ready, 0, n - 1)
+  local ids = redis.call('ZRANGE', K.ready, 0, n - 1)
   return chk_records(ids, false, nil)
 end
 

@@ -129,15 +129,8 @@ local function close_batch(bid, b)
     end
   end
   multi('HDEL', K.qres, done)
-  multi('SADD', K.queued, back)
-  -- to the front in batch order: LPUSH the ids last to first
-  for hi = #back, 1, -4000 do
-    local slice = {}
-    for i = hi, math.max(1, hi - 3999), -1 do
-      slice[#slice + 1] = back[i]
-    end
-    redis.call('LPUSH', K.ready, unpack(slice))
-  end
+  -- to the front in batch order (they keep their resource key in qres)
+  qpush(back, true)
   add_reserved('run', -#ids)
   add_reserved(b.array, -#ids)
   redis.call('HDEL', K.batches, bid)

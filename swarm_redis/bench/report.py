@@ -45,6 +45,8 @@ TARGETS: tuple[Target, ...] = (
     Target("replicas", "4 replicas / 1 replica tasks/s", ("replicas", "ratio_4_vs_1"), ">=", 1.0),
     Target("flatness", "apply 1,000 D: largest run / smallest run", ("flatness", "ratio"), "<=", 1.5),
     Target("blocking", "max PING latency during large updates (ms)", ("blocking", "max_ms"), "<=", 25.0),
+    Target("blocking", "max PING latency during big reads/queue calls/claims (ms)", ("blocking", "bounded_calls", "max_ms"), "<=", 25.0),
+    Target("blocking", "BUSY replies during big reads/queue calls/claims", ("blocking", "bounded_calls", "busy"), "<=", 0.0),
     Target("memory", "Redis bytes per task", ("memory", "bytes_per_task"), "<=", 200.0),
     Target("redis_share", "Redis CPU / client CPU", ("redis_share", "ratio"), ">=", 1.0),
 )  # fmt: skip
@@ -146,6 +148,8 @@ def grids(results: dict[str, Any]) -> list[Grid]:
                 out.append(_breakdown(results[name]["breakdown"]))
             if name == "blocking" and results[name].get("variants"):
                 out.append(_blocking_variants(results[name]))
+            if name == "blocking" and results[name].get("bounded_calls"):
+                out.append(_bounded_calls(results[name]["bounded_calls"]))
     targets = _table("targets", "scenario", "target", "value", "met")
     for t in evaluate_targets(results):
         met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "n/a"}[t["met"]]
@@ -305,6 +309,27 @@ def _blocking_variants(r: dict[str, Any]) -> Grid:
             _f(x["pings"]),
             _f(x["max_ms"], 2),
             _f(x["p99_ms"], 2),
+            _f(x["slowlog_max_ms"], 2),
+        )
+    return t
+
+
+def _bounded_calls(r: dict[str, Any]) -> Grid:
+    t = _table(
+        "blocking, bounded calls: PINGs from another process while big reads, queue calls and "
+        "claims run (each on its own run)",
+        "case", "seconds", "PINGs", "max ms", "p99 ms", "BUSY", "longest command ms",
+    )  # fmt: skip
+    t.add_row("idle (before)", "", _f(r["idle"]["pings"]), _f(r["idle"]["max_ms"], 2),
+              _f(r["idle"]["p99_ms"], 2), "", "")  # fmt: skip
+    for name, x in r["cases"].items():
+        t.add_row(
+            name,
+            _f(x["seconds"], 2),
+            _f(x["pings"]),
+            _f(x["max_ms"], 2),
+            _f(x["p99_ms"], 2),
+            _f(x["busy"]),
             _f(x["slowlog_max_ms"], 2),
         )
     return t

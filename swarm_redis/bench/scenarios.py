@@ -30,6 +30,7 @@ from swarm_redis.bench.dags import DEFAULT_WIDTH, Dag, DagShape, build_dag
 from swarm_redis.embedded import EmbeddedRedis, connect, resolve_url
 from swarm_redis.keys import RUN_KEY_NAMES
 from swarm_redis.memory import SwarmState
+from swarm_redis.records import ArrayRecord
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.update import StateUpdate
 
@@ -1015,14 +1016,195 @@ def blocking(ctx: Context) -> dict[str, Any]:
         "pings": main["pings"],
         "slowlog_max_ms": main["slowlog_max_ms"],
         "variants": rounds,
+        "bounded_calls": bounded_calls(ctx),
+    }
+
+
+# --- blocking: bounded calls at 1M (status-set reads, enqueue/dequeue, claim) ---------------------
+
+
+def _busy_pinger(url: str, conn: Connection, interval_s: float) -> None:
+    """Child process: PING until told to stop; (start times, latencies, BUSY reply times)."""
+    client = connect(url, protocol=3)
+    starts, lats, busy = array("d"), array("d"), array("d")
+    conn.send("ready")
+    while not conn.poll():
+        t = time.perf_counter()
+        try:
+            client.ping()
+        except redis.ResponseError as e:
+            if "BUSY" not in str(e):
+                raise
+            busy.append(t)
+        except redis.TimeoutError:  # blocked past the socket timeout: a (long) latency
+            pass
+        lats.append(time.perf_counter() - t)
+        starts.append(t)
+        time.sleep(interval_s)
+    conn.recv()
+    conn.send((starts.tobytes(), lats.tobytes(), busy.tobytes()))
+    client.close()
+
+
+class BusyPingProbe(PingProbe):
+    """A :class:`PingProbe` that also counts BUSY replies (a script past busy-reply-threshold)."""
+
+    def __init__(self, url: str, interval_s: float = 0.0005) -> None:
+        super().__init__(url, interval_s)
+        self.busy: list[float] = []
+
+    def __enter__(self) -> BusyPingProbe:
+        parent, child = _SPAWN.Pipe()
+        self._proc = _SPAWN.Process(
+            target=_busy_pinger, args=(self.url, child, self.interval_s), daemon=True
+        )
+        self._proc.start()
+        self._conn = parent
+        if not parent.poll(30) or parent.recv() != "ready":
+            raise RuntimeError("PING probe did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.send("stop")
+            if conn.poll(60):
+                raw = conn.recv()
+                got = []
+                for part in raw:
+                    a = array("d")
+                    a.frombytes(part)
+                    got.append(list(a))
+                self.starts, self.lats, self.busy = got
+        if self._proc is not None:
+            self._proc.join(10)
+            if self._proc.is_alive():
+                self._proc.kill()
+
+    def busy_in(self, name: str) -> int:
+        a, b = self.windows[name]
+        return sum(1 for t in self.busy if a <= t <= b)
+
+
+def _fill_records(
+    client: Any, state: RedisSwarmState, ids: range, array_id: int, status: str
+) -> None:
+    """Tasks written straight into the run's keys (record + status set): a fast big fixture."""
+    keys = state.keys
+    for lo in range(ids.start, ids.stop, 20_000):
+        part = range(lo, min(lo + 20_000, ids.stop))
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(keys.task, mapping={i: f"{status}|0|||{array_id}|0|0|" for i in part})
+        pipe.sadd(keys.status_set(status), *part)
+        pipe.execute()
+
+
+def _bounded_case(
+    ctx: Context, probe: BusyPingProbe, name: str, action: Callable[[], int]
+) -> dict[str, Any]:
+    """Run ``action`` (returns the tasks it handled) inside a probe window; its figures."""
+    _slowlog_reset(ctx)
+    t0 = time.perf_counter()
+    handled = action()
+    t1 = time.perf_counter()
+    probe.mark(name, t0, t1)
+    return {
+        "tasks": handled,
+        "seconds": round(t1 - t0, 3),
+        "slowlog_max_ms": _slowlog_max_ms(ctx),
+    }
+
+
+def _bounded_sizes(cfg: BenchConfig) -> dict[str, int]:
+    """Sizes of the bounded-call cases (full: 1M set, 300k enqueue/dequeue, 60k claim queue)."""
+    factor = (0.1 if cfg.quick else 1.0) * cfg.scale
+    return {
+        "set": max(100, round(1_000_000 * factor)),
+        "queue": max(100, round(300_000 * factor)),
+        "claim_queue": max(100, round(60_000 * factor)),
+    }
+
+
+def bounded_calls(ctx: Context) -> dict[str, Any]:
+    """Blocking, bounded-call cases: PING latency and BUSY replies from another process while
+    (1) get_tasks_by_status reads a 1M-task set, (2) enqueue_tasks queues 300k tasks,
+    (3) dequeue_tasks takes them back, (4) claim_batch forms batches with 60k queued tasks of
+    a full array ahead of the array with room. Each case on its own run, fixtures written
+    straight into the keys (not measured)."""
+    cfg = ctx.config
+    sizes = _bounded_sizes(cfg)
+    cases: dict[str, Any] = {}
+    client = ctx.client
+
+    def new_state(limit: int = 10_000) -> RedisSwarmState:
+        return RedisSwarmState(1, ctx.new_run_id(), 1, limit, redis=client, prefix=ctx.prefix)
+
+    read_st = new_state()
+    _fill_records(client, read_st, range(1, sizes["set"] + 1), 1, "D")
+    q_st = new_state()
+    _fill_records(client, q_st, range(1, sizes["queue"] + 1), 1, "G")
+    q_tasks = sorted(q_st.get_tasks_by_status("G"), key=lambda t: t.task_id)
+    c_st = new_state(limit=100_000)
+    blocked = sizes["claim_queue"]
+    c_st.add_arrays([ArrayRecord(1, 0), ArrayRecord(2, 1000)])
+    _fill_records(client, c_st, range(1, blocked + 1), 1, "G")
+    _fill_records(client, c_st, range(blocked + 1, blocked + 2001), 2, "G")
+    c_tasks = sorted(c_st.get_tasks_by_status("G"), key=lambda t: t.task_id)
+    c_st.enqueue_tasks(c_tasks)  # 60k of the full array 1 first, then array 2
+    rep = c_st.join_replica(ttl_s=3600.0)
+    claim_ms: list[float] = []
+
+    def claims() -> int:
+        n = 0
+        for _ in range(4):
+            u0 = script_usec(client)
+            batch = c_st.claim_batch(rep, max_size=250)
+            u = _delta(script_usec(client), u0)
+            if u is not None:
+                claim_ms.append(u / 1000)
+            n += len(batch.task_ids) if batch else 0
+        return n
+
+    with BusyPingProbe(ctx.url) as probe:
+        time.sleep(0.2)
+        t = time.perf_counter()
+        probe.mark("idle", t - 0.2, t)
+        cases[f"get_tasks_by_status over {sizes['set']}"] = _bounded_case(
+            ctx, probe, "read", lambda: len(read_st.get_tasks_by_status("D"))
+        )
+        cases[f"enqueue_tasks of {sizes['queue']}"] = _bounded_case(
+            ctx, probe, "enqueue", lambda: len(q_st.enqueue_tasks(q_tasks))
+        )
+        cases[f"dequeue_tasks of {sizes['queue']}"] = _bounded_case(
+            ctx, probe, "dequeue", lambda: len(q_st.dequeue_tasks(sizes["queue"]))
+        )
+        cases[f"claim_batch x4 behind {blocked} queued of a full array"] = _bounded_case(
+            ctx, probe, "claim", claims
+        )
+    for figures, window in zip(cases.values(), ("read", "enqueue", "dequeue", "claim")):
+        stats = probe.stats(window)
+        figures.update(
+            max_ms=stats["max_ms"], p99_ms=stats["p99_ms"], pings=stats["pings"],
+            busy=probe.busy_in(window),
+        )  # fmt: skip
+    cases[f"claim_batch x4 behind {blocked} queued of a full array"]["claim_redis_ms"] = [
+        round(ms, 3) for ms in claim_ms
+    ]
+    return {
+        "sizes": sizes,
+        "idle": probe.stats("idle"),
+        "cases": cases,
+        "max_ms": max(c["max_ms"] for c in cases.values()),
+        "busy": sum(c["busy"] for c in cases.values()),
     }
 
 
 _KINDS: dict[str, str] = {
     "task": "task records (hash)",
-    "ready": "ready queue (list + queued set + qres)",
-    "queued": "ready queue (list + queued set + qres)",
-    "qres": "ready queue (list + queued set + qres)",
+    "ready": "ready queue (zset + queued set + qres + qidx)",
+    "queued": "ready queue (zset + queued set + qres + qidx)",
+    "qres": "ready queue (zset + queued set + qres + qidx)",
+    "qidx": "ready queue (zset + queued set + qres + qidx)",
     "events": "event stream",
 }
 
