@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swarm_redis.errors import (
@@ -240,6 +240,13 @@ class ApplyReply:
     run_status: str | None
     limit: int | None
     run_status_applied: bool
+    #: DONE tasks whose fan-out is only partly credited: go on with propagate until none is left
+    unfinished: list[int] = field(default_factory=list)
+
+
+def _ids_list(reply: Sequence[Any], index: int) -> list[int]:
+    """The list of ids at ``reply[index]`` (empty when a shorter reply has none)."""
+    return [int(x) for x in reply[index]] if len(reply) > index else []
 
 
 def _touched(raw: Any) -> list[tuple[int, int, str]]:
@@ -250,7 +257,8 @@ def _touched(raw: Any) -> list[tuple[int, int, str]]:
     return out
 
 
-def decode_apply(reply: Sequence[Any]) -> ApplyReply:
+def decode_apply(reply: Sequence[Any], unfinished_at: int = 5) -> ApplyReply:
+    """Decode apply_update's reply (ack_batch's with ``unfinished_at=6``)."""
     changed = []
     for entry in text(reply[1]).split():
         task_id, status, done, old = entry.split(":")
@@ -265,12 +273,15 @@ def decode_apply(reply: Sequence[Any]) -> ApplyReply:
         run_status=text(meta[0]) or None,
         limit=int(limit_text) if limit_text else None,
         run_status_applied=int(meta[2]) == 1,
+        unfinished=_ids_list(reply, unfinished_at),
     )
 
 
 def decode_propagate(reply: Sequence[Any]) -> ApplyReply:
     ready = [int(x) for x in text(reply[1]).split()]
-    return ApplyReply(int(reply[0]), [], ready, _touched(reply[2]), None, None, False)
+    return ApplyReply(
+        int(reply[0]), [], ready, _touched(reply[2]), None, None, False, _ids_list(reply, 3)
+    )
 
 
 @dataclass(frozen=True)
@@ -466,6 +477,7 @@ class ReconcileTasksReply:
     front: list[int]
     ready: list[int]
     touched: list[tuple[int, int, str]]  # id, done, status
+    unfinished: list[int] = field(default_factory=list)  # fan-outs to go on with
 
 
 def decode_reconcile_tasks(reply: Sequence[Any]) -> ReconcileTasksReply:
@@ -475,4 +487,5 @@ def decode_reconcile_tasks(reply: Sequence[Any]) -> ReconcileTasksReply:
         front=[int(x) for x in reply[3]],
         ready=[int(x) for x in text(reply[4]).split()],
         touched=_touched(reply[5]),
+        unfinished=_ids_list(reply, 6),
     )

@@ -279,7 +279,9 @@ def ack_batch(
         changes=changes,
     )
     (reply,) = yield from core._scripts([call])
-    result = yield from core._absorb([cmd.decode_apply(reply)])
+    decoded = cmd.decode_apply(reply, unfinished_at=6)
+    rest = yield from core.finish_fanouts(decoded.unfinished, enqueue=True)
+    result = yield from core._absorb([decoded, *rest])
     core.last_ready = result.ready
     return result.changed
 
@@ -463,6 +465,9 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
                 obj = core.tasks.get(task_id)
                 if obj is not None:
                     _set_mirror(obj, status, done)
+            # a fan-out left half credited (by a caller that died, or too big for one call)
+            rest = yield from core.finish_fanouts(d.unfinished, enqueue=True)
+            yield from core._absorb(rest)
         if int(cursor) == 0:
             break
     return ReconcileReport(

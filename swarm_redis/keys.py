@@ -38,6 +38,12 @@ resources      hash    resource key -> codec-encoded TaskResources (first writer
 reap_lock      string  short mutex so concurrent reaps are harmless
 taskres        hash    task id -> resource key it was registered or last queued with (only for
                        tasks that have resources); propagation copies it into ``qres``
+pcredit        hash    task id -> ``<n>`` or ``<n>q``: completions propagated to a task that had
+                       no record yet (n credits; "q": one came from a propagation that queues).
+                       Registration adds n to the new record's done count and deletes the field
+fanout         hash    task id -> ``<n>:<pos>``: a DONE task whose fan-out is being credited in
+                       slices: its first n children (up to byte pos of the list) are credited.
+                       The "p" flag is set and the field deleted when the last slice lands
 =============  ======  =============================================================================
 """
 
@@ -66,6 +72,8 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "resources",
     "reap_lock",
     "taskres",
+    "pcredit",
+    "fanout",
 )
 
 

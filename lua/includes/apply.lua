@@ -10,8 +10,41 @@
 
 -- The working set of task records of one call: id -> {s, nd, st, fl, rest, s0} (s0: the
 -- status in Redis), loaded on demand, written back by recs_flush.
+-- Records longer than this (bytes) are kept raw, see recs_load.
+local BIG_RECORD = 16384
+
+-- The immutable part of a loaded record (a copy for a big one: only when it is written).
+local function t_rest(t)
+  return t.rest or string.sub(t.raw, t.at)
+end
+
+-- Number of upstreams and array id of a loaded record, without copying a big one.
+local function t_nup(t)
+  if t.rest then
+    local _, nup = rec_def(t.rest)
+    return tonumber(nup)
+  end
+  return tonumber(string.match(t.raw, '^[^|]*|(%d+)|', t.at))
+end
+
+local function t_array(t)
+  if t.rest then
+    return rec_array(t.rest)
+  end
+  return string.match(t.raw, '^([^|]*)|', t.at)
+end
+
+-- The children list of a loaded record as (source string, index where the list starts).
+local function t_children(t)
+  if t.rest then
+    local _, _, _, list = rec_def(t.rest)
+    return list, 1
+  end
+  return t.raw, string.match(t.raw, '^[^|]*|%d+|%d+|()', t.at)
+end
+
 local function recs_new()
-  return {map = {}, dirty = {}, dirty_list = {}}
+  return {map = {}, dirty = {}, dirty_list = {}, plan = {}, cursors = {}}
 end
 
 local function recs_load(R, ids)
@@ -27,7 +60,12 @@ local function recs_load(R, ids)
     local raws = redis.call('HMGET', K.task, unpack(missing, i, last))
     for j = i, last do
       local raw = raws[j - i + 1]
-      if raw then
+      if raw and #raw > BIG_RECORD then
+        -- a huge fan-out: keep the raw value and where its definition starts, so slicing its
+        -- children allocates no copy of the list (big strings cost Lua GC time in every call)
+        local s, nd, st, fl, at = string.match(raw, '^(%a)|(%d+)|([^|]*)|([^|]*)|()')
+        R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, raw = raw, at = at, s0 = s}
+      elseif raw then
         local s, nd, st, fl, rest = rec_parse(raw)
         R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, rest = rest, s0 = s}
       end
@@ -51,7 +89,7 @@ local function recs_flush(R)
   for _, id in ipairs(R.dirty_list) do
     local t = R.map[id]
     fields[#fields + 1] = id
-    fields[#fields + 1] = rec_join(t.s, t.nd, t.st, t.fl, t.rest)
+    fields[#fields + 1] = rec_join(t.s, t.nd, t.st, t.fl, t_rest(t))
     if t.s ~= t.s0 then
       local key = t.s0 .. t.s
       if not moves[key] then
@@ -61,7 +99,7 @@ local function recs_flush(R)
       table.insert(moves[key], id)
       local step = (ACTIVE[t.s] and 1 or 0) - (ACTIVE[t.s0] and 1 or 0)
       if step ~= 0 then
-        local arr = rec_array(t.rest)
+        local arr = t_array(t)
         deltas[arr] = (deltas[arr] or 0) + step
       end
       t.s0 = t.s
@@ -81,16 +119,69 @@ local function recs_flush(R)
   touch()
 end
 
--- Load the downstream records of the given tasks, so crediting them needs no more reads.
-local function recs_load_children(R, ids)
-  local children = {}
+-- Downstream edges one script call credits at most: a bigger fan-out is credited in slices,
+-- one call each, its progress kept in K.fanout (see keys.py), so no call grows with a fan-out.
+local EDGE_MAX = 1000  -- as core.DEFAULT_CHUNK_BUDGET: about 5-10 ms of Redis time
+local EDGE_LEFT = EDGE_MAX
+
+-- The next slice of the children of the loaded DONE task `id` (from its stored progress),
+-- taking edges from this call's allowance: {kids, n credited after it, pos, complete}.
+local function slice_children(R, id)
+  local src, base = t_children(R.map[id])
+  local cur = R.cursors[id]
+  local n, pos = 0, 1
+  if cur then
+    n, pos = cur[1], cur[2]
+  end
+  -- pos is relative to the list; i and len are indexes in src
+  local kids, i, len = {}, base + pos - 1, #src
+  while i <= len and EDGE_LEFT > 0 do
+    local e = string.find(src, ',', i, true)
+    local child
+    if e then
+      child = string.sub(src, i, e - 1)
+      i = e + 1
+    else
+      child = string.sub(src, i)
+      i = len + 1
+    end
+    if child ~= '' then
+      kids[#kids + 1] = child
+      EDGE_LEFT = EDGE_LEFT - 1
+    end
+  end
+  return {kids = kids, n = n + #kids, pos = i - base + 1, complete = i > len}
+end
+
+-- Plan the fan-out slices of the given loaded tasks that are or become DONE and are not yet
+-- propagated (in order, within this call's edge allowance) and load the children's records,
+-- so crediting them needs no more reads.
+local function plan_completions(R, ids)
+  local todo = {}
   for _, id in ipairs(ids) do
     local t = R.map[id]
-    if t then
-      local _, _, _, list = rec_def(t.rest)
-      for child in string.gmatch(list, '[^,]+') do
-        children[#children + 1] = child
+    if t and not R.plan[id] and not string.find(t.fl, 'p', 1, true) then
+      todo[#todo + 1] = id
+      R.plan[id] = true
+    end
+  end
+  if #todo == 0 then
+    return
+  end
+  local curs = multi_reply('HMGET', K.fanout, todo)
+  local children = {}
+  for i, id in ipairs(todo) do
+    local c = curs[i]
+    if c then
+      local n, pos = string.match(c, '^(%d+):(%d+)$')
+      if n then
+        R.cursors[id] = {tonumber(n), tonumber(pos)}
       end
+    end
+    local p = slice_children(R, id)
+    R.plan[id] = p
+    for _, child in ipairs(p.kids) do
+      children[#children + 1] = child
     end
   end
   recs_load(R, children)
@@ -103,19 +194,27 @@ local function add_cand(r, id, front)
   r.cand_of[id] = c
 end
 
--- Count the completion of the loaded task `id` once, if it is DONE: flag it and credit each
--- downstream (their records must be loaded: recs_load_children). A REGISTERING downstream whose
--- count reaches its number of upstreams became ready: it is added to r.cands (queued by
--- finish_queue when `enqueue`, else reported as ready). Credited ids go to r.credited.
+-- Count (the next slice of) the completion of the loaded task `id` once, if it is DONE: credit
+-- each downstream of the slice planned by plan_completions (a downstream without a record
+-- gets a pending credit, absorbed by its registration); flag the task "p" once its last slice
+-- is credited, else remember the progress in K.fanout and list it in r.unfinished. A
+-- REGISTERING downstream whose count reaches its number of upstreams became ready: it is
+-- added to r.cands (queued by finish_queue when `enqueue`, else reported as ready). Credited
+-- ids go to r.credited. Returns true when it credited or finished something.
 local function count_completion(R, id, r)
   local t = R.map[id]
   if t.s ~= 'D' or string.find(t.fl, 'p', 1, true) then
     return false
   end
-  t.fl = t.fl .. 'p'
-  recs_dirty(R, id)
-  local _, _, _, children = rec_def(t.rest)
-  for child in string.gmatch(children, '[^,]+') do
+  local p = R.plan[id]
+  if type(p) ~= 'table' then
+    -- not planned (a second occurrence in the call, or no allowance): an empty slice
+    local cur = R.cursors[id] or {0, 1}
+    local src, base = t_children(t)
+    p = {kids = {}, n = cur[1], pos = cur[2], complete = base + cur[2] - 1 > #src}
+  end
+  R.plan[id] = false
+  for _, child in ipairs(p.kids) do
     local c = R.map[child]
     if c then
       c.nd = c.nd + 1
@@ -125,25 +224,87 @@ local function count_completion(R, id, r)
         r.credited_list[#r.credited_list + 1] = child
       end
       if c.s == 'G' then
-        local _, nup = rec_def(c.rest)
-        if c.nd == tonumber(nup) then
+        if c.nd == t_nup(c) then
           add_cand(r, child, false)
         end
       end
+    else
+      if not r.pending[child] then
+        r.pending[child] = 0
+        r.pending_list[#r.pending_list + 1] = child
+      end
+      r.pending[child] = r.pending[child] + 1
     end
   end
-  r.propagated = r.propagated + 1
-  return true
+  local had = R.cursors[id] ~= nil
+  if p.complete then
+    t.fl = t.fl .. 'p'
+    recs_dirty(R, id)
+    r.propagated = r.propagated + 1
+    R.cursors[id] = nil
+    if had then
+      r.fanout[id] = false
+      r.fanout_list[#r.fanout_list + 1] = id
+    end
+    return true
+  end
+  R.cursors[id] = {p.n, p.pos}
+  if r.fanout[id] == nil then
+    r.fanout_list[#r.fanout_list + 1] = id
+  end
+  r.fanout[id] = p.n .. ':' .. p.pos
+  r.unfinished[#r.unfinished + 1] = id
+  return #p.kids > 0 or not had
 end
 
 local function new_result()
   return {changed = {}, ready = {}, touched = {}, into = {}, propagated = 0, credited = {},
-    credited_list = {}, cands = {}, cand_of = {}, finals = {}}
+    credited_list = {}, cands = {}, cand_of = {}, finals = {}, pending = {}, pending_list = {},
+    fanout = {}, fanout_list = {}, unfinished = {}}
+end
+
+-- Write the pending credits of downstreams without a record ("q" when this call queues) and
+-- the fan-out progress of this call.
+local function flush_credits(r, enqueue)
+  if #r.pending_list > 0 then
+    local old = multi_reply('HMGET', K.pcredit, r.pending_list)
+    local fields = {}
+    for i, id in ipairs(r.pending_list) do
+      local n, q = 0, enqueue and 'q' or ''
+      if old[i] then
+        local on, oq = string.match(old[i], '^(%d+)(q?)$')
+        n = tonumber(on or '0')
+        if oq == 'q' then
+          q = 'q'
+        end
+      end
+      fields[#fields + 1] = id
+      fields[#fields + 1] = (n + r.pending[id]) .. q
+    end
+    multi('HSET', K.pcredit, fields)
+    touch()
+  end
+  if #r.fanout_list > 0 then
+    local set, del = {}, {}
+    for _, id in ipairs(r.fanout_list) do
+      local v = r.fanout[id]
+      if v then
+        set[#set + 1] = id
+        set[#set + 1] = v
+      else
+        del[#del + 1] = id
+      end
+    end
+    multi('HSET', K.fanout, set)
+    multi('HDEL', K.fanout, del)
+    touch()
+  end
 end
 
 -- Queue the ready candidates (or only report them without `enqueue`), drop final tasks from
 -- the queue, and fill r.touched.
 local function finish_queue(R, r, enqueue)
+  flush_credits(r, enqueue)
   unqueue_final(r.finals)
   if enqueue then
     r.ready = queue_many(r.cands)
@@ -200,7 +361,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
         completing[#completing + 1] = id
       end
     end
-    recs_load_children(R, completing)
+    plan_completions(R, completing)
   end
   -- one task after the other, in update order, as if each were its own call: the result does
   -- not depend on how an update is cut into chunks
@@ -227,8 +388,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
               c[3] = true
             end
           elseif propagate and new == 'G' then
-            local _, nup = rec_def(t.rest)
-            if t.nd == tonumber(nup) then
+            if t.nd == t_nup(t) then
               add_cand(r, id, false)
             end
           elseif propagate and new == 'A' then
@@ -255,7 +415,13 @@ local function propagate_ids(ids, enqueue)
   local r = new_result()
   local R = recs_new()
   recs_load(R, ids)
-  recs_load_children(R, ids)
+  local done = {}
+  for _, id in ipairs(ids) do
+    if R.map[id] and R.map[id].s == 'D' then
+      done[#done + 1] = id
+    end
+  end
+  plan_completions(R, done)
   for _, id in ipairs(ids) do
     if R.map[id] then
       count_completion(R, id, r)
