@@ -419,6 +419,38 @@ def reconcile_tasks(keys: RunKeys, caller: Caller, task_ids: Iterable[int]) -> S
     return ScriptCall("reconcile_tasks", keys.all, [*caller.head(), *task_ids])
 
 
+def reconcile_credits(
+    keys: RunKeys, caller: Caller, groups: Sequence[tuple[int, Sequence[int]]]
+) -> ScriptCall:
+    """Heal the done counts of tasks from the upstreams named for each (see the script)."""
+    args: list[Arg] = [*caller.head(), len(groups)]
+    for task_id, ups in groups:
+        args += [task_id, len(ups), *ups]
+    return ScriptCall("reconcile_credits", keys.all, args)
+
+
+@dataclass(frozen=True)
+class ReconcileCreditsReply:
+    """Decoded reply of reconcile_credits."""
+
+    fixed: list[tuple[int, int, int]]  # id, old done, new done
+    skipped: list[int]  # an upstream's fan-out is in progress
+    queued: list[int]
+    pending_fixed: list[int]
+
+
+def decode_reconcile_credits(reply: Sequence[Any]) -> ReconcileCreditsReply:
+    flat = reply[1]
+    fixed = [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+    pend = reply[4]
+    return ReconcileCreditsReply(
+        fixed=fixed,
+        skipped=[int(x) for x in reply[2]],
+        queued=[int(x) for x in reply[3]],
+        pending_fixed=[int(pend[i]) for i in range(0, len(pend), 3)],
+    )
+
+
 def reconcile_counters(keys: RunKeys, caller: Caller) -> ScriptCall:
     return ScriptCall("reconcile_counters", keys.all, caller.head())
 

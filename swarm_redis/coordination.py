@@ -113,6 +113,8 @@ class ReconcileReport:
         active_fixed: Per-array active counters that disagreed with the status sets.
         reserved_fixed: Reservation counters that disagreed with the claimed batches.
         stale_claims: Claims of batches that no longer exist (dropped).
+        credits_fixed: Done counts and pending credits that disagreed with the propagated
+            upstreams (lost or doubled credits), set right.
     """
 
     propagated: int = 0
@@ -122,6 +124,7 @@ class ReconcileReport:
     active_fixed: int = 0
     reserved_fixed: int = 0
     stale_claims: int = 0
+    credits_fixed: int = 0
 
     @property
     def clean(self) -> bool:
@@ -439,6 +442,113 @@ def _candidate(raw: Any) -> bool:
     return status == "A"
 
 
+#: Upstream-list entries one reconcile_credits call may scan (bounds its Redis time).
+_CREDIT_COST = 20_000
+
+
+def _scan_hash(core: StateCore, key: str) -> Op[list[tuple[Any, Any]]]:
+    out: list[tuple[Any, Any]] = []
+    cursor: Any = 0
+    while True:
+        (page,) = yield from core._read(("HSCAN", key, cursor, "COUNT", _CHUNK))
+        cursor, entries = page
+        out += list(entries.items()) if isinstance(entries, Mapping) else _pairs(entries)
+        if int(cursor) == 0:
+            return out
+
+
+def _record_parts(raw: Any) -> list[str] | None:
+    parts = text(raw).split("|")
+    if len(parts) < 8 or not parts[1].isdigit() or not parts[6].isdigit():
+        return None
+    return parts
+
+
+def _children(parts: list[str]) -> list[int]:
+    return [int(c) for c in parts[7].split(",") if c]
+
+
+def heal_credits(core: StateCore) -> Op[int]:
+    """Recompute every done count and pending credit from the propagated upstreams and let
+    ``reconcile_credits`` recheck and fix the suspects atomically, in bounded calls.
+
+    Two HSCAN passes over the records (not a snapshot: the script decides on what Redis holds
+    when it runs). Tasks below a fan-out in progress are left to the pass after it finished.
+    Returns how many counts were fixed.
+    """
+    progress = {int(text(k)) for k, _ in (yield from _scan_hash(core, core.keys.fanout))}
+    pending: dict[int, int] = {}
+    for k, v in (yield from _scan_hash(core, core.keys.pcredit)):
+        count = text(v).rstrip("q")
+        pending[int(text(k))] = int(count) if count.isdigit() else -1
+    credit: dict[int, int] = {}
+    have: dict[int, int] = {}
+    below_progress: set[int] = set()
+    cursor: Any = 0
+    while True:  # pass 1: what each task should count
+        (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+        cursor, entries = page
+        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+        for k, v in items:
+            parts = _record_parts(v)
+            if parts is None:
+                continue
+            tid = int(text(k))
+            have[tid] = int(parts[1]) - int(parts[6])
+            if "p" in parts[3]:
+                for c in _children(parts):
+                    credit[c] = credit.get(c, 0) + 1
+            elif tid in progress:
+                below_progress.update(_children(parts))
+        if int(cursor) == 0:
+            break
+    suspects = {t for t, h in have.items() if credit.get(t, 0) != h}
+    suspects |= {t for t in pending if t in have}
+    suspects |= {t for t, c in credit.items() if t not in have and c > pending.get(t, 0)}
+    suspects -= below_progress
+    if not suspects:
+        return 0
+    parents: dict[int, list[int]] = {t: [] for t in suspects}
+    sizes: dict[int, int] = {}
+    cursor = 0
+    while True:  # pass 2: the upstreams of each suspect
+        (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+        cursor, entries = page
+        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+        for k, v in items:
+            parts = _record_parts(v)
+            if parts is None:
+                continue
+            kids = _children(parts)
+            tid = int(text(k))
+            for c in set(kids) & suspects:
+                parents[c].append(tid)
+                sizes[tid] = len(kids)
+        if int(cursor) == 0:
+            break
+    fixed = 0
+    group: list[tuple[int, list[int]]] = []
+    cost = 0
+    todo = sorted(parents.items())
+    for n, (tid, ups) in enumerate(todo):
+        group.append((tid, ups))
+        cost += 1 + sum(sizes.get(u, 0) for u in ups)
+        if cost >= _CREDIT_COST or len(group) >= _CHUNK or n == len(todo) - 1:
+            call = cmd.reconcile_credits(core.keys, core.caller(), group)
+            (reply,) = yield from core._scripts([call])
+            d = cmd.decode_reconcile_credits(reply)
+            fixed += len(d.fixed) + len(d.pending_fixed)
+            for task_id, done, _ in [(f[0], f[2], "") for f in d.fixed]:
+                obj = core.tasks.get(task_id)
+                if obj is not None:
+                    try:
+                        obj.num_upstreams_done = done
+                    except AttributeError:
+                        pass
+            group, cost = [], 0
+    return fixed
+
+
 def reconcile(core: StateCore) -> Op[ReconcileReport]:
     """Idempotent sweep that heals every crash window; reports what it fixed.
 
@@ -470,6 +580,7 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
             yield from core._absorb(rest)
         if int(cursor) == 0:
             break
+    credits_fixed = yield from heal_credits(core)
     return ReconcileReport(
         propagated=propagated,
         enqueued=enqueued,
@@ -478,4 +589,5 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
         active_fixed=int(counters[1]),
         reserved_fixed=int(counters[2]),
         stale_claims=int(counters[3]),
+        credits_fixed=credits_fixed,
     )

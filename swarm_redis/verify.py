@@ -6,7 +6,10 @@ downstream ids). Everything else is derived and can drift after a bug or a hand 
 
 * status sets: each task in exactly the set of its record's status;
 * per-array active counters: records in Q/I/O/R per array;
-* done counts: start + number of upstreams whose record carries the propagated flag;
+* done counts: start + number of upstreams whose record carries the propagated flag (plus the
+  children already credited by a fan-out in progress, ``fanout``);
+* pending credits (``pcredit``): only for ids without a record, each equal to the credits of
+  its propagated upstreams; fan-out progress only for DONE tasks not yet flagged;
 * the ready list and the queued set: same ids, each once, none final, none claimed, none
   without a record; resource keys (``qres``) only for queued or claimed tasks;
 * claims, batches, reservations: every claim points to a batch that lists the task and every
@@ -45,6 +48,7 @@ __all__ = [
     "RunData",
     "check",
     "expected_active",
+    "expected_credits",
     "expected_done",
     "expected_reserved",
     "find_drift",
@@ -64,6 +68,9 @@ DRIFT_KINDS: dict[str, tuple[str, str | None]] = {
     "missing_from_set": ("task in no status set", "sets"),
     "no_record": ("status set member without a task record", "sets"),
     "done_count": ("done count differs from start + propagated upstreams", "done"),
+    "pending_credit": ("pending credit of an unregistered id differs from its upstreams", None),
+    "pending_registered": ("pending credit left for a task that has a record", None),
+    "fanout_stale": ("fan-out progress for a task that is not an unflagged DONE task", None),
     "active_counter": ("per-array active counter differs from the records", "active"),
     "ready_unknown": ("ready/queued entry without a task record", "queue"),
     "ready_final": ("ready/queued entry of a DONE or ERROR_FATAL task", "queue"),
@@ -110,6 +117,10 @@ class RunData:
     orphans: list[str]
     consistent: bool
     bad: dict[int, str] = field(default_factory=dict)
+    #: pending credits of ids without a record (``pcredit``): id -> count
+    pcredit: dict[int, int] = field(default_factory=dict)
+    #: fan-outs in progress (``fanout``): id -> children credited so far (-1: unparseable)
+    fanout: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,12 +168,25 @@ class DriftReport:
 # --- recomputation (pure; also used by the replicas' reconcile) ------------------------------
 
 
-def expected_done(records: Mapping[int, TaskState]) -> dict[int, int]:
-    """Each task's done count: its starting count plus its propagated upstreams."""
+def expected_credits(
+    records: Mapping[int, TaskState], fanout: Mapping[int, int] | None = None
+) -> Counter[int]:
+    """Credits per id: one per occurrence in the list of a propagated upstream, plus the first
+    n children of an upstream whose fan-out is in progress (``fanout``: id -> n)."""
     credit: Counter[int] = Counter()
-    for rec in records.values():
+    for tid, rec in records.items():
         if rec.propagated:
             credit.update(rec.downstream_ids)
+        elif fanout and fanout.get(tid, 0) > 0 and rec.status == "D":
+            credit.update(rec.downstream_ids[: fanout[tid]])
+    return credit
+
+
+def expected_done(
+    records: Mapping[int, TaskState], fanout: Mapping[int, int] | None = None
+) -> dict[int, int]:
+    """Each task's done count: its starting count plus its propagated upstreams."""
+    credit = expected_credits(records, fanout)
     return {tid: rec.start + credit[tid] for tid, rec in records.items()}
 
 
@@ -219,11 +243,26 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         elif sets[0] != rec.status:
             items["wrong_set"].append(Drift("wrong_set", str(tid), where, rec.status))
 
-    done = expected_done(recs)
+    credit = expected_credits(recs, data.fanout)
+    done = {tid: rec.start + credit[tid] for tid, rec in recs.items()}
     for tid in sorted(recs):
         if recs[tid].num_upstreams_done != done[tid]:
             have = str(recs[tid].num_upstreams_done)
             items["done_count"].append(Drift("done_count", str(tid), have, str(done[tid])))
+    for tid in sorted(set(data.pcredit) | {c for c in credit if c not in recs}):
+        if tid in data.bad:
+            continue
+        pend = data.pcredit.get(tid, 0)
+        if tid in recs:
+            items["pending_registered"].append(Drift("pending_registered", str(tid), str(pend)))
+        elif pend != credit[tid]:
+            want = str(credit[tid])
+            items["pending_credit"].append(Drift("pending_credit", str(tid), str(pend), want))
+    for tid, n in sorted(data.fanout.items()):
+        rec = recs.get(tid)
+        if n < 0 or rec is None or rec.status != "D" or rec.propagated:
+            seen = rec.status + ("p" if rec.propagated else "") if rec else "no record"
+            items["fanout_stale"].append(Drift("fanout_stale", str(tid), seen, "D unflagged"))
     items["active_counter"] = _counter_drift(
         "active_counter", data.active, expected_active(recs.values())
     )
@@ -287,6 +326,8 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
     info = {
         "unpropagated_done": sum(1 for r in recs.values() if r.status == "D" and not r.propagated),
         "stalled_ready": stalled,
+        "fanout_in_progress": len(data.fanout),
+        "pending_credits": len(data.pcredit),
     }
     return DriftReport(run_id, len(recs), data.consistent, items, info)
 
@@ -306,8 +347,9 @@ def _int_map(raw: Any) -> dict[str, int]:
 def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
     records_raw, *set_raws = replies[: 1 + len(TASK_STATUSES)]
     ready, queued, qres, active, claims, batches, reserved, orphans = replies[
-        1 + len(TASK_STATUSES) :
+        1 + len(TASK_STATUSES) : 9 + len(TASK_STATUSES)
     ]
+    pcredit_raw, fanout_raw = replies[9 + len(TASK_STATUSES) :]
     records = {}
     bad = {}
     for k, v in dict(records_raw).items():
@@ -329,7 +371,25 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
         orphans=[text(b) for b in orphans],
         consistent=consistent,
         bad=bad,
+        pcredit=_pending(pcredit_raw),
+        fanout=_progress(fanout_raw),
     )
+
+
+def _pending(raw: Any) -> dict[int, int]:
+    out = {}
+    for k, v in dict(raw).items():
+        count = text(v).rstrip("q")
+        out[int(text(k))] = int(count) if count.isdigit() else -1
+    return out
+
+
+def _progress(raw: Any) -> dict[int, int]:
+    out = {}
+    for k, v in dict(raw).items():
+        n = text(v).split(":")[0]
+        out[int(text(k))] = int(n) if n.isdigit() else -1
+    return out
 
 
 def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> RunData:
@@ -352,6 +412,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         pipe.lrange(keys.ready, 0, -1).smembers(keys.queued).hkeys(keys.qres)
         pipe.hgetall(keys.active).hgetall(keys.claims).hgetall(keys.batches)
         pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1)
+        pipe.hgetall(keys.pcredit).hgetall(keys.fanout)
         return _decode(pipe.execute(), consistent=True)
     replies: list[Any] = [dict(client.hscan_iter(keys.task, count=_SCAN))]
     replies += [list(client.sscan_iter(keys.status_set(s), count=_SCAN)) for s in TASK_STATUSES]
@@ -370,6 +431,8 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         dict(client.hscan_iter(keys.batches, count=_SCAN)),
         dict(client.hscan_iter(keys.reserved, count=_SCAN)),
         client.lrange(keys.orphans, 0, -1),
+        dict(client.hscan_iter(keys.pcredit, count=_SCAN)),
+        dict(client.hscan_iter(keys.fanout, count=_SCAN)),
     ]
     return _decode(replies, consistent=False)
 
