@@ -280,8 +280,10 @@ def test_reconcile_heals_credit_drift(make_client: MakeClient, run_id: int, pref
     keys = s.keys
     # lost credits (as main left them: propagated upstream, count never raised), a doubled one,
     # and a leftover pending credit of a registered task
-    client.hset(keys.task, "4", client.hget(keys.task, "4").replace(b"G|2|", b"G|0|", 1))
-    client.hset(keys.task, "3", client.hget(keys.task, "3").replace(b"G|1|", b"G|3|", 1))
+    for tid, old, new in ((4, b"G|2|", b"G|0|"), (3, b"G|1|", b"G|3|")):
+        raw = client.hget(keys.task, str(tid))
+        assert isinstance(raw, bytes) and raw.startswith(old)
+        client.hset(keys.task, str(tid), new + raw[len(old) :])
     client.hset(keys.pcredit, "5", "1")
     client.delete(keys.ready, keys.queued)
     before = verify.find_drift(client, keys)
