@@ -121,7 +121,7 @@ end
 
 -- Downstream edges one script call credits at most: a bigger fan-out is credited in slices,
 -- one call each, its progress kept in K.fanout (see keys.py), so no call grows with a fan-out.
-local EDGE_MAX = 1000  -- as core.DEFAULT_CHUNK_BUDGET: about 5-10 ms of Redis time
+local EDGE_MAX = 500  -- about 2-5 ms of Redis time (with the queueing of what became ready)
 local EDGE_LEFT = EDGE_MAX
 
 -- The next slice of the children of the loaded DONE task `id` (from its stored progress),
