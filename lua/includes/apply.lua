@@ -8,8 +8,6 @@
 -- active counters and downstream credits are summed before they are written. That keeps the
 -- number of redis.call per task small, which is most of a script's cost.
 
--- The working set of task records of one call: id -> {s, nd, st, fl, rest, s0} (s0: the
--- status in Redis), loaded on demand, written back by recs_flush.
 -- Records longer than this (bytes) are kept raw, see recs_load.
 local BIG_RECORD = 16384
 
@@ -43,6 +41,9 @@ local function t_children(t)
   return t.raw, string.match(t.raw, '^[^|]*|%d+|%d+|()', t.at)
 end
 
+-- The working set of task records of one call: id -> {s, nd, st, fl, rest, s0} (s0: the
+-- status in Redis; a big record has raw and at instead of rest), loaded on demand, written
+-- back by recs_flush; plan and cursors: the fan-out slices of this call (plan_completions).
 local function recs_new()
   return {map = {}, dirty = {}, dirty_list = {}, plan = {}, cursors = {}}
 end
@@ -121,7 +122,7 @@ end
 
 -- Downstream edges one script call credits at most: a bigger fan-out is credited in slices,
 -- one call each, its progress kept in K.fanout (see keys.py), so no call grows with a fan-out.
-local EDGE_MAX = 500  -- about 2-5 ms of Redis time (with the queueing of what became ready)
+local EDGE_MAX = 1000  -- as core.DEFAULT_CHUNK_BUDGET: a slice costs what any other chunk does
 local EDGE_LEFT = EDGE_MAX
 
 -- The next slice of the children of the loaded DONE task `id` (from its stored progress),
