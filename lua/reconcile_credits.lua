@@ -65,11 +65,11 @@ for _, g in ipairs(groups) do
       if pr and not distinct[up] then
         distinct[up] = true
         local s, _, _, fl, at = string.match(pr, '^(%a)|(%d+)|([^|]*)|([^|]*)|()')
-        if s and string.find(fl, 'p', 1, true) then
+        if progress[j] then
+          skip = true
+        elseif s and string.find(fl, 'p', 1, true) then
           local from = string.match(pr, '^[^|]*|%d+|%d+|()', at)
           got = got + occurrences(pr, from, g.id)
-        elseif progress[j] then
-          skip = true
         end
       end
     end

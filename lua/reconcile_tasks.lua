@@ -8,7 +8,7 @@
 -- Returns: {version, {id, ...} propagated, {id, ...} queued at the back, {id, ...} queued at
 --           the front, "id ..." made ready (and queued) by the propagation,
 --           "id:done:status ..." credited downstreams, {id, ...} DONE tasks whose fan-out is
---           not fully credited yet (call again: propagate or reconcile_tasks)}
+--           not fully credited yet (go on with propagate)}
 -- Errors: STATELOST.
 --!include prelude
 --!include apply

@@ -457,6 +457,12 @@ def _scan_hash(core: StateCore, key: str) -> Op[list[tuple[Any, Any]]]:
             return out
 
 
+def _fanouts(core: StateCore) -> Op[set[int]]:
+    """Ids whose fan-out is being credited in slices (the progress fields of ``fanout``)."""
+    entries = yield from _scan_hash(core, core.keys.fanout)
+    return {int(name) for name in (text(k) for k, _ in entries) if "#" not in name}
+
+
 def _record_parts(raw: Any) -> list[str] | None:
     parts = text(raw).split("|")
     if len(parts) < 8 or not parts[1].isdigit() or not parts[6].isdigit():
@@ -476,7 +482,7 @@ def heal_credits(core: StateCore) -> Op[int]:
     when it runs). Tasks below a fan-out in progress are left to the pass after it finished.
     Returns how many counts were fixed.
     """
-    progress = {int(text(k)) for k, _ in (yield from _scan_hash(core, core.keys.fanout))}
+    progress = yield from _fanouts(core)
     pending: dict[int, int] = {}
     for k, v in (yield from _scan_hash(core, core.keys.pcredit)):
         count = text(v).rstrip("q")
@@ -495,11 +501,11 @@ def heal_credits(core: StateCore) -> Op[int]:
                 continue
             tid = int(text(k))
             have[tid] = int(parts[1]) - int(parts[6])
-            if "p" in parts[3]:
+            if tid in progress:
+                below_progress.update(_children(parts))
+            elif "p" in parts[3]:
                 for c in _children(parts):
                     credit[c] = credit.get(c, 0) + 1
-            elif tid in progress:
-                below_progress.update(_children(parts))
         if int(cursor) == 0:
             break
     suspects = {t for t, h in have.items() if credit.get(t, 0) != h}
@@ -575,11 +581,12 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
                 obj = core.tasks.get(task_id)
                 if obj is not None:
                     _set_mirror(obj, status, done)
-            # a fan-out left half credited (by a caller that died, or too big for one call)
-            rest = yield from core.finish_fanouts(d.unfinished, enqueue=True)
-            yield from core._absorb(rest)
         if int(cursor) == 0:
             break
+    # fan-outs left half credited (by a caller that died, or started by this sweep)
+    going = yield from _fanouts(core)
+    rest = yield from core.finish_fanouts(sorted(going), enqueue=True)
+    yield from core._absorb(rest)
     credits_fixed = yield from heal_credits(core)
     return ReconcileReport(
         propagated=propagated,

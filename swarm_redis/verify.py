@@ -9,7 +9,7 @@ downstream ids). Everything else is derived and can drift after a bug or a hand 
 * done counts: start + number of upstreams whose record carries the propagated flag (plus the
   children already credited by a fan-out in progress, ``fanout``);
 * pending credits (``pcredit``): only for ids without a record, each equal to the credits of
-  its propagated upstreams; fan-out progress only for DONE tasks not yet flagged;
+  its propagated upstreams; fan-out progress only for flagged DONE tasks;
 * the ready list and the queued set: same ids, each once, none final, none claimed, none
   without a record; resource keys (``qres``) only for queued or claimed tasks;
 * claims, batches, reservations: every claim points to a batch that lists the task and every
@@ -70,7 +70,7 @@ DRIFT_KINDS: dict[str, tuple[str, str | None]] = {
     "done_count": ("done count differs from start + propagated upstreams", "done"),
     "pending_credit": ("pending credit of an unregistered id differs from its upstreams", None),
     "pending_registered": ("pending credit left for a task that has a record", None),
-    "fanout_stale": ("fan-out progress for a task that is not an unflagged DONE task", None),
+    "fanout_stale": ("fan-out progress for a task that is not a flagged DONE task", None),
     "active_counter": ("per-array active counter differs from the records", "active"),
     "ready_unknown": ("ready/queued entry without a task record", "queue"),
     "ready_final": ("ready/queued entry of a DONE or ERROR_FATAL task", "queue"),
@@ -171,14 +171,14 @@ class DriftReport:
 def expected_credits(
     records: Mapping[int, TaskState], fanout: Mapping[int, int] | None = None
 ) -> Counter[int]:
-    """Credits per id: one per occurrence in the list of a propagated upstream, plus the first
-    n children of an upstream whose fan-out is in progress (``fanout``: id -> n)."""
+    """Credits per id: one per occurrence in the list of a propagated upstream; only the first
+    n children of one whose fan-out is still being credited in slices (``fanout``: id -> n)."""
     credit: Counter[int] = Counter()
     for tid, rec in records.items():
-        if rec.propagated:
+        if rec.propagated and fanout and tid in fanout:
+            credit.update(rec.downstream_ids[: max(0, fanout[tid])])
+        elif rec.propagated:
             credit.update(rec.downstream_ids)
-        elif fanout and fanout.get(tid, 0) > 0 and rec.status == "D":
-            credit.update(rec.downstream_ids[: fanout[tid]])
     return credit
 
 
@@ -260,9 +260,9 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
             items["pending_credit"].append(Drift("pending_credit", str(tid), str(pend), want))
     for tid, n in sorted(data.fanout.items()):
         rec = recs.get(tid)
-        if n < 0 or rec is None or rec.status != "D" or rec.propagated:
+        if n < 0 or rec is None or rec.status != "D" or not rec.propagated:
             seen = rec.status + ("p" if rec.propagated else "") if rec else "no record"
-            items["fanout_stale"].append(Drift("fanout_stale", str(tid), seen, "D unflagged"))
+            items["fanout_stale"].append(Drift("fanout_stale", str(tid), seen, "Dp"))
     items["active_counter"] = _counter_drift(
         "active_counter", data.active, expected_active(recs.values())
     )
@@ -387,8 +387,11 @@ def _pending(raw: Any) -> dict[int, int]:
 def _progress(raw: Any) -> dict[int, int]:
     out = {}
     for k, v in dict(raw).items():
+        name = text(k)
+        if "#" in name:  # a slice of children, not a progress
+            continue
         n = text(v).split(":")[0]
-        out[int(text(k))] = int(n) if n.isdigit() else -1
+        out[int(name)] = int(n) if n.isdigit() else -1
     return out
 
 

@@ -43,9 +43,9 @@ end
 
 -- The working set of task records of one call: id -> {s, nd, st, fl, rest, s0} (s0: the
 -- status in Redis; a big record has raw and at instead of rest), loaded on demand, written
--- back by recs_flush; plan and cursors: the fan-out slices of this call (plan_completions).
+-- back by recs_flush; plan: what each completion of this call credits (plan_completions).
 local function recs_new()
-  return {map = {}, dirty = {}, dirty_list = {}, plan = {}, cursors = {}}
+  return {map = {}, dirty = {}, dirty_list = {}, plan = {}}
 end
 
 local function recs_load(R, ids)
@@ -120,69 +120,38 @@ local function recs_flush(R)
   touch()
 end
 
--- Downstream edges one script call credits at most: a bigger fan-out is credited in slices,
--- one call each, its progress kept in K.fanout (see keys.py), so no call grows with a fan-out.
+-- Downstream edges one script call credits at most: a bigger fan-out is cut into slices kept
+-- in K.fanout and credited one slice per call, so no call grows with a fan-out (see keys.py).
 local EDGE_MAX = 1000  -- as core.DEFAULT_CHUNK_BUDGET: a slice costs what any other chunk does
 local EDGE_LEFT = EDGE_MAX
 
--- The next slice of the children of the loaded DONE task `id` (from its stored progress),
--- taking edges from this call's allowance: {kids, n credited after it, pos, complete}.
-local function slice_children(R, id)
-  local src, base = t_children(R.map[id])
-  local cur = R.cursors[id]
-  local n, pos = 0, 1
-  if cur then
-    n, pos = cur[1], cur[2]
-  end
-  -- pos is relative to the list; i and len are indexes in src
-  local kids, i, len = {}, base + pos - 1, #src
-  while i <= len and EDGE_LEFT > 0 do
-    local e = string.find(src, ',', i, true)
-    local child
-    if e then
-      child = string.sub(src, i, e - 1)
-      i = e + 1
-    else
-      child = string.sub(src, i)
-      i = len + 1
-    end
-    if child ~= '' then
-      kids[#kids + 1] = child
-      EDGE_LEFT = EDGE_LEFT - 1
-    end
-  end
-  return {kids = kids, n = n + #kids, pos = i - base + 1, complete = i > len}
-end
-
--- Plan the fan-out slices of the given loaded tasks that are or become DONE and are not yet
--- propagated (in order, within this call's edge allowance) and load the children's records,
--- so crediting them needs no more reads.
+-- Plan the completions of the given loaded tasks that are or become DONE and are not yet
+-- propagated, in order: a fan-out that fits in this call's edge allowance gets its children
+-- (whose records are loaded, so crediting needs no more reads); a bigger one is marked 'big'
+-- (count_completion cuts it into slices).
 local function plan_completions(R, ids)
-  local todo = {}
+  local children = {}
   for _, id in ipairs(ids) do
     local t = R.map[id]
-    if t and not R.plan[id] and not string.find(t.fl, 'p', 1, true) then
-      todo[#todo + 1] = id
-      R.plan[id] = true
-    end
-  end
-  if #todo == 0 then
-    return
-  end
-  local curs = multi_reply('HMGET', K.fanout, todo)
-  local children = {}
-  for i, id in ipairs(todo) do
-    local c = curs[i]
-    if c then
-      local n, pos = string.match(c, '^(%d+):(%d+)$')
-      if n then
-        R.cursors[id] = {tonumber(n), tonumber(pos)}
+    if t and R.plan[id] == nil and not string.find(t.fl, 'p', 1, true) then
+      if t.raw then
+        R.plan[id] = 'big'
+      else
+        local _, _, _, list = rec_def(t.rest)
+        local kids = {}
+        for child in string.gmatch(list, '[^,]+') do
+          kids[#kids + 1] = child
+        end
+        if #kids > EDGE_LEFT then
+          R.plan[id] = 'big'
+        else
+          EDGE_LEFT = EDGE_LEFT - #kids
+          R.plan[id] = kids
+          for _, c in ipairs(kids) do
+            children[#children + 1] = c
+          end
+        end
       end
-    end
-    local p = slice_children(R, id)
-    R.plan[id] = p
-    for _, child in ipairs(p.kids) do
-      children[#children + 1] = child
     end
   end
   recs_load(R, children)
@@ -195,27 +164,12 @@ local function add_cand(r, id, front)
   r.cand_of[id] = c
 end
 
--- Count (the next slice of) the completion of the loaded task `id` once, if it is DONE: credit
--- each downstream of the slice planned by plan_completions (a downstream without a record
--- gets a pending credit, absorbed by its registration); flag the task "p" once its last slice
--- is credited, else remember the progress in K.fanout and list it in r.unfinished. A
--- REGISTERING downstream whose count reaches its number of upstreams became ready: it is
--- added to r.cands (queued by finish_queue when `enqueue`, else reported as ready). Credited
--- ids go to r.credited. Returns true when it credited or finished something.
-local function count_completion(R, id, r)
-  local t = R.map[id]
-  if t.s ~= 'D' or string.find(t.fl, 'p', 1, true) then
-    return false
-  end
-  local p = R.plan[id]
-  if type(p) ~= 'table' then
-    -- not planned (a second occurrence in the call, or no allowance): an empty slice
-    local cur = R.cursors[id] or {0, 1}
-    local src, base = t_children(t)
-    p = {kids = {}, n = cur[1], pos = cur[2], complete = base + cur[2] - 1 > #src}
-  end
-  R.plan[id] = false
-  for _, child in ipairs(p.kids) do
+-- Credit one completion to each of the given downstreams (records loaded). A downstream without
+-- a record gets a pending credit (written by flush_credits, absorbed by its registration). A
+-- REGISTERING downstream whose count reaches its number of upstreams became ready: added to
+-- r.cands (queued by finish_queue when `enqueue`, else reported as ready).
+local function credit_children(R, kids, r)
+  for _, child in ipairs(kids) do
     local c = R.map[child]
     if c then
       c.nd = c.nd + 1
@@ -224,10 +178,8 @@ local function count_completion(R, id, r)
         r.credited[child] = true
         r.credited_list[#r.credited_list + 1] = child
       end
-      if c.s == 'G' then
-        if c.nd == t_nup(c) then
-          add_cand(r, child, false)
-        end
+      if c.s == 'G' and c.nd == t_nup(c) then
+        add_cand(r, child, false)
       end
     else
       if not r.pending[child] then
@@ -237,35 +189,125 @@ local function count_completion(R, id, r)
       r.pending[child] = r.pending[child] + 1
     end
   end
-  local had = R.cursors[id] ~= nil
-  if p.complete then
-    t.fl = t.fl .. 'p'
-    recs_dirty(R, id)
-    r.propagated = r.propagated + 1
-    R.cursors[id] = nil
-    if had then
-      r.fanout[id] = false
-      r.fanout_list[#r.fanout_list + 1] = id
+end
+
+-- Cut the children list of the loaded task `id` into slices of about EDGE_MAX ids, stored in
+-- K.fanout as id#1..id#m with the progress "n:k:m" (n credited, next slice k of m). Slices are
+-- cut at byte offsets (one search per slice, no copy of the whole list); their length comes
+-- from the average id length at the head of the list.
+local function start_fanout(R, id, r)
+  local src, base = t_children(R.map[id])
+  local len = #src
+  -- bytes per id, from samples at the head, the middle and the tail of the list
+  local sampled, commas = 0, 0
+  for _, at in ipairs({base, base + math.floor((len - base) / 2), math.max(base, len - 1023)}) do
+    local part = string.sub(src, at, math.min(len, at + 1023))
+    local _, c = string.gsub(part, ',', ',')
+    sampled, commas = sampled + #part, commas + c
+  end
+  local step = math.max(64, math.floor(sampled / (commas + 1) * EDGE_MAX))
+  local fields, m, i = {}, 0, base
+  while i <= len do
+    local size, e, piece = step, len + 1, nil
+    while true do
+      e = len + 1
+      if i + size - 1 < len then
+        e = string.find(src, ',', i + size - 1, true) or (len + 1)
+      end
+      piece = string.sub(src, i, e - 1)
+      local _, c = string.gsub(piece, ',', ',')
+      if c < EDGE_MAX or size <= 2 then
+        break
+      end
+      size = math.max(2, math.floor(size * EDGE_MAX / (c + 1) * 0.95))  -- at most EDGE_MAX ids
     end
-    return true
+    m = m + 1
+    fields[#fields + 1] = id .. '#' .. m
+    fields[#fields + 1] = piece
+    i = e + 1
   end
-  R.cursors[id] = {p.n, p.pos}
-  if r.fanout[id] == nil then
-    r.fanout_list[#r.fanout_list + 1] = id
-  end
-  r.fanout[id] = p.n .. ':' .. p.pos
+  fields[#fields + 1] = id
+  fields[#fields + 1] = '0:1:' .. m
+  multi('HSET', K.fanout, fields)
   r.unfinished[#r.unfinished + 1] = id
-  return #p.kids > 0 or not had
+  touch()
+end
+
+-- Count the completion of the loaded task `id` once, if it is DONE: flag it "p" and credit its
+-- downstreams as planned by plan_completions; a fan-out too big for this call is cut into
+-- slices (start_fanout), credited by the next calls (continue_fanouts) and listed in
+-- r.unfinished. Credited ids go to r.credited. Returns true when it counted the completion.
+local function count_completion(R, id, r)
+  local t = R.map[id]
+  if t.s ~= 'D' or string.find(t.fl, 'p', 1, true) then
+    return false
+  end
+  local p = R.plan[id]
+  t.fl = t.fl .. 'p'
+  recs_dirty(R, id)
+  r.propagated = r.propagated + 1
+  if type(p) == 'table' then
+    credit_children(R, p, r)
+  else
+    start_fanout(R, id, r)
+  end
+  return true
+end
+
+-- Credit the next slice of each fan-out in progress among `ids` (progress as read from
+-- K.fanout, in the same order), within this call's edge allowance; the progress advances in the
+-- same call, and the slices and progress are deleted with the last slice. Ids with work left go
+-- to r.unfinished.
+local function continue_fanouts(R, ids, progress, r)
+  local todo, seen = {}, {}
+  for i, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local n, k, m = string.match(progress[i], '^(%d+):(%d+):(%d+)$')
+      if n then
+        todo[#todo + 1] = {id = id, n = tonumber(n), k = tonumber(k), m = tonumber(m)}
+      end
+    end
+  end
+  local work, children = {}, {}
+  for _, f in ipairs(todo) do
+    if EDGE_LEFT > 0 and f.k <= f.m then
+      local list = redis.call('HGET', K.fanout, f.id .. '#' .. f.k) or ''
+      local kids = {}
+      for child in string.gmatch(list, '[^,]+') do
+        kids[#kids + 1] = child
+        children[#children + 1] = child
+      end
+      EDGE_LEFT = EDGE_LEFT - #kids
+      f.kids = kids
+      work[#work + 1] = f
+    else
+      r.unfinished[#r.unfinished + 1] = f.id
+    end
+  end
+  recs_load(R, children)
+  for _, f in ipairs(work) do
+    credit_children(R, f.kids, r)
+    redis.call('HDEL', K.fanout, f.id .. '#' .. f.k)
+    if f.k >= f.m then
+      redis.call('HDEL', K.fanout, f.id)
+    else
+      redis.call('HSET', K.fanout, f.id, (f.n + #f.kids) .. ':' .. (f.k + 1) .. ':' .. f.m)
+      r.unfinished[#r.unfinished + 1] = f.id
+    end
+  end
+  if #work > 0 then
+    touch()
+  end
 end
 
 local function new_result()
   return {changed = {}, ready = {}, touched = {}, into = {}, propagated = 0, credited = {},
     credited_list = {}, cands = {}, cand_of = {}, finals = {}, pending = {}, pending_list = {},
-    fanout = {}, fanout_list = {}, unfinished = {}}
+    unfinished = {}}
 end
 
--- Write the pending credits of downstreams without a record ("q" when this call queues) and
--- the fan-out progress of this call.
+-- Write the pending credits of downstreams without a record ("q" when this call queues).
 local function flush_credits(r, enqueue)
   if #r.pending_list > 0 then
     local old = multi_reply('HMGET', K.pcredit, r.pending_list)
@@ -283,21 +325,6 @@ local function flush_credits(r, enqueue)
       fields[#fields + 1] = (n + r.pending[id]) .. q
     end
     multi('HSET', K.pcredit, fields)
-    touch()
-  end
-  if #r.fanout_list > 0 then
-    local set, del = {}, {}
-    for _, id in ipairs(r.fanout_list) do
-      local v = r.fanout[id]
-      if v then
-        set[#set + 1] = id
-        set[#set + 1] = v
-      else
-        del[#del + 1] = id
-      end
-    end
-    multi('HSET', K.fanout, set)
-    multi('HDEL', K.fanout, del)
     touch()
   end
 end
@@ -410,20 +437,32 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   return r
 end
 
--- Count the completions of the given task ids once (tasks not DONE are ignored); queue what
--- became ready when `enqueue`. Returns r as apply_changes does (no changed entries).
+-- Count the completions of the given task ids once (tasks not DONE are ignored) and credit
+-- the next slice of those whose fan-out is in progress (their records are not even read);
+-- queue what became ready when `enqueue`. Returns r as apply_changes does (no changed entries).
 local function propagate_ids(ids, enqueue)
   local r = new_result()
   local R = recs_new()
-  recs_load(R, ids)
+  local progress = multi_reply('HMGET', K.fanout, ids)
+  local plain, going, going_p = {}, {}, {}
+  for i, id in ipairs(ids) do
+    if progress[i] then
+      going[#going + 1] = id
+      going_p[#going_p + 1] = progress[i]
+    else
+      plain[#plain + 1] = id
+    end
+  end
+  recs_load(R, plain)
   local done = {}
-  for _, id in ipairs(ids) do
+  for _, id in ipairs(plain) do
     if R.map[id] and R.map[id].s == 'D' then
       done[#done + 1] = id
     end
   end
+  continue_fanouts(R, going, going_p, r)
   plan_completions(R, done)
-  for _, id in ipairs(ids) do
+  for _, id in ipairs(plain) do
     if R.map[id] then
       count_completion(R, id, r)
     end
