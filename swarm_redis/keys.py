@@ -41,9 +41,11 @@ taskres        hash    task id -> resource key it was registered or last queued 
 pcredit        hash    task id -> ``<n>`` or ``<n>q``: completions propagated to a task that had
                        no record yet (n credits; "q": one came from a propagation that queues).
                        Registration adds n to the new record's done count and deletes the field
-fanout         hash    task id -> ``<n>:<pos>``: a DONE task whose fan-out is being credited in
-                       slices: its first n children (up to byte pos of the list) are credited.
-                       The "p" flag is set and the field deleted when the last slice lands
+fanout         hash    a fan-out too big for one call, credited one slice per call: task id ->
+                       ``<n>:<k>:<m>`` (its first n children credited, slice k of m next) and
+                       ``<id>#<k>`` -> the ids of slice k (at most 1,000); the task is flagged
+                       "p" when it is cut, each slice field is deleted with its credits, the
+                       progress field with the last one
 =============  ======  =============================================================================
 """
 
