@@ -297,10 +297,12 @@ def _blocking_fanout(r: dict[str, Any]) -> Grid:
     t = _table(
         f"blocking: one completion with {x['children']:,} children (PINGs from another process)",
         "seconds", "queued", "PINGs", "max ms", "p99 ms", "BUSY", "longest command ms",
+        "script calls", "Redis CPU ms/call",
     )  # fmt: skip
     t.add_row(
         _f(x["seconds"], 2), _f(x["queued"]), _f(x["pings"]), _f(x["max_ms"], 2),
         _f(x["p99_ms"], 2), _f(x["busy"]), _f(x["slowlog_max_ms"], 2),
+        _f(x.get("script_calls")), _f(x.get("redis_cpu_ms_per_call"), 2),
     )  # fmt: skip
     return t
 

@@ -967,6 +967,14 @@ def _blocking_round(
     return {"phases": phases, "slowlog_max_ms": _slowlog_max_ms(ctx)}
 
 
+def _evalsha_calls(client: Any) -> int | None:
+    try:
+        entry = client.info("commandstats").get("cmdstat_evalsha")
+    except redis.ResponseError:
+        return None
+    return int(entry["calls"]) if entry else 0
+
+
 #: Children of the one completion of the blocking scenario's fan-out case (quick: 1/10).
 FANOUT_CHILDREN = 500_000
 
@@ -994,6 +1002,7 @@ def blocking_fanout(ctx: Context, children: int | None = None) -> dict[str, Any]
     _slowlog_reset(ctx)
     with PingProbe(ctx.url) as probe:
         time.sleep(0.2)
+        cpu0, calls0 = server_cpu(ctx.client), _evalsha_calls(ctx.client)
         t0 = time.perf_counter()
         try:
             queued = len(state.apply(StateUpdate(task_statuses={1: "D"})).ready)
@@ -1003,12 +1012,17 @@ def blocking_fanout(ctx: Context, children: int | None = None) -> dict[str, Any]
             busy += 1
         t1 = time.perf_counter()
         probe.mark("fanout", t0, t1)
+        cpu = _delta(server_cpu(ctx.client), cpu0)
+        calls = _delta(_evalsha_calls(ctx.client), calls0)
     return {
         "children": n,
         "register_s": round(register_s, 3),
         "seconds": round(t1 - t0, 3),
         "queued": queued,
         "busy": busy,
+        "script_calls": calls,
+        # Redis CPU per script call: what a call costs when Redis is not starved of CPU
+        "redis_cpu_ms_per_call": round(cpu / calls * 1000, 3) if cpu and calls else None,
         "slowlog_max_ms": _slowlog_max_ms(ctx),
         **probe.stats("fanout"),
     }
