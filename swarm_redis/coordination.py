@@ -11,7 +11,7 @@ import math
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -474,44 +474,58 @@ def _children(parts: list[str]) -> list[int]:
     return [int(c) for c in parts[7].split(",") if c]
 
 
-def heal_credits(core: StateCore) -> Op[int]:
-    """Recompute every done count and pending credit from the propagated upstreams and let
-    ``reconcile_credits`` recheck and fix the suspects atomically, in bounded calls.
+class _CreditScan:
+    """What each task should count, accumulated over one HSCAN of the records."""
 
-    Two HSCAN passes over the records (not a snapshot: the script decides on what Redis holds
-    when it runs). Tasks below a fan-out in progress are left to the pass after it finished.
-    Returns how many counts were fixed.
-    """
-    progress = yield from _fanouts(core)
-    pending: dict[int, int] = {}
-    for k, v in (yield from _scan_hash(core, core.keys.pcredit)):
-        count = text(v).rstrip("q")
-        pending[int(text(k))] = int(count) if count.isdigit() else -1
-    credit: dict[int, int] = {}
-    have: dict[int, int] = {}
-    below_progress: set[int] = set()
-    cursor: Any = 0
-    while True:  # pass 1: what each task should count
-        (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
-        cursor, entries = page
-        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+    def __init__(self, progress: set[int]) -> None:
+        self.progress = progress
+        self.credit: dict[int, int] = {}
+        self.have: dict[int, int] = {}
+        self.below_progress: set[int] = set()
+
+    def feed(self, items: Iterable[tuple[Any, Any]]) -> None:
         for k, v in items:
             parts = _record_parts(v)
             if parts is None:
                 continue
             tid = int(text(k))
-            have[tid] = int(parts[1]) - int(parts[6])
-            if tid in progress:
-                below_progress.update(_children(parts))
+            self.have[tid] = int(parts[1]) - int(parts[6])
+            if tid in self.progress:
+                self.below_progress.update(_children(parts))
             elif "p" in parts[3]:
                 for c in _children(parts):
-                    credit[c] = credit.get(c, 0) + 1
-        if int(cursor) == 0:
-            break
-    suspects = {t for t, h in have.items() if credit.get(t, 0) != h}
-    suspects |= {t for t in pending if t in have}
-    suspects |= {t for t, c in credit.items() if t not in have and c > pending.get(t, 0)}
-    suspects -= below_progress
+                    self.credit[c] = self.credit.get(c, 0) + 1
+
+    def suspects(self, pending: Mapping[int, int]) -> set[int]:
+        have, credit = self.have, self.credit
+        out = {t for t, h in have.items() if credit.get(t, 0) != h}
+        out |= {t for t in pending if t in have}
+        out |= {t for t, c in credit.items() if t not in have and c > pending.get(t, 0)}
+        return out - self.below_progress
+
+
+def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
+    """Recompute every done count and pending credit from the propagated upstreams and let
+    ``reconcile_credits`` recheck and fix the suspects atomically, in bounded calls.
+
+    HSCAN passes over the records (``scan``: the first one, done by the caller): not a
+    snapshot, the script decides on what Redis holds when it runs. Tasks below a fan-out in
+    progress are left to the sweep after it finished. Returns how many counts were fixed.
+    """
+    if scan is None:
+        scan = _CreditScan((yield from _fanouts(core)))
+        cursor: Any = 0
+        while True:  # pass 1: what each task should count
+            (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+            cursor, entries = page
+            scan.feed(entries.items() if isinstance(entries, Mapping) else _pairs(entries))
+            if int(cursor) == 0:
+                break
+    pending: dict[int, int] = {}
+    for k, v in (yield from _scan_hash(core, core.keys.pcredit)):
+        count = text(v).rstrip("q")
+        pending[int(text(k))] = int(count) if count.isdigit() else -1
+    suspects = scan.suspects(pending)
     if not suspects:
         return 0
     parents: dict[int, list[int]] = {t: [] for t in suspects}
@@ -563,12 +577,14 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
     """
     reaped = yield from reap(core, force=True)
     (counters,) = yield from core._scripts([cmd.reconcile_counters(core.keys, core.caller())])
+    scan = _CreditScan((yield from _fanouts(core)))
     propagated = enqueued = front = 0
     cursor: Any = 0
     while True:
         (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
         cursor, entries = page
-        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+        items = list(entries.items() if isinstance(entries, Mapping) else _pairs(entries))
+        scan.feed(items)  # the same pass finds the credit suspects
         ids = [int(text(k)) for k, v in items if _candidate(v)]
         if ids:
             calls: list[Call] = [cmd.reconcile_tasks(core.keys, core.caller(), ids)]
@@ -587,7 +603,7 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
     going = yield from _fanouts(core)
     rest = yield from core.finish_fanouts(sorted(going), enqueue=True)
     yield from core._absorb(rest)
-    credits_fixed = yield from heal_credits(core)
+    credits_fixed = yield from heal_credits(core, scan)
     return ReconcileReport(
         propagated=propagated,
         enqueued=enqueued,
