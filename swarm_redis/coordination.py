@@ -442,6 +442,8 @@ def _candidate(raw: Any) -> bool:
     return status == "A"
 
 
+#: Runs up to this many tasks keep every task's upstreams from the first pass (no 2nd pass).
+_PARENTS_MAX = 200_000
 #: Upstream-list entries one reconcile_credits call may scan (bounds its Redis time).
 _CREDIT_COST = 20_000
 
@@ -482,6 +484,9 @@ class _CreditScan:
         self.credit: dict[int, int] = {}
         self.have: dict[int, int] = {}
         self.below_progress: set[int] = set()
+        # the upstreams of every task, kept while the run is small enough (saves a 2nd pass)
+        self.parents: dict[int, list[int]] | None = {}
+        self.sizes: dict[int, int] = {}
 
     def feed(self, items: Iterable[tuple[Any, Any]]) -> None:
         for k, v in items:
@@ -489,12 +494,20 @@ class _CreditScan:
             if parts is None:
                 continue
             tid = int(text(k))
+            kids = _children(parts)
             self.have[tid] = int(parts[1]) - int(parts[6])
             if tid in self.progress:
-                self.below_progress.update(_children(parts))
+                self.below_progress.update(kids)
             elif "p" in parts[3]:
-                for c in _children(parts):
+                for c in kids:
                     self.credit[c] = self.credit.get(c, 0) + 1
+            if self.parents is not None:
+                if len(self.have) > _PARENTS_MAX:
+                    self.parents = None
+                    continue
+                self.sizes[tid] = len(kids)
+                for c in kids:
+                    self.parents.setdefault(c, []).append(tid)
 
     def suspects(self, pending: Mapping[int, int]) -> set[int]:
         have, credit = self.have, self.credit
@@ -528,10 +541,23 @@ def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
     suspects = scan.suspects(pending)
     if not suspects:
         return 0
+    if scan.parents is not None:
+        known = scan.parents
+        parents = {t: list(dict.fromkeys(known.get(t, []))) for t in suspects}
+        sizes = scan.sizes
+    else:
+        parents, sizes = yield from _upstreams(core, suspects)
+    return (yield from _fix_credits(core, parents, sizes))
+
+
+def _upstreams(
+    core: StateCore, suspects: set[int]
+) -> Op[tuple[dict[int, list[int]], dict[int, int]]]:
+    """Pass 2 over the records: the upstreams of each suspect, and their list sizes."""
     parents: dict[int, list[int]] = {t: [] for t in suspects}
     sizes: dict[int, int] = {}
-    cursor = 0
-    while True:  # pass 2: the upstreams of each suspect
+    cursor: Any = 0
+    while True:
         (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
         cursor, entries = page
         items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
@@ -546,6 +572,11 @@ def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
                 sizes[tid] = len(kids)
         if int(cursor) == 0:
             break
+    return parents, sizes
+
+
+def _fix_credits(core: StateCore, parents: dict[int, list[int]], sizes: dict[int, int]) -> Op[int]:
+    """reconcile_credits on each suspect with its upstreams, in calls of bounded cost."""
     fixed = 0
     group: list[tuple[int, list[int]]] = []
     cost = 0
