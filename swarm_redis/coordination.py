@@ -11,6 +11,7 @@ import math
 import os
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -442,8 +443,6 @@ def _candidate(raw: Any) -> bool:
     return status == "A"
 
 
-#: Runs up to this many tasks keep every task's upstreams from the first pass (no 2nd pass).
-_PARENTS_MAX = 200_000
 #: Upstream-list entries one reconcile_credits call may scan (bounds its Redis time).
 _CREDIT_COST = 20_000
 
@@ -477,44 +476,35 @@ def _children(parts: list[str]) -> list[int]:
 
 
 class _CreditScan:
-    """What each task should count, accumulated over one HSCAN of the records."""
+    """What each task should count, accumulated over one HSCAN of the records (ids as text:
+    the counting runs in C through Counter.update, this pass is on every reconcile)."""
 
     def __init__(self, progress: set[int]) -> None:
-        self.progress = progress
-        self.credit: dict[int, int] = {}
-        self.have: dict[int, int] = {}
-        self.below_progress: set[int] = set()
-        # the upstreams of every task, kept while the run is small enough (saves a 2nd pass)
-        self.parents: dict[int, list[int]] | None = {}
-        self.sizes: dict[int, int] = {}
+        self.progress = {str(i) for i in progress}
+        self.credit: Counter[str] = Counter()
+        self.have: dict[str, int] = {}
+        self.below_progress: set[str] = set()
 
     def feed(self, items: Iterable[tuple[Any, Any]]) -> None:
         for k, v in items:
-            parts = _record_parts(v)
-            if parts is None:
+            parts = text(v).split("|")
+            if len(parts) < 8 or not parts[1].isdigit() or not parts[6].isdigit():
                 continue
-            tid = int(text(k))
-            kids = _children(parts)
+            tid = text(k)
             self.have[tid] = int(parts[1]) - int(parts[6])
-            if tid in self.progress:
-                self.below_progress.update(kids)
-            elif "p" in parts[3]:
-                for c in kids:
-                    self.credit[c] = self.credit.get(c, 0) + 1
-            if self.parents is not None:
-                if len(self.have) > _PARENTS_MAX:
-                    self.parents = None
-                    continue
-                self.sizes[tid] = len(kids)
-                for c in kids:
-                    self.parents.setdefault(c, []).append(tid)
+            if parts[7] and "p" in parts[3]:
+                kids = parts[7].split(",")
+                if tid in self.progress:
+                    self.below_progress.update(kids)
+                else:
+                    self.credit.update(kids)
 
     def suspects(self, pending: Mapping[int, int]) -> set[int]:
         have, credit = self.have, self.credit
         out = {t for t, h in have.items() if credit.get(t, 0) != h}
-        out |= {t for t in pending if t in have}
-        out |= {t for t, c in credit.items() if t not in have and c > pending.get(t, 0)}
-        return out - self.below_progress
+        out |= {str(t) for t in pending if str(t) in have}
+        out |= {t for t, c in credit.items() if t and t not in have and c > pending.get(int(t), 0)}
+        return {int(t) for t in out - self.below_progress}
 
 
 def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
@@ -541,12 +531,7 @@ def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
     suspects = scan.suspects(pending)
     if not suspects:
         return 0
-    if scan.parents is not None:
-        known = scan.parents
-        parents = {t: list(dict.fromkeys(known.get(t, []))) for t in suspects}
-        sizes = scan.sizes
-    else:
-        parents, sizes = yield from _upstreams(core, suspects)
+    parents, sizes = yield from _upstreams(core, suspects)
     return (yield from _fix_credits(core, parents, sizes))
 
 
