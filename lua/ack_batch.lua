@@ -10,7 +10,8 @@
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 replica id, 5 incarnation, 6 batch id, 7 propagate (1/0),
 --       8 stamp (µs, or ""), 9 n, then n pairs: task id, status
 -- Returns: {version, "id:status:done:old ..." changed, "id ..." ready and queued,
---           "id:done:status ..." credited downstreams, {"", "", 0}, {id, ...} requeued}
+--           "id:done:status ..." credited downstreams, {"", "", 0}, {id, ...} requeued,
+--           {id, ...} unfinished fan-outs (see apply_update)}
 --          (the shape of apply_update's reply, plus the requeued ids)
 -- Errors: STATELOST, INVALID (a malformed argument, a corrupt task record or counter it would
 --         touch), LEASELOST. Nothing is written on an error.
@@ -56,4 +57,4 @@ redis.call('HINCRBY', K.counters, 'acks', 1)
 emit('type', 'ack', 'batch', bid, 'replica', rid, 'changed', #r.changed, 'requeued', #back)
 touch()
 return {finish(), table.concat(r.changed, ' '), table.concat(r.ready, ' '), table.concat(r.touched, ' '),
-  {'', '', 0}, back}
+  {'', '', 0}, back, r.unfinished}

@@ -12,7 +12,9 @@
 --       limit (or ""), n array limits, n pairs (array id, limit), run status (or ""),
 --       last sync encoded (or ""), last sync µs (or "")
 -- Returns: {version, "id:status:done:old ..." changed, "id ..." ready and queued,
---           "id:done:status ..." credited downstreams, {run status, limit, run status applied 1/0}}
+--           "id:done:status ..." credited downstreams, {run status, limit, run status applied 1/0},
+--           {id, ...} completions whose fan-out is not fully credited yet: the caller goes on
+--           with propagate (progress in K.fanout; reconcile finishes what a dead caller left)}
 -- Errors: STATELOST, INVALID.
 --!include prelude
 --!include apply
@@ -89,4 +91,4 @@ if last then
 end
 local m = redis.call('HMGET', K.meta, 'status', 'limit')
 return {finish(), table.concat(r.changed, ' '), table.concat(r.ready, ' '), table.concat(r.touched, ' '),
-  {m[1] or '', m[2] or '', applied_status}}
+  {m[1] or '', m[2] or '', applied_status}, r.unfinished}

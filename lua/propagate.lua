@@ -3,7 +3,11 @@
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 enqueue (1: push what became ready; 0: only report it),
 --       5.. task ids
--- Returns: {version, "id ..." ready, "id:done:status ..." credited downstreams}
+-- A fan-out bigger than the call's edge allowance is credited in slices (progress in
+-- K.fanout): such tasks are listed as unfinished; call again with them until none is left.
+-- Downstreams without a record get pending credits (K.pcredit), absorbed by registration.
+-- Returns: {version, "id ..." ready, "id:done:status ..." credited downstreams,
+--           {id, ...} unfinished fan-outs}
 -- Errors: STATELOST.
 --!include prelude
 --!include apply
@@ -20,4 +24,4 @@ for i = 5, #ARGV do
 end
 local r = propagate_ids(ids, ARGV[4] == '1')
 report_changes(r, #ids)
-return {finish(), table.concat(r.ready, ' '), table.concat(r.touched, ' ')}
+return {finish(), table.concat(r.ready, ' '), table.concat(r.touched, ' '), r.unfinished}

@@ -1,5 +1,5 @@
 -- reconcile_tasks: heal one chunk of tasks (idempotent). DONE tasks whose completion was not
--- counted are propagated (what becomes ready is queued); REGISTERING tasks whose upstreams are
+-- counted are propagated, a big fan-out one slice per call (what becomes ready is queued); REGISTERING tasks whose upstreams are
 -- all done and that are neither queued nor claimed go to the back of the queue;
 -- ADJUSTING_RESOURCES tasks neither queued nor claimed go to the front (in the given order).
 -- Queued tasks get their last known resource key (taskres).
@@ -7,7 +7,8 @@
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4.. task ids
 -- Returns: {version, {id, ...} propagated, {id, ...} queued at the back, {id, ...} queued at
 --           the front, "id ..." made ready (and queued) by the propagation,
---           "id:done:status ..." credited downstreams}
+--           "id:done:status ..." credited downstreams, {id, ...} DONE tasks whose fan-out is
+--           not fully credited yet (go on with propagate)}
 -- Errors: STATELOST.
 --!include prelude
 --!include apply
@@ -24,7 +25,13 @@ for i = 4, #ARGV do
 end
 local R, r = recs_new(), new_result()
 recs_load(R, ids)
-recs_load_children(R, ids)
+local done = {}
+for _, id in ipairs(ids) do
+  if R.map[id] and R.map[id].s == 'D' then
+    done[#done + 1] = id
+  end
+end
+plan_completions(R, done)
 local kind = {}  -- id -> 'back' | 'front' for the tasks this sweep queues itself
 local propagated, fronts = {}, {}
 for _, id in ipairs(ids) do
@@ -33,8 +40,7 @@ for _, id in ipairs(ids) do
     if count_completion(R, id, r) then
       propagated[#propagated + 1] = id
     elseif t.s == 'G' then
-      local _, nup = rec_def(t.rest)
-      if t.nd == tonumber(nup) then
+      if t.nd == t_nup(t) then
         kind[id] = 'back'
         add_cand(r, id, false)
       end
@@ -69,4 +75,5 @@ if fixed > 0 then
   emit('type', 'reconcile', 'propagated', #propagated, 'enqueued', #back, 'front', #front)
   touch()
 end
-return {finish(), propagated, back, front, table.concat(ready, ' '), table.concat(r.touched, ' ')}
+return {finish(), propagated, back, front, table.concat(ready, ' '), table.concat(r.touched, ' '),
+  r.unfinished}

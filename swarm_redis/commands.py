@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swarm_redis.errors import (
@@ -280,6 +280,13 @@ class ApplyReply:
     run_status: str | None
     limit: int | None
     run_status_applied: bool
+    #: DONE tasks whose fan-out is only partly credited: go on with propagate until none is left
+    unfinished: list[int] = field(default_factory=list)
+
+
+def _ids_list(reply: Sequence[Any], index: int) -> list[int]:
+    """The list of ids at ``reply[index]`` (empty when a shorter reply has none)."""
+    return [int(x) for x in reply[index]] if len(reply) > index else []
 
 
 def _touched(raw: Any) -> list[tuple[int, int, str]]:
@@ -290,7 +297,8 @@ def _touched(raw: Any) -> list[tuple[int, int, str]]:
     return out
 
 
-def decode_apply(reply: Sequence[Any]) -> ApplyReply:
+def decode_apply(reply: Sequence[Any], unfinished_at: int = 5) -> ApplyReply:
+    """Decode apply_update's reply (ack_batch's with ``unfinished_at=6``)."""
     changed = []
     for entry in text(reply[1]).split():
         task_id, status, done, old = entry.split(":")
@@ -305,12 +313,15 @@ def decode_apply(reply: Sequence[Any]) -> ApplyReply:
         run_status=text(meta[0]) or None,
         limit=int(limit_text) if limit_text else None,
         run_status_applied=int(meta[2]) == 1,
+        unfinished=_ids_list(reply, unfinished_at),
     )
 
 
 def decode_propagate(reply: Sequence[Any]) -> ApplyReply:
     ready = [int(x) for x in text(reply[1]).split()]
-    return ApplyReply(int(reply[0]), [], ready, _touched(reply[2]), None, None, False)
+    return ApplyReply(
+        int(reply[0]), [], ready, _touched(reply[2]), None, None, False, _ids_list(reply, 3)
+    )
 
 
 @dataclass(frozen=True)
@@ -448,6 +459,38 @@ def reconcile_tasks(keys: RunKeys, caller: Caller, task_ids: Iterable[int]) -> S
     return ScriptCall("reconcile_tasks", keys.all, [*caller.head(), *task_ids])
 
 
+def reconcile_credits(
+    keys: RunKeys, caller: Caller, groups: Sequence[tuple[int, Sequence[int]]]
+) -> ScriptCall:
+    """Heal the done counts of tasks from the upstreams named for each (see the script)."""
+    args: list[Arg] = [*caller.head(), len(groups)]
+    for task_id, ups in groups:
+        args += [task_id, len(ups), *ups]
+    return ScriptCall("reconcile_credits", keys.all, args)
+
+
+@dataclass(frozen=True)
+class ReconcileCreditsReply:
+    """Decoded reply of reconcile_credits."""
+
+    fixed: list[tuple[int, int, int]]  # id, old done, new done
+    skipped: list[int]  # an upstream's fan-out is in progress
+    queued: list[int]
+    pending_fixed: list[int]
+
+
+def decode_reconcile_credits(reply: Sequence[Any]) -> ReconcileCreditsReply:
+    flat = reply[1]
+    fixed = [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+    pend = reply[4]
+    return ReconcileCreditsReply(
+        fixed=fixed,
+        skipped=[int(x) for x in reply[2]],
+        queued=[int(x) for x in reply[3]],
+        pending_fixed=[int(pend[i]) for i in range(0, len(pend), 3)],
+    )
+
+
 def reconcile_counters(keys: RunKeys, caller: Caller) -> ScriptCall:
     return ScriptCall("reconcile_counters", keys.all, caller.head())
 
@@ -506,6 +549,7 @@ class ReconcileTasksReply:
     front: list[int]
     ready: list[int]
     touched: list[tuple[int, int, str]]  # id, done, status
+    unfinished: list[int] = field(default_factory=list)  # fan-outs to go on with
 
 
 def decode_reconcile_tasks(reply: Sequence[Any]) -> ReconcileTasksReply:
@@ -515,4 +559,5 @@ def decode_reconcile_tasks(reply: Sequence[Any]) -> ReconcileTasksReply:
         front=[int(x) for x in reply[3]],
         ready=[int(x) for x in text(reply[4]).split()],
         touched=_touched(reply[5]),
+        unfinished=_ids_list(reply, 6),
     )

@@ -11,7 +11,8 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -124,6 +125,8 @@ class ReconcileReport:
         active_fixed: Per-array active counters that disagreed with the status sets.
         reserved_fixed: Reservation counters that disagreed with the claimed batches.
         stale_claims: Claims of batches that no longer exist (dropped).
+        credits_fixed: Done counts and pending credits that disagreed with the propagated
+            upstreams (lost or doubled credits), set right.
     """
 
     propagated: int = 0
@@ -133,6 +136,7 @@ class ReconcileReport:
     active_fixed: int = 0
     reserved_fixed: int = 0
     stale_claims: int = 0
+    credits_fixed: int = 0
 
     @property
     def clean(self) -> bool:
@@ -313,7 +317,9 @@ def ack_batch(
         changes=changes,
     )
     (reply,) = yield from core._scripts([call])
-    result = yield from core._absorb([cmd.decode_apply(reply)])
+    decoded = cmd.decode_apply(reply, unfinished_at=6)
+    rest = yield from core.finish_fanouts(decoded.unfinished, enqueue=True)
+    result = yield from core._absorb([decoded, *rest])
     core.last_ready = result.ready
     return result.changed
 
@@ -496,6 +502,148 @@ def _candidate(core: StateCore, key: Any, raw: Any) -> bool:
     return wanted
 
 
+#: Upstream-list entries one reconcile_credits call may scan (bounds its Redis time).
+_CREDIT_COST = 20_000
+
+
+def _scan_hash(core: StateCore, key: str) -> Op[list[tuple[Any, Any]]]:
+    out: list[tuple[Any, Any]] = []
+    cursor: Any = 0
+    while True:
+        (page,) = yield from core._read(("HSCAN", key, cursor, "COUNT", _CHUNK))
+        cursor, entries = page
+        out += list(entries.items()) if isinstance(entries, Mapping) else _pairs(entries)
+        if int(cursor) == 0:
+            return out
+
+
+def _fanouts(core: StateCore) -> Op[set[int]]:
+    """Ids whose fan-out is being credited in slices (the progress fields of ``fanout``)."""
+    entries = yield from _scan_hash(core, core.keys.fanout)
+    return {int(name) for name in (text(k) for k, _ in entries) if "#" not in name}
+
+
+def _record_parts(raw: Any) -> list[str] | None:
+    parts = text(raw).split("|")
+    if len(parts) < 8 or not parts[1].isdigit() or not parts[6].isdigit():
+        return None
+    return parts
+
+
+def _children(parts: list[str]) -> list[int]:
+    return [int(c) for c in parts[7].split(",") if c]
+
+
+class _CreditScan:
+    """What each task should count, accumulated over one HSCAN of the records (ids as text:
+    the counting runs in C through Counter.update, this pass is on every reconcile)."""
+
+    def __init__(self, progress: set[int]) -> None:
+        self.progress = {str(i) for i in progress}
+        self.credit: Counter[str] = Counter()
+        self.have: dict[str, int] = {}
+        self.below_progress: set[str] = set()
+
+    def feed(self, items: Iterable[tuple[Any, Any]]) -> None:
+        for k, v in items:
+            parts = text(v).split("|")
+            if len(parts) < 8 or not parts[1].isdigit() or not parts[6].isdigit():
+                continue
+            tid = text(k)
+            self.have[tid] = int(parts[1]) - int(parts[6])
+            if parts[7] and "p" in parts[3]:
+                kids = parts[7].split(",")
+                if tid in self.progress:
+                    self.below_progress.update(kids)
+                else:
+                    self.credit.update(kids)
+
+    def suspects(self, pending: Mapping[int, int]) -> set[int]:
+        have, credit = self.have, self.credit
+        out = {t for t, h in have.items() if credit.get(t, 0) != h}
+        out |= {str(t) for t in pending if str(t) in have}
+        out |= {t for t, c in credit.items() if t and t not in have and c > pending.get(int(t), 0)}
+        return {int(t) for t in out - self.below_progress}
+
+
+def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
+    """Recompute every done count and pending credit from the propagated upstreams and let
+    ``reconcile_credits`` recheck and fix the suspects atomically, in bounded calls.
+
+    HSCAN passes over the records (``scan``: the first one, done by the caller): not a
+    snapshot, the script decides on what Redis holds when it runs. Tasks below a fan-out in
+    progress are left to the sweep after it finished. Returns how many counts were fixed.
+    """
+    if scan is None:
+        scan = _CreditScan((yield from _fanouts(core)))
+        cursor: Any = 0
+        while True:  # pass 1: what each task should count
+            (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+            cursor, entries = page
+            scan.feed(entries.items() if isinstance(entries, Mapping) else _pairs(entries))
+            if int(cursor) == 0:
+                break
+    pending: dict[int, int] = {}
+    for k, v in (yield from _scan_hash(core, core.keys.pcredit)):
+        count = text(v).rstrip("q")
+        pending[int(text(k))] = int(count) if count.isdigit() else -1
+    suspects = scan.suspects(pending)
+    if not suspects:
+        return 0
+    parents, sizes = yield from _upstreams(core, suspects)
+    return (yield from _fix_credits(core, parents, sizes))
+
+
+def _upstreams(
+    core: StateCore, suspects: set[int]
+) -> Op[tuple[dict[int, list[int]], dict[int, int]]]:
+    """Pass 2 over the records: the upstreams of each suspect, and their list sizes."""
+    parents: dict[int, list[int]] = {t: [] for t in suspects}
+    sizes: dict[int, int] = {}
+    cursor: Any = 0
+    while True:
+        (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+        cursor, entries = page
+        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+        for k, v in items:
+            parts = _record_parts(v)
+            if parts is None:
+                continue
+            kids = _children(parts)
+            tid = int(text(k))
+            for c in set(kids) & suspects:
+                parents[c].append(tid)
+                sizes[tid] = len(kids)
+        if int(cursor) == 0:
+            break
+    return parents, sizes
+
+
+def _fix_credits(core: StateCore, parents: dict[int, list[int]], sizes: dict[int, int]) -> Op[int]:
+    """reconcile_credits on each suspect with its upstreams, in calls of bounded cost."""
+    fixed = 0
+    group: list[tuple[int, list[int]]] = []
+    cost = 0
+    todo = sorted(parents.items())
+    for n, (tid, ups) in enumerate(todo):
+        group.append((tid, ups))
+        cost += 1 + sum(sizes.get(u, 0) for u in ups)
+        if cost >= _CREDIT_COST or len(group) >= _CHUNK or n == len(todo) - 1:
+            call = cmd.reconcile_credits(core.keys, core.caller(), group)
+            (reply,) = yield from core._scripts([call])
+            d = cmd.decode_reconcile_credits(reply)
+            fixed += len(d.fixed) + len(d.pending_fixed)
+            for task_id, done, _ in [(f[0], f[2], "") for f in d.fixed]:
+                obj = core.tasks.get(task_id)
+                if obj is not None:
+                    try:
+                        obj.num_upstreams_done = done
+                    except AttributeError:
+                        pass
+            group, cost = [], 0
+    return fixed
+
+
 def reconcile(core: StateCore) -> Op[ReconcileReport]:
     """Idempotent sweep that heals every crash window; reports what it fixed.
 
@@ -504,12 +652,14 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
     """
     reaped = yield from reap(core, force=True)
     (counters,) = yield from core._scripts([cmd.reconcile_counters(core.keys, core.caller())])
+    scan = _CreditScan((yield from _fanouts(core)))
     propagated = enqueued = front = 0
     cursor: Any = 0
     while True:
         (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
         cursor, entries = page
-        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
+        items = list(entries.items() if isinstance(entries, Mapping) else _pairs(entries))
+        scan.feed(items)  # the same pass finds the credit suspects
         ids = [int(text(k)) for k, v in items if _candidate(core, k, v)]
         if ids:
             calls: list[Call] = [cmd.reconcile_tasks(core.keys, core.caller(), ids)]
@@ -524,6 +674,11 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
                     _set_mirror(obj, status, done)
         if int(cursor) == 0:
             break
+    # fan-outs left half credited (by a caller that died, or started by this sweep)
+    going = yield from _fanouts(core)
+    rest = yield from core.finish_fanouts(sorted(going), enqueue=True)
+    yield from core._absorb(rest)
+    credits_fixed = yield from heal_credits(core, scan)
     return ReconcileReport(
         propagated=propagated,
         enqueued=enqueued,
@@ -532,4 +687,5 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
         active_fixed=int(counters[1]),
         reserved_fixed=int(counters[2]),
         stale_claims=int(counters[3]),
+        credits_fixed=credits_fixed,
     )

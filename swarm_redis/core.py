@@ -530,17 +530,19 @@ class StateCore:
             *(("SCARD", self.keys.status_set(s)) for s in PENDING_TASK_STATUSES),
             ("ZCARD", self.keys.ready),
             ("HLEN", self.keys.claims),
+            ("HLEN", self.keys.fanout),  # completions whose fan-out is still being credited
         )
         return any(int(n) > 0 for n in replies)
 
     def all_tasks_final(self) -> Op[bool]:
-        total, done, failed, claimed = yield from self._read(
+        total, done, failed, claimed, fanout = yield from self._read(
             ("HLEN", self.keys.task),
             ("SCARD", self.keys.status_set("D")),
             ("SCARD", self.keys.status_set("F")),
             ("HLEN", self.keys.claims),
+            ("HLEN", self.keys.fanout),
         )
-        return int(total) == int(done) + int(failed) and int(claimed) == 0
+        return int(total) == int(done) + int(failed) and int(claimed) == 0 and int(fanout) == 0
 
     def available_capacity(self) -> Op[int]:
         replies = yield from self._read(
@@ -637,19 +639,25 @@ class StateCore:
                 cost = 0
             chunks[-1].append(change)
             cost += step
-        replies: list[Any] = []
-        for c in chunks[:-1]:  # one round trip each: other clients are served in between
+        decoded: list[cmd.ApplyReply] = []
+        for i, c in enumerate(chunks):  # one round trip each: other clients are served in between
             call = cmd.apply_update(
-                self.keys, self.caller(), propagate=prop, stamp=stamp, changes=c, tail=None
+                self.keys,
+                self.caller(),
+                propagate=prop,
+                stamp=stamp,
+                changes=c,
+                tail=tail if i == len(chunks) - 1 else None,
             )
-            replies += yield from self._scripts([call])
-        last = cmd.apply_update(
-            self.keys, self.caller(), propagate=prop, stamp=stamp, changes=chunks[-1], tail=tail
-        )
-        replies += yield from self._scripts([last])
-        decoded = [cmd.decode_apply(r) for r in replies]
+            (reply,) = yield from self._scripts([call])
+            d = cmd.decode_apply(reply)
+            decoded.append(d)
+            if i == len(chunks) - 1:
+                run_status = d.run_status
+            # a big fan-out is credited one bounded slice per call, before the next chunk
+            decoded += yield from self.finish_fanouts(d.unfinished, enqueue=True)
         result = yield from self._absorb(decoded)
-        result.run_status = decoded[-1].run_status
+        result.run_status = run_status
         if tail.array_limits:
             yield from self.read_arrays()
         self.last_ready = result.ready
@@ -690,8 +698,28 @@ class StateCore:
         if not calls:
             return []
         replies = yield from self._one_by_one(calls)
-        result = yield from self._absorb([cmd.decode_propagate(r) for r in replies])
+        decoded = [cmd.decode_propagate(r) for r in replies]
+        unfinished = [i for d in decoded for i in d.unfinished]
+        decoded += yield from self.finish_fanouts(unfinished, enqueue=enqueue)
+        result = yield from self._absorb(decoded)
         return result.ready
+
+    def finish_fanouts(self, task_ids: Sequence[int], *, enqueue: bool) -> Op[list[cmd.ApplyReply]]:
+        """Credit the rest of partly credited fan-outs, one bounded script call per slice.
+
+        Each call advances the stored progress (K.fanout) atomically with its credits, so a
+        caller that dies between calls leaves work that the next call or ``reconcile`` finishes,
+        and nothing is counted twice.
+        """
+        out: list[cmd.ApplyReply] = []
+        pending = list(dict.fromkeys(task_ids))
+        while pending:
+            call = cmd.propagate(self.keys, self.caller(), pending, enqueue=enqueue)
+            (reply,) = yield from self._scripts([call])
+            d = cmd.decode_propagate(reply)
+            out.append(d)
+            pending = list(dict.fromkeys(d.unfinished))
+        return out
 
     def compute_initial_counts(self) -> Op[None]:
         """Propagate every DONE task through the once-only gate (idempotent)."""

@@ -49,6 +49,14 @@ reply_at       zset    request id -> Redis time (ms) its reply was stored; repli
 qidx           zset    the ready queue per array: one member ``array|position|id`` per entry of
                        ``ready`` (all scored 0, lexical order; position = score + 2^52, 16
                        digits), so claim_batch finds each array's next task in O(log n)
+pcredit        hash    task id -> ``<n>`` or ``<n>q``: completions propagated to a task that had
+                       no record yet (n credits; "q": one came from a propagation that queues).
+                       Registration adds n to the new record's done count and deletes the field
+fanout         hash    a fan-out too big for one call, credited one slice per call: task id ->
+                       ``<n>:<k>:<m>`` (its first n children credited, slice k of m next) and
+                       ``<id>#<k>`` -> the ids of slice k (at most 1,000); the task is flagged
+                       "p" when it is cut, each slice field is deleted with its credits, the
+                       progress field with the last one
 =============  ======  =============================================================================
 """
 
@@ -80,6 +88,8 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "replies",
     "reply_at",
     "qidx",
+    "pcredit",
+    "fanout",
 )
 
 

@@ -6,7 +6,10 @@ downstream ids). Everything else is derived and can drift after a bug or a hand 
 
 * status sets: each task in exactly the set of its record's status;
 * per-array active counters: records in Q/I/O/R per array;
-* done counts: start + number of upstreams whose record carries the propagated flag;
+* done counts: start + number of upstreams whose record carries the propagated flag (plus the
+  children already credited by a fan-out in progress, ``fanout``);
+* pending credits (``pcredit``): only for ids without a record, each equal to the credits of
+  its propagated upstreams; fan-out progress only for flagged DONE tasks;
 * the ready queue and the queued set: same ids, none final, none claimed, none without a
   record; resource keys (``qres``) only for queued or claimed tasks; the per-array queue index
   (``qidx``) holds exactly one ``array|position|id`` member per queue entry;
@@ -48,6 +51,7 @@ __all__ = [
     "RunData",
     "check",
     "expected_active",
+    "expected_credits",
     "expected_done",
     "expected_reserved",
     "find_drift",
@@ -67,6 +71,9 @@ DRIFT_KINDS: dict[str, tuple[str, str | None]] = {
     "missing_from_set": ("task in no status set", "sets"),
     "no_record": ("status set member without a task record", "sets"),
     "done_count": ("done count differs from start + propagated upstreams", "done"),
+    "pending_credit": ("pending credit of an unregistered id differs from its upstreams", None),
+    "pending_registered": ("pending credit left for a task that has a record", None),
+    "fanout_stale": ("fan-out progress for a task that is not a flagged DONE task", None),
     "active_counter": ("per-array active counter differs from the records", "active"),
     "ready_unknown": ("ready/queued entry without a task record", "queue"),
     "ready_final": ("ready/queued entry of a DONE or ERROR_FATAL task", "queue"),
@@ -118,6 +125,10 @@ class RunData:
     #: ready entry -> its position (score); qidx members as read
     ready_pos: dict[int, int] = field(default_factory=dict)
     qidx: list[str] = field(default_factory=list)
+    #: pending credits of ids without a record (``pcredit``): id -> count
+    pcredit: dict[int, int] = field(default_factory=dict)
+    #: fan-outs in progress (``fanout``): id -> children credited so far (-1: unparseable)
+    fanout: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,12 +176,25 @@ class DriftReport:
 # --- recomputation (pure; also used by the replicas' reconcile) ------------------------------
 
 
-def expected_done(records: Mapping[int, TaskState]) -> dict[int, int]:
-    """Each task's done count: its starting count plus its propagated upstreams."""
+def expected_credits(
+    records: Mapping[int, TaskState], fanout: Mapping[int, int] | None = None
+) -> Counter[int]:
+    """Credits per id: one per occurrence in the list of a propagated upstream; only the first
+    n children of one whose fan-out is still being credited in slices (``fanout``: id -> n)."""
     credit: Counter[int] = Counter()
-    for rec in records.values():
-        if rec.propagated:
+    for tid, rec in records.items():
+        if rec.propagated and fanout and tid in fanout:
+            credit.update(rec.downstream_ids[: max(0, fanout[tid])])
+        elif rec.propagated:
             credit.update(rec.downstream_ids)
+    return credit
+
+
+def expected_done(
+    records: Mapping[int, TaskState], fanout: Mapping[int, int] | None = None
+) -> dict[int, int]:
+    """Each task's done count: its starting count plus its propagated upstreams."""
+    credit = expected_credits(records, fanout)
     return {tid: rec.start + credit[tid] for tid, rec in records.items()}
 
 
@@ -227,11 +251,26 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         elif sets[0] != rec.status:
             items["wrong_set"].append(Drift("wrong_set", str(tid), where, rec.status))
 
-    done = expected_done(recs)
+    credit = expected_credits(recs, data.fanout)
+    done = {tid: rec.start + credit[tid] for tid, rec in recs.items()}
     for tid in sorted(recs):
         if recs[tid].num_upstreams_done != done[tid]:
             have = str(recs[tid].num_upstreams_done)
             items["done_count"].append(Drift("done_count", str(tid), have, str(done[tid])))
+    for tid in sorted(set(data.pcredit) | {c for c in credit if c not in recs}):
+        if tid in data.bad:
+            continue
+        pend = data.pcredit.get(tid, 0)
+        if tid in recs:
+            items["pending_registered"].append(Drift("pending_registered", str(tid), str(pend)))
+        elif pend != credit[tid]:
+            want = str(credit[tid])
+            items["pending_credit"].append(Drift("pending_credit", str(tid), str(pend), want))
+    for tid, n in sorted(data.fanout.items()):
+        rec = recs.get(tid)
+        if n < 0 or rec is None or rec.status != "D" or not rec.propagated:
+            seen = rec.status + ("p" if rec.propagated else "") if rec else "no record"
+            items["fanout_stale"].append(Drift("fanout_stale", str(tid), seen, "Dp"))
     items["active_counter"] = _counter_drift(
         "active_counter", data.active, expected_active(recs.values())
     )
@@ -260,16 +299,16 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         items["stale_qres"].append(Drift("stale_qres", str(tid), "qres", ""))
     # the queue index: entries with other queue drift are left to the "queue" repair
     other = {int(d.subject) for k in _QUEUE_KINDS for d in items[k]}
-    want = {
+    members = {
         qidx_member(recs[tid].array_id, pos, tid): tid
         for tid, pos in data.ready_pos.items()
         if tid in recs and tid not in other
     }
     indexed = set(data.qidx)
-    for member, tid in sorted(want.items(), key=lambda kv: kv[1]):
+    for member, tid in sorted(members.items(), key=lambda kv: kv[1]):
         if member not in indexed:
             items["qidx_missing"].append(Drift("qidx_missing", str(tid), "", member))
-    for member in sorted(indexed - set(want)):
+    for member in sorted(indexed - set(members)):
         owner = member.rsplit("|", 1)[-1]
         if not owner.isdigit() or int(owner) not in other:
             items["qidx_stale"].append(Drift("qidx_stale", owner, member, ""))
@@ -310,6 +349,8 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
     info = {
         "unpropagated_done": sum(1 for r in recs.values() if r.status == "D" and not r.propagated),
         "stalled_ready": stalled,
+        "fanout_in_progress": len(data.fanout),
+        "pending_credits": len(data.pcredit),
     }
     return DriftReport(run_id, len(recs), data.consistent, items, info)
 
@@ -357,8 +398,9 @@ def _ready_pairs(raw: Sequence[Any]) -> list[tuple[int, int]]:
 def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
     records_raw, *set_raws = replies[: 1 + len(TASK_STATUSES)]
     ready_raw, queued, qres, active, claims, batches, reserved, orphans, qidx = replies[
-        1 + len(TASK_STATUSES) :
+        1 + len(TASK_STATUSES) : 10 + len(TASK_STATUSES)
     ]
+    pcredit_raw, fanout_raw = replies[10 + len(TASK_STATUSES) :]
     ready = _ready_pairs(ready_raw)
     records: dict[int, TaskState] = {}
     bad: dict[int | str, str] = {}
@@ -386,7 +428,28 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
         bad=bad,
         ready_pos=dict(ready),
         qidx=[text(m) for m in qidx],
+        pcredit=_pending(pcredit_raw),
+        fanout=_progress(fanout_raw),
     )
+
+
+def _pending(raw: Any) -> dict[int, int]:
+    out = {}
+    for k, v in dict(raw).items():
+        count = text(v).rstrip("q")
+        out[int(text(k))] = int(count) if count.isdigit() else -1
+    return out
+
+
+def _progress(raw: Any) -> dict[int, int]:
+    out = {}
+    for k, v in dict(raw).items():
+        name = text(k)
+        if "#" in name:  # a slice of children, not a progress
+            continue
+        n = text(v).split(":")[0]
+        out[int(name)] = int(n) if n.isdigit() else -1
+    return out
 
 
 def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> RunData:
@@ -409,6 +472,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         pipe.zrange(keys.ready, 0, -1, withscores=True).smembers(keys.queued).hkeys(keys.qres)
         pipe.hgetall(keys.active).hgetall(keys.claims).hgetall(keys.batches)
         pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1).zrange(keys.qidx, 0, -1)
+        pipe.hgetall(keys.pcredit).hgetall(keys.fanout)
         return _decode(pipe.execute(), consistent=True)
     replies: list[Any] = [dict(client.hscan_iter(keys.task, count=_SCAN))]
     replies += [list(client.sscan_iter(keys.status_set(s), count=_SCAN)) for s in TASK_STATUSES]
@@ -438,6 +502,8 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         dict(client.hscan_iter(keys.reserved, count=_SCAN)),
         client.lrange(keys.orphans, 0, -1),
         qidx,
+        dict(client.hscan_iter(keys.pcredit, count=_SCAN)),
+        dict(client.hscan_iter(keys.fanout, count=_SCAN)),
     ]
     return _decode(replies, consistent=False)
 

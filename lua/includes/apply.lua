@@ -8,10 +8,44 @@
 -- active counters and downstream credits are summed before they are written. That keeps the
 -- number of redis.call per task small, which is most of a script's cost.
 
+-- Records longer than this (bytes) are kept raw, see recs_load.
+local BIG_RECORD = 16384
+
+-- The immutable part of a loaded record (a copy for a big one: only when it is written).
+local function t_rest(t)
+  return t.rest or string.sub(t.raw, t.at)
+end
+
+-- Number of upstreams and array id of a loaded record, without copying a big one.
+local function t_nup(t)
+  if t.rest then
+    local _, nup = rec_def(t.rest)
+    return tonumber(nup)
+  end
+  return tonumber(string.match(t.raw, '^[^|]*|(%d+)|', t.at))
+end
+
+local function t_array(t)
+  if t.rest then
+    return rec_array(t.rest)
+  end
+  return string.match(t.raw, '^([^|]*)|', t.at)
+end
+
+-- The children list of a loaded record as (source string, index where the list starts).
+local function t_children(t)
+  if t.rest then
+    local _, _, _, list = rec_def(t.rest)
+    return list, 1
+  end
+  return t.raw, string.match(t.raw, '^[^|]*|%d+|%d+|()', t.at)
+end
+
 -- The working set of task records of one call: id -> {s, nd, st, fl, rest, s0} (s0: the
--- status in Redis), loaded on demand, written back by recs_flush.
+-- status in Redis; a big record has raw and at instead of rest), loaded on demand, written
+-- back by recs_flush; plan: what each completion of this call credits (plan_completions).
 local function recs_new()
-  return {map = {}, dirty = {}, dirty_list = {}}
+  return {map = {}, dirty = {}, dirty_list = {}, plan = {}}
 end
 
 local function recs_load(R, ids)
@@ -27,7 +61,12 @@ local function recs_load(R, ids)
     local raws = redis.call('HMGET', K.task, unpack(missing, i, last))
     for j = i, last do
       local raw = raws[j - i + 1]
-      if raw then
+      if raw and #raw > BIG_RECORD then
+        -- a huge fan-out: keep the raw value and where its definition starts, so slicing its
+        -- children allocates no copy of the list (big strings cost Lua GC time in every call)
+        local s, nd, st, fl, at = string.match(raw, '^(%a)|(%d+)|([^|]*)|([^|]*)|()')
+        R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, raw = raw, at = at, s0 = s}
+      elseif raw then
         local s, nd, st, fl, rest = rec_parse(raw)
         R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, rest = rest, s0 = s}
       end
@@ -51,7 +90,7 @@ local function recs_flush(R)
   for _, id in ipairs(R.dirty_list) do
     local t = R.map[id]
     fields[#fields + 1] = id
-    fields[#fields + 1] = rec_join(t.s, t.nd, t.st, t.fl, t.rest)
+    fields[#fields + 1] = rec_join(t.s, t.nd, t.st, t.fl, t_rest(t))
     if t.s ~= t.s0 then
       local key = t.s0 .. t.s
       if not moves[key] then
@@ -61,7 +100,7 @@ local function recs_flush(R)
       table.insert(moves[key], id)
       local step = (ACTIVE[t.s] and 1 or 0) - (ACTIVE[t.s0] and 1 or 0)
       if step ~= 0 then
-        local arr = rec_array(t.rest)
+        local arr = t_array(t)
         deltas[arr] = (deltas[arr] or 0) + step
       end
       t.s0 = t.s
@@ -81,15 +120,37 @@ local function recs_flush(R)
   touch()
 end
 
--- Load the downstream records of the given tasks, so crediting them needs no more reads.
-local function recs_load_children(R, ids)
+-- Downstream edges one script call credits at most: a bigger fan-out is cut into slices kept
+-- in K.fanout and credited one slice per call, so no call grows with a fan-out (see keys.py).
+local EDGE_MAX = 1000  -- as core.DEFAULT_CHUNK_BUDGET: a slice costs what any other chunk does
+local EDGE_LEFT = EDGE_MAX
+
+-- Plan the completions of the given loaded tasks that are or become DONE and are not yet
+-- propagated, in order: a fan-out that fits in this call's edge allowance gets its children
+-- (whose records are loaded, so crediting needs no more reads); a bigger one is marked 'big'
+-- (count_completion cuts it into slices).
+local function plan_completions(R, ids)
   local children = {}
   for _, id in ipairs(ids) do
     local t = R.map[id]
-    if t then
-      local _, _, _, list = rec_def(t.rest)
-      for child in string.gmatch(list, '[^,]+') do
-        children[#children + 1] = child
+    if t and R.plan[id] == nil and not string.find(t.fl, 'p', 1, true) then
+      if t.raw then
+        R.plan[id] = 'big'
+      else
+        local _, _, _, list = rec_def(t.rest)
+        local kids = {}
+        for child in string.gmatch(list, '[^,]+') do
+          kids[#kids + 1] = child
+        end
+        if #kids > EDGE_LEFT then
+          R.plan[id] = 'big'
+        else
+          EDGE_LEFT = EDGE_LEFT - #kids
+          R.plan[id] = kids
+          for _, c in ipairs(kids) do
+            children[#children + 1] = c
+          end
+        end
       end
     end
   end
@@ -103,19 +164,12 @@ local function add_cand(r, id, front)
   r.cand_of[id] = c
 end
 
--- Count the completion of the loaded task `id` once, if it is DONE: flag it and credit each
--- downstream (their records must be loaded: recs_load_children). A REGISTERING downstream whose
--- count reaches its number of upstreams became ready: it is added to r.cands (queued by
--- finish_queue when `enqueue`, else reported as ready). Credited ids go to r.credited.
-local function count_completion(R, id, r)
-  local t = R.map[id]
-  if t.s ~= 'D' or string.find(t.fl, 'p', 1, true) then
-    return false
-  end
-  t.fl = t.fl .. 'p'
-  recs_dirty(R, id)
-  local _, _, _, children = rec_def(t.rest)
-  for child in string.gmatch(children, '[^,]+') do
+-- Credit one completion to each of the given downstreams (records loaded). A downstream without
+-- a record gets a pending credit (written by flush_credits, absorbed by its registration). A
+-- REGISTERING downstream whose count reaches its number of upstreams became ready: added to
+-- r.cands (queued by finish_queue when `enqueue`, else reported as ready).
+local function credit_children(R, kids, r)
+  for _, child in ipairs(kids) do
     local c = R.map[child]
     if c then
       c.nd = c.nd + 1
@@ -124,26 +178,161 @@ local function count_completion(R, id, r)
         r.credited[child] = true
         r.credited_list[#r.credited_list + 1] = child
       end
-      if c.s == 'G' then
-        local _, nup = rec_def(c.rest)
-        if c.nd == tonumber(nup) then
-          add_cand(r, child, false)
-        end
+      if c.s == 'G' and c.nd == t_nup(c) then
+        add_cand(r, child, false)
+      end
+    else
+      if not r.pending[child] then
+        r.pending[child] = 0
+        r.pending_list[#r.pending_list + 1] = child
+      end
+      r.pending[child] = r.pending[child] + 1
+    end
+  end
+end
+
+-- Cut the children list of the loaded task `id` into slices of about EDGE_MAX ids, stored in
+-- K.fanout as id#1..id#m with the progress "n:k:m" (n credited, next slice k of m). Slices are
+-- cut at byte offsets (one search per slice, no copy of the whole list); their length comes
+-- from the average id length at the head of the list.
+local function start_fanout(R, id, r)
+  local src, base = t_children(R.map[id])
+  local len = #src
+  -- bytes per id, from samples at the head, the middle and the tail of the list
+  local sampled, commas = 0, 0
+  for _, at in ipairs({base, base + math.floor((len - base) / 2), math.max(base, len - 1023)}) do
+    local part = string.sub(src, at, math.min(len, at + 1023))
+    local _, c = string.gsub(part, ',', ',')
+    sampled, commas = sampled + #part, commas + c
+  end
+  local step = math.max(64, math.floor(sampled / (commas + 1) * EDGE_MAX))
+  local fields, m, i = {}, 0, base
+  while i <= len do
+    local size, e, piece = step, len + 1, nil
+    while true do
+      e = len + 1
+      if i + size - 1 < len then
+        e = string.find(src, ',', i + size - 1, true) or (len + 1)
+      end
+      piece = string.sub(src, i, e - 1)
+      local _, c = string.gsub(piece, ',', ',')
+      if c < EDGE_MAX or size <= 2 then
+        break
+      end
+      size = math.max(2, math.floor(size * EDGE_MAX / (c + 1) * 0.95))  -- at most EDGE_MAX ids
+    end
+    m = m + 1
+    fields[#fields + 1] = id .. '#' .. m
+    fields[#fields + 1] = piece
+    i = e + 1
+  end
+  fields[#fields + 1] = id
+  fields[#fields + 1] = '0:1:' .. m
+  multi('HSET', K.fanout, fields)
+  r.unfinished[#r.unfinished + 1] = id
+  touch()
+end
+
+-- Count the completion of the loaded task `id` once, if it is DONE: flag it "p" and credit its
+-- downstreams as planned by plan_completions; a fan-out too big for this call is cut into
+-- slices (start_fanout), credited by the next calls (continue_fanouts) and listed in
+-- r.unfinished. Credited ids go to r.credited. Returns true when it counted the completion.
+local function count_completion(R, id, r)
+  local t = R.map[id]
+  if t.s ~= 'D' or string.find(t.fl, 'p', 1, true) then
+    return false
+  end
+  local p = R.plan[id]
+  t.fl = t.fl .. 'p'
+  recs_dirty(R, id)
+  r.propagated = r.propagated + 1
+  if type(p) == 'table' then
+    credit_children(R, p, r)
+  else
+    start_fanout(R, id, r)
+  end
+  return true
+end
+
+-- Credit the next slice of each fan-out in progress among `ids` (progress as read from
+-- K.fanout, in the same order), within this call's edge allowance; the progress advances in the
+-- same call, and the slices and progress are deleted with the last slice. Ids with work left go
+-- to r.unfinished.
+local function continue_fanouts(R, ids, progress, r)
+  local todo, seen = {}, {}
+  for i, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local n, k, m = string.match(progress[i], '^(%d+):(%d+):(%d+)$')
+      if n then
+        todo[#todo + 1] = {id = id, n = tonumber(n), k = tonumber(k), m = tonumber(m)}
       end
     end
   end
-  r.propagated = r.propagated + 1
-  return true
+  local work, children = {}, {}
+  for _, f in ipairs(todo) do
+    if EDGE_LEFT > 0 and f.k <= f.m then
+      local list = redis.call('HGET', K.fanout, f.id .. '#' .. f.k) or ''
+      local kids = {}
+      for child in string.gmatch(list, '[^,]+') do
+        kids[#kids + 1] = child
+        children[#children + 1] = child
+      end
+      EDGE_LEFT = EDGE_LEFT - #kids
+      f.kids = kids
+      work[#work + 1] = f
+    else
+      r.unfinished[#r.unfinished + 1] = f.id
+    end
+  end
+  recs_load(R, children)
+  for _, f in ipairs(work) do
+    credit_children(R, f.kids, r)
+    redis.call('HDEL', K.fanout, f.id .. '#' .. f.k)
+    if f.k >= f.m then
+      redis.call('HDEL', K.fanout, f.id)
+    else
+      redis.call('HSET', K.fanout, f.id, (f.n + #f.kids) .. ':' .. (f.k + 1) .. ':' .. f.m)
+      r.unfinished[#r.unfinished + 1] = f.id
+    end
+  end
+  if #work > 0 then
+    touch()
+  end
 end
 
 local function new_result()
   return {changed = {}, ready = {}, touched = {}, into = {}, propagated = 0, credited = {},
-    credited_list = {}, cands = {}, cand_of = {}, finals = {}}
+    credited_list = {}, cands = {}, cand_of = {}, finals = {}, pending = {}, pending_list = {},
+    unfinished = {}}
+end
+
+-- Write the pending credits of downstreams without a record ("q" when this call queues).
+local function flush_credits(r, enqueue)
+  if #r.pending_list > 0 then
+    local old = multi_reply('HMGET', K.pcredit, r.pending_list)
+    local fields = {}
+    for i, id in ipairs(r.pending_list) do
+      local n, q = 0, enqueue and 'q' or ''
+      if old[i] then
+        local on, oq = string.match(old[i], '^(%d+)(q?)$')
+        n = tonumber(on or '0')
+        if oq == 'q' then
+          q = 'q'
+        end
+      end
+      fields[#fields + 1] = id
+      fields[#fields + 1] = (n + r.pending[id]) .. q
+    end
+    multi('HSET', K.pcredit, fields)
+    touch()
+  end
 end
 
 -- Queue the ready candidates (or only report them without `enqueue`), drop final tasks from
 -- the queue, and fill r.touched.
 local function finish_queue(R, r, enqueue)
+  flush_credits(r, enqueue)
   unqueue_final(r.finals)
   if enqueue then
     r.ready = queue_many(r.cands)
@@ -200,7 +389,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
         completing[#completing + 1] = id
       end
     end
-    recs_load_children(R, completing)
+    plan_completions(R, completing)
   end
   -- one task after the other, in update order, as if each were its own call: the result does
   -- not depend on how an update is cut into chunks
@@ -227,8 +416,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
               c[3] = true
             end
           elseif propagate and new == 'G' then
-            local _, nup = rec_def(t.rest)
-            if t.nd == tonumber(nup) then
+            if t.nd == t_nup(t) then
               add_cand(r, id, false)
             end
           elseif propagate and new == 'A' then
@@ -249,14 +437,32 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   return r
 end
 
--- Count the completions of the given task ids once (tasks not DONE are ignored); queue what
--- became ready when `enqueue`. Returns r as apply_changes does (no changed entries).
+-- Count the completions of the given task ids once (tasks not DONE are ignored) and credit
+-- the next slice of those whose fan-out is in progress (their records are not even read);
+-- queue what became ready when `enqueue`. Returns r as apply_changes does (no changed entries).
 local function propagate_ids(ids, enqueue)
   local r = new_result()
   local R = recs_new()
-  recs_load(R, ids)
-  recs_load_children(R, ids)
-  for _, id in ipairs(ids) do
+  local progress = multi_reply('HMGET', K.fanout, ids)
+  local plain, going, going_p = {}, {}, {}
+  for i, id in ipairs(ids) do
+    if progress[i] then
+      going[#going + 1] = id
+      going_p[#going_p + 1] = progress[i]
+    else
+      plain[#plain + 1] = id
+    end
+  end
+  recs_load(R, plain)
+  local done = {}
+  for _, id in ipairs(plain) do
+    if R.map[id] and R.map[id].s == 'D' then
+      done[#done + 1] = id
+    end
+  end
+  continue_fanouts(R, going, going_p, r)
+  plan_completions(R, done)
+  for _, id in ipairs(plain) do
     if R.map[id] then
       count_completion(R, id, r)
     end

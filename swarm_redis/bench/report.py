@@ -47,6 +47,8 @@ TARGETS: tuple[Target, ...] = (
     Target("blocking", "max PING latency during large updates (ms)", ("blocking", "max_ms"), "<=", 25.0),
     Target("blocking", "max PING latency during big reads/queue calls/claims (ms)", ("blocking", "bounded_calls", "max_ms"), "<=", 25.0),
     Target("blocking", "BUSY replies during big reads/queue calls/claims", ("blocking", "bounded_calls", "busy"), "<=", 0.0),
+    Target("blocking", "max PING during one completion with 500k children (ms)", ("blocking", "fanout", "max_ms"), "<=", 25.0),
+    Target("blocking", "BUSY replies during that completion", ("blocking", "fanout", "busy"), "<=", 0.0),
     Target("memory", "Redis bytes per task", ("memory", "bytes_per_task"), "<=", 200.0),
     Target("redis_share", "Redis CPU / client CPU", ("redis_share", "ratio"), ">=", 1.0),
 )  # fmt: skip
@@ -150,6 +152,8 @@ def grids(results: dict[str, Any]) -> list[Grid]:
                 out.append(_blocking_variants(results[name]))
             if name == "blocking" and results[name].get("bounded_calls"):
                 out.append(_bounded_calls(results[name]["bounded_calls"]))
+            if name == "blocking" and results[name].get("fanout"):
+                out.append(_blocking_fanout(results[name]))
     targets = _table("targets", "scenario", "target", "value", "met")
     for t in evaluate_targets(results):
         met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "n/a"}[t["met"]]
@@ -289,6 +293,21 @@ def _blocking(r: dict[str, Any]) -> Grid:
         )
     t.add_row("[bold]updates overall[/]", "", _f(r["pings"]), _f(r["max_ms"], 2),
               _f(r["p99_ms"], 2), "")  # fmt: skip
+    return t
+
+
+def _blocking_fanout(r: dict[str, Any]) -> Grid:
+    x = r["fanout"]
+    t = _table(
+        f"blocking: one completion with {x['children']:,} children (PINGs from another process)",
+        "seconds", "queued", "PINGs", "max ms", "p99 ms", "BUSY", "longest command ms",
+        "script calls", "Redis CPU ms/call",
+    )  # fmt: skip
+    t.add_row(
+        _f(x["seconds"], 2), _f(x["queued"]), _f(x["pings"]), _f(x["max_ms"], 2),
+        _f(x["p99_ms"], 2), _f(x["busy"]), _f(x["slowlog_max_ms"], 2),
+        _f(x.get("script_calls")), _f(x.get("redis_cpu_ms_per_call"), 2),
+    )  # fmt: skip
     return t
 
 

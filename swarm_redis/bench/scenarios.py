@@ -968,6 +968,67 @@ def _blocking_round(
     return {"phases": phases, "slowlog_max_ms": _slowlog_max_ms(ctx)}
 
 
+def _evalsha_calls(client: Any) -> int | None:
+    try:
+        entry = client.info("commandstats").get("cmdstat_evalsha")
+    except redis.ResponseError:
+        return None
+    return int(entry["calls"]) if entry else 0
+
+
+#: Children of the one completion of the blocking scenario's fan-out case (quick: 1/10).
+FANOUT_CHILDREN = 500_000
+
+
+def blocking_fanout(ctx: Context, children: int | None = None) -> dict[str, Any]:
+    """Blocking case: ONE completion whose task has 500k children (quick: 50k).
+
+    PING latency from another process, BUSY replies and the longest command while the fan-out
+    is credited (in bounded slices, one round trip each) and the children are queued.
+    """
+    from swarm_redis.records import TaskRecord
+
+    n = children if children is not None else ctx.config._n(FANOUT_CHILDREN)
+    state = RedisSwarmState(
+        1, ctx.new_run_id(), 1, redis=ctx.client, prefix=ctx.prefix,
+        max_concurrently_running=RUN_LIMIT, events_maxlen=1000,
+    )  # fmt: skip
+    parent = TaskRecord(1, 0, "G", 0, 0)
+    kids = [TaskRecord(i, 0, "G", 1, 0) for i in range(2, n + 2)]
+    parent.downstream_swarm_tasks = set(kids)
+    t0 = time.perf_counter()
+    state.add_tasks([parent, *kids])
+    register_s = time.perf_counter() - t0
+    busy = queued = 0
+    _slowlog_reset(ctx)
+    with PingProbe(ctx.url) as probe:
+        time.sleep(0.2)
+        cpu0, calls0 = server_cpu(ctx.client), _evalsha_calls(ctx.client)
+        t0 = time.perf_counter()
+        try:
+            queued = len(state.apply(StateUpdate(task_statuses={1: "D"})).ready)
+        except redis.ResponseError as e:
+            if "BUSY" not in str(e):
+                raise
+            busy += 1
+        t1 = time.perf_counter()
+        probe.mark("fanout", t0, t1)
+        cpu = _delta(server_cpu(ctx.client), cpu0)
+        calls = _delta(_evalsha_calls(ctx.client), calls0)
+    return {
+        "children": n,
+        "register_s": round(register_s, 3),
+        "seconds": round(t1 - t0, 3),
+        "queued": queued,
+        "busy": busy,
+        "script_calls": calls,
+        # Redis CPU per script call: what a call costs when Redis is not starved of CPU
+        "redis_cpu_ms_per_call": round(cpu / calls * 1000, 3) if cpu and calls else None,
+        "slowlog_max_ms": _slowlog_max_ms(ctx),
+        **probe.stats("fanout"),
+    }
+
+
 #: Chunk budgets tried besides the default in the blocking scenario.
 BLOCKING_VARIANTS: tuple[int, ...] = (500, 2000)
 
@@ -1004,7 +1065,9 @@ def blocking(ctx: Context) -> dict[str, Any]:
         overall = probe.stats(name + "R", name + "D")
         r.update(max_ms=overall["max_ms"], p99_ms=overall["p99_ms"], pings=overall["pings"])
     main = rounds.pop("default")
+    fanout = blocking_fanout(ctx)
     return {
+        "fanout": fanout,
         "run_tasks": cfg.big_tasks,
         "update_changes": n_changes,
         "chunk_budget": default_budget,
