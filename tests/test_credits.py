@@ -60,7 +60,7 @@ def _records(client: redis.Redis, keys: RunKeys) -> dict[int, cmd.TaskState]:
 
 
 def _queued(client: redis.Redis, keys: RunKeys) -> set[int]:
-    return {int(x) for x in client.lrange(keys.ready, 0, -1)}
+    return {int(x) for x in client.zrange(keys.ready, 0, -1)}
 
 
 # --- late registration -------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_reconcile_heals_credit_drift(make_client: MakeClient, run_id: int, pref
         assert isinstance(raw, bytes) and raw.startswith(old)
         client.hset(keys.task, str(tid), new + raw[len(old) :])
     client.hset(keys.pcredit, "5", "1")
-    client.delete(keys.ready, keys.queued)
+    client.delete(keys.ready, keys.queued, keys.qidx)
     before = verify.find_drift(client, keys)
     assert before.counts.get("done_count") == 2
     assert before.counts.get("pending_registered") == 1
@@ -379,7 +379,7 @@ def test_abandoned_fanout_is_finished_exactly_once(
     assert rec[1].propagated
     assert all(rec[i].num_upstreams_done == 1 for i in range(2, 50_002))
     assert client.hlen(s.keys.fanout) == 0
-    assert client.llen(s.keys.ready) == (50_000 if finisher == "reconcile" else credited)
+    assert client.zcard(s.keys.ready) == (50_000 if finisher == "reconcile" else credited)
     after = verify.find_drift(client, s.keys)
     assert after.clean, after.counts
     other.propagate_completions([1])  # a replay changes nothing
