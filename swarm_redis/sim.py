@@ -627,6 +627,11 @@ _CALLS = frozenset(
 
 #: Seconds a new connection has to complete the handshake.
 HANDSHAKE_TIMEOUT_S = 10.0
+#: Seconds the process waits, once asked to shut down, for its final report to be sent (a run of
+#: 20k tasks takes well over the old fixed 50 ms to report).
+SHUTDOWN_ANSWER_S = 60.0
+_SHUTDOWN_ASKED = threading.Event()
+_SHUTDOWN_ANSWERED = threading.Event()
 
 
 def _result_json(name: str, result: Any) -> Any:
@@ -676,10 +681,14 @@ def serve_connection(
             name, args = request["call"], request["args"]
             try:
                 if name == "shutdown":
+                    _SHUTDOWN_ASKED.set()
                     stop.set()
                     core.wake()
-                    report = core.report(include_log=bool(args and args[0]))
-                    channel.send({"ok": report_to_json(report)})
+                    try:
+                        report = core.report(include_log=bool(args and args[0]))
+                        channel.send({"ok": report_to_json(report)})
+                    finally:
+                        _SHUTDOWN_ANSWERED.set()
                     return
                 if name not in _CALLS:
                     channel.send({"err": f"unknown call {name[:80]!r}"})
@@ -780,7 +789,9 @@ def _child_main() -> None:
     bound_host, bound_port = listener.getsockname()[:2]
     print(f"ready {bound_host} {bound_port}", flush=True)
     stop.wait()
-    time.sleep(0.05)  # let the shutdown answer leave before the process ends
+    if _SHUTDOWN_ASKED.is_set():  # the final report must leave before the process ends
+        _SHUTDOWN_ANSWERED.wait(SHUTDOWN_ANSWER_S)
+    time.sleep(0.05)
     listener.close()
     sys.stdout.flush()
     sys.stderr.flush()
