@@ -11,6 +11,7 @@ the mirrored fields (``status``, ``num_upstreams_done``) from every reply that c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from swarm_redis.validation import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 #: An operation: yields lists of calls, receives their replies, returns a T.
 Op = Generator[list[Call], list[Any], T]
 
@@ -101,6 +103,10 @@ class StateCore:
         self.arrays: dict[int, Any] = {}
         self.resources: dict[str, Any] = {}
         self.last_ready: list[Any] = []
+        # DAG part (number of upstreams, downstream ids) of tasks as this replica registered
+        # them, until seal() has compared them with the objects (see seal)
+        # (None: the task existed, its stored DAG part is unknown here)
+        self.unsealed: dict[int, tuple[int, tuple[int, ...]] | None] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -226,9 +232,71 @@ class StateCore:
         for obj, d in zip(objs, defs):
             self.tasks[d.task_id] = obj
         replies = yield from self._one_by_one(calls)
+        for d in defs:
+            self.unsealed[d.task_id] = (d.num_upstreams, d.downstream_ids)
         for reply in replies:
             for task_id, status, done in cmd.triples(reply[1]):
                 _set_mirror(self.tasks[task_id], status, done)
+                self.unsealed[task_id] = None  # registered before: its stored DAG is unknown
+
+    @staticmethod
+    def _dag_def(task: Any) -> tuple[int, tuple[int, ...]]:
+        downstream = tuple(
+            coerce_task_id(getattr(child, "task_id", child), what="downstream id")
+            for child in getattr(task, "downstream_swarm_tasks", None) or ()
+        )
+        return _int_attr(task, "num_upstreams", 0), downstream
+
+    def seal(self) -> Op[int]:
+        """Write the final DAG part of tasks whose objects changed since this replica
+        registered them (or that existed already); the number of records changed.
+
+        jobmon's resume path registers every task with ``add_task`` and only then sets
+        ``downstream_swarm_tasks`` and ``num_upstreams`` on the registered objects. The first
+        operation that uses edges or readiness (apply, propagate, the initial counts, enqueue,
+        ack) calls this first: each task registered here since the last seal is compared with
+        its object, and the changed ones are written with absolute values (``lua/redefine.lua``:
+        the same records whichever replica sends them, and however often).
+        """
+        if not self.unsealed:
+            return 0
+        changed: list[tuple[int, int, tuple[int, ...]]] = []
+        for task_id, sent in self.unsealed.items():
+            obj = self.tasks.get(task_id)
+            if obj is None:
+                continue
+            now = self._dag_def(obj)
+            if sent is None or now[0] != sent[0] or sorted(now[1]) != sorted(sent[1]):
+                changed.append((task_id, now[0], now[1]))
+        calls: list[Call] = []
+        chunk: list[tuple[int, int, tuple[int, ...]]] = []
+        cost = 0
+        for item in changed:
+            chunk.append(item)
+            cost += CHANGE_COST + len(item[2])
+            if cost >= self.chunk_budget:
+                calls.append(cmd.redefine(self.keys, self.caller(), chunk))
+                chunk, cost = [], 0
+        if chunk:
+            calls.append(cmd.redefine(self.keys, self.caller(), chunk))
+        written = 0
+        refused: list[int] = []
+        if calls:
+            replies = yield from self._one_by_one(calls)
+            for reply in replies:
+                n, late = cmd.decode_redefine(reply)
+                written += n
+                refused += late
+        if refused:
+            logger.warning(
+                "run %s: %d tasks got downstream tasks after their completion was propagated; "
+                "those downstreams were not credited by them (first ids: %s)",
+                self.run_id,
+                len(refused),
+                refused[:10],
+            )
+        self.unsealed.clear()
+        return written
 
     def add_arrays(self, arrays: Iterable[Any]) -> Op[None]:
         """Register arrays; their limits overwrite the stored ones (as jobmon's add_array)."""
@@ -453,8 +521,7 @@ class StateCore:
 
     def apply(self, update: StateUpdate, propagate: bool | None = None) -> Op[ApplyResult]:
         """Apply a StateUpdate in bounded chunks; run-level fields go with the last chunk."""
-        if not isinstance(update, StateUpdate):
-            raise InvalidTypeError(f"apply_update needs a StateUpdate, got {type(update).__name__}")
+        update = StateUpdate.coerce(update)  # ours, or jobmon's (any object with its fields)
         prop = self.propagate_on_apply if propagate is None else propagate
         changes = self._changes(update)  # validate everything before the first write
         tail = self._tail(update)
@@ -462,6 +529,7 @@ class StateCore:
         if update.is_empty():
             self.last_ready = []
             return ApplyResult(version=self.seen)
+        yield from self.seal()
         chunks: list[list[tuple[int, str]]] = [[]]
         cost = 0
         for change in changes:
@@ -510,6 +578,7 @@ class StateCore:
     def propagate(self, completed: Iterable[Any], *, enqueue: bool) -> Op[list[Any]]:
         """Count completions once; the tasks that became ready (queued too with ``enqueue``)."""
         ids = [coerce_task_id(getattr(t, "task_id", t)) for t in completed]
+        yield from self.seal()
         calls: list[Call] = []
         chunk: list[int] = []
         cost = 0
@@ -529,6 +598,7 @@ class StateCore:
 
     def compute_initial_counts(self) -> Op[None]:
         """Propagate every DONE task through the once-only gate (idempotent)."""
+        yield from self.seal()
         cursor: Any = 0
         while True:
             (page,) = yield from self._read(
@@ -561,6 +631,7 @@ class StateCore:
         if unknown:
             yield from self.add_tasks(unknown)
         items = [(int(t.task_id), self.resource_key(t)) for t in tasks]
+        yield from self.seal()
         if not items:
             return []
         (reply,) = yield from self._scripts(
