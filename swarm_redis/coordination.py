@@ -281,7 +281,7 @@ def ack_batch(
     )
     (reply,) = yield from core._scripts([call])
     result = yield from core._absorb([cmd.decode_apply(reply)])
-    core.last_ready = result.ready
+    core.note_ready(result.ready)
     return result.changed
 
 

@@ -107,6 +107,8 @@ class StateCore:
         # them, until seal() has compared them with the objects (see seal)
         # (None: the task existed, its stored DAG part is unknown here)
         self.unsealed: dict[int, tuple[int, tuple[int, ...]] | None] = {}
+        # tasks this object's applies made ready and queued, until propagate() reports them
+        self.unreported: dict[int, Any] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -554,8 +556,14 @@ class StateCore:
         result.run_status = decoded[-1].run_status
         if tail.array_limits:
             yield from self.read_arrays()
-        self.last_ready = result.ready
+        self.note_ready(result.ready)
         return result
+
+    def note_ready(self, ready: list[Any]) -> None:
+        """Remember the tasks an apply of this object made ready and queued (see propagate)."""
+        self.last_ready = ready
+        for obj in ready:
+            self.unreported[int(obj.task_id)] = obj
 
     def _absorb(self, decoded: Sequence[cmd.ApplyReply]) -> Op[ApplyResult]:
         changed_ids = [c[0] for d in decoded for c in d.changed]
@@ -576,9 +584,26 @@ class StateCore:
         return result
 
     def propagate(self, completed: Iterable[Any], *, enqueue: bool) -> Op[list[Any]]:
-        """Count completions once; the tasks that became ready (queued too with ``enqueue``)."""
+        """Count completions once; the tasks that became ready (queued too with ``enqueue``).
+
+        Also reported, once: downstreams of ``completed`` that an apply of this object already
+        made ready and queued (``propagate_on_apply``). jobmon's orchestrator validates the
+        resources of exactly the tasks this returns, then queues them (a no-op for those).
+        """
         ids = [coerce_task_id(getattr(t, "task_id", t)) for t in completed]
         yield from self.seal()
+        ready = yield from self._propagate(ids, enqueue=enqueue)
+        if not self.unreported:
+            return ready
+        out = {int(t.task_id): t for t in ready}
+        for tid in ids:
+            for child in getattr(self.tasks.get(tid), "downstream_swarm_tasks", None) or ():
+                obj = self.unreported.pop(int(getattr(child, "task_id", child)), None)
+                if obj is not None:
+                    out.setdefault(int(obj.task_id), obj)
+        return list(out.values())
+
+    def _propagate(self, ids: list[int], *, enqueue: bool) -> Op[list[Any]]:
         calls: list[Call] = []
         chunk: list[int] = []
         cost = 0
@@ -607,7 +632,7 @@ class StateCore:
             cursor, members = page
             ids = [int(text(m)) for m in members]
             if ids:
-                yield from self.propagate(ids, enqueue=False)
+                yield from self._propagate(ids, enqueue=False)
             if int(cursor) == 0:
                 return
 
