@@ -241,6 +241,27 @@ class StateCore:
                 _set_mirror(self.tasks[task_id], status, done)
                 self.unsealed[task_id] = None  # registered before: its stored DAG is unknown
 
+    def set_status_map(self, buckets: Mapping[str, Iterable[Any]]) -> Op[None]:
+        """Register every task of bucket S with status S; move known ones there (no propagation)."""
+        wanted: dict[int, tuple[str, Any]] = {}
+        for status, tasks in buckets.items():
+            check_task_status(status)
+            if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+                raise InvalidTypeError(
+                    f"_task_status_map[{status!r}] must be a collection of tasks, "
+                    f"got {type(tasks).__name__}"
+                )
+            for task in tasks:
+                wanted[coerce_task_id(getattr(task, "task_id", None))] = (status, task)
+        yield from self.add_tasks([task for _, task in wanted.values()])  # validates first
+        moves = {
+            tid: status
+            for tid, (status, task) in wanted.items()
+            if getattr(self.tasks.get(tid), "status", None) != status
+        }
+        if moves:
+            yield from self.apply(StateUpdate(task_statuses=moves), propagate=False)
+
     @staticmethod
     def _dag_def(task: Any) -> tuple[int, tuple[int, ...]]:
         downstream = tuple(
@@ -668,6 +689,32 @@ class StateCore:
             _set_mirror(obj, status, done)
             out.append(obj)
         return out
+
+    def requeue(self, front: Sequence[Any], back: Sequence[Any], chunk: int = 1000) -> Op[None]:
+        """Queue ``front`` at the head in its order and ``back`` at the tail, in one round trip.
+
+        At most once each, as :meth:`enqueue` (for a local read-ahead buffer that gives back
+        what it took off the queue). Chunks of ``chunk`` tasks, one script each, pipelined.
+        """
+        yield from self.seal()
+
+        def parts(tasks: Sequence[Any]) -> list[list[tuple[int, str]]]:
+            items = [(int(t.task_id), self.resource_key(t)) for t in tasks]
+            return [items[i : i + chunk] for i in range(0, len(items), chunk)]
+
+        calls: list[Call] = [
+            cmd.enqueue(self.keys, self.caller(), part, front=True)
+            for part in reversed(parts(front))  # the last part first: the head ends in order
+        ]
+        calls += [cmd.enqueue(self.keys, self.caller(), part, front=False) for part in parts(back)]
+        if not calls:
+            return
+        replies = yield from self._scripts(calls)
+        for reply in replies:
+            for task_id, status, done in cmd.triples(reply[1]):
+                obj = self.tasks.get(task_id)
+                if obj is not None:
+                    _set_mirror(obj, status, done)
 
     def dequeue(self, n: int) -> Op[list[Any]]:
         if isinstance(n, bool) or not isinstance(n, int):

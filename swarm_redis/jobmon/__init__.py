@@ -17,8 +17,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "(SRC: jobmon's source tree, commit 5a5c6cb); see the README, 'Use with jobmon'"
     ) from exc
 
+from swarm_redis.jobmon.dropin import JobmonSwarmState, attach_jobmon, patch_jobmon
 from swarm_redis.jobmon.resources import (
     TASK_RESOURCES_NAME,
+    JobmonCodec,
     decode_task_resources,
     encode_task_resources,
     register_queue,
@@ -31,8 +33,12 @@ register_task_resources()
 
 __all__ = [
     "TASK_RESOURCES_NAME",
+    "JobmonCodec",
+    "JobmonSwarmState",
+    "attach_jobmon",
     "decode_task_resources",
     "encode_task_resources",
+    "patch_jobmon",
     "register_queue",
     "register_queue_class",
     "register_task_resources",

@@ -28,11 +28,12 @@ from typing import Any
 
 import orjson
 
-from swarm_redis.codec import register_resource_class
+from swarm_redis.codec import DefaultCodec, register_resource_class
 from swarm_redis.errors import InvalidInputError, InvalidTypeError, ResourceDecodeError
 
 __all__ = [
     "TASK_RESOURCES_NAME",
+    "JobmonCodec",
     "decode_task_resources",
     "encode_task_resources",
     "register_queue",
@@ -172,20 +173,41 @@ def decode_task_resources(doc: dict[str, Any]) -> Any:
     return tr
 
 
-def task_resources_digest(tr: Any) -> int:
-    """A 63-bit digest of a TaskResources, the same in every process and host.
-
-    It covers what jobmon's equality covers (queue name and requested resources), so two
-    TaskResources jobmon calls equal have the same digest; it never uses Python's salted
-    ``hash()``. Use it as the cache key instead of ``hash(tr)``.
-    """
+def _identity(tr: Any) -> bytes:
+    """What jobmon's TaskResources equality covers: queue name and requested resources."""
     try:
-        data = orjson.dumps(
+        return orjson.dumps(
             [str(tr.queue.queue_name), tr.requested_resources], option=orjson.OPT_SORT_KEYS
         )
     except orjson.JSONEncodeError as exc:
         raise InvalidTypeError(f"TaskResources are not JSON-able: {exc}") from None
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") >> 1
+
+
+def task_resources_digest(tr: Any) -> int:
+    """A 63-bit digest of a TaskResources, the same in every process and host.
+
+    It covers what jobmon's equality covers (queue name and requested resources), so two
+    TaskResources jobmon calls equal have the same digest, bound or not; it never uses Python's
+    salted ``hash()``. Use it as the cache key instead of ``hash(tr)``. Equal to
+    ``swarm_redis.resource_digest(tr, JobmonCodec())``.
+    """
+    return int.from_bytes(hashlib.sha256(_identity(tr)).digest()[:8], "big") >> 1
+
+
+class JobmonCodec(DefaultCodec):
+    """The default codec, with jobmon's TaskResources digested by what makes them equal.
+
+    Stored values are the same as the default codec's; only :meth:`canonical` (what
+    :func:`swarm_redis.resource_digest` hashes, e.g. for the queue's resource keys) differs for
+    TaskResources: queue name and requested resources, not the server id a bind adds later.
+    """
+
+    def canonical(self, value: Any) -> bytes:
+        from jobmon.client.task_resources import TaskResources
+
+        if isinstance(value, TaskResources):
+            return _identity(value)
+        return super().canonical(value)
 
 
 def register_task_resources() -> type:
