@@ -7,13 +7,13 @@
 local ids = redis.call('LPOP', K.ready, tonumber(ARGV[4]))
 local out = {}
 if ids then
-  for _, id in ipairs(ids) do
-    redis.call('SREM', K.queued, id)
-    redis.call('HDEL', K.qres, id)
-    local v = redis.call('HGET', K.task, id)
+  multi('SREM', K.queued, ids)
+  multi('HDEL', K.qres, ids)
+  local recs = multi_reply('HMGET', K.task, ids)
+  for i, id in ipairs(ids) do
     local s, nd = 'G', 0
-    if v then
-      s, nd = rec_parse(v)
+    if recs[i] then
+      s, nd = rec_parse(recs[i])
     end
     out[#out + 1] = id
     out[#out + 1] = s
