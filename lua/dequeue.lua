@@ -1,7 +1,8 @@
 -- dequeue: take up to n task ids from the head of the ready queue.
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 n
--- Returns: {version, {id, status, done, ...} of the tasks taken, in queue order}
+-- Returns: {version, {id, status, done, ...} of the tasks taken, in queue order,
+--           length of the queue after}
 -- Errors: STATELOST.
 --!include prelude
 local ids = redis.call('LPOP', K.ready, tonumber(ARGV[4]))
@@ -26,4 +27,4 @@ if ids then
   end
   touch()
 end
-return {finish(), out}
+return {finish(), out, redis.call('LLEN', K.ready)}

@@ -731,14 +731,11 @@ class StateCore:
         return objs
 
     def take(self, n: int) -> Op[tuple[list[Any], int]]:
-        """Dequeue up to ``n`` tasks and read the queue's remaining length, in one round trip."""
+        """Dequeue up to ``n`` tasks; also the queue's length after (one script call)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidInputError(f"dequeue count must be an int >= 1, got {n!r}")
-        reply, remaining = yield [
-            cmd.dequeue(self.keys, self.caller(), n),
-            Command(("LLEN", self.keys.ready)),
-        ]
-        self.observe(int(reply[0]))
+        (reply,) = yield from self._scripts([cmd.dequeue(self.keys, self.caller(), n)])
+        remaining = reply[2]
         found = cmd.triples(reply[1])
         objs = yield from self._objects([t[0] for t in found])
         for task_id, status, done in found:
