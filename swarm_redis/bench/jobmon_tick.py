@@ -68,8 +68,9 @@ def _workflow(n: int) -> tuple[list[Any], Any]:
     from jobmon.client.task_resources import TaskResources
     from jobmon.plugins.sequential.seq_queue import SequentialQueue
 
+    no_requester: Any = object()  # nothing is sent to a server
     resources = TaskResources(
-        {"cores": 1, "memory": 1, "runtime": 60}, SequentialQueue(1, "null.q", {}), object()
+        {"cores": 1, "memory": 1, "runtime": 60}, SequentialQueue(1, "null.q", {}), no_requester
     )
     resources._id = 1  # bound: the scheduler sends its id
     cluster: Any = _Cluster()
