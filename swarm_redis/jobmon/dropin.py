@@ -124,6 +124,15 @@ class JobmonSwarmState(RedisSwarmState):
             JobmonSwarmState, super().attach(redis, workflow_run_id, prefix=prefix, **kwargs)
         )
 
+    def seal(self) -> int:
+        """Write now the final DAG of the tasks registered here (see :meth:`StateCore.seal`).
+
+        Any first use (apply, propagate, enqueue ...) does it anyway; call it after building a
+        run with jobmon's ``SwarmBuilder`` when other processes attach before this one uses it.
+        Returns the number of task records changed.
+        """
+        return self._run(self._core.seal())
+
     # --- every other operation sees the buffer written back first -------------------------------
 
     def _run(self, op: Op[T]) -> T:

@@ -77,9 +77,35 @@ def _selected(test_id: str, paths: list[str]) -> bool:
     return False
 
 
+#: Our tests that need jobmon's fixtures: copied into jobmon's tree for the run.
+JOBMON_SIDE = HERE / "jobmon_side"
+JOBMON_SIDE_DEST = "tests/integration/swarm"
+
+
 def run_suite(paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str]:
-    """Run jobmon's tests at ``paths`` with the swap; test id -> PASSED/FAILED/ERROR."""
+    """Run jobmon's tests at ``paths`` with the swap; test id -> PASSED/FAILED/ERROR.
+
+    Our jobmon-side tests (tests/jobmon/jobmon_side/) run along when ``paths`` include
+    jobmon's integration tests.
+    """
     src = jobmon_src()
+    copied: list[Path] = []
+    if any(p.startswith("tests/integration") for p in paths):
+        whole_folder = any(p.rstrip("/") == JOBMON_SIDE_DEST for p in paths)
+        for f in sorted(JOBMON_SIDE.glob("test_*.py")):
+            dest = src / JOBMON_SIDE_DEST / f.name
+            dest.write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+            copied.append(dest)
+            if not whole_folder:
+                paths = [*paths, f"{JOBMON_SIDE_DEST}/{f.name}"]
+    try:
+        return _run(src, paths, redis_url, timeout_s)
+    finally:
+        for dest in copied:
+            dest.unlink(missing_ok=True)
+
+
+def _run(src: Path, paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(HERE) + os.pathsep + env.get("PYTHONPATH", "")
@@ -108,6 +134,9 @@ def run_suite(paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str
 
 def check(paths: list[str], outcomes: dict[str, str]) -> None:
     listed = {k: v for k, v in documented().items() if _selected(k, paths)}
+    ours = [k for k in outcomes if Path(k.split("::")[0]).name.startswith("test_zz_swarm_redis")]
+    if any(p.startswith("tests/integration") for p in paths):
+        assert ours, "our jobmon-side tests did not run"
     failed = {k for k, v in outcomes.items() if v != "PASSED"}
     must_fail = {k for k, v in listed.items() if v == "fails"}
     may_fail = {k for k, v in listed.items() if v == "flaky"}
