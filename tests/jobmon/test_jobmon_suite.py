@@ -92,12 +92,13 @@ def run_suite(paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str
     copied: list[Path] = []
     if any(p.startswith("tests/integration") for p in paths):
         whole_folder = any(p.rstrip("/") == JOBMON_SIDE_DEST for p in paths)
-        for f in sorted(JOBMON_SIDE.glob("test_*.py")):
-            dest = src / JOBMON_SIDE_DEST / f.name
+        for f in sorted(JOBMON_SIDE.glob("*.py")):  # not test_*.py: our own run skips them
+            name = f"test_zz_{f.name}"
+            dest = src / JOBMON_SIDE_DEST / name
             dest.write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
             copied.append(dest)
             if not whole_folder:
-                paths = [*paths, f"{JOBMON_SIDE_DEST}/{f.name}"]
+                paths = [*paths, f"{JOBMON_SIDE_DEST}/{name}"]
     try:
         return _run(src, paths, redis_url, timeout_s)
     finally:

@@ -1,7 +1,8 @@
 """swarm_redis tests that need jobmon's own fixtures (a real jobmon server on sqlite).
 
 This file lives in swarm_redis (tests/jobmon/jobmon_side/); test_jobmon_suite.py copies it into
-jobmon's tests/integration/swarm/ for the run with the swap plugin, and removes it after.
+jobmon's tests/integration/swarm/ as test_zz_<name> for the run with the swap plugin, and
+removes it after.
 """
 
 from jobmon.client.swarm.builder import SwarmBuilder
