@@ -152,16 +152,19 @@ def check(paths: list[str], outcomes: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)
 def test_unit_suite(real_redis_url: str) -> None:
     check(UNIT, run_suite(UNIT, real_redis_url, timeout_s=600))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(960)
 def test_integration_subset(real_redis_url: str) -> None:
     check(INTEGRATION_SUBSET, run_suite(INTEGRATION_SUBSET, real_redis_url, timeout_s=900))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1860)
 @pytest.mark.skipif(
     os.environ.get("SWARM_REDIS_JOBMON_FULL") != "1",
     reason="all of jobmon's tests/integration/swarm with the swap takes 2-12 minutes: "
