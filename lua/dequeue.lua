@@ -2,7 +2,8 @@
 -- (core.py sends large requests as several calls): O(n log N).
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 n
--- Returns: {version, {id, status, done, ...} of the tasks taken, in queue order}
+-- Returns: {version, {id, status, done, ...} of the tasks taken, in queue order,
+--           length of the queue after}
 -- Errors: STATELOST.
 --!include prelude
 --!include check
@@ -39,4 +40,4 @@ if #ids > 0 then
   end
   touch()
 end
-return {finish(), out}
+return {finish(), out, redis.call('ZCARD', K.ready)}

@@ -248,6 +248,21 @@ def decode_status_page(reply: Sequence[Any]) -> tuple[str, list[tuple[str, Any]]
     return text(reply[1]), [(text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
+def redefine(
+    keys: RunKeys, caller: Caller, defs: Sequence[tuple[int, int, tuple[int, ...]]]
+) -> ScriptCall:
+    """Set registered tasks' DAG part: ``(task id, number of upstreams, downstream ids)``."""
+    args: list[Arg] = [*caller.head(), len(defs)]
+    for task_id, num_upstreams, downstream_ids in defs:
+        args += [task_id, num_upstreams, ",".join(map(str, downstream_ids))]
+    return ScriptCall("redefine", keys.all, args)
+
+
+def decode_redefine(reply: Sequence[Any]) -> tuple[int, list[int]]:
+    """(records changed, ids refused because their completion was already propagated)."""
+    return int(reply[1]), [int(text(x)) for x in reply[2]]
+
+
 def repair(keys: RunKeys, caller: Caller, ops: Sequence[tuple[str, str, str, str]]) -> ScriptCall:
     """Repair ops ``(code, subject, a, b)`` of the consistency checker (see lua/repair.lua)."""
     args: list[Arg] = [*caller.head(), len(ops)]
