@@ -471,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     from swarm_redis.demo import add_demo_parser  # the demo owns its Redis: see main()
 
     add_demo_parser(sub)
+    _add_jobmon_replica(sub)
     # bench has options of its own (--json FILE): main() hands its argv over before parsing;
     # this entry only lists it in --help.
     sub.add_parser(
@@ -479,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark suite (swarm-redis bench --help)",
     )
     return parser
+
+
+def _add_jobmon_replica(sub: Any) -> None:
+    """``jobmon-replica`` (swarm_redis.jobmon.cli): its own Redis client and jobmon server."""
+    from swarm_redis.jobmon.cli import add_jobmon_replica_parser
+
+    add_jobmon_replica_parser(sub)
 
 
 def _bench_argv(argv: Sequence[str]) -> list[str] | None:
@@ -568,6 +576,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from swarm_redis.demo import run_demo
 
         return run_demo(args)
+    if args.command == "jobmon-replica":  # connects by itself (Redis and the jobmon server)
+        from swarm_redis.jobmon.cli import run_jobmon_replica_cli
+
+        return run_jobmon_replica_cli(args)
     as_json = bool(args.json)
     try:
         client, close = _connect(args)

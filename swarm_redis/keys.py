@@ -38,6 +38,10 @@ resources      hash    resource key -> codec-encoded TaskResources (first writer
 reap_lock      string  short mutex so concurrent reaps are harmless
 taskres        hash    task id -> resource key it was registered or last queued with (only for
                        tasks that have resources); propagation copies it into ``qres``
+build_lock     string  jobmon extra: ``building|<token>`` (with a TTL) while one replica registers
+                       a jobmon run's definitions, ``built`` once they are all registered
+distributor    string  jobmon extra: the lease of the run's one distributor,
+                       ``<token>|<host>|<pid>|<state>`` with a TTL (see swarm_redis.jobmon.distributor)
 =============  ======  =============================================================================
 """
 
@@ -66,6 +70,8 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "resources",
     "reap_lock",
     "taskres",
+    "build_lock",
+    "distributor",
 )
 
 
