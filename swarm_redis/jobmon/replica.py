@@ -122,6 +122,7 @@ class JobmonLoop(_Loop):
         timeout: float,
         manage_distributor: bool,
         distributor_log: str | None,
+        max_stall_s: float = 120.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -147,6 +148,49 @@ class JobmonLoop(_Loop):
         self.next_distributor = 0.0
         self.distributors_started = 0
         self.cluster_name = _cluster_name(state)
+        self.max_stall_s = max_stall_s
+        self.last_step = time.monotonic()
+        self.keeper_stop = threading.Event()
+
+    # --- leases kept while the loop waits on the server ------------------------------------------
+
+    def keep_leases(self) -> None:
+        """Thread: renew this replica's lease (and leadership) every third of a lease while
+        the loop is blocked in a slow server call, but never for a loop stalled longer than
+        ``max_stall_s`` (a hung replica must lose its work to the others)."""
+        keeper = RedisSwarmState(
+            0,
+            self.state.workflow_run_id,
+            0,
+            redis=self.state.redis,
+            prefix=self.state.keys.prefix,
+            _create=False,
+        )
+        while not self.keeper_stop.wait(self.beat_s):
+            replica, epoch = self.replica, self.epoch
+            if replica is None or time.monotonic() - self.last_step > self.max_stall_s:
+                continue
+            try:
+                keeper.heartbeat(replica)
+                if epoch is not None:
+                    keeper.renew_leadership(replica, epoch)
+            except (SwarmRedisError, OSError) as e:  # the loop finds out and re-joins
+                logger.debug("lease keeper: %s", e)
+
+    def step(self) -> bool:
+        """The reference step, noting progress for the lease keeper."""
+        self.last_step = time.monotonic()
+        return super().step()
+
+    def run(self) -> ReplicaResult:
+        """The reference loop, with the lease keeper running beside it."""
+        thread = threading.Thread(target=self.keep_leases, name="lease-keeper", daemon=True)
+        thread.start()
+        try:
+            return super().run()
+        finally:
+            self.keeper_stop.set()
+            thread.join(timeout=5)
 
     # --- the distributor ------------------------------------------------------------------------
 
@@ -196,7 +240,7 @@ class JobmonLoop(_Loop):
                 self.next_sync = now + self.sync_s
                 self.jgateway.request_triage()
                 if now >= self.next_limits:
-                    self.next_limits = now + self.server_heartbeat_s
+                    self.next_limits = now + 5 * self.sync_s
                     self.sync_limits()
                 self.sync()
             if now >= self.next_server_beat:

@@ -18,9 +18,14 @@ from typing import Any
 import requests
 
 _SERVER = """
+import os
 import sys
 from jobmon.server.web.db import init_db
 init_db()
+import sqlite3
+# WAL: readers (syncs, the test's sampler) never block the server's writers
+_uri = os.environ["JOBMON__DB__SQLALCHEMY_DATABASE_URI"]
+sqlite3.connect(_uri[len("sqlite:///"):]).execute("PRAGMA journal_mode=WAL").close()
 import uvicorn
 from jobmon.server.web.api import get_app
 uvicorn.run(get_app(versions=["v3"]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
