@@ -49,9 +49,9 @@ if not HAVE_JOBMON:
         pytest.fail(f"CI=true but {HOW}", pytrace=False)
     pytest.skip(HOW, allow_module_level=True)
 
-from tests.jobmon.jobmon_env import JobmonServer  # noqa: E402
+from tests.jobmon.jobmon_server import JobmonServer  # noqa: E402
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1800)
 
 ACTIVE = ("Q", "I", "O", "R")
 WF_LIMIT = 8
@@ -239,7 +239,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
 
     def run_stock() -> None:
         try:
-            stock["status"] = stock_wf.run(seconds_until_timeout=500)
+            stock["status"] = stock_wf.run(seconds_until_timeout=900)
         except BaseException as e:  # reported by the assertions below
             stock["error"] = e
 
@@ -287,7 +287,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
         procs[second].send_signal(signal.SIGKILL)
         kills.append((second, done_count(jobmon_server, int(wf.workflow_id))))
         survivor = next(n for n in names if n not in (first, second))
-        out, _ = procs[survivor].communicate(timeout=400)
+        out, _ = procs[survivor].communicate(timeout=900)
         assert procs[survivor].returncode == 0, open(os.path.join(tmp, f"{survivor}.log")).read()[-4000:]
         outcome = json.loads(out.decode().strip().splitlines()[-1])
     finally:
