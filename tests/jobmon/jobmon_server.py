@@ -50,7 +50,7 @@ def jobmon_env(db_path: str, port: int) -> dict[str, str]:
         "JOBMON__HTTP__STOP_AFTER_DELAY": "20",
         "JOBMON__DISTRIBUTOR__POLL_INTERVAL": "1",
         "JOBMON__HEARTBEAT__WORKFLOW_RUN_INTERVAL": "1",
-        "JOBMON__HEARTBEAT__TASK_INSTANCE_INTERVAL": "1",
+        "JOBMON__HEARTBEAT__TASK_INSTANCE_INTERVAL": "3",
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
     }
 
