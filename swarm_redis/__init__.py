@@ -1,7 +1,12 @@
 """swarm_redis: jobmon's SwarmState in Redis, so several orchestrator replicas share one run."""
 
 from swarm_redis.aio import AsyncRedisSwarmState
-from swarm_redis.codec import DefaultCodec, ResourceCodec, resource_digest
+from swarm_redis.codec import (
+    DefaultCodec,
+    ResourceCodec,
+    register_resource_class,
+    resource_digest,
+)
 from swarm_redis.coordination import (
     Batch,
     LeaderInfo,
@@ -15,9 +20,11 @@ from swarm_redis.errors import (
     InvalidInputError,
     InvalidTypeError,
     LeaseLostError,
+    ResourceDecodeError,
     StateLostError,
     SwarmRedisError,
     TransitionError,
+    UnknownResourceClassError,
     UnknownRunError,
 )
 from swarm_redis.records import ArrayRecord, TaskRecord
@@ -40,12 +47,15 @@ __all__ = [
     "RedisSwarmState",
     "Replica",
     "ResourceCodec",
+    "ResourceDecodeError",
     "StateLostError",
     "StateUpdate",
     "SwarmRedisError",
     "TaskRecord",
     "TransitionError",
+    "UnknownResourceClassError",
     "UnknownRunError",
+    "register_resource_class",
     "resource_digest",
 ]
 __version__ = "0.1.0"

@@ -204,6 +204,21 @@ def set_fields(keys: RunKeys, caller: Caller, fields: dict[str, Arg]) -> ScriptC
     return ScriptCall("set_fields", keys.all, args)
 
 
+def redefine(
+    keys: RunKeys, caller: Caller, defs: Sequence[tuple[int, int, tuple[int, ...]]]
+) -> ScriptCall:
+    """Set registered tasks' DAG part: ``(task id, number of upstreams, downstream ids)``."""
+    args: list[Arg] = [*caller.head(), len(defs)]
+    for task_id, num_upstreams, downstream_ids in defs:
+        args += [task_id, num_upstreams, ",".join(map(str, downstream_ids))]
+    return ScriptCall("redefine", keys.all, args)
+
+
+def decode_redefine(reply: Sequence[Any]) -> tuple[int, list[int]]:
+    """(records changed, ids refused because their completion was already propagated)."""
+    return int(reply[1]), [int(text(x)) for x in reply[2]]
+
+
 def read_status(keys: RunKeys, caller: Caller, status: str) -> ScriptCall:
     return ScriptCall("read_status", keys.all, [*caller.head(), status])
 

@@ -268,6 +268,7 @@ def ack_batch(
     r = _check_replica(replica)
     changes = _answer(task_statuses)  # validate before any write
     stamp = sync_stamp(sync_time) if sync_time is not None else None
+    yield from core.seal()  # the final DAG of tasks registered here before it propagates
     call = cmd.ack_batch(
         core.keys,
         core.caller(),
@@ -280,7 +281,7 @@ def ack_batch(
     )
     (reply,) = yield from core._scripts([call])
     result = yield from core._absorb([cmd.decode_apply(reply)])
-    core.last_ready = result.ready
+    core.note_ready(result.ready)
     return result.changed
 
 
@@ -394,6 +395,7 @@ def enqueue_initial_fringe(core: StateCore) -> Op[int]:
     Returns how many tasks this call queued (0 when another replica did the fringe). If the
     caller dies half-way, ``reconcile`` queues the rest.
     """
+    yield from core.seal()  # readiness reads the final DAG of tasks registered here
     done = yield from core.meta_field("fringe_done")
     if done:
         return 0

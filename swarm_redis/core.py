@@ -11,6 +11,7 @@ the mirrored fields (``status``, ``num_upstreams_done``) from every reply that c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from swarm_redis.validation import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 #: An operation: yields lists of calls, receives their replies, returns a T.
 Op = Generator[list[Call], list[Any], T]
 
@@ -101,6 +103,12 @@ class StateCore:
         self.arrays: dict[int, Any] = {}
         self.resources: dict[str, Any] = {}
         self.last_ready: list[Any] = []
+        # DAG part (number of upstreams, downstream ids) of tasks as this replica registered
+        # them, until seal() has compared them with the objects (see seal)
+        # (None: the task existed, its stored DAG part is unknown here)
+        self.unsealed: dict[int, tuple[int, tuple[int, ...]] | None] = {}
+        # tasks this object's applies made ready and queued, until propagate() reports them
+        self.unreported: dict[int, Any] = {}
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -226,9 +234,92 @@ class StateCore:
         for obj, d in zip(objs, defs):
             self.tasks[d.task_id] = obj
         replies = yield from self._one_by_one(calls)
+        for d in defs:
+            self.unsealed[d.task_id] = (d.num_upstreams, d.downstream_ids)
         for reply in replies:
             for task_id, status, done in cmd.triples(reply[1]):
                 _set_mirror(self.tasks[task_id], status, done)
+                self.unsealed[task_id] = None  # registered before: its stored DAG is unknown
+
+    def set_status_map(self, buckets: Mapping[str, Iterable[Any]]) -> Op[None]:
+        """Register every task of bucket S with status S; move known ones there (no propagation)."""
+        wanted: dict[int, tuple[str, Any]] = {}
+        for status, tasks in buckets.items():
+            check_task_status(status)
+            if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+                raise InvalidTypeError(
+                    f"_task_status_map[{status!r}] must be a collection of tasks, "
+                    f"got {type(tasks).__name__}"
+                )
+            for task in tasks:
+                wanted[coerce_task_id(getattr(task, "task_id", None))] = (status, task)
+        yield from self.add_tasks([task for _, task in wanted.values()])  # validates first
+        moves = {
+            tid: status
+            for tid, (status, task) in wanted.items()
+            if getattr(self.tasks.get(tid), "status", None) != status
+        }
+        if moves:
+            yield from self.apply(StateUpdate(task_statuses=moves), propagate=False)
+
+    @staticmethod
+    def _dag_def(task: Any) -> tuple[int, tuple[int, ...]]:
+        downstream = tuple(
+            coerce_task_id(getattr(child, "task_id", child), what="downstream id")
+            for child in getattr(task, "downstream_swarm_tasks", None) or ()
+        )
+        return _int_attr(task, "num_upstreams", 0), downstream
+
+    def seal(self) -> Op[int]:
+        """Write the final DAG part of tasks whose objects changed since this replica
+        registered them (or that existed already); the number of records changed.
+
+        jobmon's resume path registers every task with ``add_task`` and only then sets
+        ``downstream_swarm_tasks`` and ``num_upstreams`` on the registered objects. The first
+        operation that uses edges or readiness (apply, propagate, the initial counts, enqueue,
+        ack) calls this first: each task registered here since the last seal is compared with
+        its object, and the changed ones are written with absolute values (``lua/redefine.lua``:
+        the same records whichever replica sends them, and however often).
+        """
+        if not self.unsealed:
+            return 0
+        changed: list[tuple[int, int, tuple[int, ...]]] = []
+        for task_id, sent in self.unsealed.items():
+            obj = self.tasks.get(task_id)
+            if obj is None:
+                continue
+            now = self._dag_def(obj)
+            if sent is None or now[0] != sent[0] or sorted(now[1]) != sorted(sent[1]):
+                changed.append((task_id, now[0], now[1]))
+        calls: list[Call] = []
+        chunk: list[tuple[int, int, tuple[int, ...]]] = []
+        cost = 0
+        for item in changed:
+            chunk.append(item)
+            cost += CHANGE_COST + len(item[2])
+            if cost >= self.chunk_budget:
+                calls.append(cmd.redefine(self.keys, self.caller(), chunk))
+                chunk, cost = [], 0
+        if chunk:
+            calls.append(cmd.redefine(self.keys, self.caller(), chunk))
+        written = 0
+        refused: list[int] = []
+        if calls:
+            replies = yield from self._one_by_one(calls)
+            for reply in replies:
+                n, late = cmd.decode_redefine(reply)
+                written += n
+                refused += late
+        if refused:
+            logger.warning(
+                "run %s: %d tasks got downstream tasks after their completion was propagated; "
+                "those downstreams were not credited by them (first ids: %s)",
+                self.run_id,
+                len(refused),
+                refused[:10],
+            )
+        self.unsealed.clear()
+        return written
 
     def add_arrays(self, arrays: Iterable[Any]) -> Op[None]:
         """Register arrays; their limits overwrite the stored ones (as jobmon's add_array)."""
@@ -453,8 +544,7 @@ class StateCore:
 
     def apply(self, update: StateUpdate, propagate: bool | None = None) -> Op[ApplyResult]:
         """Apply a StateUpdate in bounded chunks; run-level fields go with the last chunk."""
-        if not isinstance(update, StateUpdate):
-            raise InvalidTypeError(f"apply_update needs a StateUpdate, got {type(update).__name__}")
+        update = StateUpdate.coerce(update)  # ours, or jobmon's (any object with its fields)
         prop = self.propagate_on_apply if propagate is None else propagate
         changes = self._changes(update)  # validate everything before the first write
         tail = self._tail(update)
@@ -462,6 +552,7 @@ class StateCore:
         if update.is_empty():
             self.last_ready = []
             return ApplyResult(version=self.seen)
+        yield from self.seal()
         chunks: list[list[tuple[int, str]]] = [[]]
         cost = 0
         for change in changes:
@@ -486,8 +577,14 @@ class StateCore:
         result.run_status = decoded[-1].run_status
         if tail.array_limits:
             yield from self.read_arrays()
-        self.last_ready = result.ready
+        self.note_ready(result.ready)
         return result
+
+    def note_ready(self, ready: list[Any]) -> None:
+        """Remember the tasks an apply of this object made ready and queued (see propagate)."""
+        self.last_ready = ready
+        for obj in ready:
+            self.unreported[int(obj.task_id)] = obj
 
     def _absorb(self, decoded: Sequence[cmd.ApplyReply]) -> Op[ApplyResult]:
         changed_ids = [c[0] for d in decoded for c in d.changed]
@@ -508,8 +605,26 @@ class StateCore:
         return result
 
     def propagate(self, completed: Iterable[Any], *, enqueue: bool) -> Op[list[Any]]:
-        """Count completions once; the tasks that became ready (queued too with ``enqueue``)."""
+        """Count completions once; the tasks that became ready (queued too with ``enqueue``).
+
+        Also reported, once: downstreams of ``completed`` that an apply of this object already
+        made ready and queued (``propagate_on_apply``). jobmon's orchestrator validates the
+        resources of exactly the tasks this returns, then queues them (a no-op for those).
+        """
         ids = [coerce_task_id(getattr(t, "task_id", t)) for t in completed]
+        yield from self.seal()
+        ready = yield from self._propagate(ids, enqueue=enqueue)
+        if not self.unreported:
+            return ready
+        out = {int(t.task_id): t for t in ready}
+        for tid in ids:
+            for child in getattr(self.tasks.get(tid), "downstream_swarm_tasks", None) or ():
+                obj = self.unreported.pop(int(getattr(child, "task_id", child)), None)
+                if obj is not None:
+                    out.setdefault(int(obj.task_id), obj)
+        return list(out.values())
+
+    def _propagate(self, ids: list[int], *, enqueue: bool) -> Op[list[Any]]:
         calls: list[Call] = []
         chunk: list[int] = []
         cost = 0
@@ -529,6 +644,7 @@ class StateCore:
 
     def compute_initial_counts(self) -> Op[None]:
         """Propagate every DONE task through the once-only gate (idempotent)."""
+        yield from self.seal()
         cursor: Any = 0
         while True:
             (page,) = yield from self._read(
@@ -537,7 +653,7 @@ class StateCore:
             cursor, members = page
             ids = [int(text(m)) for m in members]
             if ids:
-                yield from self.propagate(ids, enqueue=False)
+                yield from self._propagate(ids, enqueue=False)
             if int(cursor) == 0:
                 return
 
@@ -561,6 +677,7 @@ class StateCore:
         if unknown:
             yield from self.add_tasks(unknown)
         items = [(int(t.task_id), self.resource_key(t)) for t in tasks]
+        yield from self.seal()
         if not items:
             return []
         (reply,) = yield from self._scripts(
@@ -572,6 +689,32 @@ class StateCore:
             _set_mirror(obj, status, done)
             out.append(obj)
         return out
+
+    def requeue(self, front: Sequence[Any], back: Sequence[Any], chunk: int = 1000) -> Op[None]:
+        """Queue ``front`` at the head in its order and ``back`` at the tail, in one round trip.
+
+        At most once each, as :meth:`enqueue` (for a local read-ahead buffer that gives back
+        what it took off the queue). Chunks of ``chunk`` tasks, one script each, pipelined.
+        """
+        yield from self.seal()
+
+        def parts(tasks: Sequence[Any]) -> list[list[tuple[int, str]]]:
+            items = [(int(t.task_id), self.resource_key(t)) for t in tasks]
+            return [items[i : i + chunk] for i in range(0, len(items), chunk)]
+
+        calls: list[Call] = [
+            cmd.enqueue(self.keys, self.caller(), part, front=True)
+            for part in reversed(parts(front))  # the last part first: the head ends in order
+        ]
+        calls += [cmd.enqueue(self.keys, self.caller(), part, front=False) for part in parts(back)]
+        if not calls:
+            return
+        replies = yield from self._scripts(calls)
+        for reply in replies:
+            for task_id, status, done in cmd.triples(reply[1]):
+                obj = self.tasks.get(task_id)
+                if obj is not None:
+                    _set_mirror(obj, status, done)
 
     def dequeue(self, n: int) -> Op[list[Any]]:
         if isinstance(n, bool) or not isinstance(n, int):

@@ -55,3 +55,19 @@ class FencedError(LeaseLostError):
 
 class TransitionError(SwarmRedisError, ValueError):
     """The workflow-run state machine does not allow the requested transition."""
+
+
+class ResourceDecodeError(SwarmRedisError, ValueError):
+    """A cached resources value read from Redis cannot be decoded (malformed, wrong fields)."""
+
+
+class UnknownResourceClassError(ResourceDecodeError):
+    """A cached resources value names a class that was not registered: it is never imported."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"cached resources name class {name!r}, which is not registered: register it with "
+            "swarm_redis.register_resource_class (or DefaultCodec(allowed=...)) in every "
+            "replica; stored class names are never imported"
+        )

@@ -161,6 +161,13 @@ class RedisSwarmState:
     def _task_status_map(self) -> StatusMapView:
         return StatusMapView(self)
 
+    @_task_status_map.setter
+    def _task_status_map(self, buckets: Mapping[str, Iterable[Any]]) -> None:
+        # jobmon's tests assign whole status maps: every task in bucket S is registered with
+        # status S, or moved there (without propagation) if Redis has it in another one; nothing
+        # is removed. Everything is validated before the first write.
+        self._core.set_status_map(check_mapping(buckets, "_task_status_map"))
+
     @property
     def task_resources_cache(self) -> ResourceCacheView:
         return ResourceCacheView(self)

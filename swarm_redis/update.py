@@ -71,6 +71,42 @@ class StateUpdate:
             f"workflow_run_status={self.workflow_run_status!r}, sync_time={self.sync_time!r})"
         )
 
+    #: The fields an update carries: jobmon's ``StateUpdate`` has exactly these.
+    FIELDS = (
+        "task_statuses",
+        "max_concurrently_running",
+        "array_limits",
+        "workflow_run_status",
+        "sync_time",
+    )
+
+    @classmethod
+    def coerce(cls, update: Any) -> StateUpdate:
+        """``update`` as our StateUpdate: ours as is, or any object with all of :attr:`FIELDS`.
+
+        jobmon's scheduler, synchronizer and heartbeat service build jobmon's own StateUpdate
+        class; an object of any class with these five attributes is read field by field (and
+        then validated like ours). Anything else raises InvalidTypeError naming what is missing.
+        """
+        if isinstance(update, StateUpdate):
+            return update
+        missing = [name for name in cls.FIELDS if not hasattr(update, name)]
+        if missing:
+            from swarm_redis.errors import InvalidTypeError
+
+            raise InvalidTypeError(
+                f"apply_update needs a StateUpdate (or an object with its fields "
+                f"{', '.join(cls.FIELDS)}), got {type(update).__name__} without "
+                f"{', '.join(missing)}"
+            )
+        return cls(
+            task_statuses=update.task_statuses,
+            max_concurrently_running=update.max_concurrently_running,
+            array_limits=update.array_limits,
+            workflow_run_status=update.workflow_run_status,
+            sync_time=update.sync_time,
+        )
+
     @classmethod
     def empty(cls) -> StateUpdate:
         """An update that changes nothing."""

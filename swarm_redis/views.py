@@ -44,6 +44,12 @@ class TasksView(Mapping[int, Any]):
     def items(self) -> Any:
         return list(self._state._all_tasks(refresh=True).items())
 
+    def __setitem__(self, task_id: int, task: Any) -> None:
+        """``tasks[k] = task`` registers it (as ``add_task``; nothing is ever removed)."""
+        if getattr(task, "task_id", task_id) != task_id:
+            raise KeyError(f"task key {task_id!r} differs from its task_id {task.task_id!r}")
+        self._state.add_task(task)
+
 
 class ArraysView(MutableMapping[int, Any]):
     """``state.arrays``: array id -> array object; ``arrays[k] = array`` registers it."""

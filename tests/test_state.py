@@ -26,6 +26,7 @@ from swarm_redis import (
     SwarmRedisError,
     TaskRecord,
     UnknownRunError,
+    register_resource_class,
     resource_digest,
 )
 from swarm_redis.commands import ScriptCall
@@ -143,6 +144,11 @@ class ToDictResources:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+# resource classes are decoded only when registered (the codec never imports a stored name)
+register_resource_class(Resources)
+register_resource_class(ToDictResources)
 
 
 def meta(client: redis.Redis, state: RedisSwarmState) -> dict[str, str]:
@@ -689,9 +695,12 @@ def test_apply_propagates_and_queues_newly_ready_tasks_once(new_state: StateFact
     assert state.last_ready == []
     assert state.get_task(3).num_upstreams_done == 2
     assert state.get_ready_to_run_count() == 1
-    # propagate_completions after apply has propagated: nothing more
+    # propagate_completions after apply has propagated: reports c once (jobmon validates the
+    # resources of what it returns), credits nothing more
+    assert state.propagate_completions([t["a"], t["b"]]) == [t["c"]]
     assert state.propagate_completions([t["a"], t["b"]]) == []
     assert state.get_task(3).num_upstreams_done == 2
+    assert state.get_ready_to_run_count() == 1
     # c done -> d ready
     state.dequeue_task()
     state.apply_update(StateUpdate(task_statuses={3: "Q"}))

@@ -1,0 +1,394 @@
+"""jobmon's own orchestrator on a RedisSwarmState: the single-process drop-in.
+
+:class:`JobmonSwarmState` is a :class:`~swarm_redis.RedisSwarmState` for jobmon's
+``WorkflowRunOrchestrator`` (and its ``Scheduler``) running in one process:
+
+* cached ``TaskResources`` are keyed by :func:`~swarm_redis.jobmon.task_resources_digest`
+  (jobmon passes ``hash(tr)``, which Python salts per process) and stored by the
+  TaskResources codec (:mod:`swarm_redis.jobmon.resources`);
+* the ready queue has a local read-ahead buffer (``read_ahead`` tasks per round trip). jobmon's
+  scheduler takes tasks off ``ready_to_run`` one at a time, puts the ones that do not fit the
+  current batch back at the tail, and the unscheduled ones back at the head. Here those calls
+  work on the buffer: the queue is ``head pushes + buffer + [Redis list] + tail pushes`` and
+  goes back to Redis in one round trip before any other operation of the state (the next
+  ``apply_update``, count, or read). Correct for one process using the run's queue, which is
+  the drop-in's case; replicas sharing a run schedule with ``claim_batch`` instead
+  (``read_ahead=0`` switches the buffer off). A crash while tasks sit in the buffer leaves
+  them off the queue, as a crash between jobmon's own dequeue and re-enqueue would;
+  ``reconcile()`` queues them again.
+
+:func:`patch_jobmon` swaps jobmon's ``SwarmState`` for it (``workflow.run()`` then keeps its
+state in Redis), and :func:`attach_jobmon` rebuilds jobmon's task objects for a process joining
+a run whose state is already in Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar, cast
+
+from swarm_redis.codec import ResourceCodec
+from swarm_redis.core import Op
+from swarm_redis.errors import InvalidInputError, InvalidTypeError
+from swarm_redis.jobmon.resources import (
+    JobmonCodec,
+    register_queue,
+    task_resources_digest,
+)
+from swarm_redis.state import RedisSwarmState
+
+__all__ = ["JobmonSwarmState", "attach_jobmon", "patch_jobmon"]
+
+T = TypeVar("T")
+
+#: Tasks taken off the Redis queue per round trip by the read-ahead buffer.
+DEFAULT_READ_AHEAD = 1000
+
+
+class _ReadAhead:
+    """The local part of the ready queue: ``front + buf + [Redis] + back``."""
+
+    __slots__ = ("back", "buf", "front", "handed", "redis_empty")
+
+    def __init__(self) -> None:
+        self.front: deque[Any] = deque()  # to push at the Redis head, in queue order
+        self.buf: deque[Any] = deque()  # taken off the Redis head, not handed out yet
+        self.back: deque[Any] = deque()  # to append at the Redis tail, in queue order
+        self.handed: set[int] = set()  # handed out since the last flush, not put back
+        self.redis_empty = False  # a refill found the Redis list empty since the last flush
+
+    def dirty(self) -> bool:
+        return bool(self.front or self.buf or self.back or self.handed or self.redis_empty)
+
+    def local_len(self) -> int:
+        return len(self.front) + len(self.buf) + len(self.back)
+
+
+class JobmonSwarmState(RedisSwarmState):
+    """RedisSwarmState for jobmon's own orchestrator in one process (see the module docstring).
+
+    Same arguments as :class:`~swarm_redis.RedisSwarmState`, plus:
+
+    Args:
+        read_ahead: Tasks taken off the Redis queue per round trip while jobmon's scheduler
+            works through it (0: no buffer, every queue call goes to Redis).
+        codec: Default :class:`~swarm_redis.jobmon.JobmonCodec`.
+    """
+
+    def __init__(
+        self,
+        workflow_id: int,
+        workflow_run_id: int,
+        dag_id: int,
+        max_concurrently_running: int = 10000,
+        status: str = "B",
+        *,
+        redis: Any = None,
+        prefix: str = "swarm",
+        codec: ResourceCodec | None = None,
+        read_ahead: int = DEFAULT_READ_AHEAD,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(read_ahead, bool) or not isinstance(read_ahead, int):
+            raise InvalidTypeError(f"read_ahead must be an int, got {read_ahead!r}")
+        if read_ahead < 0:
+            raise InvalidInputError(f"read_ahead must be >= 0, got {read_ahead}")
+        self._ra = _ReadAhead()
+        self._read_ahead = read_ahead
+        self._flushing = False
+        super().__init__(
+            workflow_id,
+            workflow_run_id,
+            dag_id,
+            max_concurrently_running,
+            status,
+            redis=redis,
+            prefix=prefix,
+            codec=codec if codec is not None else JobmonCodec(),
+            **kwargs,
+        )
+
+    @classmethod
+    def attach(
+        cls, redis: Any, workflow_run_id: int, *, prefix: str = "swarm", **kwargs: Any
+    ) -> JobmonSwarmState:
+        """A working state for an existing run (see :meth:`RedisSwarmState.attach`)."""
+        return cast(
+            JobmonSwarmState, super().attach(redis, workflow_run_id, prefix=prefix, **kwargs)
+        )
+
+    # --- every other operation sees the buffer written back first -------------------------------
+
+    def _run(self, op: Op[T]) -> T:
+        if not self._flushing and self._ra.dirty():
+            self.flush_queue()
+        return super()._run(op)
+
+    def _raw(self, op: Op[T]) -> T:
+        return super()._run(op)
+
+    def flush_queue(self) -> None:
+        """Write the read-ahead buffer back to the Redis queue (one round trip), if needed."""
+        ra = self._ra
+        front = [*ra.front, *ra.buf]
+        back = list(ra.back)
+        self._flushing = True
+        try:
+            if front or back:
+                self._raw(self._core.requeue(front, back))
+        finally:
+            self._flushing = False
+        ra.front.clear()
+        ra.buf.clear()
+        ra.back.clear()
+        ra.handed.clear()
+        ra.redis_empty = False
+
+    # --- the queue, buffered ------------------------------------------------------------------
+
+    def dequeue_task(self) -> Any:
+        """The head of the ready queue (through the read-ahead buffer), or None."""
+        if self._read_ahead == 0:
+            return super().dequeue_task()
+        ra = self._ra
+        if ra.front:
+            task = ra.front.popleft()
+        elif ra.buf:
+            task = ra.buf.popleft()
+        else:
+            got: list[Any] = []
+            if not ra.redis_empty:
+                got = self._raw(self._core.dequeue(self._read_ahead))
+                if len(got) < self._read_ahead:
+                    ra.redis_empty = True
+            if got:
+                ra.buf.extend(got)
+                task = ra.buf.popleft()
+            elif ra.back:
+                task = ra.back.popleft()
+            else:
+                return None
+        ra.handed.add(int(task.task_id))
+        return task
+
+    def dequeue_tasks(self, max_n: int) -> list[Any]:
+        if self._read_ahead == 0:
+            return super().dequeue_tasks(max_n)
+        if isinstance(max_n, bool) or not isinstance(max_n, int):
+            raise InvalidTypeError(f"dequeue count must be an int, got {max_n!r}")
+        if max_n < 1:
+            raise InvalidInputError(f"dequeue count must be >= 1, got {max_n}")
+        out = []
+        for _ in range(max_n):
+            task = self.dequeue_task()
+            if task is None:
+                break
+            out.append(task)
+        return out
+
+    def enqueue_task(self, task: Any, front: bool = False) -> None:
+        """Queue a task; one the buffer handed out goes back into the buffer (no round trip)."""
+        if self._read_ahead and self._put_back(task, front):
+            return
+        super().enqueue_task(task, front)
+
+    def enqueue_tasks(self, tasks: Iterable[Any], front: bool = False) -> list[Any]:
+        items = list(tasks)
+        if not self._read_ahead:
+            return super().enqueue_tasks(items, front)
+        handed = [t for t in items if int(getattr(t, "task_id", -1)) in self._ra.handed]
+        if len(handed) != len(items) or len({int(t.task_id) for t in items}) != len(items):
+            return super().enqueue_tasks(items, front)
+        if front:
+            self._ra.front.extendleft(reversed(items))
+        else:
+            self._ra.back.extend(items)
+        self._ra.handed.difference_update(int(t.task_id) for t in items)
+        return items
+
+    def _put_back(self, task: Any, front: bool) -> bool:
+        task_id = getattr(task, "task_id", None)
+        if isinstance(task_id, bool) or not isinstance(task_id, int):
+            return False
+        if task_id not in self._ra.handed:
+            return False
+        self._ra.handed.discard(task_id)
+        if front:
+            self._ra.front.appendleft(task)
+        else:
+            self._ra.back.append(task)
+        return True
+
+    def get_ready_to_run_count(self) -> int:
+        """Tasks in the ready queue, buffered ones included."""
+        if not self._read_ahead or not self._ra.dirty():
+            return super().get_ready_to_run_count()
+        ra = self._ra
+        in_redis = 0 if ra.redis_empty else self._raw(self._core.queue_len())
+        return ra.local_len() + in_redis
+
+    # --- jobmon's objects -----------------------------------------------------------------------
+
+    def _bind(self, built: dict[int, Any]) -> None:
+        """Make ``built`` jobmon objects the registry's objects, mirrored from Redis."""
+        core = self._core
+        records = dict(core.tasks)
+        for task_id, obj in built.items():
+            rec = records.get(task_id)
+            if rec is None:
+                continue
+            obj.status = rec.status
+            obj.num_upstreams = rec.num_upstreams
+            obj.num_upstreams_done = rec.num_upstreams_done
+            core.tasks[task_id] = obj
+        # downstream links: to the jobmon object where there is one, else to the record
+        for task_id, obj in built.items():
+            if task_id not in records:
+                continue
+            rec = records[task_id]
+            obj.downstream_swarm_tasks = {
+                core.tasks[c.task_id] for c in rec.downstream_swarm_tasks if c.task_id in core.tasks
+            }
+        for rec in records.values():
+            if rec.task_id not in built:
+                rec.downstream_swarm_tasks = {
+                    core.tasks[c.task_id] for c in rec.downstream_swarm_tasks
+                }
+
+    # --- resources ----------------------------------------------------------------------------
+
+    def cache_resources(self, resource_hash: int, task_resources: Any) -> Any:
+        """Cache resources; jobmon's TaskResources under their stable digest, not ``hash()``."""
+        key = resource_hash
+        if _is_task_resources(task_resources):
+            key = task_resources_digest(task_resources)
+        return super().cache_resources(key, task_resources)
+
+
+def _is_task_resources(value: Any) -> bool:
+    from jobmon.client.task_resources import TaskResources
+
+    return isinstance(value, TaskResources)
+
+
+_STATE_MODULES = ("jobmon.client.swarm.builder", "jobmon.client.swarm.state")
+
+
+@contextlib.contextmanager
+def patch_jobmon(
+    redis: Any, *, prefix: str = "swarm", unique: bool = False, **state_kwargs: Any
+) -> Iterator[list[JobmonSwarmState]]:
+    """While the block runs, jobmon's ``SwarmState`` is :class:`JobmonSwarmState` on ``redis``.
+
+    jobmon's builder creates the state of every ``workflow.run()`` / ``resume_workflow_run``
+    as ``SwarmState(workflow_id=..., workflow_run_id=..., dag_id=..., ...)``; this swaps that
+    name in ``jobmon.client.swarm.builder`` and ``jobmon.client.swarm.state``. Yields the list of
+    states created, in order.
+
+    Args:
+        redis: The redis-py client every state uses.
+        prefix: Key prefix of the states.
+        unique: Give every state its own prefix (``<prefix>:<n>``), as jobmon's in-memory states
+            share nothing even for the same workflow run id (jobmon's tests rely on that).
+        state_kwargs: More :class:`JobmonSwarmState` arguments (``read_ahead``, ...).
+    """
+    import importlib
+
+    modules = [importlib.import_module(name) for name in _STATE_MODULES]
+    saved = [getattr(m, "SwarmState") for m in modules]  # noqa: B009
+    created: list[JobmonSwarmState] = []
+    counter = itertools.count(1)
+    tag = secrets.token_hex(3)
+
+    class SwappedSwarmState(JobmonSwarmState):
+        def __init__(
+            self,
+            workflow_id: int,
+            workflow_run_id: int,
+            dag_id: int,
+            max_concurrently_running: int = 10000,
+            status: str = "B",
+            **kwargs: Any,
+        ) -> None:
+            if "redis" in kwargs:  # attach() and explicit uses
+                super().__init__(
+                    workflow_id, workflow_run_id, dag_id, max_concurrently_running, status, **kwargs
+                )
+                return
+            own = f"{prefix}:{tag}.{next(counter)}" if unique else prefix
+            super().__init__(
+                workflow_id,
+                workflow_run_id,
+                dag_id,
+                max_concurrently_running,
+                status,
+                redis=redis,
+                prefix=own,
+                **{**state_kwargs, **kwargs},
+            )
+            created.append(self)
+
+    SwappedSwarmState.__name__ = SwappedSwarmState.__qualname__ = "SwarmState"
+    for m in modules:
+        setattr(m, "SwarmState", SwappedSwarmState)  # noqa: B010
+    try:
+        yield created
+    finally:
+        for m, old in zip(modules, saved):
+            setattr(m, "SwarmState", old)  # noqa: B010
+
+
+def attach_jobmon(
+    redis: Any,
+    workflow_run_id: int,
+    *,
+    requester: Any = None,
+    prefix: str = "swarm",
+    chunk_size: int = 500,
+    **state_kwargs: Any,
+) -> JobmonSwarmState:
+    """A state for a process joining a run in Redis, with jobmon's own task objects.
+
+    :meth:`RedisSwarmState.attach` rebuilds tasks as records (no ``current_task_resources``,
+    no ``cluster``), which jobmon's scheduler needs. This attaches, then builds jobmon's
+    ``SwarmTask`` objects of the run's unfinished tasks from jobmon's server with jobmon's own
+    builder code (``SwarmBuilder``'s task and edge fetches: clusters, queues, TaskResources,
+    resource scales, fallback queues, downstream links) and binds them to the registry: status
+    and done counts come from Redis, and the queues are registered for the TaskResources codec.
+    DONE tasks (the server does not send them) stay records. Nothing is written to the server
+    or to Redis.
+
+    Args:
+        redis: A redis-py client.
+        workflow_run_id: The run (its state must exist in Redis: UnknownRunError otherwise).
+        requester: jobmon's ``Requester`` (default ``Requester.from_defaults()``).
+        prefix: Key prefix of the run.
+        chunk_size: Tasks and edges per server request.
+        state_kwargs: More :class:`JobmonSwarmState` arguments.
+    """
+    from jobmon.client.swarm.builder import SwarmBuilder
+    from jobmon.client.swarm.state import SwarmState as MemoryState
+    from jobmon.core.requester import Requester
+
+    state = JobmonSwarmState.attach(redis, workflow_run_id, prefix=prefix, **state_kwargs)
+    requester = requester if requester is not None else Requester.from_defaults()
+    builder = SwarmBuilder(requester=requester, workflow_run_id=workflow_run_id)
+    builder._last_heartbeat_time = float("inf")  # a joining process sends no heartbeat here
+    builder._workflow_id = state.workflow_id
+    builder._dag_id = state.dag_id
+    builder._state = MemoryState(
+        workflow_id=state.workflow_id, workflow_run_id=workflow_run_id, dag_id=state.dag_id
+    )
+    builder._set_tasks_from_db(chunk_size=chunk_size)
+    builder._set_downstreams_from_db(chunk_size=chunk_size)
+    built: dict[int, Any] = dict(builder._state.tasks)
+    state._bind(built)
+    for task in built.values():
+        register_queue(task.current_task_resources.queue)
+        for q in task.fallback_queues or ():
+            register_queue(q)
+    return state
