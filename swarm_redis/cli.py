@@ -484,8 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_jobmon_replica(sub: Any) -> None:
     """``jobmon-replica`` (swarm_redis.jobmon.cli): its own Redis client and jobmon server."""
-    from swarm_redis.jobmon.cli import add_jobmon_replica_parser
-
+    try:
+        from swarm_redis.jobmon.cli import add_jobmon_replica_parser
+    except ImportError as e:  # jobmon not installed: the subcommand says how to get it
+        text = "serve a jobmon workflow run as one of N replicas (needs jobmon)"
+        p = sub.add_parser("jobmon-replica", help=text, description=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(jobmon_missing=str(e))
+        return
     add_jobmon_replica_parser(sub)
 
 
@@ -577,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args)
     if args.command == "jobmon-replica":  # connects by itself (Redis and the jobmon server)
+        if getattr(args, "jobmon_missing", None):
+            print(f"swarm-redis jobmon-replica: {args.jobmon_missing}", file=sys.stderr)
+            return EXIT_ERROR
         from swarm_redis.jobmon.cli import run_jobmon_replica_cli
 
         return run_jobmon_replica_cli(args)
