@@ -36,7 +36,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +127,9 @@ def _swap(client: Any, key: str, token: str, value: str | None, ttl_ms: int) -> 
             return False
 
 
-def renew(client: Any, keys: RunKeys, token: str, state: str, *, ttl_s: float = LEASE_TTL_S) -> bool:
+def renew(
+    client: Any, keys: RunKeys, token: str, state: str, *, ttl_s: float = LEASE_TTL_S
+) -> bool:
     """Extend the lease this supervisor owns; False when it is no longer its own."""
     value = f"{token}|{socket.gethostname()}|{os.getpid()}|{state}"
     return _swap(client, keys.distributor, token, value, max(1, int(ttl_s * 1000)))
@@ -172,9 +173,7 @@ def start_supervisor(
     bin_dir = os.path.dirname(sys.executable)
     child_env["PATH"] = bin_dir + os.pathsep + child_env.get("PATH", "")
     try:
-        return subprocess.Popen(
-            cmd, stdout=out, stderr=out, env=child_env, start_new_session=True
-        )
+        return subprocess.Popen(cmd, stdout=out, stderr=out, env=child_env, start_new_session=True)
     finally:
         if out is not subprocess.DEVNULL:
             out.close()
@@ -199,7 +198,8 @@ class _Supervisor:
     def _read_stderr(self) -> None:
         assert self.child is not None and self.child.stderr is not None
         buffer = b""
-        for chunk in iter(lambda: self.child.stderr.read1(4096), b""):  # type: ignore[union-attr]
+        fd = self.child.stderr.fileno()
+        for chunk in iter(lambda: os.read(fd, 4096), b""):
             sys.stderr.buffer.write(chunk)
             sys.stderr.flush()
             buffer = (buffer + chunk)[-64:]
@@ -242,7 +242,9 @@ class _Supervisor:
     def run(self) -> int:
         token = self.args.token
         if not renew(self.client, self.keys, token, "starting", ttl_s=START_TTL_S):
-            logger.error("lease of run %s is not ours (token %s): not starting", self.args.run, token)
+            logger.error(
+                "lease of run %s is not ours (token %s): not starting", self.args.run, token
+            )
             return 3
         self._start_child()
         code = 0

@@ -97,7 +97,7 @@ def adjust_jobmon_resources(state: RedisSwarmState) -> Callable[[Any], None]:
         if not key:
             return
         try:
-            task.current_task_resources = state.cache_resources(key, adjusted)
+            task.current_task_resources = state.cache_resources(int(key, 16), adjusted)
         except (TypeError, SwarmRedisError) as e:  # no codec for TaskResources: local only
             logger.warning("adjusted resources of task %s not shared: %s", task.task_id, e)
 
@@ -218,7 +218,9 @@ class JobmonLoop(_Loop):
             log_path=self.distributor_log,
         )
         self.distributors_started += 1
-        logger.info("started the distributor of run %s (token %s)", self.state.workflow_run_id, token)
+        logger.info(
+            "started the distributor of run %s (token %s)", self.state.workflow_run_id, token
+        )
 
     # --- leader duties --------------------------------------------------------------------------
 

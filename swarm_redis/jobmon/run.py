@@ -93,7 +93,7 @@ def _serve(
         state.workflow_id,
         state.workflow_run_id,
         lookup=lambda task_id: state._core.tasks[task_id],
-        resources_for=lambda key: state.get_cached_resources(key),
+        resources_for=lambda key: state.get_cached_resources(int(key, 16)),
     )
     start = time.perf_counter()
     replica, _, started = run_jobmon_replica(
@@ -242,9 +242,7 @@ def run(
     if not workflow._newly_created and not resume:
         from jobmon.core.exceptions import WorkflowAlreadyExists
 
-        raise WorkflowAlreadyExists(
-            "This workflow already exists; pass resume=True to resume it"
-        )
+        raise WorkflowAlreadyExists("This workflow already exists; pass resume=True to resume it")
     factory = WorkflowRunFactory(workflow.workflow_id)
     if not workflow._newly_created and resume:
         factory.set_workflow_resume(
@@ -260,7 +258,7 @@ def run(
         wfr.workflow_run_id,
         redis_url=redis_url,
         prefix=prefix,
-        status=wfr.status,
+        status=wfr.status or "B",
         config=WorkflowRunConfig(fail_fast=fail_fast),
         timeout=seconds_until_timeout,
         **kwargs,

@@ -18,7 +18,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from typing import Any
-
 from unittest.mock import NonCallableMock
 
 import pytest

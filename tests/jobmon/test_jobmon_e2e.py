@@ -37,7 +37,7 @@ HOW = (
 )
 
 try:
-    import jobmon.client.api  # noqa: F401
+    import jobmon.client.api
     import jobmon.server.web.api  # noqa: F401
 
     HAVE_JOBMON = True
@@ -98,7 +98,9 @@ def build_workflow(tag: str, marker_dir: str, cluster: str = "sequential") -> tu
     # fan-in: every work task waits for three prep tasks
     b = [
         work.create_task(
-            arg=f"echo {tag} b{j}", upstream_tasks=[a[j], a[j + 40], a[(j * 7) % 120]], max_attempts=3
+            arg=f"echo {tag} b{j}",
+            upstream_tasks=[a[j], a[j + 40], a[(j * 7) % 120]],
+            max_attempts=3,
         )
         for j in range(80)
     ]
@@ -207,7 +209,11 @@ def start_replica(name: str, run_id: int, wf_id: int, url: str, prefix: str, tmp
 
 def done_count(server: JobmonServer, wf_id: int) -> int:
     try:
-        return int(server.query("select count(*) from task where workflow_id = ? and status = 'D'", (wf_id,))[0][0])
+        return int(
+            server.query(
+                "select count(*) from task where workflow_id = ? and status = 'D'", (wf_id,)
+            )[0][0]
+        )
     except Exception:
         return 0
 
@@ -260,7 +266,9 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     t_shared = time.monotonic()
 
     names = ["r0", "r1", "r2"]
-    procs = {n: start_replica(n, run_id, int(wf.workflow_id), redis_url, prefix, tmp) for n in names}
+    procs = {
+        n: start_replica(n, run_id, int(wf.workflow_id), redis_url, prefix, tmp) for n in names
+    }
     client = redis.Redis.from_url(redis_url, protocol=3)
     kills: list[tuple[str, int]] = []
     try:
@@ -272,13 +280,18 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
                 return None
             return info.replica_id if info is not None else None
 
-        wait_until(lambda: done_count(jobmon_server, int(wf.workflow_id)) >= 40, 300, "40 tasks done")
+        wait_until(
+            lambda: done_count(jobmon_server, int(wf.workflow_id)) >= 40, 300, "40 tasks done"
+        )
         first = leader()
         assert first in procs, first
         procs[first].send_signal(signal.SIGKILL)
         kills.append((first, done_count(jobmon_server, int(wf.workflow_id))))
         wait_until(
-            lambda: leader() not in (None, first) and done_count(jobmon_server, int(wf.workflow_id)) >= 120,
+            lambda: (
+                leader() not in (None, first)
+                and done_count(jobmon_server, int(wf.workflow_id)) >= 120
+            ),
             300,
             "a new leader and 120 tasks done",
         )
@@ -288,7 +301,8 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
         kills.append((second, done_count(jobmon_server, int(wf.workflow_id))))
         survivor = next(n for n in names if n not in (first, second))
         out, _ = procs[survivor].communicate(timeout=900)
-        assert procs[survivor].returncode == 0, open(os.path.join(tmp, f"{survivor}.log")).read()[-4000:]
+        with open(os.path.join(tmp, f"{survivor}.log")) as f:
+            assert procs[survivor].returncode == 0, f.read()[-4000:]
         outcome = json.loads(out.decode().strip().splitlines()[-1])
     finally:
         for p in procs.values():
@@ -302,7 +316,9 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
 
     # --- same final statuses as the stock orchestrator -------------------------------------------
     db_status = dict(
-        jobmon_server.query("select id, status from task where workflow_id = ?", (int(wf.workflow_id),))
+        jobmon_server.query(
+            "select id, status from task where workflow_id = ?", (int(wf.workflow_id),)
+        )
     )
     stock_status = dict(
         jobmon_server.query(
@@ -315,7 +331,9 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     assert outcome["final_status"] == stock["status"] == "E"
     assert outcome["done_count"] == ours.count("D") == 202
     assert outcome["failed_count"] == ours.count("F") == 1
-    (run_status,) = jobmon_server.query("select status from workflow_run where id = ?", (run_id,))[0]
+    (run_status,) = jobmon_server.query("select status from workflow_run where id = ?", (run_id,))[
+        0
+    ]
     assert run_status == "E"
     flaky_id = tasks[200].task_id
 
@@ -357,7 +375,10 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
         },
         "limits": {"workflow": WF_LIMIT, **LIMITS},
         "stock_status": stock["status"],
-        "outcome": {k: outcome[k] for k in ("final_status", "done_count", "failed_count", "distributors_started")},
+        "outcome": {
+            k: outcome[k]
+            for k in ("final_status", "done_count", "failed_count", "distributors_started")
+        },
         "survivor_calls": outcome["server_calls"],
     }
     print("E2E FIGURES", json.dumps(figures))
