@@ -49,7 +49,7 @@ if not HAVE_JOBMON:
         pytest.fail(f"CI=true but {HOW}", pytrace=False)
     pytest.skip(HOW, allow_module_level=True)
 
-from tests.jobmon.jobmon_server import JobmonServer  # noqa: E402
+from swarm_redis.jobmon.localserver import JobmonServer  # noqa: E402
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -383,3 +383,66 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     }
     print("E2E FIGURES", json.dumps(figures))
     client.close()
+
+
+def resume_workflow(tag: str, marker: str) -> Any:
+    """Ten quick tasks, one that needs ``marker`` (no retries) and its child."""
+    from jobmon.client.api import Tool
+
+    tool = Tool(name=f"swarm-resume-{tag}")
+    tool.set_default_compute_resources_from_dict(
+        cluster_name="sequential", compute_resources={"queue": "null.q"}
+    )
+    tt = tool.get_task_template(
+        template_name="step", command_template="{arg}", node_args=["arg"], task_args=[], op_args=[]
+    )
+    wf = tool.create_workflow(name=f"resume-{tag}", workflow_args=f"resume-{tag}")
+    quick = [tt.create_task(arg=f"echo {tag} q{i}", max_attempts=3) for i in range(10)]
+    gate = tt.create_task(arg=f"test -f {marker}", max_attempts=1, upstream_tasks=quick[:2])
+    after = tt.create_task(arg=f"echo {tag} after", max_attempts=3, upstream_tasks=[gate])
+    wf.add_tasks([*quick, gate, after])
+    return wf
+
+
+def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redis_url: str) -> None:
+    from swarm_redis.jobmon.run import run
+
+    tag = uuid.uuid4().hex[:8]
+    tmp = tempfile.mkdtemp(prefix="swarm-jobmon-resume-")
+    marker = os.path.join(tmp, "marker")
+    first = run(
+        resume_workflow(tag, marker),
+        redis_url=redis_url,
+        prefix=f"rs1{tag}",
+        poll_s=0.1,
+        distributor_log=os.path.join(tmp, "distributor.log"),
+    )
+    assert first.final_status == "E"
+    assert (first.done_count, first.failed_count, first.num_previously_complete) == (10, 1, 0)
+    open(marker, "w").close()  # the user fixes the cause, then resumes
+    wf = resume_workflow(tag, marker)
+    runs: list[int] = []
+    second = run(
+        wf,
+        redis_url=redis_url,
+        prefix=f"rs2{tag}",
+        resume=True,
+        poll_s=0.1,
+        on_run_created=runs.append,
+        distributor_log=os.path.join(tmp, "distributor.log"),
+    )
+    assert second.final_status == "D"
+    assert second.num_previously_complete == 10  # the DONE tasks of the first run
+    assert second.done_count == second.total_tasks == 12
+    assert wf._num_previously_completed == 10
+    # only the failed task and its child ran again, once each, in the new run
+    instances = jobmon_server.query(
+        "select task_id from task_instance where workflow_run_id = ?", (runs[0],)
+    )
+    assert len(instances) == 2
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    try:
+        state = RedisSwarmState.attach(client, runs[0], prefix=f"rs2{tag}")
+        assert state.status == "D" and state.num_previously_complete == 10
+    finally:
+        client.close()

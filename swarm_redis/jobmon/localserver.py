@@ -1,4 +1,5 @@
-"""A real jobmon server on sqlite in a subprocess, started as jobmon's own test fixtures do.
+"""A local jobmon server on sqlite in a subprocess, started as jobmon's own test fixtures do
+(for the end-to-end tests and ``swarm-redis demo --jobmon``; not for production).
 
 ``JobmonServer(tmp_dir)`` sets jobmon's configuration in ``os.environ`` (inherited by every
 process started afterwards: replicas, distributors, worker nodes), initialises the database,
@@ -16,6 +17,8 @@ import time
 from typing import Any
 
 import requests
+
+__all__ = ["JobmonServer", "free_port", "jobmon_env"]
 
 _SERVER = """
 import os
@@ -65,8 +68,10 @@ class JobmonServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(tmp_dir, "server.log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._saved: dict[str, str | None] = {}
 
     def __enter__(self) -> JobmonServer:
+        self._saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
