@@ -54,7 +54,7 @@ def _private_redis(tmp: str) -> tuple[str, subprocess.Popen[bytes]]:
 
 
 def _workflow(tag: str, n: int, marker: str, limits: dict[str, int]) -> Any:
-    from jobmon.client.api import Tool
+    from jobmon.client.tool import Tool
 
     tool = Tool(name=f"swarm-demo-{tag}")
     tool.set_default_compute_resources_from_dict(
