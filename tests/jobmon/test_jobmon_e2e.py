@@ -446,3 +446,65 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
         assert state.status == "D" and state.num_previously_complete == 10
     finally:
         client.close()
+
+
+def test_dead_distributor_is_restarted_by_the_leader(
+    jobmon_server: JobmonServer, redis_url: str
+) -> None:
+    """SIGKILL the distributor's supervisor mid-run: its jobmon distributor stops with it, the
+    lease expires, the leader starts exactly one new distributor, and the run ends DONE."""
+    from swarm_redis.jobmon import distributor as dist
+    from swarm_redis.jobmon.run import ReplicaOutcome, run
+
+    tag = uuid.uuid4().hex[:8]
+    tmp = tempfile.mkdtemp(prefix="swarm-jobmon-dist-")
+    marker = os.path.join(tmp, "marker")
+    open(marker, "w").close()
+    wf = resume_workflow(tag, marker)
+    prefix = f"dk{tag}"
+    runs: list[int] = []
+    outcomes: list[ReplicaOutcome] = []
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            box["result"] = run(
+                wf,
+                redis_url=redis_url,
+                prefix=prefix,
+                poll_s=0.1,
+                on_run_created=runs.append,
+                outcome=outcomes,
+                distributor_log=os.path.join(tmp, "distributor.log"),
+            )
+        except BaseException as e:  # reported below
+            box["error"] = e
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    try:
+        wait_until(lambda: bool(runs), 120, "the run to be created")
+        wf_id = int(wf.workflow_id)
+        wait_until(lambda: done_count(jobmon_server, wf_id) >= 3, 300, "3 tasks done")
+        keys = RedisSwarmState.attach(client, runs[0], prefix=prefix).keys
+        lease = dist.read_lease(client, keys)
+        assert lease is not None and lease.pid > 0
+        os.kill(lease.pid, signal.SIGKILL)
+        wait_until(
+            lambda: (dist.read_lease(client, keys) or lease).token != lease.token,
+            120,
+            "a new distributor lease",
+        )
+        thread.join(timeout=600)
+        assert not thread.is_alive()
+        assert "error" not in box, box.get("error")
+        result = box["result"]
+        assert result.final_status == "D"
+        assert result.done_count == result.total_tasks == 12
+        assert outcomes[0].distributors_started == 2
+        rows = attempts_and_instances(jobmon_server, wf_id)
+        assert all(a == n for _, a, n in rows), rows
+        assert dist.read_lease(client, keys) is None
+    finally:
+        client.close()
