@@ -28,26 +28,11 @@ from typing import Any
 
 import pytest
 import redis
+from jobmon_env import require_jobmon
 
 from swarm_redis.state import RedisSwarmState
 
-HOW = (
-    "jobmon 3.6 is not installed: install it from ../shared/vendor/jobmon-5a5c6cb.tar.gz "
-    "(see docs/jobmon-usage.md, 'Install')"
-)
-
-try:
-    import jobmon.client.api
-    import jobmon.server.web.api  # noqa: F401
-
-    HAVE_JOBMON = True
-except ImportError:  # pragma: no cover - depends on the machine
-    HAVE_JOBMON = False
-
-if not HAVE_JOBMON:
-    if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-        pytest.fail(f"CI=true but {HOW}", pytrace=False)
-    pytest.skip(HOW, allow_module_level=True)
+require_jobmon()  # skip (fail under CI=true) without jobmon, saying how to get it
 
 from swarm_redis.jobmon.localserver import JobmonServer  # noqa: E402
 

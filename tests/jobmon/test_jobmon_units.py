@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 import redis
+from jobmon_env import require_jobmon
 
-from swarm_redis.gateway import GatewayError
-from swarm_redis.jobmon import distributor as dist
-from swarm_redis.jobmon.build import share
-from swarm_redis.jobmon.gateway import JobmonGateway
-from swarm_redis.jobmon.replica import JobmonLoop
-from swarm_redis.state import RedisSwarmState
+require_jobmon()  # swarm_redis.jobmon needs jobmon at import
+
+from swarm_redis.gateway import GatewayError  # noqa: E402
+from swarm_redis.jobmon import distributor as dist  # noqa: E402
+from swarm_redis.jobmon.build import share  # noqa: E402
+from swarm_redis.jobmon.gateway import JobmonGateway  # noqa: E402
+from swarm_redis.jobmon.replica import JobmonLoop  # noqa: E402
+from swarm_redis.state import RedisSwarmState  # noqa: E402
 
 
 @dataclass(eq=False)
