@@ -180,10 +180,11 @@ def start_supervisor(
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the supervisor dies (Linux prctl PR_SET_PDEATHSIG)."""
+    """In the child: SIGKILL when the supervisor dies (Linux PR_SET_PDEATHSIG; jobmon's
+    distributor may swallow a SIGTERM that lands inside one of its commands)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)
+        libc.prctl(1, signal.SIGKILL)
 
 
 class _Supervisor:
