@@ -86,6 +86,12 @@ def run_jobmon_replica_cli(args: argparse.Namespace) -> int:
     )
     from swarm_redis.jobmon.run import run_replica_of
 
+    # jobmon logs to stdout: keep stdout for the result alone, send everything else to stderr
+    # (a parent reading only the result must never block this process on a full pipe)
+    sys.stdout.flush()
+    result_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     config = None
@@ -113,12 +119,14 @@ def run_jobmon_replica_cli(args: argparse.Namespace) -> int:
         **kwargs,
     )
     if args.json:
-        print(_outcome_json(outcome), flush=True)
+        print(_outcome_json(outcome), file=result_out, flush=True)
     else:
         r = outcome.result
         print(
             f"run {args.run}: {r.final_status} ({r.done_count}/{r.total_tasks} done, "
             f"{r.failed_count} failed)",
+            file=result_out,
             flush=True,
         )
+    result_out.close()
     return 0

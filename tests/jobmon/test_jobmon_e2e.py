@@ -185,7 +185,7 @@ def start_replica(name: str, run_id: int, wf_id: int, url: str, prefix: str, tmp
             os.path.join(tmp, "distributor.log"),
             "--json",
         ],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # only the result line (jobmon's own logs go to stderr)
         stderr=log,
     )
     log.close()
