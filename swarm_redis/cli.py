@@ -9,10 +9,19 @@ handy only to try the tool). Read commands (runs, status, watch, tasks, task, ev
 verify without --repair, export, exporter) use plain read commands only, so a read-only ACL user
 can run them (the README (Operating a run)).
 
+RUN is always an integer and --prefix a non-empty string without braces, and every SCAN pattern
+escapes the prefix (keys.glob_escape), so no argument can reach another run. ``purge`` deletes
+the run's key-table names only (no pattern) and refuses a live run (status not terminal, or a
+replica lease still valid by Redis's clock) unless --force. ``import`` checks the whole file
+first (snapshot.validate_snapshot), takes the prefix from --prefix (never from the file), and
+moves the keys into place in one transaction. The exporter listens on 127.0.0.1 unless --bind.
+
 Exit codes (module constants):
     0 EXIT_OK              done; verify found no drift
-    1 EXIT_ERROR           any other error (bad snapshot file, import onto an existing run ...)
-    2 EXIT_USAGE           bad arguments; purge without --yes when stdin is not a terminal
+    1 EXIT_ERROR           any other error (bad snapshot file, import onto an existing run,
+                           purge of a live run without --force, a run changed during purge ...)
+    2 EXIT_USAGE           bad arguments (RUN not an integer, bad --prefix ...); purge without
+                           --yes when stdin is not a terminal
     3 EXIT_NOT_FOUND       the run (or the task) does not exist
     4 EXIT_DRIFT           verify found drift (after --repair: drift is left)
     5 EXIT_CONNECTION      Redis could not be reached (or refused the credentials)
@@ -41,14 +50,15 @@ from swarm_redis.embedded import resolve_url
 from swarm_redis.errors import SwarmRedisError, UnknownRunError
 from swarm_redis.events import follow_events, format_event, read_events
 from swarm_redis.inspect import (
+    RunLiveness,
     RunSnapshot,
     list_runs,
     list_tasks,
+    read_liveness,
     read_snapshot,
-    scan_keys,
     task_detail,
 )
-from swarm_redis.keys import RunKeys
+from swarm_redis.keys import RunKeys, check_prefix
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -71,7 +81,6 @@ EXIT_CONNECTION = 5
 EXIT_WRITE_REFUSED = 6
 
 DEFAULT_PREFIX = "swarm"
-_UNLINK_BATCH = 500
 
 
 class CliError(Exception):
@@ -94,7 +103,7 @@ class Ctx:
 
     @property
     def prefix(self) -> str:
-        return str(self.args.prefix or DEFAULT_PREFIX)
+        return DEFAULT_PREFIX if self.args.prefix is None else str(self.args.prefix)
 
     def keys(self) -> RunKeys:
         return RunKeys(self.prefix, self.args.run)
@@ -295,33 +304,115 @@ def _confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def _describe_liveness(life: RunLiveness) -> str:
+    """``status RUNNING (R); replicas: r1 (lease 12.3 s left), 2 expired`` for messages."""
+    status = "no meta key" if life.run_status is None else _run_status_name(life.run_status)
+    parts = [
+        f"{r.replica_id} (lease {(r.lease_left_ms or 0) / 1000:.1f} s left)"
+        for r in life.live_replicas
+    ]
+    parts += [
+        f"{rid} (lease unreadable: {v[:40]!r})" for rid, v in life.unreadable_replicas.items()
+    ]
+    replicas = ", ".join(parts) or "none alive"
+    if life.expired_replicas:
+        replicas += f", {len(life.expired_replicas)} expired"
+    return f"status {status}; replicas: {replicas}"
+
+
+def _run_status_name(letter: str) -> str:
+    from swarm_redis.constants import WORKFLOW_RUN_STATUS_NAMES
+
+    return f"{WORKFLOW_RUN_STATUS_NAMES.get(letter, 'unknown')} ({letter})"
+
+
 def cmd_purge(ctx: Ctx) -> int:
+    """Delete the run's own keys (the key table's names, no pattern), refusing a live run.
+
+    The liveness check and the deletion are one WATCHed MULTI/EXEC: a replica that joins or a
+    status that changes in between aborts the purge instead of being deleted under it.
+    """
+    from swarm_redis.snapshot import run_keys_present
+
     keys = ctx.keys()
-    found = sorted(scan_keys(ctx.client, keys.match_all))
+    force = bool(ctx.args.force)
+    found = run_keys_present(ctx.client, keys)
     if not found:
         raise UnknownRunError(
             f"workflow run {keys.run_id} has no keys under prefix {keys.prefix!r}"
+        )
+    life = read_liveness(ctx.client, keys)
+    described = _describe_liveness(life)
+    if life.live and not force:
+        why = []
+        if life.status_live:
+            why.append("its status is not terminal")
+        if life.live_replicas:
+            why.append(f"{len(life.live_replicas)} replica(s) hold a valid lease")
+        if life.unreadable_replicas:
+            why.append(f"{len(life.unreadable_replicas)} replica lease(s) cannot be read")
+        raise CliError(
+            EXIT_ERROR,
+            f"refusing to purge run {keys.run_id}: it is live ({' and '.join(why)}; "
+            f"{described}); stop it first, or pass --force",
         )
     if not ctx.args.yes:
         if not sys.stdin.isatty():
             raise CliError(
                 EXIT_USAGE,
-                f"refusing to purge run {keys.run_id} ({len(found)} keys) without --yes: "
-                "stdin is not a terminal",
+                f"refusing to purge run {keys.run_id} ({len(found)} keys; {described}) "
+                "without --yes: stdin is not a terminal",
             )
+        live_note = " IT IS LIVE (--force)." if life.live else ""
         if not _confirm(
-            f"delete all {len(found)} keys of run {keys.run_id} under {keys.prefix!r}?"
+            f"delete all {len(found)} keys of run {keys.run_id} under {keys.prefix!r} "
+            f"({described})?{live_note}"
         ):
             ctx.console.print("purge cancelled", markup=False)
             return EXIT_ERROR
-    deleted = 0
-    for start in range(0, len(found), _UNLINK_BATCH):
-        deleted += int(ctx.client.unlink(*found[start : start + _UNLINK_BATCH]))
+    deleted = _unlink_run(ctx.client, keys, life if not force else None)
     if ctx.json:
-        ctx.emit({"run_id": str(keys.run_id), "prefix": keys.prefix, "deleted": deleted})
+        ctx.emit(
+            {
+                "run_id": str(keys.run_id),
+                "prefix": keys.prefix,
+                "deleted": deleted,
+                "run_status": life.run_status,
+                "live": life.live,
+                "forced": force,
+            }
+        )
     else:
         ctx.console.print(f"deleted {deleted} keys of run {keys.run_id}", markup=False)
     return EXIT_OK
+
+
+def _unlink_run(client: Any, keys: RunKeys, checked: RunLiveness | None) -> int:
+    """UNLINK the run's key-table keys in one MULTI/EXEC, WATCHing them all.
+
+    With ``checked`` (no --force) the liveness is read again under WATCH and must still say
+    "not live"; any write to the run before EXEC aborts the transaction (nothing deleted).
+    """
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch(*keys.all)
+        if checked is not None:
+            again = read_liveness(client, keys)  # any connection: WATCH covers it
+            if again.live:
+                raise CliError(
+                    EXIT_ERROR,
+                    f"refusing to purge run {keys.run_id}: it became live "
+                    f"({_describe_liveness(again)}); nothing deleted",
+                )
+        pipe.multi()
+        pipe.unlink(*keys.all)
+        try:
+            (deleted,) = pipe.execute()
+        except redis.WatchError:
+            raise CliError(
+                EXIT_ERROR,
+                f"run {keys.run_id} changed during the purge: nothing deleted, try again",
+            ) from None
+    return int(deleted)
 
 
 def cmd_export(ctx: Ctx) -> int:
@@ -343,13 +434,20 @@ def cmd_export(ctx: Ctx) -> int:
 
 
 def cmd_import(ctx: Ctx) -> int:
-    from swarm_redis.snapshot import import_run, load_snapshot
+    """Check the whole snapshot, then write it so it appears whole or not at all."""
+    from swarm_redis.snapshot import MAX_FILE_BYTES, import_run, load_snapshot, validate_snapshot
 
-    snap = load_snapshot(ctx.args.file)
-    keys = import_run(ctx.client, snap, prefix=ctx.args.prefix, force=ctx.args.force)
-    n = len(snap["keys"])
+    max_bytes = MAX_FILE_BYTES if ctx.args.max_bytes is None else ctx.args.max_bytes
+    snap = load_snapshot(ctx.args.file, max_bytes=max_bytes)
+    plan = validate_snapshot(snap, prefix=ctx.prefix, run_id=ctx.args.run)
+    for note in plan.notes:
+        print(f"swarm-redis: note: {note}", file=sys.stderr)
+    keys = import_run(ctx.client, plan, force=ctx.args.force)
+    n = plan.key_count
     if ctx.json:
-        ctx.emit({"run_id": str(keys.run_id), "prefix": keys.prefix, "keys": n})
+        ctx.emit(
+            {"run_id": str(keys.run_id), "prefix": keys.prefix, "keys": n, "notes": plan.notes}
+        )
     else:
         ctx.console.print(
             f"imported run {keys.run_id} under prefix {keys.prefix!r}: {n} keys", markup=False
@@ -365,13 +463,34 @@ def cmd_exporter(ctx: Ctx) -> int:
             EXIT_ERROR,
             f"the exporter needs prometheus-client: pip install 'swarm-redis[prometheus]' ({e})",
         ) from None
-    runs = ctx.args.runs or None
+    runs = [str(r) for r in ctx.args.runs] if ctx.args.runs else None
     print(f"serving metrics on http://{ctx.args.addr}:{ctx.args.port}/metrics", file=sys.stderr)
     serve(ctx.client, ctx.args.port, addr=ctx.args.addr, prefix=ctx.prefix, runs=runs)
     return EXIT_OK
 
 
 # --- parser ---------------------------------------------------------------------------------------
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def _run_arg(value: str) -> int:
+    """argparse type of RUN: a decimal integer, so no run id can be a pattern or a key part."""
+    digits = value[1:] if value.startswith("-") else value
+    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+        raise argparse.ArgumentTypeError(f"workflow run id must be an integer, got {value!r}")
+    number = int(value)
+    if abs(number) > _INT64_MAX:
+        raise argparse.ArgumentTypeError(f"workflow run id {value} is out of range")
+    return number
+
+
+def _prefix_arg(value: str) -> str:
+    """argparse type of --prefix: non-empty, without braces (they would move the hash tag)."""
+    try:
+        return check_prefix(value)
+    except SwarmRedisError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -387,8 +506,9 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     parser.add_argument(
         "--prefix",
+        type=_prefix_arg,
         default=default(None),
-        help=f"key prefix of the runs (default: {DEFAULT_PREFIX})",
+        help=f"key prefix of the runs (default: {DEFAULT_PREFIX}; non-empty, no braces)",
     )
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="print JSON for machines"
@@ -444,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "purge",
         "export",
     ):
-        subs[name].add_argument("run", help="workflow run id")
+        subs[name].add_argument("run", type=_run_arg, help="workflow run id (an integer)")
     subs["watch"].add_argument(
         "--interval", type=float, default=1.0, help="seconds between refreshes"
     )
@@ -462,12 +582,40 @@ def build_parser() -> argparse.ArgumentParser:
     subs["verify"].add_argument("--chunk", type=int, default=500, help="repairs per script call")
     subs["verify"].add_argument("--examples", type=int, default=3, help="examples per drift kind")
     subs["purge"].add_argument("--yes", "-y", action="store_true", help="do not ask")
+    subs["purge"].add_argument(
+        "--force",
+        action="store_true",
+        help="purge even a live run (status not terminal, or a replica with a valid lease)",
+    )
     subs["export"].add_argument("file", help="snapshot file to write ('-': stdout)")
     subs["import"].add_argument("file", help="snapshot file to read")
-    subs["import"].add_argument("--force", action="store_true", help="replace an existing run")
+    subs["import"].add_argument(
+        "--run",
+        type=_run_arg,
+        help="import as this run id (default: the snapshot's run_id, which must be an integer)",
+    )
+    subs["import"].add_argument(
+        "--force", action="store_true", help="replace an existing run (atomically)"
+    )
+    subs["import"].add_argument(
+        "--max-bytes",
+        type=int,
+        default=None,
+        help="largest snapshot file to read (default: 1 GiB)",
+    )
     subs["exporter"].add_argument("--port", type=int, required=True, help="HTTP port")
-    subs["exporter"].add_argument("--addr", default="0.0.0.0", help="listen address")
-    subs["exporter"].add_argument("--runs", nargs="*", help="run ids (default: every run)")
+    subs["exporter"].add_argument(
+        "--bind",
+        "--host",
+        "--addr",
+        dest="addr",
+        default="127.0.0.1",
+        help="listen address (default: 127.0.0.1, this machine only; 0.0.0.0 listens on "
+        "every interface: the metrics name runs and replicas, so expose them on purpose)",
+    )
+    subs["exporter"].add_argument(
+        "--runs", nargs="*", type=_run_arg, help="run ids (default: every run)"
+    )
     from swarm_redis.demo import add_demo_parser  # the demo owns its Redis: see main()
 
     add_demo_parser(sub)

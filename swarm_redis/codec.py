@@ -1,4 +1,4 @@
-"""How cached TaskResources are stored: orjson, never pickle, and a stable digest for keys.
+"""How cached TaskResources are stored: JSON (orjson) only, and a stable digest for keys.
 
 A stored value is JSON: ``{"t": "dict", "v": {...}}`` for a plain dict, or
 ``{"t": "dataclass" | "obj", "c": NAME, "v": {...}}`` for an instance of a class. Decoding is
@@ -125,19 +125,24 @@ class _Registry:
     def add(self, entry: ResourceClass) -> None:
         with self._lock:
             known = self.by_class.get(entry.cls)
-            if known is not None:
-                if known == entry:
-                    return  # the same registration twice (a module imported again): fine
+            if known is not None and known.name != entry.name:
                 raise InvalidInputError(
                     f"resource class {_class_path(entry.cls)} is already registered as "
-                    f"{known.name!r} with other converters; a class has one stored name"
+                    f"{known.name!r}; a class has one stored name"
                 )
             other = self.by_name.get(entry.name)
-            if other is not None:
+            if (
+                other is not None
+                and other.cls is not entry.cls
+                and _class_path(other.cls) != _class_path(entry.cls)
+            ):
                 raise InvalidInputError(
                     f"resource class name {entry.name!r} is already registered for "
                     f"{_class_path(other.cls)}"
                 )
+            # new, the same again, new converters, or the same class path reloaded: the last wins
+            if other is not None:
+                self.by_class.pop(other.cls, None)
             self.by_class[entry.cls] = entry
             self.by_name[entry.name] = entry
 
@@ -183,9 +188,9 @@ def registered_resource_classes() -> dict[str, type]:
 
 def _check_fields(entry: ResourceClass, payload: dict[str, Any]) -> None:
     """Refuse a stored dataclass payload whose fields do not match the registered class."""
-    fields = [f for f in dataclasses.fields(entry.cls) if f.init]
-    names = {f.name for f in fields}
-    extra = sorted(set(payload) - names)
+    every = dataclasses.fields(entry.cls)
+    fields = [f for f in every if f.init]
+    extra = sorted(set(payload) - {f.name for f in every})
     missing = sorted(
         f.name
         for f in fields
@@ -326,7 +331,9 @@ class DefaultCodec:
         try:
             if entry.kind == "dataclass":
                 _check_fields(entry, payload)
-                return entry.cls(**payload)
+                init = {f.name for f in dataclasses.fields(entry.cls) if f.init}
+                # fields with init=False are stored by asdict() and rebuilt by the class itself
+                return entry.cls(**{k: v for k, v in payload.items() if k in init})
             if entry.kind == "obj":
                 return cast(Any, entry.cls).from_dict(payload)
             assert entry.from_dict is not None

@@ -730,6 +730,20 @@ class StateCore:
                 _set_mirror(obj, status, done)
         return objs
 
+    def take(self, n: int) -> Op[tuple[list[Any], int]]:
+        """Dequeue up to ``n`` tasks; also the queue's length after (one script call)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInputError(f"dequeue count must be an int >= 1, got {n!r}")
+        (reply,) = yield from self._scripts([cmd.dequeue(self.keys, self.caller(), n)])
+        remaining = reply[2]
+        found = cmd.triples(reply[1])
+        objs = yield from self._objects([t[0] for t in found])
+        for task_id, status, done in found:
+            obj = self.tasks.get(task_id)
+            if obj is not None:
+                _set_mirror(obj, status, done)
+        return objs, int(remaining)
+
     def queue_ids(self, start: int = 0, stop: int = -1) -> Op[list[int]]:
         (raw,) = yield from self._read(("LRANGE", self.keys.ready, start, stop))
         return [int(text(x)) for x in raw]

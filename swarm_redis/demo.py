@@ -55,9 +55,9 @@ from swarm_redis.embedded import (
     pdeathsig_preexec,
     resolve_url,
 )
-from swarm_redis.errors import SwarmRedisError, UnknownRunError
+from swarm_redis.errors import InvalidInputError, SwarmRedisError, UnknownRunError
 from swarm_redis.inspect import RunSnapshot, read_snapshot, scan_keys
-from swarm_redis.keys import RunKeys, run_base
+from swarm_redis.keys import RunKeys
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.render import watch_line, watch_view
 from swarm_redis.sim import AUTHKEY_ENV, SimConfig, SimReport, SimServer
@@ -691,7 +691,7 @@ def _main_thread() -> bool:
 
 def _purge(client: Any, prefix: str, run_id: int) -> int:
     """Delete every key of the run; how many."""
-    keys = list(scan_keys(client, run_base(prefix, run_id) + "*"))
+    keys = list(scan_keys(client, RunKeys(prefix, run_id).match_all))  # prefix escaped
     for start in range(0, len(keys), 500):
         client.unlink(*keys[start : start + 500])
     return len(keys)
@@ -968,10 +968,17 @@ class _Demo:
 
     def run_sim(self, result_box: list[DemoResult]) -> int:
         s = self.s
-        _, backend = self.connect()
         if s.run is None:
             self.say("--role sim needs --run")
             return EXIT_USAGE
+        host, _, port = s.listen.rpartition(":")
+        if (
+            host.strip("[]") not in ("127.0.0.1", "localhost", "::1")
+            and not os.environ.get(AUTHKEY_ENV, "").strip()
+        ):
+            self.say(f"--listen {s.listen} is not loopback: set {AUTHKEY_ENV} (hex, >= 16 bytes)")
+            return EXIT_USAGE
+        _, backend = self.connect()
         keys = RunKeys(s.prefix, s.run)
         try:
             state = RedisSwarmState.attach(self.client, s.run, prefix=s.prefix)
@@ -985,8 +992,7 @@ class _Demo:
             max_attempts=s.max_attempts,
             seed=s.seed,
         )
-        host, _, port = s.listen.rpartition(":")
-        sim = self.start_sim(config, host or "0.0.0.0", int(port or 0))
+        sim = self.start_sim(config, host or "127.0.0.1", int(port or 0))
         result = self.new_result(backend, s.run, 0, config.workflow_limit)
         result_box.append(result)
         start = time.monotonic()
@@ -1003,7 +1009,12 @@ class _Demo:
 def _sim_key() -> bytes:
     """The simulated server's authkey: ``SWARM_SIM_AUTHKEY`` (hex) if set, else random."""
     env = os.environ.get(AUTHKEY_ENV, "").strip()
-    return bytes.fromhex(env) if env else secrets.token_bytes(16)
+    if not env:
+        return secrets.token_bytes(16)
+    try:
+        return bytes.fromhex(env)
+    except ValueError:
+        raise InvalidInputError(f"{AUTHKEY_ENV} must be hex (e.g. openssl rand -hex 16)") from None
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -1131,9 +1142,10 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--listen",
-        default="0.0.0.0:7000",
+        default="127.0.0.1:7000",
         metavar="HOST:PORT",
-        help="address of the simulated server with --role sim (default 0.0.0.0:7000)",
+        help="address of the simulated server with --role sim (default 127.0.0.1:7000; listen "
+        "elsewhere only on a private network, with SWARM_SIM_AUTHKEY set to a key of your own)",
     )
     p.add_argument(
         "--url",

@@ -3,7 +3,8 @@
 :class:`RunCollector` is a custom prometheus-client collector: each scrape reads the runs'
 figures with :func:`swarm_redis.inspect.read_snapshot` (plain reads only, so a read-only ACL
 user will do) and turns them into gauges and counters labelled by ``run``. the README (Operating a run)
-lists the metrics. ``swarm-redis exporter --port P`` serves them over HTTP.
+lists the metrics. ``swarm-redis exporter --port P`` serves them over HTTP, on 127.0.0.1
+unless ``--bind`` says otherwise.
 """
 
 from __future__ import annotations
@@ -175,11 +176,15 @@ def serve(
     client: Any,
     port: int,
     *,
-    addr: str = "0.0.0.0",
+    addr: str = "127.0.0.1",
     prefix: str = "swarm",
     runs: Sequence[str] | None = None,
 ) -> None:
-    """Serve ``/metrics`` on ``addr:port`` until interrupted."""
+    """Serve ``/metrics`` on ``addr:port`` until interrupted.
+
+    ``addr`` defaults to 127.0.0.1 (this machine only): the metrics name every run and replica,
+    so listening on other interfaces (``0.0.0.0``) is a choice the caller makes explicitly.
+    """
     start_http_server(port, addr=addr, registry=make_registry(client, prefix, runs))
     while True:
         time.sleep(3600)

@@ -8,6 +8,7 @@ reads of one run go out as one pipeline; they are not a point-in-time snapshot o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "BatchRecord",
     "LeaderInfo",
     "ReplicaInfo",
+    "RunLiveness",
     "RunSnapshot",
     "RunSummary",
     "TaskDetail",
@@ -35,6 +37,7 @@ __all__ = [
     "list_runs",
     "list_tasks",
     "parse_batch",
+    "read_liveness",
     "read_only_acl_rules",
     "read_snapshot",
     "scan_keys",
@@ -369,6 +372,53 @@ def read_snapshot(client: Any, keys: RunKeys) -> RunSnapshot:
     )
 
 
+@dataclass(frozen=True)
+class RunLiveness:
+    """Whether a run may still be in use: what ``purge`` checks before deleting.
+
+    A run is live when its status is not terminal (DONE, ERROR, STOPPED, TERMINATED, ABORTED) or
+    a replica holds a lease that has not expired by Redis's clock (``replicas``:
+    ``incarnation|lease deadline ms|joined ms``, compared with TIME). A lease that cannot be
+    parsed counts as live (stored data is not trusted to say "dead"). A run without a meta key
+    has no status and counts as not live on that account.
+    """
+
+    run_status: str | None
+    live_replicas: list[ReplicaInfo]
+    expired_replicas: list[ReplicaInfo]
+    now_ms: int
+    unreadable_replicas: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status_live(self) -> bool:
+        return self.run_status is not None and self.run_status not in TERMINAL_RUN_STATUSES
+
+    @property
+    def live(self) -> bool:
+        return self.status_live or bool(self.live_replicas) or bool(self.unreadable_replicas)
+
+
+def read_liveness(client: Any, keys: RunKeys) -> RunLiveness:
+    """The run's status and replica leases, read in one pipeline with Redis's TIME."""
+    status, replicas, now_raw = _pipeline(
+        client, [("HGET", keys.meta, "status"), ("HGETALL", keys.replicas), ("TIME",)]
+    )
+    now = _time_ms(now_raw)
+    leases = str_map(replicas)
+    unreadable = {rid: v for rid, v in leases.items() if _LEASE_RE.fullmatch(v) is None}
+    infos = _replicas({k: v for k, v in leases.items() if k not in unreadable}, {}, now)
+    return RunLiveness(
+        run_status=None if status is None else text(status),
+        live_replicas=[r for r in infos if r.alive],
+        expired_replicas=[r for r in infos if not r.alive],
+        now_ms=now,
+        unreadable_replicas=unreadable,
+    )
+
+
+_LEASE_RE = re.compile(r"[^|]*\|-?[0-9]{1,19}\|(-?[0-9]{1,19})?")
+
+
 # --- runs -----------------------------------------------------------------------------------
 
 
@@ -394,8 +444,12 @@ class RunSummary:
 def list_runs(client: Any, prefix: str) -> list[RunSummary]:
     """Every run under ``prefix`` (SCAN over meta keys, each primary of a Cluster)."""
     run_ids = sorted(
-        {run_id_from_meta_key(prefix, k) for k in scan_keys(client, meta_pattern(prefix))},
-        key=lambda r: (len(r), r),
+        {
+            run_id
+            for k in scan_keys(client, meta_pattern(prefix))
+            if (run_id := run_id_from_meta_key(prefix, k)) is not None
+        },
+        key=int,
     )
     out = []
     for run_id in run_ids:

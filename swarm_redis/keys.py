@@ -86,11 +86,7 @@ class RunKeys:
     __slots__ = ("all", "base", "prefix", "run_id")
 
     def __init__(self, prefix: str, run_id: int | str) -> None:
-        if not prefix or any(c in prefix for c in "{}"):
-            from swarm_redis.errors import InvalidInputError
-
-            raise InvalidInputError(f"key prefix {prefix!r} must be non-empty and without braces")
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.run_id = run_id
         self.base = run_base(prefix, run_id)
         #: Every key of the run in KEYS order.
@@ -115,15 +111,58 @@ class RunKeys:
     @property
     def match_all(self) -> str:
         """A SCAN pattern matching every key of this run (and nothing else)."""
-        return self.base.replace("[", "\\[").replace("]", "\\]").replace("*", "\\*") + "*"
+        return glob_escape(self.base) + "*"
+
+
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it can prefix run keys: a non-empty str without ``{``/``}``.
+
+    A brace would move the Cluster hash tag out of ``{<run_id>}`` (and make the run id
+    ambiguous when keys are listed), so it is refused rather than escaped.
+
+    Raises:
+        InvalidInputError: Empty, not a str, or holding a brace.
+    """
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        from swarm_redis.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"key prefix {prefix!r} must be a non-empty string without '{{' or '}}'"
+        )
+    return prefix
+
+
+#: Characters special in Redis glob patterns (SCAN MATCH, KEYS): ``*``, ``?``, ``[``/``]`` and
+#: the escape ``\\`` itself. ``^`` and ``-`` are special only inside ``[...]``, which an escaped
+#: ``[`` never opens.
+GLOB_SPECIAL = frozenset("\\*?[]")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a Redis glob pattern that matches exactly ``text`` (the one escaper).
+
+    Every key part that goes into a MATCH pattern (prefixes, run ids) passes through here, so a
+    prefix such as ``othe?`` or ``a*`` matches only itself and never another run's keys.
+    """
+    return "".join("\\" + c if c in GLOB_SPECIAL else c for c in text)
 
 
 def meta_pattern(prefix: str) -> str:
-    """SCAN pattern that finds the meta key of every run under ``prefix``."""
-    return f"{prefix}:{{*}}:meta"
+    """SCAN pattern that finds the meta key of every run under ``prefix`` (prefix escaped)."""
+    return glob_escape(check_prefix(prefix)) + ":{*}:meta"
 
 
-def run_id_from_meta_key(prefix: str, key: str) -> str:
-    """The run id inside a meta key found by :func:`meta_pattern`."""
+def run_id_from_meta_key(prefix: str, key: str) -> str | None:
+    """The run id inside a meta key found by :func:`meta_pattern`.
+
+    None unless the key is exactly ``<prefix>:{<integer>}:meta``: a key that only looks like one
+    (``p:{1}:x:{2}:meta``, a run id that is not an integer) names no run.
+    """
     start = len(prefix) + 2
-    return key[start : key.index("}", start)]
+    if not key.startswith(prefix + ":{") or not key.endswith("}:meta"):
+        return None
+    run_id = key[start : -len("}:meta")]
+    digits = run_id[1:] if run_id.startswith("-") else run_id
+    if not digits.isascii() or not digits.isdigit() or str(int(run_id)) != run_id:
+        return None
+    return run_id

@@ -18,7 +18,16 @@ resources and queue at the front; REGISTERING with every upstream done -> queue 
 A replica that dies anywhere in this loop leaves nothing that reaping, re-driving or
 ``reconcile`` does not heal (see the README, "Several replicas").
 
-Run it as an OS process with ``python -m swarm_redis.replica --run RUN --sim HOST:PORT``.
+Faults: a transient Redis error (connection lost, timeout, BUSY, LOADING, OOM, READONLY after a
+failover, TRYAGAIN/MOVED/ASK/CLUSTERDOWN on a Cluster: :func:`is_transient`) makes the loop back
+off (capped exponential delay with jitter) and go on; the acknowledgement or release of a batch
+in flight is retried until it lands. A claim whose reply was lost may have claimed a batch this
+replica never saw: it leaves (which gives unsent claimed batches back to the queue front) and
+joins as a new incarnation. A lost lease means a new incarnation too. StateLostError (Redis lost
+the run's writes) stops the loop: the run must be rebuilt first.
+
+Run it as an OS process with ``python -m swarm_redis.replica --run RUN --sim HOST:PORT``
+(exit statuses: :func:`main`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import datetime
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -38,6 +48,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.exceptions as rexc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
@@ -47,14 +60,81 @@ from swarm_redis.constants import (
     TERMINATING_STATUSES,
 )
 from swarm_redis.coordination import Batch, Replica
-from swarm_redis.errors import FencedError, LeaseLostError, TransitionError
+from swarm_redis.errors import FencedError, LeaseLostError, StateLostError, TransitionError
 from swarm_redis.gateway import Gateway, GatewayError, invert
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.update import StateUpdate
 
-__all__ = ["ReplicaResult", "adjust_resources", "main", "run_replica"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_STATE_LOST",
+    "ReplicaResult",
+    "adjust_resources",
+    "is_transient",
+    "main",
+    "run_replica",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Exit status of ``python -m swarm_redis.replica``: the run is final, or SIGTERM asked it to stop.
+EXIT_OK = 0
+#: Exit status when Redis lost the run's writes (StateLostError): rebuild the run (README,
+#: "Scaling and failover"), then start the replicas again. 1 is an unexpected error, 2 bad usage.
+EXIT_STATE_LOST = 7
+
+# Error codes Redis answers while it is busy, full, failing over or resharding: the same call
+# can succeed a little later.
+_TRANSIENT_CODES = frozenset(
+    {
+        "BUSY",
+        "LOADING",
+        "OOM",
+        "READONLY",
+        "TRYAGAIN",
+        "MOVED",
+        "ASK",
+        "CLUSTERDOWN",
+        "MASTERDOWN",
+        "NOREPLICAS",
+        "NOSCRIPT",  # a SCRIPT FLUSH between the transport's reload and its second try
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an error after which the same call may succeed a little later.
+
+    Connection errors and timeouts (a restart, a CLIENT KILL, a stall past ``socket_timeout``),
+    BUSY (a long script), LOADING, OOM (``maxmemory`` with noeviction), READONLY (a replica
+    promoted, or a client still on the old primary after a failover), TRYAGAIN/MOVED/ASK/
+    CLUSTERDOWN/MASTERDOWN on a Cluster, NOSCRIPT (scripts flushed again right after the
+    transport reloaded them: the script did not run). Not: wrong credentials or missing
+    permissions (no amount of waiting fixes them), nor any error of swarm_redis itself.
+    """
+    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError)):
+        return False
+    if isinstance(
+        exc,
+        (
+            rexc.ConnectionError,
+            rexc.TimeoutError,
+            rexc.ClusterError,
+            rexc.SlotNotCoveredError,
+            rexc.OutOfMemoryError,
+            rexc.ReadOnlyError,
+            rexc.TryAgainError,
+            rexc.AskError,
+            rexc.NoScriptError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
+        return True
+    if isinstance(exc, rexc.ResponseError):
+        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+        return str(code).upper() in _TRANSIENT_CODES
+    return False
 
 
 @dataclass
@@ -63,7 +143,8 @@ class ReplicaResult:
 
     Attributes:
         replica_id: The id of its last membership (a lost lease means a new one).
-        reason: "final" (the run reached a terminal status) or "stopped" (asked to stop).
+        reason: "final" (the run reached a terminal status), "stopped" (asked to stop) or
+            "state_lost" (Redis lost the run's writes: see :data:`EXIT_STATE_LOST`).
         run_status: The run's status when the loop ended.
         batches: Batches queued on the server and acknowledged.
         tasks_sent: Task ids sent in those batches.
@@ -75,6 +156,9 @@ class ReplicaResult:
         finalized: True if this replica finalized the run.
         reconciles: Reconcile sweeps run as leader.
         leases_lost: Times its membership was lost (reaped) and it re-joined.
+        transient_errors: Redis errors it backed off from (see :func:`is_transient`).
+        rejoins: Times it left and re-joined after a claim whose outcome was unknown.
+        error: Why it stopped, when ``reason`` is "state_lost".
     """
 
     replica_id: str = ""
@@ -90,6 +174,9 @@ class ReplicaResult:
     finalized: bool = False
     reconciles: int = 0
     leases_lost: int = 0
+    transient_errors: int = 0
+    rejoins: int = 0
+    error: str = ""
 
 
 def adjust_resources(task: Any) -> None:
@@ -151,6 +238,12 @@ class _Loop:
         self.next_server_beat = 0.0
         self.next_reconcile = 0.0
         self.healed = False
+        self.fringe_done = False
+        self.claim_unknown = False  # a claim failed in transit: it may hold a batch we never saw
+        self.failures = 0  # transient errors in a row
+        self.backoff_base_s = 0.05
+        self.backoff_cap_s = max(0.05, min(2.0, ttl_s / 4))
+        self.rng = random.Random()
 
     # --- membership and leadership --------------------------------------------------------------
 
@@ -169,10 +262,10 @@ class _Loop:
         now = time.monotonic()
         if now < self.next_beat:
             return replica
-        self.next_beat = now + self.beat_s
         self.state.heartbeat(replica)  # LeaseLostError: run() joins again
         self.state.reap()
         epoch = self.state.acquire_leadership(replica)
+        self.next_beat = now + self.beat_s  # only once it worked: a failed beat is tried again
         if epoch != self.epoch:
             if epoch is None:
                 logger.warning("replica %s lost the lead (epoch %s)", replica.id, self.epoch)
@@ -186,7 +279,7 @@ class _Loop:
 
     def leave(self) -> None:
         """Leave the run, unless a batch may be on the server without its acknowledgement."""
-        if self.replica is None:
+        if self.replica is None or self.result.reason == "state_lost":
             return
         if self.in_flight is not None:
             # leave() would queue the batch again as unsent, though the server may have queued
@@ -326,7 +419,14 @@ class _Loop:
         deadline = time.monotonic() + budget
         sent = False
         while time.monotonic() < deadline and not self.stop.is_set():
-            batch = self.state.claim_batch(replica, self.batch_size)
+            try:
+                batch = self.state.claim_batch(replica, self.batch_size)
+            except Exception as e:
+                if is_transient(e):
+                    # The claim may have run in Redis with its answer lost: a batch held by this
+                    # incarnation that nobody will send. Leaving gives it back (see rejoin).
+                    self.claim_unknown = True
+                raise
             if batch is None:
                 break
             if batch.redriven:
@@ -350,11 +450,18 @@ class _Loop:
                 self.stop.wait(self.poll_s)
         try:
             if answer is None:
-                self.state.release_batch(replica, batch)
+                if not self.until_done(lambda: self.state.release_batch(replica, batch)):
+                    return False  # stopped: still in flight, so the lease expiry re-drives it
                 self.in_flight = None
                 self.result.released += 1
                 return False
-            changed = self.state.ack_batch(replica, batch, invert(answer), sync_time=when)
+            statuses = invert(answer)
+            acked: list[set[Any]] = []
+            if not self.until_done(
+                lambda: acked.append(self.state.ack_batch(replica, batch, statuses, sync_time=when))
+            ):
+                return False  # stopped: still in flight, so the lease expiry re-drives it
+            changed = acked[0]
         except LeaseLostError as e:
             logger.warning(
                 "batch %s was reaped (%s); another replica re-drives it", batch.batch_id, e
@@ -367,6 +474,67 @@ class _Loop:
         self.result.tasks_sent += len(batch.task_ids)
         self.process(changed)
         return True
+
+    # --- transient faults -----------------------------------------------------------------------
+
+    def backoff(self, error: BaseException) -> None:
+        """Count a transient error and wait a capped exponential delay with jitter."""
+        self.failures += 1
+        self.result.transient_errors += 1
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(self.failures - 1, 16))
+        delay = ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
+        if self.failures == 1 or self.failures % 20 == 0:
+            logger.warning(
+                "replica %s: transient Redis error (%d in a row), retrying in %.2f s: %s: %s",
+                self.result.replica_id,
+                self.failures,
+                delay,
+                type(error).__name__,
+                error,
+            )
+        self.stop.wait(delay)
+
+    def recovered(self) -> None:
+        """A step went through: the next error starts a new backoff sequence."""
+        if self.failures:
+            logger.info(
+                "replica %s: Redis answers again after %d transient errors",
+                self.result.replica_id,
+                self.failures,
+            )
+        self.failures = 0
+
+    def until_done(self, call: Callable[[], object]) -> bool:
+        """Run ``call`` until it goes through, backing off on transient errors; False if stopped.
+
+        Used where giving up would strand work: the acknowledgement or release of a batch that
+        is in flight. An acknowledgement re-sent after it landed raises LeaseLostError, which the
+        caller handles as a reaped batch.
+        """
+        while True:
+            try:
+                call()
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                self.backoff(e)
+                if self.stop.is_set():
+                    return False
+                continue
+            self.recovered()
+            return True
+
+    def rejoin(self) -> None:
+        """Leave (unsent claimed batches go back to the queue) and join as a new incarnation."""
+        assert self.replica is not None
+        self.state.leave(self.replica)
+        self.replica = None
+        self.claim_unknown = False
+        self.result.rejoins += 1
+        logger.info(
+            "replica %s left after a lost claim reply; joining again", self.result.replica_id
+        )
+        self.join()
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -384,15 +552,25 @@ class _Loop:
         return False
 
     def run(self) -> ReplicaResult:
-        """Loop until the run is final or ``stop`` is set; re-join after a lost lease."""
-        self.join()
+        """Loop until the run is final or ``stop`` is set.
+
+        A lost lease means a new incarnation; a transient Redis error (:func:`is_transient`)
+        means a backoff and another try; StateLostError ends the loop with reason "state_lost".
+        """
         try:
-            self.state.enqueue_initial_fringe()
             while not self.stop.is_set():
                 try:
+                    if self.replica is None:
+                        self.join()
+                    elif self.claim_unknown and self.in_flight is None:
+                        self.rejoin()
+                    if not self.fringe_done:
+                        self.state.enqueue_initial_fringe()
+                        self.fringe_done = True
                     if self.step():
                         self.result.reason = "final"
                         break
+                    self.recovered()
                 except FencedError as e:
                     logger.warning("leader epoch %s fenced: %s", self.epoch, e)
                     self.epoch = None
@@ -401,10 +579,29 @@ class _Loop:
                     logger.warning(
                         "replica %s lost its lease (%s); joining again", self.result.replica_id, e
                     )
-                    self.join()
+                    self.replica = None
+                    self.claim_unknown = False  # the reaper re-drives whatever it held
+                except StateLostError as e:
+                    logger.error(
+                        "replica %s stops: %s (exit status %d with python -m swarm_redis.replica)",
+                        self.result.replica_id,
+                        e,
+                        EXIT_STATE_LOST,
+                    )
+                    self.result.reason = "state_lost"
+                    self.result.error = str(e)
+                    break
+                except Exception as e:
+                    if not is_transient(e):
+                        raise
+                    self.backoff(e)
             else:
                 self.result.reason = "stopped"
-            self.result.run_status = self.state.status
+            if self.result.reason != "state_lost":
+                try:
+                    self.result.run_status = self.state.status
+                except Exception as e:  # the status is a courtesy; the loop's work is done
+                    logger.warning("could not read the run status at the end: %s", e)
         finally:
             self.leave()
         return self.result
@@ -483,7 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m swarm_redis.replica``; SIGTERM leaves the run cleanly."""
+    """Entry point of ``python -m swarm_redis.replica``; SIGTERM leaves the run cleanly.
+
+    Exit status: :data:`EXIT_OK` (0) once the run is final or after SIGTERM,
+    :data:`EXIT_STATE_LOST` (7) when Redis lost the run's writes, 1 on an unexpected error,
+    2 on bad usage. Transient Redis errors (see :func:`is_transient`) never end it.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -493,9 +695,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    client = redis.Redis.from_url(args.url, protocol=3)
+    # No automatic retry in the client: a claim re-sent by redis-py after a timeout could claim a
+    # second batch while the first stays held. The loop retries itself, and after a failed claim
+    # it leaves and re-joins, which gives back whatever that claim may have taken.
+    client = redis.Redis.from_url(args.url, protocol=3, retry=Retry(NoBackoff(), 0))
     try:
-        state = RedisSwarmState.attach(client, args.run, prefix=args.prefix)
+        state = _attach(client, args.run, args.prefix, stop)
+        if state is None:
+            return EXIT_OK  # stopped before Redis answered
         with SimClient(args.sim, args.sim_key) as gateway:
             result = run_replica(
                 state,
@@ -512,11 +719,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
     if args.json:
         print(json.dumps(dataclasses.asdict(result)), flush=True)
-    return 0
+    if result.reason == "state_lost":
+        print(f"replica: {result.error}", file=sys.stderr, flush=True)
+        return EXIT_STATE_LOST
+    return EXIT_OK
+
+
+def _attach(client: Any, run: int, prefix: str, stop: threading.Event) -> RedisSwarmState | None:
+    """Attach to the run, waiting out transient errors (Redis starting, failing over)."""
+    delay = 0.1
+    while True:
+        try:
+            return RedisSwarmState.attach(client, run, prefix=prefix)
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            logger.warning(
+                "attach to run %s: %s: %s; retrying in %.1f s", run, type(e).__name__, e, delay
+            )
+        if stop.wait(delay):
+            return None
+        delay = min(2.0, delay * 2)
 
 
 if __name__ == "__main__":
-    # Run the imported module's copy, so logs and pickles name swarm_redis.replica.
+    # Run the imported module's copy, so logs name swarm_redis.replica.
     from swarm_redis.replica import main as _main
 
     sys.exit(_main())

@@ -1,10 +1,11 @@
 """A simulated jobmon server for tests and the demo, shared by several replica processes at once.
 
 Transport: the server is one OS process (``python -m swarm_redis.sim``, configured through its
-stdin) holding the whole server state in memory and serving requests over
-``multiprocessing.connection`` (TCP, 127.0.0.1 and a free port by default, HMAC challenge with a
-random authkey). Each client connection gets a thread; one lock serializes the model, so the
-checks below see every instant; a clock thread moves tasks along. It deliberately shares
+stdin as JSON) holding the whole server state in memory and serving requests over TCP
+(127.0.0.1 and a free port by default) with the protocol of :mod:`swarm_redis.simwire`:
+length-prefixed JSON frames, each authenticated with HMAC-SHA256 under a key shared with the
+clients (16 random bytes by default); nothing received is ever executed. Each client
+connection gets a thread; one lock serializes the model, so the checks below see every instant; a clock thread moves tasks along. It deliberately shares
 nothing with the Redis store under test: a bug in our Lua cannot hide a bug from the checker.
 :class:`SimCore` is the model alone, usable in-process (tests run it with threads).
 
@@ -41,14 +42,12 @@ import bisect
 import datetime
 import heapq
 import logging
-import multiprocessing
-import multiprocessing.connection as mpc
 import os
-import pickle
 import random
 import secrets
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -58,6 +57,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import orjson
+
+from swarm_redis import simwire
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, TASK_STATUSES, run_transition_allowed
 from swarm_redis.errors import InvalidInputError
 from swarm_redis.gateway import GatewayError, StatusesByLetter, by_status
@@ -493,6 +495,123 @@ class SimCore:
             )
 
 
+# --- JSON forms of what crosses a pipe or a socket ----------------------------------------------
+
+
+def _pairs(mapping: Mapping[int, Any]) -> list[list[Any]]:
+    return [[int(k), v] for k, v in mapping.items()]
+
+
+def config_to_json(config: SimConfig) -> dict[str, Any]:
+    """A SimConfig as plain JSON values (int keys as pairs)."""
+    return {
+        "tasks": _pairs(config.tasks),
+        "workflow_limit": config.workflow_limit,
+        "array_limits": _pairs(config.array_limits),
+        "upstreams": [[int(t), [int(u) for u in us]] for t, us in config.upstreams.items()],
+        "step_s": list(config.step_s),
+        "fail_rate": config.fail_rate,
+        "resource_error_share": config.resource_error_share,
+        "max_attempts": config.max_attempts,
+        "always_fail": sorted(int(t) for t in config.always_fail),
+        "queue_latency_s": list(config.queue_latency_s),
+        "initial_statuses": _pairs(config.initial_statuses),
+        "run_status": config.run_status,
+        "seed": config.seed,
+    }
+
+
+def config_from_json(doc: Mapping[str, Any]) -> SimConfig:
+    """The inverse of :func:`config_to_json` (SimConfig checks the values)."""
+    return SimConfig(
+        tasks={int(t): int(a) for t, a in doc["tasks"]},
+        workflow_limit=int(doc["workflow_limit"]),
+        array_limits={int(a): int(n) for a, n in doc["array_limits"]},
+        upstreams={int(t): [int(u) for u in us] for t, us in doc["upstreams"]},
+        step_s=(float(doc["step_s"][0]), float(doc["step_s"][1])),
+        fail_rate=float(doc["fail_rate"]),
+        resource_error_share=float(doc["resource_error_share"]),
+        max_attempts=int(doc["max_attempts"]),
+        always_fail=frozenset(int(t) for t in doc["always_fail"]),
+        queue_latency_s=(float(doc["queue_latency_s"][0]), float(doc["queue_latency_s"][1])),
+        initial_statuses={int(t): str(s) for t, s in doc["initial_statuses"]},
+        run_status=str(doc["run_status"]),
+        seed=None if doc["seed"] is None else int(doc["seed"]),
+    )
+
+
+def report_to_json(report: SimReport) -> dict[str, Any]:
+    """A SimReport as plain JSON values (int keys as pairs)."""
+    return {
+        "queue_calls": report.queue_calls,
+        "attempts_started": report.attempts_started,
+        "resent": report.resent,
+        "unknown_ids": report.unknown_ids,
+        "duplicates": [list(d) for d in report.duplicates],
+        "overlaps": [list(o) for o in report.overlaps],
+        "limit_violations": [
+            [v.server_time, v.scope, v.active, v.limit, v.task_id] for v in report.limit_violations
+        ],
+        "dependency_violations": [list(d) for d in report.dependency_violations],
+        "wrong_array": [list(w) for w in report.wrong_array],
+        "max_active": report.max_active,
+        "max_active_per_array": _pairs(report.max_active_per_array),
+        "statuses": _pairs(report.statuses),
+        "attempts": _pairs(report.attempts),
+        "counts": dict(report.counts),
+        "run_status": report.run_status,
+        "run_status_history": list(report.run_status_history),
+        "heartbeats": report.heartbeats,
+        "fetches": report.fetches,
+        "queue_log": [
+            [q.call_id, q.server_time, q.array_id, q.resource_key, list(q.task_ids), q.queued]
+            for q in report.queue_log
+        ],
+    }
+
+
+def _ints(values: Sequence[Any]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def report_from_json(doc: Mapping[str, Any]) -> SimReport:
+    """The inverse of :func:`report_to_json`; raises KeyError/TypeError/ValueError if malformed."""
+    return SimReport(
+        queue_calls=int(doc["queue_calls"]),
+        attempts_started=int(doc["attempts_started"]),
+        resent=int(doc["resent"]),
+        unknown_ids=int(doc["unknown_ids"]),
+        duplicates=[(int(a), int(b), int(c)) for a, b, c in doc["duplicates"]],
+        overlaps=[(int(a), int(b), int(c)) for a, b, c in doc["overlaps"]],
+        limit_violations=[
+            LimitViolation(str(w), str(s), int(a), int(n), int(t))
+            for w, s, a, n, t in doc["limit_violations"]
+        ],
+        dependency_violations=[(int(a), int(b)) for a, b in doc["dependency_violations"]],
+        wrong_array=[(int(a), int(b)) for a, b in doc["wrong_array"]],
+        max_active=int(doc["max_active"]),
+        max_active_per_array={int(a): int(n) for a, n in doc["max_active_per_array"]},
+        statuses={int(t): str(s) for t, s in doc["statuses"]},
+        attempts={int(t): int(n) for t, n in doc["attempts"]},
+        counts={str(s): int(n) for s, n in doc["counts"].items()},
+        run_status=str(doc["run_status"]),
+        run_status_history=[str(s) for s in doc["run_status_history"]],
+        heartbeats=int(doc["heartbeats"]),
+        fetches=int(doc["fetches"]),
+        queue_log=[
+            QueueCall(
+                int(c),
+                str(w),
+                int(a),
+                str(k),
+                _ints(ids),
+                tuple((int(t), int(n)) for t, n in queued),
+            )
+            for c, w, a, k, ids, queued in doc["queue_log"]
+        ],
+    )
+
+
 # --- serving ------------------------------------------------------------------------------------
 
 _CALLS = frozenset(
@@ -506,60 +625,119 @@ _CALLS = frozenset(
     }
 )
 
+#: Seconds a new connection has to complete the handshake.
+HANDSHAKE_TIMEOUT_S = 10.0
 
-def _serve_connection(
-    core: SimCore, conn: mpc.Connection, authkey: bytes, stop: threading.Event
+
+def _result_json(name: str, result: Any) -> Any:
+    if isinstance(result, SimReport):
+        return report_to_json(result)
+    return result
+
+
+def serve_connection(
+    core: SimCore, sock: socket.socket, authkey: bytes, stop: threading.Event
 ) -> None:
-    """Authenticate one client, then answer its calls until it disconnects."""
-    with conn:
-        try:  # the handshake mpc.Listener would do, here so a dead client blocks only this thread
-            mpc.deliver_challenge(conn, authkey)
-            mpc.answer_challenge(conn, authkey)
-        except (EOFError, OSError, multiprocessing.AuthenticationError) as e:
-            logger.warning("simulated server: a client failed the handshake: %s", e)
+    """Authenticate one client, then answer its calls until it disconnects or breaks the protocol.
+
+    A bad MAC, an oversize or malformed frame closes the connection with a logged reason; a
+    well-formed request the model refuses gets an error answer and the connection stays.
+    """
+    peer = _peer(sock)
+    channel = simwire.Channel(sock, authkey, side="server", max_in=simwire.MAX_REQUEST_BYTES)
+    with sock:
+        try:
+            sock.settimeout(HANDSHAKE_TIMEOUT_S)
+            channel.server_handshake()
+            sock.settimeout(None)
+        except (simwire.WireError, OSError) as e:
+            logger.warning("simulated server: closing connection from %s: handshake: %s", peer, e)
             return
         while not stop.is_set():
             try:
-                name, args = conn.recv()
-            except (EOFError, OSError):
+                request = channel.recv()
+            except simwire.WireError as e:
+                if "closed by the peer" not in str(e):
+                    logger.warning("simulated server: closing connection from %s: %s", peer, e)
                 return
-            if name == "shutdown":
-                stop.set()
-                core.wake()
-                conn.send(("ok", core.report(include_log=bool(args and args[0]))))
+            except OSError:
                 return
-            if name not in _CALLS:
-                conn.send(("err", f"unknown call {name!r}"))
-                continue
+            if (
+                not isinstance(request, dict)
+                or not isinstance(request.get("call"), str)
+                or not isinstance(request.get("args"), list)
+            ):
+                logger.warning(
+                    "simulated server: closing connection from %s: malformed request %.80r",
+                    peer,
+                    request,
+                )
+                return
+            name, args = request["call"], request["args"]
             try:
-                result = getattr(core, name)(*args)
-            except Exception as e:  # a bad request must not kill the server
-                conn.send(("err", f"{type(e).__name__}: {e}"))
-            else:
-                try:
-                    conn.send(("ok", result))
-                except OSError:  # the client died waiting
+                if name == "shutdown":
+                    stop.set()
+                    core.wake()
+                    report = core.report(include_log=bool(args and args[0]))
+                    channel.send({"ok": report_to_json(report)})
                     return
+                if name not in _CALLS:
+                    channel.send({"err": f"unknown call {name[:80]!r}"})
+                    continue
+                try:
+                    result = getattr(core, name)(*args)
+                except Exception as e:  # a bad request must not kill the server
+                    channel.send({"err": f"{type(e).__name__}: {e}"})
+                else:
+                    channel.send({"ok": _result_json(name, result)})
+            except OSError:  # the client died waiting
+                return
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"{name[0]}:{name[1]}"
+    return str(name) or "local"
 
 
 def _accept_loop(
-    core: SimCore, listener: mpc.Listener, authkey: bytes, stop: threading.Event
+    core: SimCore, listener: socket.socket, authkey: bytes, stop: threading.Event
 ) -> None:
     """Hand each new connection to its own thread."""
     while not stop.is_set():
         try:
-            conn = listener.accept()
+            sock, _ = listener.accept()
         except OSError:
             if stop.is_set():
                 return
             logger.warning("simulated server: accept failed", exc_info=True)
+            time.sleep(0.05)
             continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         threading.Thread(
-            target=_serve_connection,
-            args=(core, conn, authkey, stop),
+            target=serve_connection,
+            args=(core, sock, authkey, stop),
             daemon=True,
             name="sim-conn",
         ).start()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
@@ -578,12 +756,18 @@ def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
 def _child_main() -> None:
     """The server process (``python -m swarm_redis.sim``): config on stdin, address on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    size = int.from_bytes(sys.stdin.buffer.read(8), "big")
-    config, host, port, authkey, parent_pid = pickle.loads(sys.stdin.buffer.read(size))
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s sim[{os.getpid()}] %(levelname)s %(message)s"
+    )
     stop = threading.Event()
     try:
+        size = int.from_bytes(sys.stdin.buffer.read(8), "big")
+        doc = orjson.loads(sys.stdin.buffer.read(size))
+        config = config_from_json(doc["config"])
+        host, port, parent_pid = str(doc["host"]), int(doc["port"]), int(doc["parent_pid"])
+        authkey = bytes.fromhex(doc["authkey"])
         core = SimCore(config)
-        listener = mpc.Listener((host, port), backlog=128)  # handshake per connection thread
+        listener = listen(host, port)
     except Exception as e:
         print(f"error {type(e).__name__}: {e}", flush=True)
         return
@@ -593,11 +777,14 @@ def _child_main() -> None:
         (_watch_parent, (parent_pid, stop)),
     ):
         threading.Thread(target=target, args=args, daemon=True).start()
-    bound_host, bound_port = listener.address
+    bound_host, bound_port = listener.getsockname()[:2]
     print(f"ready {bound_host} {bound_port}", flush=True)
     stop.wait()
     time.sleep(0.05)  # let the shutdown answer leave before the process ends
     listener.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # not a normal exit: daemon threads may hold stdin's lock (fatal at finalization)
 
 
 def _parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
@@ -606,7 +793,7 @@ def _parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise InvalidInputError(f"simulated server address {address!r} is not HOST:PORT")
-    return host, int(port)
+    return host.strip("[]"), int(port)
 
 
 def _authkey(authkey: bytes | str | None) -> bytes:
@@ -614,11 +801,19 @@ def _authkey(authkey: bytes | str | None) -> bytes:
         authkey = os.environ.get(AUTHKEY_ENV, "")
         if not authkey:
             raise InvalidInputError(f"no authkey given and {AUTHKEY_ENV} is not set")
-    return bytes.fromhex(authkey) if isinstance(authkey, str) else authkey
+    if isinstance(authkey, str):
+        try:
+            return bytes.fromhex(authkey.strip())
+        except ValueError:
+            raise InvalidInputError("the simulated server's authkey must be hex") from None
+    return authkey
 
 
 class SimClient:
     """The gateway over a connection to a :class:`SimServer` (thread-safe).
+
+    Each call is one authenticated request and its answer. After a failed call (timeout, broken
+    connection) the connection is dropped and the next call opens a new one.
 
     Args:
         address: ``"HOST:PORT"`` (:attr:`SimServer.address`) or a (host, port) tuple.
@@ -635,40 +830,79 @@ class SimClient:
     ) -> None:
         self.address = _parse_address(address)
         self.timeout = timeout
+        self._key = _authkey(authkey)
         self._lock = threading.Lock()
+        self._closed = False
+        self._channel: simwire.Channel | None = self._connect()
+
+    def _connect(self) -> simwire.Channel:
         try:
-            self._conn: mpc.Connection | None = mpc.Client(self.address, authkey=_authkey(authkey))
-        except (OSError, EOFError, multiprocessing.AuthenticationError) as e:
-            raise GatewayError(f"cannot reach the simulated server at {address}: {e}") from e
+            sock = socket.create_connection(self.address, timeout=self.timeout)
+        except OSError as e:
+            raise GatewayError(f"cannot reach the simulated server at {self.address}: {e}") from e
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            channel = simwire.Channel(
+                sock, self._key, side="client", max_in=simwire.MAX_REPLY_BYTES
+            )
+            channel.client_handshake()
+        except (OSError, simwire.WireError) as e:
+            sock.close()
+            raise GatewayError(f"cannot reach the simulated server at {self.address}: {e}") from e
+        return channel
 
     def _call(self, name: str, *args: Any) -> Any:
         with self._lock:
-            conn = self._conn
-            if conn is None:
+            if self._closed:
                 raise GatewayError("the connection to the simulated server is closed")
+            channel = self._channel or self._connect()
+            self._channel = channel
             try:
-                conn.send((name, args))
-                if not conn.poll(self.timeout):
-                    raise GatewayError(f"no answer to {name} within {self.timeout} s")
-                reply = conn.recv()
-            except (OSError, EOFError) as e:
-                self._conn = None
-                conn.close()
-                raise GatewayError(f"{name} failed: {e}") from e
-        if reply[0] != "ok":
-            raise GatewayError(f"{name} refused: {reply[1]}")
-        return reply[1]
+                channel.sock.settimeout(self.timeout)
+                channel.send({"call": name, "args": list(args)})
+                reply = channel.recv()
+            except (OSError, simwire.WireError) as e:
+                self._channel = None
+                channel.sock.close()
+                what = "no answer within" if isinstance(e, TimeoutError) else "failed:"
+                detail = f"{self.timeout} s" if isinstance(e, TimeoutError) else str(e)
+                raise GatewayError(f"{name} {what} {detail}") from e
+        if isinstance(reply, dict) and "ok" in reply:
+            return reply["ok"]
+        if isinstance(reply, dict) and isinstance(reply.get("err"), str):
+            raise GatewayError(f"{name} refused: {reply['err']}")
+        raise GatewayError(f"{name}: malformed answer {str(reply)[:80]!r}")
+
+    def _shaped(self, name: str, reply: Any) -> tuple[StatusesByLetter, str | None]:
+        try:
+            answer, when = reply
+            statuses = {str(s): [int(t) for t in ids] for s, ids in answer.items()}
+        except (TypeError, ValueError, AttributeError):
+            raise GatewayError(f"{name}: malformed answer {str(reply)[:80]!r}") from None
+        if when is not None and not isinstance(when, str):
+            raise GatewayError(f"{name}: malformed server time {when!r}")
+        return statuses, when
+
+    def _report(self, name: str, reply: Any) -> SimReport:
+        try:
+            return report_from_json(reply)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise GatewayError(f"{name}: malformed report") from None
 
     def queue_task_batch(
         self, array_id: int, task_ids: Sequence[int], resource_key: str
     ) -> tuple[StatusesByLetter, str | None]:
         """Queue the tasks that are G or A; every requested id's status, and the server time."""
-        answer, when = self._call("queue_task_batch", int(array_id), list(task_ids), resource_key)
-        return answer, when
+        reply = self._call(
+            "queue_task_batch", int(array_id), [int(t) for t in task_ids], str(resource_key)
+        )
+        return self._shaped("queue_task_batch", reply)
 
     def get_task_statuses(self, since: str | None) -> tuple[StatusesByLetter, str]:
         """Statuses of the tasks changed at or after ``since`` (all if None), and the time now."""
-        answer, when = self._call("get_task_statuses", since)
+        answer, when = self._shaped("get_task_statuses", self._call("get_task_statuses", since))
+        if when is None:
+            raise GatewayError("get_task_statuses: no server time in the answer")
         return answer, when
 
     def log_heartbeat(self, run_status: str) -> str:
@@ -685,20 +919,19 @@ class SimClient:
 
     def report(self, include_log: bool = False) -> SimReport:
         """What the server observed so far."""
-        result: SimReport = self._call("report", include_log)
-        return result
+        return self._report("report", self._call("report", bool(include_log)))
 
     def shutdown(self, include_log: bool = False) -> SimReport:
         """Stop the server; its final report."""
-        result: SimReport = self._call("shutdown", include_log)
-        return result
+        return self._report("shutdown", self._call("shutdown", bool(include_log)))
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._closed = True
+            if self._channel is not None:
+                self._channel.sock.close()
+                self._channel = None
 
     def __enter__(self) -> SimClient:
         return self
@@ -733,9 +966,30 @@ class SimServer:
         authkey: bytes | None = None,
         timeout: float = 60.0,
     ) -> SimServer:
-        """Start the server process (``python -m swarm_redis.sim``); return once it listens."""
+        """Start the server process (``python -m swarm_redis.sim``); return once it listens.
+
+        Args:
+            config: The DAG, limits and behaviour.
+            host: Address to listen on: loopback by default. Listen elsewhere only on a private
+                network (a compose network, say) with a key of your own.
+            port: Port (0: a free one).
+            authkey: Shared key, at least 16 bytes (default: 16 random bytes).
+            timeout: Seconds to wait for the server to listen.
+        """
         key = authkey if authkey is not None else secrets.token_bytes(16)
-        payload = pickle.dumps((config, host, port, key, os.getpid()))
+        if len(key) < simwire.MIN_KEY_BYTES:
+            raise InvalidInputError(
+                f"the simulated server's authkey must be at least {simwire.MIN_KEY_BYTES} bytes"
+            )
+        payload = orjson.dumps(
+            {
+                "config": config_to_json(config),
+                "host": host,
+                "port": int(port),
+                "authkey": key.hex(),
+                "parent_pid": os.getpid(),
+            }
+        )
         process = subprocess.Popen(
             [sys.executable, "-m", "swarm_redis.sim"],
             stdin=subprocess.PIPE,
@@ -826,7 +1080,7 @@ class SimServer:
 
 
 if __name__ == "__main__":
-    # Run the imported module's copy, so pickled reports name swarm_redis.sim, not __main__.
+    # Run the imported module's copy, so its logger is swarm_redis.sim, not __main__.
     from swarm_redis.sim import _child_main as main
 
     main()

@@ -44,6 +44,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class RedisSwarmState:
@@ -124,6 +125,14 @@ class RedisSwarmState:
     def _run(self, op: Op[T]) -> T:
         return run_sync(self._transport.execute, op)
 
+    def _view(self, name: str, cls: type[V]) -> V:
+        # one view object per attribute, so `state.tasks is state.tasks` as with jobmon's dicts
+        views = self.__dict__.setdefault("_views", {})
+        if name not in views:
+            views[name] = cls(self)  # type: ignore[call-arg]
+        view: V = views[name]
+        return view
+
     @property
     def keys(self) -> RunKeys:
         """The run's key names (see :mod:`swarm_redis.keys`)."""
@@ -138,7 +147,7 @@ class RedisSwarmState:
 
     @property
     def tasks(self) -> TasksView:
-        return TasksView(self)
+        return self._view("tasks", TasksView)
 
     @tasks.setter
     def tasks(self, tasks: Mapping[int, Any]) -> None:
@@ -147,7 +156,7 @@ class RedisSwarmState:
 
     @property
     def arrays(self) -> ArraysView:
-        return ArraysView(self)
+        return self._view("arrays", ArraysView)
 
     @arrays.setter
     def arrays(self, arrays: Mapping[int, Any]) -> None:
@@ -155,22 +164,22 @@ class RedisSwarmState:
 
     @property
     def ready_to_run(self) -> ReadyQueueView:
-        return ReadyQueueView(self)
+        return self._view("ready", ReadyQueueView)
 
     @property
     def _task_status_map(self) -> StatusMapView:
-        return StatusMapView(self)
+        return self._view("status_map", StatusMapView)
 
     @_task_status_map.setter
     def _task_status_map(self, buckets: Mapping[str, Iterable[Any]]) -> None:
         # jobmon's tests assign whole status maps: every task in bucket S is registered with
         # status S, or moved there (without propagation) if Redis has it in another one; nothing
         # is removed. Everything is validated before the first write.
-        self._core.set_status_map(check_mapping(buckets, "_task_status_map"))
+        self._run(self._core.set_status_map(check_mapping(buckets, "_task_status_map")))
 
     @property
     def task_resources_cache(self) -> ResourceCacheView:
-        return ResourceCacheView(self)
+        return self._view("resources", ResourceCacheView)
 
     @property
     def active_task_statuses(self) -> tuple[str, ...]:

@@ -36,9 +36,16 @@ def test_quick_suite_writes_every_figure(real_redis_url: str, tmp_path: Path) ->
         for part in path:
             node = node[part]
         assert isinstance(node, (int, float)), path
-    assert {t["scenario"] for t in data["targets"]} == {
-        "lifecycle", "replicas", "flatness", "blocking", "memory", "redis_share",
-    }  # fmt: skip
+    expected = {"lifecycle", "replicas", "flatness", "blocking", "memory", "redis_share"}
+    if "skipped" not in data["jobmon_tick"]:  # jobmon installed: the tick scenario ran
+        expected.add("jobmon_tick")
+        for name in ("memory", "redis", "dropin"):
+            assert data["jobmon_tick"][name]["queued"] == data["jobmon_tick"]["tasks"]
+        assert (
+            data["jobmon_tick"]["dropin"]["round_trips"]
+            < data["jobmon_tick"]["redis"]["round_trips"]
+        )
+    assert {t["scenario"] for t in data["targets"]} == expected
 
 
 def test_only_selects_scenarios(real_redis_url: str, tmp_path: Path) -> None:

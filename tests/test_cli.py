@@ -7,13 +7,14 @@ subprocess runs of ``python -m swarm_redis``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -523,8 +524,10 @@ def test_export_purge_import_round_trips_the_run(
     replica = state.join_replica(ttl_s=600, replica_id="rep-x")
     assert state.claim_batch(replica, 10) is not None
     assert state.acquire_leadership(replica) is not None
-    client.set(keys.base + "extra", b"\xff\x00binary", px=600_000)  # a TTL and non-UTF-8 bytes
-    client.hset(keys.resources, "abc", b"\x80\x81")
+    client.hset(keys.resources, "abc", b"\x80\x81")  # non-UTF-8 bytes
+    # a key under the run's hash tag but outside the key table: neither exported nor purged
+    extra = keys.base + "extra"
+    client.set(extra, b"\xff\x00binary", px=600_000)
     before = raw_dump(client, keys)
     assert {k.split(b"}:")[1] for k in before} >= {
         b"meta",
@@ -533,20 +536,26 @@ def test_export_purge_import_round_trips_the_run(
         b"claims",
         b"leader",
     }
+    table = {k: v for k, v in before.items() if k != extra.encode()}
 
     path = tmp_path / "run.json"
     exported = cli("export", run, str(path))
     assert exported.code == 0 and path.exists()
-    purged = cli("--json", "purge", run, "--yes")
-    assert purged.code == 0 and purged.json()["deleted"] == len(before)
-    assert raw_dump(client, keys) == {}
+    assert "extra" not in json.loads(path.read_bytes())["keys"]
+    live = cli("--json", "purge", run, "--yes")  # RUNNING, with a live replica
+    assert live.code == cli_mod.EXIT_ERROR and "rep-x" in live.err and "--force" in live.err
+    assert raw_dump(client, keys) == before
+    purged = cli("--json", "purge", run, "--yes", "--force")
+    assert purged.code == 0 and purged.json()["deleted"] == len(table)
+    assert raw_dump(client, keys) == {extra.encode(): before[extra.encode()]}
     assert cli("status", run).code == cli_mod.EXIT_NOT_FOUND
+    client.unlink(extra)
 
     imported = cli("--json", "import", str(path))
-    assert imported.code == 0 and imported.json()["keys"] == len(before)
+    assert imported.code == 0 and imported.json()["keys"] == len(table)
     after = raw_dump(client, keys)
-    assert after == before
-    assert 0 < client.pttl(keys.base + "extra") <= 600_000
+    assert after == table
+    assert all(client.pttl(k) == -1 for k in after)
     assert cli("verify", run).code == cli_mod.EXIT_OK
     # the restored stream keeps growing with ascending ids
     state.apply_update(StateUpdate(task_statuses={3: "F"}))
@@ -555,7 +564,7 @@ def test_export_purge_import_round_trips_the_run(
     refused = cli("import", str(path))
     assert refused.code == cli_mod.EXIT_ERROR and "--force" in refused.err
     forced = cli("import", str(path), "--force")
-    assert forced.code == 0 and raw_dump(client, keys) == before
+    assert forced.code == 0 and raw_dump(client, keys) == table
 
 
 def test_import_rejects_a_file_that_is_not_a_snapshot(cli: Any, tmp_path: Path) -> None:
@@ -569,14 +578,25 @@ def test_purge_asks_first(
     cli: Any, state: RedisSwarmState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = str(state.workflow_run_id)
+    state.set_run_status("D")  # a finished run: purge asks, but does not refuse it
     n = len(raw_dump(state.redis, state.keys))
     refused = cli("purge", run)  # stdin is not a terminal under pytest
     assert refused.code == cli_mod.EXIT_USAGE and "--yes" in refused.err
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
-    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    prompts: list[str] = []
+
+    def answer(text: str) -> Callable[[str], str]:
+        def ask(prompt: str) -> str:
+            prompts.append(prompt)
+            return text
+
+        return ask
+
+    monkeypatch.setattr("builtins.input", answer("n"))
     assert cli("purge", run).code == cli_mod.EXIT_ERROR
+    assert "status DONE (D)" in prompts[-1] and "replicas: none alive" in prompts[-1]
     assert len(raw_dump(state.redis, state.keys)) == n
-    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    monkeypatch.setattr("builtins.input", answer("y"))
     res = cli("purge", run)
     assert res.code == 0 and f"deleted {n} keys" in res.out
     assert raw_dump(state.redis, state.keys) == {}

@@ -142,7 +142,7 @@ def test_writes_are_refused_with_exit_code_6(
 ) -> None:
     run = str(state.workflow_run_id)
     state.redis.hset(state.keys.active, "2", 9)  # drift for verify --repair to try to fix
-    purge = as_monitor("purge", run, "--yes")
+    purge = as_monitor("purge", run, "--yes", "--force")  # live: only --force gets to the write
     assert purge.code == cli_mod.EXIT_WRITE_REFUSED
     assert "write refused" in purge.err
     repair = as_monitor("verify", run, "--repair")

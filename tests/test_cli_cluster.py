@@ -41,9 +41,11 @@ def test_cli_on_a_cluster(
         assert cli("verify", last, "--repair").code == cli_mod.EXIT_OK
         path = tmp_path / "run.json"
         assert cli("export", last, str(path)).code == 0
-        assert cli("purge", last, "--yes").code == 0
+        assert cli("purge", last, "--yes").code == cli_mod.EXIT_ERROR  # RUNNING: live
+        assert cli("purge", last, "--yes", "--force").code == 0
         assert cli("status", last).code == cli_mod.EXIT_NOT_FOUND
         assert cli("import", str(path)).code == 0
+        assert cli("import", str(path), "--force").code == 0  # replaced in one MULTI on the slot
         assert cli("verify", last).code == cli_mod.EXIT_OK
     finally:
         for key in client.scan_iter(match=f"{prefix}:*", target_nodes=client.get_primaries()):

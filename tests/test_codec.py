@@ -56,6 +56,17 @@ class ToDict:
         return isinstance(other, ToDict) and other.cores == self.cores
 
 
+@dataclasses.dataclass
+class WithDerived:
+    """A dataclass with a field computed in __post_init__ (init=False)."""
+
+    cores: int
+    double: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.double = 2 * self.cores
+
+
 class Plain:
     """Neither a dataclass nor to_dict/from_dict: needs converters."""
 
@@ -67,6 +78,7 @@ class Plain:
 
 
 register_resource_class(Res)
+register_resource_class(WithDerived)
 register_resource_class(ToDict, name="test.ToDict")
 register_resource_class(
     Plain,
@@ -80,7 +92,9 @@ register_resource_class(
 
 
 @pytest.mark.parametrize(
-    "value", [{"a": 1, "b": [1, 2]}, Res(2, "4G"), ToDict(3), Plain("8G")], ids=repr
+    "value",
+    [{"a": 1, "b": [1, 2]}, Res(2, "4G"), WithDerived(3), ToDict(3), Plain("8G")],
+    ids=repr,
 )
 def test_round_trip_of_registered_values(value: Any) -> None:
     codec = DefaultCodec()
@@ -161,6 +175,14 @@ def test_registration_is_checked() -> None:
         register_resource_class(NotRegistered, name="test.ToDict")
     with pytest.raises(InvalidInputError, match="already registered as"):
         register_resource_class(Res, name="other-name")
+    # the same class path again (a module reloaded): the new class object takes the name over
+    reloaded = dataclasses.make_dataclass("Res", [("num_cores", int), ("memory", str)])
+    reloaded.__module__ = "test_codec_reload"
+    register_resource_class(reloaded)
+    reloaded_again = dataclasses.make_dataclass("Res", [("num_cores", int)])
+    reloaded_again.__module__ = "test_codec_reload"
+    register_resource_class(reloaded_again)
+    assert registered_resource_classes()["test_codec_reload:Res"] is reloaded_again
     with pytest.raises(InvalidInputError, match="printable"):
         register_resource_class(NotRegistered, name="")
     register_resource_class(Res)  # the same registration again is a no-op
@@ -202,9 +224,9 @@ def _planted(tmp_path: Path) -> dict[str, bytes]:
         ),
         "wrong-kind": orjson.dumps({"t": "obj", "c": f"{__name__}:Res", "v": {}}),
         "bad-to-dict": orjson.dumps({"t": "obj", "c": "test.ToDict", "v": {"x": 1}}),
-        "not-json": b"\x80\x04\x95pickle",
+        "not-json": b"\x80\x04\x95binary",
         "not-a-doc": b"[1, 2]",
-        "unknown-kind": orjson.dumps({"t": "pickle", "v": {}}),
+        "unknown-kind": orjson.dumps({"t": "marshal", "v": {}}),
     }
 
 
@@ -219,7 +241,7 @@ EXPECTED = {
     "bad-to-dict": (ResourceDecodeError, "test.ToDict.*KeyError"),
     "not-json": (ResourceDecodeError, "not JSON"),
     "not-a-doc": (ResourceDecodeError, "not a codec document"),
-    "unknown-kind": (ResourceDecodeError, "unknown kind 'pickle'"),
+    "unknown-kind": (ResourceDecodeError, "unknown kind 'marshal'"),
 }
 
 

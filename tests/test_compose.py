@@ -100,7 +100,10 @@ def test_app_services_use_the_local_image(
         env = service.get("environment", {})
         if "cluster" not in service.get("profiles", []):
             assert env.get("REDIS_URL") == "redis://redis:6379/0", name
-        assert re.fullmatch(r"(?:[0-9a-f]{2})+", env.get("SWARM_SIM_AUTHKEY", "")), name
+        # the simulated server's key comes from the environment, required, never from the file
+        assert re.fullmatch(
+            r"\$\{SWARM_SIM_AUTHKEY:\?[^$}]+\}", env.get("SWARM_SIM_AUTHKEY", "")
+        ), name
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.\d+", dockerfile, re.M)
     assert re.search(r"pip install .*'\.\[", dockerfile)
@@ -184,3 +187,19 @@ def test_cluster_profile(services: dict[str, dict[str, Any]]) -> None:
     # Only the cluster's own services and the tools are behind a profile.
     for name, service in services.items():
         assert service.get("profiles", ["cluster"]) in (["cluster"], ["tools"]), name
+
+
+def test_no_secret_in_the_file() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"SWARM_SIM_AUTHKEY:\s*['\"]?[0-9a-fA-F]{16,}", text)
+    assert not re.search(r"\b[0-9a-f]{32,}\b", text)  # no hex key anywhere
+
+
+def test_nothing_listens_on_a_public_address(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)  # published on loopback only
+    assert "ports" not in services["sim"]  # the compose network only
+    # outside compose, every listener defaults to loopback
+    demo = build_parser().parse_args(["demo", "--role", "sim", "--run", "1"])
+    assert demo.listen.startswith("127.0.0.1:")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fronts import Front
 
-from swarm_redis import InvalidTypeError
+from swarm_redis import InvalidTypeError, RedisSwarmState
 
 WHEN = datetime.datetime(2024, 5, 1, 12, 0, 0)
 
@@ -193,3 +193,51 @@ def test_children_added_after_propagation_are_refused_and_logged(
         st.compute_initial_upstream_done_counts()
     assert "after their completion was propagated" in caplog.text
     assert _stored_def(front, run_id, prefix, 1) == (0, ())
+
+
+def test_downstreams_queued_by_apply_are_reported_once(
+    front: Front, run_id: int, prefix: str
+) -> None:
+    st = front.state(run_id, prefix=prefix)  # propagate_on_apply=True: apply queues them
+    st.add_array(Array(1, 100))
+    tasks = _resume_like(st)
+    st.enqueue_task(tasks[0])
+    st.dequeue_task()
+    changed = st.apply_update(ForeignUpdate(task_statuses={1: "D"}))
+    assert [t.task_id for t in st.last_ready] == [2]
+    assert [t.task_id for t in st.ready_to_run_list()] == [2]
+    # jobmon's orchestrator: propagate_completions({task}) for each DONE task, validates what
+    # comes back, then enqueue_task (a no-op here: already queued)
+    assert [t.task_id for t in st.propagate_completions(changed)] == [2]
+    assert st.propagate_completions(changed) == []
+    st.enqueue_task(tasks[1])
+    assert [t.task_id for t in st.ready_to_run_list()] == [2]
+    # another replica's apply is not reported here
+    other = front.attach(run_id, prefix=prefix)
+    other.dequeue_task()
+    other.apply_update(ForeignUpdate(task_statuses={2: "D"}))
+    assert st.propagate_completions([tasks[1]]) == []
+
+
+def test_status_map_and_task_assignment_register(
+    make_client: Any, run_id: int, prefix: str
+) -> None:
+    """Attribute assignment (the sync front's; jobmon's unit tests set states up this way)."""
+    st = RedisSwarmState(1, run_id, 1, redis=make_client(), prefix=prefix)
+    st.add_array(Array(1, 5))
+    a, b, c = Task(1), Task(2, status="R"), Task(3, status="D")
+    st.tasks[1] = a
+    with pytest.raises(KeyError):
+        st.tasks[9] = Task(2)
+    st._task_status_map = {"R": {b}, "D": [c], "G": set()}
+    assert st.counts()["R"] == 1 and st.counts()["D"] == 1 and st.counts()["G"] == 1
+    assert st.get_array_capacity(1) == 4
+    st._task_status_map = {"Q": [a]}  # a known task moves (no propagation)
+    assert st.get_task(1).status == "Q"
+    version = st.version
+    with pytest.raises(InvalidTypeError):
+        st._task_status_map = {"Q": [a], "R": [object()]}
+    with pytest.raises(Exception, match="status"):
+        st._task_status_map = {"Z": [a]}
+    assert st.version == version
+    assert st.tasks is st.tasks and st.ready_to_run is st.ready_to_run

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
+from swarm_redis import ArrayRecord, RedisSwarmState, StateLostError, TaskRecord
 from swarm_redis.gateway import Gateway, GatewayError, StatusesByLetter
-from swarm_redis.replica import ReplicaResult, adjust_resources, run_replica
+from swarm_redis.replica import ReplicaResult, adjust_resources, is_transient, run_replica
 from swarm_redis.sim import SimConfig, SimCore
+from swarm_redis.verify import find_drift
 
 MakeClient = Callable[..., redis.Redis]
 
@@ -210,3 +211,169 @@ def test_adjust_resources_doubles_memory() -> None:
     assert task.current_task_resources == {"memory_gb": 2}
     adjust_resources(task)
     assert task.current_task_resources == {"memory_gb": 4}
+
+
+# --- transient faults -----------------------------------------------------------------------------
+
+
+def _response(code: str, text: str) -> redis.exceptions.ResponseError:
+    """The error redis-py's parser builds for a ``-CODE text`` reply."""
+    from redis._parsers.base import BaseParser
+
+    return BaseParser.parse_error(f"{code} {text}")
+
+
+FAULTS: dict[str, Callable[[], Exception]] = {
+    "connection": lambda: redis.exceptions.ConnectionError("Connection reset by peer"),
+    "timeout": lambda: redis.exceptions.TimeoutError("Timeout reading from socket"),
+    "busy": lambda: _response("BUSY", "Redis is busy running a script."),
+    "loading": lambda: _response("LOADING", "Redis is loading the dataset in memory"),
+    "oom": lambda: _response("OOM", "command not allowed when used memory > 'maxmemory'."),
+    "readonly": lambda: _response("READONLY", "You can't write against a read only replica."),
+    "tryagain": lambda: _response("TRYAGAIN", "Multiple keys request during rehashing of slot"),
+    "moved": lambda: _response("MOVED", "3999 127.0.0.1:6381"),
+    "ask": lambda: _response("ASK", "3999 127.0.0.1:6381"),
+    "clusterdown": lambda: _response("CLUSTERDOWN", "The cluster is down"),
+    "noreplicas": lambda: _response("NOREPLICAS", "Not enough good replicas to write."),
+}
+
+
+class FaultyClient:
+    """A redis-py client whose calls fail now and then with ``fault()``.
+
+    A fault strikes before the call reaches Redis, or after it ran (the reply is lost: the
+    harder case, e.g. a claim that Redis made but the replica never heard of). Faults stop after
+    ``budget`` of them, so the run can finish.
+    """
+
+    def __init__(
+        self, inner: redis.Redis, fault: Callable[[], Exception], *, seed: int, budget: int
+    ) -> None:
+        self._inner = inner
+        self._fault = fault
+        self._rng = random.Random(seed)
+        self.budget = budget
+        self.armed = False
+        self.injected = {"before": 0, "after": 0}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _strike(self) -> str | None:
+        if self.armed and self.budget > 0 and self._rng.random() < 0.12:
+            self.budget -= 1
+            when = self._rng.choice(("before", "after"))
+            self.injected[when] += 1
+            return when
+        return None
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        when = self._strike()
+        if when == "before":
+            raise self._fault()
+        reply = fn()
+        if when == "after":
+            raise self._fault()
+        return reply
+
+    def evalsha(self, *args: Any) -> Any:
+        return self._call(lambda: self._inner.evalsha(*args))
+
+    def execute_command(self, *args: Any, **kw: Any) -> Any:
+        return self._call(lambda: self._inner.execute_command(*args, **kw))
+
+    def pipeline(self, *args: Any, **kw: Any) -> Any:
+        outer = self
+        pipe = self._inner.pipeline(*args, **kw)
+
+        class Pipe:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(pipe, name)
+
+            def execute(self, *a: Any, **k: Any) -> Any:
+                return outer._call(lambda: pipe.execute(*a, **k))
+
+        return Pipe()
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_the_loop_rides_out_transient_faults(
+    fault: str,
+    state: RedisSwarmState,
+    make_client: MakeClient,
+    clock: Callable[[SimCore], SimCore],
+) -> None:
+    small_dag(state)
+    sim = clock(
+        SimCore(
+            SimConfig.from_state(state, step_s=(0.0, 0.002), fail_rate=0.1, max_attempts=20, seed=2)
+        )
+    )
+    clients = [FaultyClient(make_client(), FAULTS[fault], seed=seed, budget=25) for seed in (1, 2)]
+    results: list[ReplicaResult] = []
+    errors: list[BaseException] = []
+
+    def replica(client: FaultyClient) -> None:
+        try:
+            other = RedisSwarmState.attach(client, state.workflow_run_id, prefix=state.keys.prefix)
+            client.armed = True  # attach is the caller's business; the loop's calls get faults
+            results.append(run_fast(other, sim, ttl_s=1.0))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=replica, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a replica hung"
+    assert errors == []
+    injected = sum(sum(c.injected.values()) for c in clients)
+    assert injected >= 5 and sum(r.transient_errors for r in results) >= 1
+    report = sim.report()
+    assert report.ok, report.problems
+    assert set(report.statuses.values()) == {"D"}
+    assert [r.reason for r in results] == ["final", "final"]
+    assert state.status == "D" and state.get_done_count() == len(report.statuses)
+    counts = state.counts()
+    assert counts["claimed"] == 0 and counts["ready"] == 0
+    assert find_drift(make_client(), state.keys).clean
+
+
+class LosesState:
+    """A client whose calls raise StateLostError once ``after`` calls went through."""
+
+    def __init__(self, inner: redis.Redis, run_id: int, after: int) -> None:
+        self._inner = inner
+        self._run_id = run_id
+        self.left = after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def evalsha(self, *args: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise StateLostError(self._run_id, 40, 3)
+        return self._inner.evalsha(*args)
+
+
+def test_state_lost_stops_the_loop_with_a_reason(
+    state: RedisSwarmState, make_client: MakeClient, clock: Callable[[SimCore], SimCore]
+) -> None:
+    small_dag(state)
+    sim = clock(SimCore(SimConfig.from_state(state)))
+    client = LosesState(make_client(), state.workflow_run_id, after=6)
+    other = RedisSwarmState.attach(client, state.workflow_run_id, prefix=state.keys.prefix)
+    result = run_fast(other, sim)
+    assert result.reason == "state_lost"
+    assert "went backwards" in result.error and "rebuild the run" in result.error
+    assert result.transient_errors == 0
+
+
+def test_auth_errors_are_not_transient() -> None:
+    assert not is_transient(redis.exceptions.AuthenticationError("WRONGPASS"))
+    assert not is_transient(_response("NOPERM", "this user has no permissions"))
+    assert not is_transient(redis.exceptions.ResponseError("ERR unknown command"))
+    assert not is_transient(StateLostError(1, 2, 1))
+    assert all(is_transient(make()) for make in FAULTS.values())

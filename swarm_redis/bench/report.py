@@ -47,6 +47,7 @@ TARGETS: tuple[Target, ...] = (
     Target("blocking", "max PING latency during large updates (ms)", ("blocking", "max_ms"), "<=", 25.0),
     Target("memory", "Redis bytes per task", ("memory", "bytes_per_task"), "<=", 200.0),
     Target("redis_share", "Redis CPU / client CPU", ("redis_share", "ratio"), ">=", 1.0),
+    Target("jobmon_tick", "jobmon tick: JobmonSwarmState / in-memory", ("jobmon_tick", "ratio"), "<=", 3.0),
 )  # fmt: skip
 
 
@@ -342,6 +343,34 @@ def _redis_share(r: dict[str, Any]) -> Grid:
     return t
 
 
+def _jobmon_tick(r: dict[str, Any]) -> Grid:
+    if "skipped" in r:
+        t = _table("jobmon_tick: skipped", "note")
+        t.add_row(r["skipped"])
+        return t
+    t = _table(
+        f"jobmon_tick: one jobmon Scheduler tick, then its apply, {r['tasks']:,} ready tasks "
+        f"(best of {r['rounds']}; RedisSwarmState: one round)",
+        "state", "tick s", "vs in-memory", "apply s", "round trips (tick + apply)",
+    )  # fmt: skip
+    names = (
+        ("memory", "jobmon SwarmState (in memory)"),
+        ("redis", "RedisSwarmState"),
+        ("dropin", "JobmonSwarmState (read-ahead)"),
+    )
+    for key, label in names:
+        row = r[key]
+        ratio = row["s"] / r["memory"]["s"] if r["memory"]["s"] else None
+        t.add_row(
+            label,
+            _f(row["s"], 4),
+            _f(ratio, 2) + " x",
+            _f(row.get("apply_s"), 4),
+            _f(row.get("round_trips")),
+        )
+    return t
+
+
 _RENDERERS: dict[str, Callable[[dict[str, Any]], Grid]] = {
     "lifecycle": _lifecycle,
     "redis_share": _redis_share,
@@ -349,4 +378,5 @@ _RENDERERS: dict[str, Callable[[dict[str, Any]], Grid]] = {
     "memory": _memory,
     "flatness": _flatness,
     "blocking": _blocking,
+    "jobmon_tick": _jobmon_tick,
 }

@@ -1,4 +1,5 @@
-"""The benchmark scenarios: lifecycle, replicas, flatness, blocking, memory and redis_share.
+"""The benchmark scenarios: lifecycle, replicas, flatness, blocking, memory, redis_share and
+jobmon_tick (in :mod:`swarm_redis.bench.jobmon_tick`).
 
 Each scenario is a function of a :class:`Context` returning a JSON-ready dict of raw figures.
 Sizes come from :class:`BenchConfig` (full, ``--quick`` = 1/10, and a hidden ``scale``).
@@ -27,6 +28,7 @@ import redis
 
 from swarm_redis.bench.alternatives import NaiveState, PipelinedState
 from swarm_redis.bench.dags import DEFAULT_WIDTH, Dag, DagShape, build_dag
+from swarm_redis.bench.jobmon_tick import jobmon_tick
 from swarm_redis.embedded import EmbeddedRedis, connect, resolve_url
 from swarm_redis.keys import RUN_KEY_NAMES
 from swarm_redis.memory import SwarmState
@@ -41,6 +43,7 @@ SCENARIOS: tuple[str, ...] = (
     "memory",
     "flatness",
     "blocking",
+    "jobmon_tick",
 )
 #: Workflow limit of benchmark runs: high enough never to hold a batch back.
 RUN_LIMIT = 1_000_000_000
@@ -1065,6 +1068,7 @@ SCENARIO_FUNCS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "memory": memory,
     "flatness": flatness,
     "blocking": blocking,
+    "jobmon_tick": lambda ctx: jobmon_tick(ctx, n=max(20, round(2000 * ctx.config.scale))),
 }
 
 

@@ -46,23 +46,26 @@ __all__ = ["JobmonSwarmState", "attach_jobmon", "patch_jobmon"]
 T = TypeVar("T")
 
 #: Tasks taken off the Redis queue per round trip by the read-ahead buffer.
-DEFAULT_READ_AHEAD = 1000
+DEFAULT_READ_AHEAD = 2000
 
 
 class _ReadAhead:
     """The local part of the ready queue: ``front + buf + [Redis] + back``."""
 
-    __slots__ = ("back", "buf", "front", "handed", "redis_empty")
+    __slots__ = ("arrays", "back", "buf", "front", "handed", "redis_len")
 
     def __init__(self) -> None:
         self.front: deque[Any] = deque()  # to push at the Redis head, in queue order
         self.buf: deque[Any] = deque()  # taken off the Redis head, not handed out yet
         self.back: deque[Any] = deque()  # to append at the Redis tail, in queue order
         self.handed: set[int] = set()  # handed out since the last flush, not put back
-        self.redis_empty = False  # a refill found the Redis list empty since the last flush
+        self.redis_len: int | None = None  # the Redis list's length after the last refill
+        self.arrays: dict[int, Any] | None = None  # arrays read while the buffer holds tasks
 
     def dirty(self) -> bool:
-        return bool(self.front or self.buf or self.back or self.handed or self.redis_empty)
+        return bool(
+            self.front or self.buf or self.back or self.handed or self.redis_len is not None
+        )
 
     def local_len(self) -> int:
         return len(self.front) + len(self.buf) + len(self.back)
@@ -121,6 +124,15 @@ class JobmonSwarmState(RedisSwarmState):
             JobmonSwarmState, super().attach(redis, workflow_run_id, prefix=prefix, **kwargs)
         )
 
+    def seal(self) -> int:
+        """Write now the final DAG of the tasks registered here (see :meth:`StateCore.seal`).
+
+        Any first use (apply, propagate, enqueue ...) does it anyway; call it after building a
+        run with jobmon's ``SwarmBuilder`` when other processes attach before this one uses it.
+        Returns the number of task records changed.
+        """
+        return self._run(self._core.seal())
+
     # --- every other operation sees the buffer written back first -------------------------------
 
     def _run(self, op: Op[T]) -> T:
@@ -146,7 +158,27 @@ class JobmonSwarmState(RedisSwarmState):
         ra.buf.clear()
         ra.back.clear()
         ra.handed.clear()
-        ra.redis_empty = False
+        ra.redis_len = None
+        ra.arrays = None
+
+    # reads that do not look at the queue leave the buffer where it is (jobmon's scheduler reads
+    # the array of every batch it builds, and the limits, in the middle of its pass)
+
+    def _all_arrays(self) -> dict[int, Any]:
+        # while the buffer holds tasks nothing but this scheduler pass runs: the arrays read at
+        # its start stand (limits change through apply_update and add_array, which flush first)
+        if self._ra.dirty() and self._ra.arrays is not None:
+            return dict(self._ra.arrays)
+        limits = self._raw(self._core.read_arrays())
+        arrays = {a: self._core.arrays[a] for a in limits}
+        self._ra.arrays = arrays
+        return dict(arrays)
+
+    def get_available_capacity(self) -> int:
+        return self._raw(self._core.available_capacity())
+
+    def get_array_capacity(self, array_id: int) -> int:
+        return self._raw(self._core.array_capacity(array_id))
 
     # --- the queue, buffered ------------------------------------------------------------------
 
@@ -161,10 +193,8 @@ class JobmonSwarmState(RedisSwarmState):
             task = ra.buf.popleft()
         else:
             got: list[Any] = []
-            if not ra.redis_empty:
-                got = self._raw(self._core.dequeue(self._read_ahead))
-                if len(got) < self._read_ahead:
-                    ra.redis_empty = True
+            if ra.redis_len != 0:
+                got, ra.redis_len = self._raw(self._core.take(self._read_ahead))
             if got:
                 ra.buf.extend(got)
                 task = ra.buf.popleft()
@@ -172,7 +202,7 @@ class JobmonSwarmState(RedisSwarmState):
                 task = ra.back.popleft()
             else:
                 return None
-        ra.handed.add(int(task.task_id))
+        ra.handed.add(task.task_id)  # an int: the registry's objects come from int ids
         return task
 
     def dequeue_tasks(self, max_n: int) -> list[Any]:
@@ -211,16 +241,15 @@ class JobmonSwarmState(RedisSwarmState):
         return items
 
     def _put_back(self, task: Any, front: bool) -> bool:
-        task_id = getattr(task, "task_id", None)
-        if isinstance(task_id, bool) or not isinstance(task_id, int):
+        ra = self._ra
+        try:
+            ra.handed.remove(task.task_id)  # only ints are in it: anything else is not found
+        except (KeyError, TypeError, AttributeError):
             return False
-        if task_id not in self._ra.handed:
-            return False
-        self._ra.handed.discard(task_id)
         if front:
-            self._ra.front.appendleft(task)
+            ra.front.appendleft(task)
         else:
-            self._ra.back.append(task)
+            ra.back.append(task)
         return True
 
     def get_ready_to_run_count(self) -> int:
@@ -228,7 +257,9 @@ class JobmonSwarmState(RedisSwarmState):
         if not self._read_ahead or not self._ra.dirty():
             return super().get_ready_to_run_count()
         ra = self._ra
-        in_redis = 0 if ra.redis_empty else self._raw(self._core.queue_len())
+        in_redis = ra.redis_len
+        if in_redis is None:
+            in_redis = self._raw(self._core.queue_len())
         return ra.local_len() + in_redis
 
     # --- jobmon's objects -----------------------------------------------------------------------

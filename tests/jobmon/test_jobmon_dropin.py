@@ -1,0 +1,187 @@
+"""JobmonSwarmState under jobmon's own Scheduler: the same batches as jobmon's in-memory state,
+in a handful of round trips (the read-ahead queue), on fakeredis and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from jobmon_env import require_jobmon
+
+require_jobmon()
+
+from jobmon.client.swarm.array import SwarmArray  # noqa: E402
+from jobmon.client.swarm.gateway import QueueResponse  # noqa: E402
+from jobmon.client.swarm.services.scheduler import Scheduler  # noqa: E402
+from jobmon.client.swarm.state import StateUpdate as JobmonUpdate  # noqa: E402
+from jobmon.client.swarm.state import SwarmState as MemoryState  # noqa: E402
+from jobmon.client.swarm.task import SwarmTask  # noqa: E402
+from jobmon.client.task_resources import TaskResources  # noqa: E402
+from jobmon.plugins.sequential.seq_queue import SequentialQueue  # noqa: E402
+
+from swarm_redis.jobmon import JobmonSwarmState, task_resources_digest  # noqa: E402
+
+
+class Gateway:
+    """queue_task_batch answers QUEUED for every task; the batches are recorded."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[int]]] = []
+
+    async def queue_task_batch(
+        self, array_id: int, task_ids: list[int], task_resources_id: int, cluster_id: int
+    ) -> Any:
+        self.batches.append((array_id, list(task_ids)))
+        return QueueResponse(tasks_by_status={"Q": list(task_ids)})
+
+
+class Cluster:
+    id = 1
+
+
+QUEUE = SequentialQueue(1, "null.q", {})
+
+
+def resources(cores: int) -> Any:
+    tr = TaskResources({"cores": cores, "memory": 1, "runtime": 60}, QUEUE, object())
+    tr._id = cores
+    return tr
+
+
+def workflow(seed: int, n: int) -> tuple[list[Any], list[Any], int]:
+    """Tasks over 3 arrays with their own limits and 2 kinds of resources, in a random order."""
+    rng = random.Random(seed)
+    kinds = [resources(1), resources(2)]
+    arrays = [SwarmArray(a, max_concurrently_running=rng.randint(3, n)) for a in (1, 2, 3)]
+    tasks = [
+        SwarmTask(
+            task_id=i,
+            array_id=rng.choice((1, 2, 3)),
+            status="G",
+            max_attempts=3,
+            task_resources=rng.choice(kinds),
+            cluster=Cluster(),  # type: ignore[arg-type]
+        )
+        for i in range(1, n + 1)
+    ]
+    rng.shuffle(tasks)
+    return tasks, arrays, rng.randint(n // 3, n)
+
+
+def schedule(state: Any, tasks: list[Any], arrays: list[Any], ticks: int) -> list[Any]:
+    """Register, queue, then run jobmon's Scheduler: tick, apply Q, finish some tasks; repeat."""
+    for a in arrays:
+        state.add_array(a)
+    for t in tasks:
+        state.add_task(t)
+        state.enqueue_task(t)
+    gateway = Gateway()
+    scheduler = Scheduler(gateway=gateway, state=state)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    trace: list[Any] = []
+    try:
+        for k in range(ticks):
+            before = len(gateway.batches)
+            update = loop.run_until_complete(scheduler.tick(timeout=-1))
+            state.apply_update(update)
+            trace.append(gateway.batches[before:])
+            trace.append(("ready", [t.task_id for t in state.ready_to_run]))
+            # every other queued task finishes, which frees capacity for the next tick
+            done = sorted(update.task_statuses)[:: 2 if k % 2 else 3]
+            state.apply_update(JobmonUpdate(task_statuses=dict.fromkeys(done, "D")))
+    finally:
+        loop.close()
+    return trace
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("read_ahead", [2000, 7])
+def test_same_batches_as_jobmons_memory_state(
+    make_client: Any, run_id: int, prefix: str, seed: int, read_ahead: int
+) -> None:
+    tasks, arrays, limit = workflow(seed, 60)
+    expected = schedule(MemoryState(1, run_id, 1, max_concurrently_running=limit), tasks, arrays, 4)
+    tasks, arrays, limit = workflow(seed, 60)
+    st = JobmonSwarmState(
+        1, run_id, 1, limit, redis=make_client(), prefix=prefix, read_ahead=read_ahead
+    )
+    got = schedule(st, tasks, arrays, 4)
+    assert got == expected
+    assert any(batch for batch in expected[0])  # the workflow really scheduled something
+
+
+def _trips(state: Any) -> list[int]:
+    count = [0]
+    inner = state._transport.execute
+
+    def counted(calls: Any) -> Any:
+        count[0] += 1
+        return inner(calls)
+
+    state._transport.execute = counted
+    return count
+
+
+def test_a_tick_takes_a_few_round_trips_not_one_per_task(
+    make_client: Any, run_id: int, prefix: str
+) -> None:
+    st = JobmonSwarmState(1, run_id, 1, 10_000, redis=make_client(), prefix=prefix)
+    st.add_array(SwarmArray(1, 10_000))
+    kinds = [resources(1), resources(2)]
+    tasks = [
+        SwarmTask(i, 1, "G", 3, kinds[i % 2], Cluster())  # type: ignore[arg-type]
+        for i in range(1, 1201)
+    ]
+    st.add_tasks(tasks)
+    st.enqueue_tasks(tasks)
+    trips = _trips(st)
+    gateway = Gateway()
+    loop = asyncio.new_event_loop()
+    try:
+        update = loop.run_until_complete(Scheduler(gateway, st).tick(timeout=-1))  # type: ignore[arg-type]
+    finally:
+        loop.close()
+    assert len(update.task_statuses) == 1200
+    assert sum(len(ids) for _, ids in gateway.batches) == 1200
+    assert trips[0] <= 8, trips[0]
+    st.apply_update(update)
+    assert st.get_ready_to_run_count() == 0 and st.counts()["Q"] == 1200
+
+
+def test_buffer_is_written_back_before_any_other_operation(
+    make_client: Any, run_id: int, prefix: str
+) -> None:
+    st = JobmonSwarmState(1, run_id, 1, 100, redis=make_client(), prefix=prefix, read_ahead=3)
+    st.add_array(SwarmArray(1, 100))
+    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 7)]  # type: ignore[arg-type]
+    st.add_tasks(tasks)
+    st.enqueue_tasks(tasks)
+    a = st.dequeue_task()
+    b = st.dequeue_task()
+    assert (a.task_id, b.task_id) == (1, 2)
+    st.enqueue_task(a)  # back to the tail: buffered
+    st.enqueue_task(b, front=True)  # back to the head: buffered
+    assert st.get_ready_to_run_count() == 6
+    # another replica sees the buffer's effect only after the flush that any other call does
+    other = JobmonSwarmState.attach(make_client(), run_id, prefix=prefix)
+    assert [t.task_id for t in other.ready_to_run] == [4, 5, 6]
+    assert st.has_pending_work()  # not a queue call: flushes first
+    assert [t.task_id for t in other.ready_to_run] == [2, 3, 4, 5, 6, 1]
+    # a task this buffer did not hand out goes straight to Redis (queued at most once)
+    st.enqueue_task(tasks[3])
+    assert [t.task_id for t in st.ready_to_run] == [2, 3, 4, 5, 6, 1]
+
+
+def test_resources_cached_under_the_stable_digest(
+    make_client: Any, run_id: int, prefix: str
+) -> None:
+    st = JobmonSwarmState(1, run_id, 1, redis=make_client(), prefix=prefix)
+    tr = resources(3)
+    got = st.cache_resources(hash(tr), tr)  # what jobmon's orchestrator passes
+    assert got is tr
+    key = task_resources_digest(tr)
+    other = JobmonSwarmState.attach(make_client(), run_id, prefix=prefix)
+    assert other.get_cached_resources(key) == tr
+    assert other.cache_resources(hash(resources(3)) ^ 1, resources(3)) == tr
