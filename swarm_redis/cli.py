@@ -619,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     from swarm_redis.demo import add_demo_parser  # the demo owns its Redis: see main()
 
     add_demo_parser(sub)
+    _add_jobmon_replica(sub)
     # bench has options of its own (--json FILE): main() hands its argv over before parsing;
     # this entry only lists it in --help.
     sub.add_parser(
@@ -627,6 +628,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark suite (swarm-redis bench --help)",
     )
     return parser
+
+
+def _add_jobmon_replica(sub: Any) -> None:
+    """``jobmon-replica`` (swarm_redis.jobmon.cli): its own Redis client and jobmon server."""
+    try:
+        from swarm_redis.jobmon.cli import add_jobmon_replica_parser
+    except ImportError as e:  # jobmon not installed: the subcommand says how to get it
+        text = "serve a jobmon workflow run as one of N replicas (needs jobmon)"
+        p = sub.add_parser("jobmon-replica", help=text, description=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(jobmon_missing=str(e))
+        return
+    add_jobmon_replica_parser(sub)
 
 
 def _bench_argv(argv: Sequence[str]) -> list[str] | None:
@@ -716,6 +730,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from swarm_redis.demo import run_demo
 
         return run_demo(args)
+    if args.command == "jobmon-replica":  # connects by itself (Redis and the jobmon server)
+        if getattr(args, "jobmon_missing", None):
+            print(f"swarm-redis jobmon-replica: {args.jobmon_missing}", file=sys.stderr)
+            return EXIT_ERROR
+        from swarm_redis.jobmon.cli import run_jobmon_replica_cli
+
+        return run_jobmon_replica_cli(args)
     as_json = bool(args.json)
     try:
         client, close = _connect(args)

@@ -1023,6 +1023,10 @@ def run_demo(args: argparse.Namespace) -> int:
     Exit statuses: 0 passed, 1 a check failed (or an error), 2 bad usage, 5 Redis unreachable,
     130 interrupted (SIGINT), 143 terminated (SIGTERM).
     """
+    if getattr(args, "jobmon", False):
+        from swarm_redis.jobmon.demo import run_jobmon_demo  # needs jobmon
+
+        return run_jobmon_demo(args)
     s = _settings(args)
     problem = _check(s)
     if problem is not None:
@@ -1089,6 +1093,12 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         "few seconds and replaced; the run still finishes, and a verdict checks it from Redis, "
         "the simulated server's record and the consistency checker. Exit status 0 when every "
         "check passed, 1 when one failed, 130 on Ctrl-C.",
+    )
+    p.add_argument(
+        "--jobmon",
+        action="store_true",
+        help="run a real jobmon workflow on a local jobmon server instead (needs jobmon; "
+        "see docs/jobmon-usage.md)",
     )
     p.add_argument("--tasks", type=int, default=3000, help="number of tasks (default 3000)")
     p.add_argument("--replicas", type=int, default=3, help="replica processes (default 3)")

@@ -57,6 +57,10 @@ fanout         hash    a fan-out too big for one call, credited one slice per ca
                        ``<id>#<k>`` -> the ids of slice k (at most 1,000); the task is flagged
                        "p" when it is cut, each slice field is deleted with its credits, the
                        progress field with the last one
+build_lock     string  jobmon extra: ``building|<token>`` (with a TTL) while one replica registers
+                       a jobmon run's definitions, ``built`` once they are all registered
+distributor    string  jobmon extra: the lease of the run's one distributor,
+                       ``<token>|<host>|<pid>|<state>`` with a TTL (see swarm_redis.jobmon.distributor)
 =============  ======  =============================================================================
 """
 
@@ -90,6 +94,8 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "qidx",
     "pcredit",
     "fanout",
+    "build_lock",
+    "distributor",
 )
 
 

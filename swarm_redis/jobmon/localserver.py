@@ -1,0 +1,107 @@
+"""A local jobmon server on sqlite in a subprocess, started as jobmon's own test fixtures do
+(for the end-to-end tests and ``swarm-redis demo --jobmon``; not for production).
+
+``JobmonServer(tmp_dir)`` sets jobmon's configuration in ``os.environ`` (inherited by every
+process started afterwards: replicas, distributors, worker nodes), initialises the database,
+starts uvicorn on a free port and waits for ``/health``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from typing import Any
+
+import requests
+
+__all__ = ["JobmonServer", "free_port", "jobmon_env"]
+
+_SERVER = """
+import os
+import sys
+from jobmon.server.web.db import init_db
+init_db()
+import sqlite3
+# WAL: readers (syncs, the test's sampler) never block the server's writers
+_uri = os.environ["JOBMON__DB__SQLALCHEMY_DATABASE_URI"]
+sqlite3.connect(_uri[len("sqlite:///"):]).execute("PRAGMA journal_mode=WAL").close()
+import uvicorn
+from jobmon.server.web.api import get_app
+uvicorn.run(get_app(versions=["v3"]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jobmon_env(db_path: str, port: int) -> dict[str, str]:
+    """jobmon's configuration for a local test server (the values of jobmon's conftest)."""
+    return {
+        "JOBMON__DB__SQLALCHEMY_DATABASE_URI": f"sqlite:////{db_path.lstrip('/')}",
+        "JOBMON__DB__SQLALCHEMY_CONNECT_ARGS": "{}",
+        "JOBMON__AUTH__ENABLED": "false",
+        "JOBMON__HTTP__ROUTE_PREFIX": "/api/v3",
+        "JOBMON__HTTP__SERVICE_URL": f"http://127.0.0.1:{port}",
+        "JOBMON__SESSION__SECRET_KEY": "test",
+        "JOBMON__HTTP__STOP_AFTER_DELAY": "20",
+        "JOBMON__DISTRIBUTOR__POLL_INTERVAL": "1",
+        "JOBMON__HEARTBEAT__WORKFLOW_RUN_INTERVAL": "1",
+        "JOBMON__HEARTBEAT__TASK_INSTANCE_INTERVAL": "3",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+class JobmonServer:
+    """A jobmon server process and its sqlite database (see the module docstring)."""
+
+    def __init__(self, tmp_dir: str) -> None:
+        self.db_path = os.path.join(tmp_dir, "jobmon.sqlite")
+        self.port = free_port()
+        self.env = jobmon_env(self.db_path, self.port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(tmp_dir, "server.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> JobmonServer:
+        self._saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _SERVER, str(self.port)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{self.url}/api/v3/health", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(self.log_path) as f:
+                    raise RuntimeError(f"jobmon server did not start:\n{f.read()[-3000:]}")
+            time.sleep(0.3)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read the server's database (read-only connection)."""
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return list(con.execute(sql, params).fetchall())
+        finally:
+            con.close()

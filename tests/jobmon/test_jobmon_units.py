@@ -1,0 +1,271 @@
+"""The jobmon replica's parts without a jobmon server: build lock, distributor lease, gateway
+calls (against a recording requester), the finalize rule and limit sync, on both backends."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+from jobmon_env import require_jobmon
+
+require_jobmon()  # swarm_redis.jobmon needs jobmon at import
+
+from swarm_redis.gateway import GatewayError  # noqa: E402
+from swarm_redis.jobmon import distributor as dist  # noqa: E402
+from swarm_redis.jobmon.build import share  # noqa: E402
+from swarm_redis.jobmon.gateway import JobmonGateway  # noqa: E402
+from swarm_redis.jobmon.replica import JobmonLoop  # noqa: E402
+from swarm_redis.state import RedisSwarmState  # noqa: E402
+
+
+@dataclass(eq=False)
+class Task:
+    task_id: int
+    array_id: int = 1
+    status: str = "G"
+    num_upstreams: int = 0
+    num_upstreams_done: int = 0
+    downstream_swarm_tasks: set[Any] = field(default_factory=set)
+    current_task_resources: Any = None
+    cluster: Any = None
+
+    def __hash__(self) -> int:
+        return self.task_id
+
+
+@dataclass
+class Array:
+    array_id: int
+    max_concurrently_running: int
+
+
+@dataclass
+class JState:
+    """The shape of jobmon's SwarmState that share() reads."""
+
+    workflow_id: int
+    workflow_run_id: int
+    dag_id: int = 1
+    max_concurrently_running: int = 10
+    status: str = "B"
+    tasks: dict[int, Task] = field(default_factory=dict)
+    arrays: dict[int, Array] = field(default_factory=dict)
+
+
+def diamond(run_id: int, done_first: bool = False) -> JState:
+    """1 -> {2, 3} -> 4, jobmon-builder style: edges wired, counts already credited."""
+    t = {i: Task(i) for i in (1, 2, 3, 4)}
+    t[1].downstream_swarm_tasks = {t[2], t[3]}
+    t[2].downstream_swarm_tasks = {t[4]}
+    t[3].downstream_swarm_tasks = {t[4]}
+    t[2].num_upstreams = t[3].num_upstreams = 1
+    t[4].num_upstreams = 2
+    if done_first:
+        t[1].status = "D"
+        t[2].num_upstreams_done = t[3].num_upstreams_done = 1  # jobmon's builder counted it
+    return JState(7, run_id, tasks=t, arrays={1: Array(1, 3)})
+
+
+def test_share_registers_once_and_others_attach(r: redis.Redis, run_id: int, prefix: str) -> None:
+    results: list[tuple[RedisSwarmState, bool]] = []
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            results.append(share(diamond(run_id, done_first=True), r, prefix=prefix))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert sorted(reg for _, reg in results) == [False, False, False, True]
+    for state, _ in results:
+        # counted once, whoever registered: the DONE upstream credited exactly once
+        assert state.get_task(2).num_upstreams_done == 1
+        assert state.get_task(4).num_upstreams_done == 0
+        assert isinstance(state.get_task(4), Task)  # this replica's own objects
+        assert state.num_previously_complete == 1
+    state = results[0][0]
+    assert r.get(state.keys.build_lock) == b"built"
+    # the edges are complete in Redis: completing 2 and 3 makes 4 ready
+    assert state.enqueue_initial_fringe() == 2  # 2 and 3: their only upstream is DONE
+    from swarm_redis.update import StateUpdate
+
+    state.apply(StateUpdate(task_statuses={2: "D", 3: "D"}))
+    assert 4 in [t.task_id for t in state.ready_to_run]
+
+
+def test_share_takes_over_a_dead_builder(r: redis.Redis, run_id: int, prefix: str) -> None:
+    state = RedisSwarmState(7, run_id, 1, redis=r, prefix=prefix)
+    r.set(state.keys.build_lock, "building|dead", px=200)  # a builder that died mid-way
+    shared, registered = share(diamond(run_id), r, prefix=prefix, build_lock_ttl_s=1)
+    assert registered
+    assert shared.get_task(4).num_upstreams == 2
+
+
+def test_distributor_lease_claim_renew_release(r: redis.Redis, run_id: int, prefix: str) -> None:
+    keys = RedisSwarmState(7, run_id, 1, redis=r, prefix=prefix).keys
+    assert dist.read_lease(r, keys) is None
+    assert dist.claim(r, keys, "aaa", ttl_s=5)
+    assert not dist.claim(r, keys, "bbb", ttl_s=5)  # exactly one
+    lease = dist.read_lease(r, keys)
+    assert lease is not None and lease.token == "aaa" and lease.state == "starting"
+    assert dist.renew(r, keys, "aaa", "alive", ttl_s=5)
+    assert not dist.renew(r, keys, "bbb", "alive", ttl_s=5)  # not its lease
+    lease = dist.read_lease(r, keys)
+    assert lease is not None and lease.state == "alive" and 0 < lease.ttl_ms <= 5000
+    assert not dist.release(r, keys, "bbb")
+    assert dist.release(r, keys, "aaa")
+    assert dist.read_lease(r, keys) is None
+    assert dist.claim(r, keys, "bbb", ttl_s=5)
+
+
+class Requester:
+    """Records jobmon requests and answers like the server."""
+
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.sent: list[tuple[str, dict[str, Any], str]] = []
+        self.fail = fail or set()
+
+    def send_request(self, app_route: str, message: dict[str, Any], request_type: str) -> Any:
+        self.sent.append((app_route, message, request_type))
+        if any(f in app_route for f in self.fail):
+            raise ConnectionError("server down")
+        if app_route == "/time":
+            return 200, {"time": "2026-11-30 07:00:00"}
+        if app_route.endswith("/queue_task_batch"):
+            return 200, {"tasks_by_status": {"Q": message["task_ids"]}}
+        if app_route.endswith("/task_status_updates"):
+            return 200, {"time": "2026-11-30 07:00:01", "tasks_by_status": {"D": [1]}}
+        if app_route.endswith("/get_max_concurrently_running"):
+            return 200, {"max_concurrently_running": 5}
+        if "get_array_max_concurrently_running" in app_route:
+            return 200, {"max_concurrently_running": 2}
+        if app_route.endswith(("/log_heartbeat", "/update_status")):
+            return 200, {"status": message["status"]}
+        return 200, {}
+
+
+class Resources:
+    def __init__(self) -> None:
+        self.binds = 0
+
+    @property
+    def is_bound(self) -> bool:
+        return self.binds > 0
+
+    @property
+    def id(self) -> int:
+        return 99
+
+    def bind(self) -> None:
+        self.binds += 1
+
+    def coerce_resources(self) -> Resources:
+        return self
+
+
+@dataclass
+class Cluster:
+    id: int = 3
+
+
+def test_gateway_one_round_trip_per_batch_and_one_bind_per_key() -> None:
+    req = Requester()
+    gw = JobmonGateway(req, 7, 11)
+    res = Resources()
+    tasks = [Task(i, current_task_resources=res, cluster=Cluster()) for i in (5, 6, 7)]
+    answer, when = gw.queue_tasks(2, tasks, "k1")
+    assert answer == {"Q": [5, 6, 7]} and when == "2026-11-30 07:00:00"
+    gw.queue_tasks(2, [Task(8, current_task_resources=res, cluster=Cluster())], "k1")
+    queued = [m for route, m, _ in req.sent if route.endswith("/queue_task_batch")]
+    assert queued[0] == {
+        "task_ids": [5, 6, 7],
+        "task_resources_id": 99,
+        "workflow_run_id": 11,
+        "cluster_id": 3,
+    }
+    assert len(queued) == 2 and res.binds == 1
+    assert gw.calls == {"bind": 1, "queue": 2, "time": 2}
+    assert gw.get_task_statuses(None) == ({"D": [1]}, "2026-11-30 07:00:01")
+    assert req.sent[-1][1] == {}
+    gw.get_task_statuses("2026-11-30 07:00:01")
+    assert req.sent[-1][1] == {"last_sync": "2026-11-30 07:00:01"}
+    assert gw.get_limits([1, 2]) == (5, {1: 2, 2: 2})
+
+
+def test_gateway_failures_are_gateway_errors() -> None:
+    gw = JobmonGateway(Requester(fail={"queue_task_batch", "log_heartbeat"}), 7, 11)
+    task = Task(5, current_task_resources=Resources(), cluster=Cluster())
+    with pytest.raises(GatewayError):
+        gw.queue_tasks(2, [task], "")
+    with pytest.raises(GatewayError):
+        gw.log_heartbeat("R")
+    with pytest.raises(GatewayError):
+        JobmonGateway(Requester(), 7, 11).queue_task_batch(2, [5], "")  # no lookup
+
+
+def _loop(state: RedisSwarmState, req: Requester, **kw: Any) -> JobmonLoop:
+    gw = JobmonGateway(req, 7, state.workflow_run_id, lookup=state.get_task)
+    args: dict[str, Any] = {
+        "redis_url": None,
+        "prefix": "x",
+        "heartbeat_interval": 1.0,
+        "heartbeat_report_by_buffer": 3.0,
+        "sync_s": 0.0,
+        "wedged_workflow_sync_interval": 600.0,
+        "fail_fast": False,
+        "timeout": 3600.0,
+        "manage_distributor": False,
+        "distributor_log": None,
+        "ttl_s": 5.0,
+        "batch_size": 10,
+        "poll_s": 0.01,
+        "stop": threading.Event(),
+        "reconcile_s": 30.0,
+        "queue_retries": 0,
+        "adjust": lambda t: None,
+        "replica_id": None,
+    }
+    args.update(kw)
+    return JobmonLoop(state, gw, **args)
+
+
+def test_sync_limits_and_finalize_rule(r: redis.Redis, run_id: int, prefix: str) -> None:
+    state, _ = share(diamond(run_id), r, prefix=prefix)
+    req = Requester()
+    loop = _loop(state, req)
+    loop.sync_limits()
+    assert state.max_concurrently_running == 5
+    assert state.arrays[1].max_concurrently_running == 2
+    replica = loop.join()
+    loop.epoch = state.acquire_leadership(replica)
+    state.set_run_status("R", epoch=loop.epoch)
+    from swarm_redis.update import StateUpdate
+
+    # one task failed for good, the rest blocked or done: jobmon's rule says ERROR
+    state.apply(StateUpdate(task_statuses={1: "D", 2: "F", 3: "D"}))
+    assert loop.finalize("D") == "E"
+    sent = [m["status"] for route, m, _ in req.sent if route.endswith("/update_status")]
+    assert sent == ["E"]
+
+
+def test_fail_fast_ends_the_run(r: redis.Redis, run_id: int, prefix: str) -> None:
+    state, _ = share(diamond(run_id), r, prefix=prefix)
+    req = Requester()
+    loop = _loop(state, req, fail_fast=True)
+    replica = loop.join()
+    loop.epoch = state.acquire_leadership(replica)
+    state.set_run_status("R", epoch=loop.epoch)
+    from swarm_redis.update import StateUpdate
+
+    state.apply(StateUpdate(task_statuses={1: "F"}))
+    assert loop.lead("R") == "E"
+    assert state.status == "E"
