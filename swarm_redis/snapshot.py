@@ -111,14 +111,15 @@ KEY_TYPES: dict[str, str] = {
     "counters": "hash",
     "resources": "hash",
     "taskres": "hash",
-    "pcredit": "hash",  # credits branch
-    "fanout": "hash",  # credits branch
+    "pcredit": "hash",
+    "fanout": "hash",
     "qidx": "zset",
+    "build_lock": "string",
 }
 #: Keys of the key table that snapshots leave out: keys with a TTL whose meaning ends with the
-#: processes that wrote them (the reap mutex; the reply cache of retried calls, retry branch).
-#: Import skips them with a note.
-TRANSIENT_KEYS: frozenset[str] = frozenset({"reap_lock", "replies", "reply_at"})
+#: processes that wrote them (the reap mutex; the reply cache of retried calls; the lease of a
+#: jobmon run's distributor). Import skips them with a note.
+TRANSIENT_KEYS: frozenset[str] = frozenset({"reap_lock", "replies", "reply_at", "distributor"})
 
 
 def _table_types() -> dict[str, str]:
