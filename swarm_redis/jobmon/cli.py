@@ -76,7 +76,7 @@ def run_jobmon_replica_cli(args: argparse.Namespace) -> int:
     except ImportError:
         print(
             "swarm-redis jobmon-replica: jobmon is not installed (pip install "
-            "'swarm-redis[jobmon]', or jobmon 3.6 from its source: see docs/jobmon-usage.md)",
+            "jobmon 3.6 from its source: see the README, 'Use with jobmon')",
             file=sys.stderr,
         )
         return 1

@@ -97,7 +97,7 @@ def run_jobmon_demo(args: argparse.Namespace) -> int:
         import jobmon.server.web.api  # noqa: F401
     except ImportError:
         print(
-            "swarm-redis demo --jobmon: jobmon 3.6 is not installed (see docs/jobmon-usage.md)",
+            "swarm-redis demo --jobmon: jobmon 3.6 is not installed (see the README, 'Use with jobmon')",
             file=sys.stderr,
         )
         return 2

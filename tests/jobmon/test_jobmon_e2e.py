@@ -8,7 +8,7 @@ fan-in task) runs twice at the same time: once with jobmon's stock orchestrator
 whose leader is SIGKILLed mid-run and whose next leader is SIGKILLed later. A sampler thread
 reads the server's database all along. Then we compare, from the server's records.
 
-Needs jobmon 3.6 (see docs/jobmon-usage.md) and a real Redis; skipped without them, failed
+Needs jobmon 3.6 (see README, "Use with jobmon") and a real Redis; skipped without them, failed
 without them when CI=true.
 """
 
