@@ -23,7 +23,7 @@ import asyncio
 import importlib.util
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 #: The issue's workflow: 2,000 ready tasks.
 DEFAULT_TASKS = 2000
@@ -109,7 +109,7 @@ def _tick(state: Any) -> tuple[float, float, int]:
     from jobmon.client.swarm.services.scheduler import Scheduler
 
     gateway = _StubGateway()
-    scheduler = Scheduler(gateway=gateway, state=state)  # type: ignore[arg-type]
+    scheduler = Scheduler(gateway=cast(Any, gateway), state=cast(Any, state))
     loop = asyncio.new_event_loop()
     try:
         t0 = time.perf_counter()

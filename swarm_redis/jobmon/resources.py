@@ -220,4 +220,5 @@ def register_task_resources() -> type:
         encode=encode_task_resources,
         decode=decode_task_resources,
     )
-    return TaskResources
+    cls: type = TaskResources
+    return cls
