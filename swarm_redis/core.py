@@ -94,8 +94,21 @@ class ApplyResult:
 
 
 def _int_attr(obj: Any, name: str, default: int, what: str) -> int:
-    """An int definition attribute in 0..2^53-1 (absent: ``default``)."""
-    return check_int(getattr(obj, name, default), what)
+    """An int definition attribute in 0..2^53-1 (absent: ``default``).
+
+    A value that is not even a scalar (a test double such as ``MagicMock``, which invents every
+    attribute it is asked for) counts as absent, as in jobmon's own unit tests; every scalar and
+    None goes through the range check.
+    """
+    return check_int(_scalar_attr(obj, name, default), what)
+
+
+def _scalar_attr(obj: Any, name: str, default: int) -> Any:
+    """``getattr(obj, name, default)``, with a non-scalar value read as absent (see _int_attr)."""
+    value = getattr(obj, name, default)
+    if value is not None and not isinstance(value, (int, float, str, bytes)):
+        return default
+    return value
 
 
 def _set_mirror(obj: Any, status: str, done: int) -> None:
@@ -296,8 +309,8 @@ class StateCore:
             downstream.append(
                 coerce_task_id(getattr(child, "task_id", child), what="downstream id")
             )
-        nup = getattr(task, "num_upstreams", 0)
-        done = getattr(task, "num_upstreams_done", 0)
+        nup = _scalar_attr(task, "num_upstreams", 0)
+        done = _scalar_attr(task, "num_upstreams_done", 0)
         check_upstreams(nup, done, task_id=task_id)
         return TaskDef(
             task_id=task_id,

@@ -281,7 +281,14 @@ PROPERTY_METHODS = {
 #: Sync properties without I/O: plain properties on the async front too.
 LOCAL_PROPERTIES = ("keys", "version", "last_ready", "active_task_statuses")
 #: Sync helpers that only serve the views.
-VIEW_HELPERS = ("_task_count", "_all_tasks", "_all_arrays", "_queue_slice", "_resource_keys")
+VIEW_HELPERS = (
+    "_task_count",
+    "_all_tasks",
+    "_all_arrays",
+    "_queue_slice",
+    "_resource_keys",
+    "_view",  # one object per attribute view: the views are sync-only
+)
 
 
 def test_async_front_mirrors_every_sync_method() -> None:

@@ -160,6 +160,11 @@ def test_every_script_call_of_a_lifecycle_answers_the_same_twice(
     assert not st.reap(force=True).dead_replicas
     (reply,) = twice.execute([cmd.repair(st.keys, cmd.Caller(st.version), [])])
     assert cmd.decode_repair(reply) == []
+    head = tasks[0]  # its DAG part written again as it is (what seal() sends)
+    kids = tuple(int(c.task_id) for c in head.downstream_swarm_tasks)
+    defs = [(int(head.task_id), int(head.num_upstreams), kids)]
+    (reply,) = twice.execute([cmd.redefine(st.keys, cmd.Caller(st.version), defs)])
+    assert cmd.decode_redefine(reply)[1] == []
     st.resign_leadership(rep, epoch)
     st.leave(rep)
     done = [t.task_id for t in tasks if t.task_id not in batch.task_ids]
