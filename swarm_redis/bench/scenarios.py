@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -333,6 +333,9 @@ def _pinger(url: str, conn: Connection, interval_s: float) -> None:
     client.close()
 
 
+P = TypeVar("P", bound="PingProbe")
+
+
 class PingProbe:
     """A separate process PINGs Redis every ``interval_s``; latencies per marked window.
 
@@ -348,10 +351,14 @@ class PingProbe:
         self._proc: Any = None
         self._conn: Connection | None = None
 
-    def __enter__(self) -> PingProbe:
+    def _worker(self) -> Callable[[str, Connection, float], None]:
+        """The function the probe process runs."""
+        return _pinger
+
+    def __enter__(self: P) -> P:
         parent, child = _SPAWN.Pipe()
         self._proc = _SPAWN.Process(
-            target=_pinger, args=(self.url, child, self.interval_s), daemon=True
+            target=self._worker(), args=(self.url, child, self.interval_s), daemon=True
         )
         self._proc.start()
         self._conn = parent
@@ -1119,16 +1126,8 @@ class BusyPingProbe(PingProbe):
         super().__init__(url, interval_s)
         self.busy: list[float] = []
 
-    def __enter__(self) -> BusyPingProbe:
-        parent, child = _SPAWN.Pipe()
-        self._proc = _SPAWN.Process(
-            target=_busy_pinger, args=(self.url, child, self.interval_s), daemon=True
-        )
-        self._proc.start()
-        self._conn = parent
-        if not parent.poll(30) or parent.recv() != "ready":
-            raise RuntimeError("PING probe did not start")
-        return self
+    def _worker(self) -> Callable[[str, Connection, float], None]:
+        return _busy_pinger
 
     def __exit__(self, *exc: object) -> None:
         conn = self._conn
