@@ -1,5 +1,6 @@
 """swarm_redis: jobmon's SwarmState in Redis, so several orchestrator replicas share one run."""
 
+from swarm_redis import _moved
 from swarm_redis.aio import AsyncRedisSwarmState
 from swarm_redis.codec import (
     DefaultCodec,
@@ -7,14 +8,14 @@ from swarm_redis.codec import (
     register_resource_class,
     resource_digest,
 )
-from swarm_redis.coordination import (
+from swarm_redis.engine.coordination import (
     Batch,
     LeaderInfo,
     ReapReport,
     ReconcileReport,
     Replica,
 )
-from swarm_redis.core import ApplyResult
+from swarm_redis.engine.core import ApplyResult
 from swarm_redis.errors import (
     FencedError,
     InvalidInputError,
@@ -59,3 +60,5 @@ __all__ = [
     "resource_digest",
 ]
 __version__ = "0.1.0"
+
+_moved.install()

@@ -1,7 +1,7 @@
 """AsyncRedisSwarmState: the same run state as :class:`~swarm_redis.state.RedisSwarmState`, for asyncio.
 
-It drives the very same :class:`~swarm_redis.core.StateCore` generators as the sync front, with
-an :class:`~swarm_redis.transport.AsyncTransport` over a ``redis.asyncio`` client (plain,
+It drives the very same :class:`~swarm_redis.engine.core.StateCore` generators as the sync front, with
+an :class:`~swarm_redis.engine.transport.AsyncTransport` over a ``redis.asyncio`` client (plain,
 Sentinel or Cluster). Every method is one line: ``return await self._run(self._core.op(...))``.
 """
 
@@ -11,22 +11,22 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from swarm_redis import coordination as coord
 from swarm_redis.codec import ResourceCodec
 from swarm_redis.constants import ACTIVE_TASK_STATUSES
-from swarm_redis.coordination import Batch, LeaderInfo, ReapReport, ReconcileReport, Replica
-from swarm_redis.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_async
-from swarm_redis.errors import InvalidTypeError
-from swarm_redis.keys import RunKeys
-from swarm_redis.transport import AsyncTransport
-from swarm_redis.update import StateUpdate
-from swarm_redis.validation import (
+from swarm_redis.engine import coordination as coord
+from swarm_redis.engine.coordination import Batch, LeaderInfo, ReapReport, ReconcileReport, Replica
+from swarm_redis.engine.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_async
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.transport import AsyncTransport
+from swarm_redis.engine.validation import (
     DEFAULT_MAX_CLOCK_SKEW_S,
     check_run_ids,
     coerce_task_id,
     decode_sync_time,
     stored_int,
 )
+from swarm_redis.errors import InvalidTypeError
+from swarm_redis.update import StateUpdate
 
 __all__ = ["AsyncRedisSwarmState"]
 
@@ -171,7 +171,7 @@ class AsyncRedisSwarmState:
 
     @property
     def keys(self) -> RunKeys:
-        """The run's key names (see :mod:`swarm_redis.keys`)."""
+        """The run's key names (see :mod:`swarm_redis.engine.keys`)."""
         return self._core.keys
 
     @property

@@ -7,26 +7,24 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from swarm_redis import coordination as coord
 from swarm_redis.codec import ResourceCodec
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
     SERVER_STOP_STATUSES,
     TERMINATING_STATUSES,
 )
-from swarm_redis.coordination import (
+from swarm_redis.engine import coordination as coord
+from swarm_redis.engine.coordination import (
     Batch,
     LeaderInfo,
     ReapReport,
     ReconcileReport,
     Replica,
 )
-from swarm_redis.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_sync
-from swarm_redis.errors import InvalidTypeError
-from swarm_redis.keys import RunKeys
-from swarm_redis.transport import SyncTransport
-from swarm_redis.update import StateUpdate
-from swarm_redis.validation import (
+from swarm_redis.engine.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_sync
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.transport import SyncTransport
+from swarm_redis.engine.validation import (
     DEFAULT_MAX_CLOCK_SKEW_S,
     check_mapping,
     check_run_ids,
@@ -34,13 +32,15 @@ from swarm_redis.validation import (
     decode_sync_time,
     stored_int,
 )
-from swarm_redis.views import (
+from swarm_redis.engine.views import (
     ArraysView,
     ReadyQueueView,
     ResourceCacheView,
     StatusMapView,
     TasksView,
 )
+from swarm_redis.errors import InvalidTypeError
+from swarm_redis.update import StateUpdate
 
 __all__ = [
     "ACTIVE_TASK_STATUSES",
@@ -154,7 +154,7 @@ class RedisSwarmState:
 
     @property
     def keys(self) -> RunKeys:
-        """The run's key names (see :mod:`swarm_redis.keys`)."""
+        """The run's key names (see :mod:`swarm_redis.engine.keys`)."""
         return self._core.keys
 
     @property

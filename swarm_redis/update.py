@@ -122,7 +122,7 @@ class StateUpdate:
 
         If an id appears under two statuses, the one iterated last wins (as in jobmon).
         """
-        from swarm_redis.validation import coerce_task_id
+        from swarm_redis.engine.validation import coerce_task_id
 
         statuses: dict[int, str] = {}
         for status, ids in tasks_by_status.items():

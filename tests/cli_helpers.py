@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
-from swarm_redis.cli import main
+from swarm_redis.ops.cli import main
 
 
 @dataclass

@@ -42,7 +42,7 @@ try:
 except ImportError:  # a checkout that is not pip-installed: import from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from swarm_redis.embedded import EmbeddedRedis, EmbeddedRedisError
+from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError
 
 MakeClient = Callable[..., redis.Redis]
 

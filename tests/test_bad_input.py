@@ -25,7 +25,7 @@ from swarm_redis import (
     SwarmRedisError,
     TaskRecord,
 )
-from swarm_redis.keys import RunKeys
+from swarm_redis.engine.keys import RunKeys
 
 MakeClient = Callable[..., redis.Redis]
 

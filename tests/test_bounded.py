@@ -28,9 +28,9 @@ from swarm_redis import (
     StateUpdate,
     TaskRecord,
 )
-from swarm_redis.commands import ScriptCall
-from swarm_redis.embedded import EmbeddedRedis, EmbeddedRedisError
-from swarm_redis.verify import find_drift, qidx_member
+from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError
+from swarm_redis.engine.commands import ScriptCall
+from swarm_redis.ops.verify import find_drift, qidx_member
 
 #: The most Redis CPU one script call may take (ms).
 BOUND_MS = 20.0

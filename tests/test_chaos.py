@@ -1,7 +1,7 @@
 """Chaos: replica processes share a 20,000-task run while the test SIGKILLs one every 1-3 s.
 
 The replicas are real OS processes (``python -m swarm_redis.replica``) on a real Redis, talking
-to the simulated jobmon server (:mod:`swarm_redis.sim`), which checks every queue call. After
+to the simulated jobmon server (:mod:`swarm_redis.demo.sim`), which checks every queue call. After
 the run: every task is DONE, or ERROR_FATAL where the server made it fatal, or REGISTERING
 behind such a task; Redis agrees with the server on every task; the server saw no task queued
 twice for one attempt, no limit exceeded, no task queued before its upstreams were done; the
@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
-from swarm_redis.sim import SimConfig, SimReport, SimServer
+from swarm_redis.demo.sim import SimConfig, SimReport, SimServer
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

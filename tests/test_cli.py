@@ -27,15 +27,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rich.console import Console
 
-from swarm_redis import RedisSwarmState, StateUpdate, snapshot
-from swarm_redis import cli as cli_mod
+from swarm_redis import RedisSwarmState, StateUpdate
 from swarm_redis.constants import TASK_STATUSES
-from swarm_redis.embedded import free_port
-from swarm_redis.exporter import make_registry
-from swarm_redis.inspect import read_snapshot
-from swarm_redis.keys import RunKeys
-from swarm_redis.render import watch_view
-from swarm_redis.verify import find_drift, repair
+from swarm_redis.demo.embedded import free_port
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.ops import cli as cli_mod
+from swarm_redis.ops import snapshot
+from swarm_redis.ops.exporter import make_registry
+from swarm_redis.ops.reads import read_snapshot
+from swarm_redis.ops.render import watch_view
+from swarm_redis.ops.verify import find_drift, repair
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -731,7 +732,7 @@ def test_exporter_command_serves_metrics(
 
 
 def test_bench_is_wired_into_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    from swarm_redis.cli import _bench_argv, main
+    from swarm_redis.ops.cli import _bench_argv, main
 
     assert main(["bench", "--help"]) == 0
     assert "--quick" in capsys.readouterr().out

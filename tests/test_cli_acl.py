@@ -1,6 +1,6 @@
 """Read-only monitoring through a Redis ACL user (real server only).
 
-The test creates a uniquely named ACL user with :func:`swarm_redis.inspect.read_only_acl_rules`
+The test creates a uniquely named ACL user with :func:`swarm_redis.ops.reads.read_only_acl_rules`
 (the recipe of the README, "Operating a run"), checks that every read command and the exporter work with
 it, and that writes are refused with the "write refused" message and exit code 6.
 """
@@ -20,9 +20,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarm_redis import RedisSwarmState
-from swarm_redis import cli as cli_mod
-from swarm_redis.exporter import make_registry
-from swarm_redis.inspect import read_only_acl_rules
+from swarm_redis.ops import cli as cli_mod
+from swarm_redis.ops.exporter import make_registry
+from swarm_redis.ops.reads import read_only_acl_rules
 
 Capsys = pytest.CaptureFixture[str]
 

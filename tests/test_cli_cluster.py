@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import CliResult, build_run, run_cli
 from servers import LocalCluster, runs_on_every_primary
 
-from swarm_redis import cli as cli_mod
+from swarm_redis.ops import cli as cli_mod
 
 pytestmark = pytest.mark.real
 

@@ -23,12 +23,8 @@ import redis
 from cli_helpers import CliResult, build_run, run_cli
 
 from swarm_redis import RedisSwarmState
-from swarm_redis import cli as cli_mod
-from swarm_redis import snapshot as snapshot_mod
-from swarm_redis.embedded import free_port
-from swarm_redis.errors import InvalidInputError
-from swarm_redis.exporter import serve
-from swarm_redis.keys import (
+from swarm_redis.demo.embedded import free_port
+from swarm_redis.engine.keys import (
     RUN_KEY_NAMES,
     RunKeys,
     check_prefix,
@@ -36,7 +32,11 @@ from swarm_redis.keys import (
     meta_pattern,
     run_id_from_meta_key,
 )
-from swarm_redis.snapshot import KEY_TYPES, TRANSIENT_KEYS
+from swarm_redis.errors import InvalidInputError
+from swarm_redis.ops import cli as cli_mod
+from swarm_redis.ops import snapshot as snapshot_mod
+from swarm_redis.ops.exporter import serve
+from swarm_redis.ops.snapshot import KEY_TYPES, TRANSIENT_KEYS
 
 Capsys = pytest.CaptureFixture[str]
 Dump = dict[bytes, tuple[bytes | None, int]]

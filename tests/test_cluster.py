@@ -17,8 +17,9 @@ from race_worker import run_workers
 from servers import LocalCluster, runs_on_every_primary
 from test_fronts import replicas_scenario
 
-from swarm_redis import StateUpdate, TaskRecord, scripts
-from swarm_redis.keys import RunKeys
+from swarm_redis import StateUpdate, TaskRecord
+from swarm_redis.engine import scripts
+from swarm_redis.engine.keys import RunKeys
 
 pytestmark = pytest.mark.real
 

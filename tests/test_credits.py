@@ -25,13 +25,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarm_redis import commands as cmd
-from swarm_redis import verify
-from swarm_redis.core import run_sync
-from swarm_redis.keys import RunKeys
-from swarm_redis.memory import SwarmState
+from swarm_redis.engine import commands as cmd
+from swarm_redis.engine.core import run_sync
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.ops import verify
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.state import RedisSwarmState
+from swarm_redis.testing.oracle import SwarmState
 from swarm_redis.update import StateUpdate
 
 MakeClient = Callable[..., redis.Redis]

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from swarm_redis.cli import build_parser
-from swarm_redis.demo import (
+from swarm_redis.demo.cli import (
     RESOURCE_SHAPES,
     SHAPES,
     DemoResult,
@@ -30,6 +29,7 @@ from swarm_redis.demo import (
     blocked_by_failures,
     build_dag,
 )
+from swarm_redis.ops.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,7 +215,7 @@ def test_sigint_stops_everything(demo_tmpdir: Path) -> None:
                 after_start += 1
         children = _children(proc.pid)
         assert any("swarm_redis.replica" in c for c in children.values()), children
-        assert any("swarm_redis.sim" in c for c in children.values()), children
+        assert any("swarm_redis.demo.sim" in c for c in children.values()), children
         assert sum("swarm_redis.replica" in c for c in children.values()) >= 3, children
         backend = next(s for s in seen if s.startswith("backend:"))
         if "redis-server" in backend.split("(")[0]:
@@ -323,7 +323,7 @@ def test_cli_parses_demo_options() -> None:
 
 
 def test_unreachable_redis_gives_exit_5_and_a_json_error() -> None:
-    from swarm_redis.embedded import free_port
+    from swarm_redis.demo.embedded import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     proc = subprocess.run(

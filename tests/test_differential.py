@@ -42,17 +42,17 @@ from hypothesis.stateful import (
 )
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
-from swarm_redis.commands import decode_record, text
 from swarm_redis.constants import (
     SEED_TRACKED_STATUSES,
     TASK_STATUSES,
     WORKFLOW_RUN_STATUSES,
     run_transition_allowed,
 )
-from swarm_redis.keys import RunKeys
-from swarm_redis.memory import SwarmState
-from swarm_redis.validation import decode_sync_time
-from swarm_redis.verify import qidx_member
+from swarm_redis.engine.commands import decode_record, text
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.validation import decode_sync_time
+from swarm_redis.ops.verify import qidx_member
+from swarm_redis.testing.oracle import SwarmState
 
 MakeClient = Callable[..., redis.Redis]
 

@@ -189,7 +189,7 @@ def test_children_added_after_propagation_are_refused_and_logged(
     up.downstream_swarm_tasks.add(down)
     down.num_upstreams = 1
     st.add_task(up)  # registered again (already there): unsealed again
-    with caplog.at_level(logging.WARNING, logger="swarm_redis.core"):
+    with caplog.at_level(logging.WARNING, logger="swarm_redis.engine.core"):
         st.compute_initial_upstream_done_counts()
     assert "after their completion was propagated" in caplog.text
     assert _stored_def(front, run_id, prefix, 1) == (0, ())

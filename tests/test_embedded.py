@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from swarm_redis.embedded import (
+from swarm_redis.demo.embedded import (
     EmbeddedRedis,
     EmbeddedRedisError,
     connect,
@@ -248,7 +248,7 @@ def test_sigkill_then_stop(tmp_path: Path) -> None:
 
 CHILD = """
 import json, sys, threading, time
-from swarm_redis.embedded import EmbeddedRedis
+from swarm_redis.demo.embedded import EmbeddedRedis
 
 def report(emb):
     print(json.dumps({"pid": emb.pid, "dir": emb.tempdir, "url": emb.url}), flush=True)

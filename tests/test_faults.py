@@ -37,10 +37,10 @@ import redis
 from servers import missing_binaries, skip_or_fail, wait_until
 
 from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
-from swarm_redis.embedded import RedisProcess, free_port, start_redis_server
-from swarm_redis.replica import EXIT_STATE_LOST
-from swarm_redis.sim import SimConfig, SimReport, SimServer
-from swarm_redis.verify import find_drift
+from swarm_redis.demo.embedded import RedisProcess, free_port, start_redis_server
+from swarm_redis.demo.sim import SimConfig, SimReport, SimServer
+from swarm_redis.ops.verify import find_drift
+from swarm_redis.replica.loop import EXIT_STATE_LOST
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import redis
 from fronts import Front, FrontState
 
 from swarm_redis import ArrayRecord, StateLostError, StateUpdate, TaskRecord
-from swarm_redis.keys import RunKeys
+from swarm_redis.engine.keys import RunKeys
 
 MakeClient = Callable[..., redis.Redis]
 

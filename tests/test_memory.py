@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from swarm_redis import constants, memory
-from swarm_redis.memory import SwarmState
+from swarm_redis import constants
 from swarm_redis.records import ArrayRecord, TaskRecord
+from swarm_redis.testing import oracle as memory
+from swarm_redis.testing.oracle import SwarmState
 from swarm_redis.update import StateUpdate
 
 
@@ -41,7 +42,7 @@ def test_module_reexports_constants_and_logger() -> None:
     assert memory.TERMINATING_STATUSES is constants.TERMINATING_STATUSES
     assert memory.ACTIVE_TASK_STATUSES == ("Q", "I", "O", "R")
     assert isinstance(memory.logger, logging.Logger)
-    assert memory.logger.name == "swarm_redis.memory"
+    assert memory.logger.name == "swarm_redis.testing.oracle"
 
 
 def test_constructor_defaults() -> None:

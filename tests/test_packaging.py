@@ -23,7 +23,8 @@ SMOKE = textwrap.dedent(
     import json, sys
     import redis
     import swarm_redis
-    from swarm_redis import RedisSwarmState, StateUpdate, TaskRecord, scripts
+    from swarm_redis import RedisSwarmState, StateUpdate, TaskRecord
+    from swarm_redis.engine import scripts
 
     url, prefix, run_id = sys.argv[1], sys.argv[2], int(sys.argv[3])
     client = redis.Redis.from_url(url, protocol=3)

@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
-from swarm_redis.commands import decode_record, text
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, TASK_STATUSES
+from swarm_redis.engine.commands import decode_record, text
 
 N_LAYERS = 10
 WIDTH = 1000

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateLostError, TaskRecord
-from swarm_redis.gateway import Gateway, GatewayError, StatusesByLetter
-from swarm_redis.replica import ReplicaResult, adjust_resources, is_transient, run_replica
-from swarm_redis.sim import SimConfig, SimCore
-from swarm_redis.verify import find_drift
+from swarm_redis.demo.sim import SimConfig, SimCore
+from swarm_redis.ops.verify import find_drift
+from swarm_redis.replica.gateway import Gateway, GatewayError, StatusesByLetter
+from swarm_redis.replica.loop import ReplicaResult, adjust_resources, is_transient, run_replica
 
 MakeClient = Callable[..., redis.Redis]
 

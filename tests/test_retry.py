@@ -32,14 +32,15 @@ import redis.asyncio
 from conftest import MakeClient
 from fronts import Front
 
-from swarm_redis import RedisSwarmState, StateUpdate, scripts
-from swarm_redis import commands as cmd
-from swarm_redis.commands import Call, ScriptCall
-from swarm_redis.embedded import RedisProcess, start_redis_server
+from swarm_redis import RedisSwarmState, StateUpdate
+from swarm_redis.demo.embedded import RedisProcess, start_redis_server
+from swarm_redis.engine import commands as cmd
+from swarm_redis.engine import scripts
+from swarm_redis.engine.commands import Call, ScriptCall
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.errors import InvalidInputError, LeaseLostError, StateLostError, SwarmRedisError
-from swarm_redis.keys import RunKeys
 from swarm_redis.records import ArrayRecord, TaskRecord
-from swarm_redis.transport import SyncTransport
 
 #: Every script that writes (all but the read-only ones) must be exercised by the lifecycle.
 MUTATING = {s.name for s in scripts.all_scripts()} - set(scripts.READ_ONLY_SCRIPTS)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from swarm_redis import memory
+from swarm_redis.testing import oracle as memory
 from swarm_redis.update import StateUpdate
 
 EMPTY = inspect.Parameter.empty

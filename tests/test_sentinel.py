@@ -15,7 +15,8 @@ import redis
 from fronts import Front, FrontState
 from servers import SentinelGroup, missing_binaries, skip_or_fail, wait_until
 
-from swarm_redis import StateLostError, StateUpdate, TaskRecord, scripts
+from swarm_redis import StateLostError, StateUpdate, TaskRecord
+from swarm_redis.engine import scripts
 
 pytestmark = pytest.mark.real
 

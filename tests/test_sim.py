@@ -21,10 +21,9 @@ import orjson
 import pytest
 import redis
 
-from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord, simwire
-from swarm_redis.errors import InvalidInputError
-from swarm_redis.gateway import Gateway, GatewayError, by_status, invert
-from swarm_redis.sim import (
+from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
+from swarm_redis.demo import simwire
+from swarm_redis.demo.sim import (
     SimClient,
     SimConfig,
     SimCore,
@@ -36,6 +35,8 @@ from swarm_redis.sim import (
     report_to_json,
     serve_connection,
 )
+from swarm_redis.errors import InvalidInputError
+from swarm_redis.replica.gateway import Gateway, GatewayError, by_status, invert
 
 MakeClient = Callable[..., redis.Redis]
 
@@ -313,7 +314,7 @@ def test_server_exits_when_its_parent_is_killed() -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from swarm_redis.sim import SimConfig, SimServer
+        from swarm_redis.demo.sim import SimConfig, SimServer
         server = SimServer.start(SimConfig(tasks={1: 1}, workflow_limit=1))
         print(server.pid, flush=True)
         time.sleep(600)
@@ -405,7 +406,7 @@ def test_a_bad_frame_closes_the_connection_with_a_logged_reason(
         "malformed": "malformed request",
         "replay": "bad MAC on frame 2",
     }
-    with caplog.at_level(logging.WARNING, logger="swarm_redis.sim"):
+    with caplog.at_level(logging.WARNING, logger="swarm_redis.demo.sim"):
         if case == "wrong-key-hello":
             wrong = simwire.Channel(
                 served.sock, b"x" * 16, side="client", max_in=simwire.MAX_REPLY_BYTES
@@ -457,7 +458,7 @@ def test_frames_recorded_on_one_connection_fail_on_another(
     first.sock.sendall(request)
     assert first.sock.recv(4)  # answered on the first connection
     second = _Served(core)
-    with caplog.at_level(logging.WARNING, logger="swarm_redis.sim"):
+    with caplog.at_level(logging.WARNING, logger="swarm_redis.demo.sim"):
         second.sock.sendall(_frame(KEY, 0, hello) + request)  # replayed byte for byte
         assert second.closed()
     assert "bad MAC on frame 1" in caplog.text
@@ -525,8 +526,8 @@ def test_nothing_uses_pickle() -> None:
 def test_listeners_default_to_loopback(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     with SimServer.start(config()) as server:
         assert server.address.startswith("127.0.0.1:")
-    from swarm_redis.cli import build_parser
-    from swarm_redis.demo import EXIT_USAGE, run_demo
+    from swarm_redis.demo.cli import EXIT_USAGE, run_demo
+    from swarm_redis.ops.cli import build_parser
 
     args = build_parser().parse_args(["demo", "--role", "sim", "--run", "1"])
     assert args.listen.startswith("127.0.0.1:")

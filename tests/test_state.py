@@ -29,8 +29,8 @@ from swarm_redis import (
     register_resource_class,
     resource_digest,
 )
-from swarm_redis.commands import ScriptCall
 from swarm_redis.constants import SEED_TRACKED_STATUSES, TASK_STATUSES
+from swarm_redis.engine.commands import ScriptCall
 
 MakeClient = Callable[..., redis.Redis]
 StateFactory = Callable[..., RedisSwarmState]

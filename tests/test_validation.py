@@ -33,12 +33,12 @@ from swarm_redis import (
     SwarmRedisError,
     TaskRecord,
 )
-from swarm_redis import commands as cmd
-from swarm_redis.coordination import Batch, Replica
-from swarm_redis.keys import RunKeys
-from swarm_redis.scripts import load
-from swarm_redis.validation import MAX_SAFE_INT, record_problem
-from swarm_redis.verify import find_drift
+from swarm_redis.engine import commands as cmd
+from swarm_redis.engine.coordination import Batch, Replica
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.scripts import load
+from swarm_redis.engine.validation import MAX_SAFE_INT, record_problem
+from swarm_redis.ops.verify import find_drift
 
 BIG = 2**53  # one past the largest exact Lua integer
 NAN = float("nan")
@@ -754,7 +754,7 @@ def test_corrupt_record_is_refused_reported_and_skipped(
         ctx.st.enqueue_initial_fringe()
     assert 6 not in ctx.st.ready_to_run_list()
     # a replica attaching skips it with a warning (never a bare exception)
-    with caplog.at_level(logging.WARNING, logger="swarm_redis.core"):
+    with caplog.at_level(logging.WARNING, logger="swarm_redis.engine.core"):
         other = front.attach(run_id, prefix=prefix)
     assert 6 not in other.get_all_tasks()
     assert 12 in other.get_all_tasks()

@@ -1,7 +1,7 @@
 """Two Redis implementations without Lua, to measure what the scripts buy.
 
 Both use the same key layout and task record format as the Lua scripts (see
-:mod:`swarm_redis.keys`): the ``task`` hash of ``S|done|stamp|flags|array|nup|start|children``
+:mod:`swarm_redis.engine.keys`): the ``task`` hash of ``S|done|stamp|flags|array|nup|start|children``
 records, one set per status, the ``ready`` list with its ``queued`` gate, ``claims``,
 ``batches``, ``reserved``, the per-array ``active`` counters, ``counters``, the event stream and
 the run's write version. They implement what the lifecycle benchmark needs: registration,
@@ -30,8 +30,8 @@ from typing import Any
 
 from redis.exceptions import WatchError
 
+from swarm_redis.engine.keys import RunKeys
 from swarm_redis.errors import LeaseLostError
-from swarm_redis.keys import RunKeys
 
 ACTIVE = frozenset("QIOR")
 FINAL = frozenset("DF")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from swarm_redis.commands import TaskDef
+from swarm_redis.engine.commands import TaskDef
 from swarm_redis.records import ArrayRecord, TaskRecord
 
 #: Default layer width: a 100k-task DAG has 100 layers, a 1M-task DAG 1,000.

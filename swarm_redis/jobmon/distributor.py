@@ -43,7 +43,7 @@ from typing import Any
 import redis as redis_py
 
 from swarm_redis.constants import TERMINAL_RUN_STATUSES
-from swarm_redis.keys import RunKeys
+from swarm_redis.engine.keys import RunKeys
 
 __all__ = [
     "DistributorLease",

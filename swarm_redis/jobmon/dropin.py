@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 from swarm_redis.codec import ResourceCodec
-from swarm_redis.core import Op
+from swarm_redis.engine.core import Op
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
 from swarm_redis.jobmon.resources import (
     JobmonCodec,

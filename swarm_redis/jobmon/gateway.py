@@ -1,4 +1,4 @@
-"""Our gateway protocol (:mod:`swarm_redis.gateway`) over jobmon's own server routes.
+"""Our gateway protocol (:mod:`swarm_redis.replica.gateway`) over jobmon's own server routes.
 
 :class:`JobmonGateway` speaks to a real jobmon server through jobmon's ``Requester`` (the
 blocking client jobmon's builder and distributor use), on the same routes as jobmon's async
@@ -16,7 +16,7 @@ blocking client jobmon's builder and distributor use), on the same routes as job
   concurrency) and ``terminate_task_instances`` (resume signals).
 
 Every failure of a call (unreachable server, retries exhausted, an unexpected answer) is raised
-as :class:`~swarm_redis.gateway.GatewayError`: nothing is known of its effect.
+as :class:`~swarm_redis.replica.gateway.GatewayError`: nothing is known of its effect.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from swarm_redis.gateway import GatewayError, StatusesByLetter
+from swarm_redis.replica.gateway import GatewayError, StatusesByLetter
 
 __all__ = ["JobmonGateway", "validated_resources"]
 

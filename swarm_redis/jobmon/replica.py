@@ -38,10 +38,10 @@ from swarm_redis.constants import (
     TERMINATING_STATUSES,
 )
 from swarm_redis.errors import SwarmRedisError
-from swarm_redis.gateway import GatewayError
 from swarm_redis.jobmon import distributor as dist
 from swarm_redis.jobmon.gateway import JobmonGateway
-from swarm_redis.replica import ReplicaResult, _Loop
+from swarm_redis.replica.gateway import GatewayError
+from swarm_redis.replica.loop import ReplicaResult, _Loop
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.update import StateUpdate
 
@@ -105,7 +105,7 @@ def adjust_jobmon_resources(state: RedisSwarmState) -> Callable[[Any], None]:
 
 
 class JobmonLoop(_Loop):
-    """The reference loop (:mod:`swarm_redis.replica`) with jobmon's duties (module docstring)."""
+    """The reference loop (:mod:`swarm_redis.replica.loop`) with jobmon's duties (module docstring)."""
 
     def __init__(
         self,

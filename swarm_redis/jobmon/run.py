@@ -26,7 +26,7 @@ from swarm_redis.errors import UnknownRunError
 from swarm_redis.jobmon.build import jobmon_state_from_db, jobmon_state_from_workflow, share
 from swarm_redis.jobmon.gateway import JobmonGateway
 from swarm_redis.jobmon.replica import orchestrator_result, run_jobmon_replica
-from swarm_redis.replica import ReplicaResult
+from swarm_redis.replica.loop import ReplicaResult
 from swarm_redis.state import RedisSwarmState
 
 __all__ = ["ReplicaOutcome", "run", "run_replica_of", "run_workflow"]

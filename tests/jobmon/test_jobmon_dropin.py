@@ -22,7 +22,7 @@ from jobmon.client.swarm.task import SwarmTask  # noqa: E402
 from jobmon.client.task_resources import TaskResources  # noqa: E402
 from jobmon.plugins.sequential.seq_queue import SequentialQueue  # noqa: E402
 
-from swarm_redis.core import DEQUEUE_CHUNK  # noqa: E402
+from swarm_redis.engine.core import DEQUEUE_CHUNK  # noqa: E402
 from swarm_redis.jobmon import JobmonSwarmState, task_resources_digest  # noqa: E402
 
 

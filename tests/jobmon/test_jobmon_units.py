@@ -13,11 +13,11 @@ from jobmon_env import require_jobmon
 
 require_jobmon()  # swarm_redis.jobmon needs jobmon at import
 
-from swarm_redis.gateway import GatewayError  # noqa: E402
 from swarm_redis.jobmon import distributor as dist  # noqa: E402
 from swarm_redis.jobmon.build import share  # noqa: E402
 from swarm_redis.jobmon.gateway import JobmonGateway  # noqa: E402
 from swarm_redis.jobmon.replica import JobmonLoop  # noqa: E402
+from swarm_redis.replica.gateway import GatewayError  # noqa: E402
 from swarm_redis.state import RedisSwarmState  # noqa: E402
 
 

@@ -3,13 +3,13 @@ and the run still finishes correctly.
 
 The demo builds a synthetic DAG (several arrays with their own limits, several resource
 shapes), registers it with :class:`~swarm_redis.state.RedisSwarmState`, starts the simulated
-jobmon server (:mod:`swarm_redis.sim`) and K replica OS processes
+jobmon server (:mod:`swarm_redis.demo.sim`) and K replica OS processes
 (``python -m swarm_redis.replica``), shows a live view, SIGKILLs a random replica every few
 seconds and starts a replacement, and ends with a verdict checked from three independent
 sides: Redis (every task final), the simulated server's record (no task queued twice for one
-attempt, limits never exceeded) and the consistency checker (:func:`swarm_redis.verify.find_drift`).
+attempt, limits never exceeded) and the consistency checker (:func:`swarm_redis.ops.verify.find_drift`).
 
-Without ``--url`` and ``REDIS_URL`` it uses :class:`~swarm_redis.embedded.EmbeddedRedis`: a
+Without ``--url`` and ``REDIS_URL`` it uses :class:`~swarm_redis.demo.embedded.EmbeddedRedis`: a
 private ``redis-server`` from PATH, else fakeredis's TCP server in this process (slower, no
 persistence). Everything it starts (replicas, simulated server, private Redis, temp dir) is
 stopped on exit, on Ctrl-C (SIGINT) and on SIGTERM.
@@ -48,21 +48,29 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from swarm_redis.embedded import (
+from swarm_redis.demo.embedded import (
     EmbeddedRedis,
     EmbeddedRedisError,
     connect,
     pdeathsig_preexec,
     resolve_url,
 )
+from swarm_redis.demo.sim import AUTHKEY_ENV, SimConfig, SimReport, SimServer
+from swarm_redis.engine.keys import RunKeys
 from swarm_redis.errors import InvalidInputError, SwarmRedisError, UnknownRunError
-from swarm_redis.inspect import RunSnapshot, read_snapshot, scan_keys
-from swarm_redis.keys import RunKeys
+from swarm_redis.exit_codes import (
+    EXIT_CONNECTION,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
+from swarm_redis.ops.reads import RunSnapshot, read_snapshot, scan_keys
+from swarm_redis.ops.render import watch_line, watch_view
+from swarm_redis.ops.verify import find_drift
 from swarm_redis.records import ArrayRecord, TaskRecord
-from swarm_redis.render import watch_line, watch_view
-from swarm_redis.sim import AUTHKEY_ENV, SimConfig, SimReport, SimServer
 from swarm_redis.state import RedisSwarmState
-from swarm_redis.verify import find_drift
 
 __all__ = [
     "RESOURCE_SHAPES",
@@ -96,13 +104,6 @@ LEASE_S = 2.0
 #: The first kill comes after ``--kill-every`` seconds or at this share of final tasks,
 #: whichever is first, so that even a short demo shows a failover.
 FIRST_KILL_SHARE = 0.3
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CONNECTION = 5
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 
 
 # --- the DAG ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The state logic, written once for both fronts (sans-I/O).
 
-Every operation is a generator: it yields a list of :mod:`swarm_redis.commands` calls, receives
+Every operation is a generator: it yields a list of :mod:`swarm_redis.engine.commands` calls, receives
 their replies, and finally returns its result. :class:`swarm_redis.state.RedisSwarmState` drives
 the generators with a blocking client, :class:`swarm_redis.aio.AsyncRedisSwarmState` with an
 asyncio one; neither holds logic of its own.
@@ -21,15 +21,12 @@ from typing import Any, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from swarm_redis import commands as cmd
 from swarm_redis.codec import DefaultCodec, ResourceCodec, resource_digest
-from swarm_redis.commands import Call, Caller, Command, ScriptCall, TaskDef, UpdateTail, text
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, PENDING_TASK_STATUSES, TASK_STATUSES
-from swarm_redis.errors import InvalidInputError, InvalidTypeError, StateLostError, UnknownRunError
-from swarm_redis.keys import RunKeys
-from swarm_redis.records import ArrayRecord, TaskRecord
-from swarm_redis.update import StateUpdate
-from swarm_redis.validation import (
+from swarm_redis.engine import commands as cmd
+from swarm_redis.engine.commands import Call, Caller, Command, ScriptCall, TaskDef, UpdateTail, text
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.validation import (
     DEFAULT_MAX_CLOCK_SKEW_S,
     MAX_SAFE_INT,
     check_clock_skew,
@@ -47,6 +44,9 @@ from swarm_redis.validation import (
     record_problem,
     sync_stamp,
 )
+from swarm_redis.errors import InvalidInputError, InvalidTypeError, StateLostError, UnknownRunError
+from swarm_redis.records import ArrayRecord, TaskRecord
+from swarm_redis.update import StateUpdate
 
 logger = logging.getLogger(__name__)
 _STATUS_SET = frozenset(TASK_STATUSES)

@@ -1,7 +1,7 @@
 """``swarm-redis``: look at and operate runs from a shell (also ``python -m swarm_redis``).
 
-A thin layer: it parses arguments, reads through :mod:`swarm_redis.inspect`,
-:mod:`swarm_redis.events`, :mod:`swarm_redis.verify` and :mod:`swarm_redis.snapshot`, and
+A thin layer: it parses arguments, reads through :mod:`swarm_redis.ops.reads`,
+:mod:`swarm_redis.ops.events`, :mod:`swarm_redis.ops.verify` and :mod:`swarm_redis.ops.snapshot`, and
 prints rich tables (colour only on a terminal) or, with ``--json``, JSON for machines.
 
 The Redis URL comes from ``--url``, else ``REDIS_URL``, else a throw-away embedded server (empty;
@@ -44,12 +44,22 @@ import redis
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from swarm_redis import render
 from swarm_redis.constants import TASK_STATUSES
-from swarm_redis.embedded import resolve_url
+from swarm_redis.demo.embedded import resolve_url
+from swarm_redis.engine.keys import RunKeys, check_prefix
 from swarm_redis.errors import SwarmRedisError, UnknownRunError
-from swarm_redis.events import follow_events, format_event, read_events
-from swarm_redis.inspect import (
+from swarm_redis.exit_codes import (
+    EXIT_CONNECTION,
+    EXIT_DRIFT,
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_WRITE_REFUSED,
+)
+from swarm_redis.ops import render
+from swarm_redis.ops.events import follow_events, format_event, read_events
+from swarm_redis.ops.reads import (
     RunLiveness,
     RunSnapshot,
     list_runs,
@@ -58,7 +68,6 @@ from swarm_redis.inspect import (
     read_snapshot,
     task_detail,
 )
-from swarm_redis.keys import RunKeys, check_prefix
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -72,13 +81,6 @@ __all__ = [
     "main",
 ]
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_DRIFT = 4
-EXIT_CONNECTION = 5
-EXIT_WRITE_REFUSED = 6
 
 DEFAULT_PREFIX = "swarm"
 
@@ -247,7 +249,7 @@ def cmd_events(ctx: Ctx) -> int:
 
 
 def cmd_verify(ctx: Ctx) -> int:
-    from swarm_redis.verify import find_drift, repair
+    from swarm_redis.ops.verify import find_drift, repair
 
     keys = ctx.keys()
     report = find_drift(ctx.client, keys)
@@ -332,7 +334,7 @@ def cmd_purge(ctx: Ctx) -> int:
     The liveness check and the deletion are one WATCHed MULTI/EXEC: a replica that joins or a
     status that changes in between aborts the purge instead of being deleted under it.
     """
-    from swarm_redis.snapshot import run_keys_present
+    from swarm_redis.ops.snapshot import run_keys_present
 
     keys = ctx.keys()
     force = bool(ctx.args.force)
@@ -416,7 +418,7 @@ def _unlink_run(client: Any, keys: RunKeys, checked: RunLiveness | None) -> int:
 
 
 def cmd_export(ctx: Ctx) -> int:
-    from swarm_redis.snapshot import export_run, save_snapshot
+    from swarm_redis.ops.snapshot import export_run, save_snapshot
 
     snap = export_run(ctx.client, ctx.keys())
     if ctx.args.file == "-":
@@ -435,7 +437,12 @@ def cmd_export(ctx: Ctx) -> int:
 
 def cmd_import(ctx: Ctx) -> int:
     """Check the whole snapshot, then write it so it appears whole or not at all."""
-    from swarm_redis.snapshot import MAX_FILE_BYTES, import_run, load_snapshot, validate_snapshot
+    from swarm_redis.ops.snapshot import (
+        MAX_FILE_BYTES,
+        import_run,
+        load_snapshot,
+        validate_snapshot,
+    )
 
     max_bytes = MAX_FILE_BYTES if ctx.args.max_bytes is None else ctx.args.max_bytes
     snap = load_snapshot(ctx.args.file, max_bytes=max_bytes)
@@ -457,7 +464,7 @@ def cmd_import(ctx: Ctx) -> int:
 
 def cmd_exporter(ctx: Ctx) -> int:
     try:
-        from swarm_redis.exporter import serve
+        from swarm_redis.ops.exporter import serve
     except ImportError as e:
         raise CliError(
             EXIT_ERROR,
@@ -616,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     subs["exporter"].add_argument(
         "--runs", nargs="*", type=_run_arg, help="run ids (default: every run)"
     )
-    from swarm_redis.demo import add_demo_parser  # the demo owns its Redis: see main()
+    from swarm_redis.demo.cli import add_demo_parser  # the demo owns its Redis: see main()
 
     add_demo_parser(sub)
     _add_jobmon_replica(sub)
@@ -727,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
     if args.command == "demo":  # starts (and stops) its own Redis, server and replicas
-        from swarm_redis.demo import run_demo
+        from swarm_redis.demo.cli import run_demo
 
         return run_demo(args)
     if args.command == "jobmon-replica":  # connects by itself (Redis and the jobmon server)

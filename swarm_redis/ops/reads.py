@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from swarm_redis.commands import TaskState, decode_record, text
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
     FINAL_TASK_STATUSES,
@@ -21,8 +20,9 @@ from swarm_redis.constants import (
     TASK_STATUSES,
     TERMINAL_RUN_STATUSES,
 )
+from swarm_redis.engine.commands import TaskState, decode_record, text
+from swarm_redis.engine.keys import RunKeys, meta_pattern, run_id_from_meta_key
 from swarm_redis.errors import UnknownRunError
-from swarm_redis.keys import RunKeys, meta_pattern, run_id_from_meta_key
 
 __all__ = [
     "ArrayUsage",

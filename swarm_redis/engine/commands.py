@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm_redis.engine.keys import RunKeys
 from swarm_redis.errors import (
     FencedError,
     InvalidInputError,
@@ -21,7 +22,6 @@ from swarm_redis.errors import (
     TransitionError,
     UnknownRunError,
 )
-from swarm_redis.keys import RunKeys
 
 Arg = str | int | bytes
 

@@ -130,7 +130,7 @@ _RECORD = re.compile(
 def record_problem(raw: Any) -> str | None:
     """Why a stored task record ``S|done|stamp|flags|array|nup|start|children`` is unusable, or
     None when it parses (a known status letter, every number in 0..2^53-1). A done count above
-    the number of upstreams still parses: :mod:`swarm_redis.verify` reports it as drift."""
+    the number of upstreams still parses: :mod:`swarm_redis.ops.verify` reports it as drift."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")

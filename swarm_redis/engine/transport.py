@@ -1,4 +1,4 @@
-"""The thin Redis I/O layer: executes the values built by :mod:`swarm_redis.commands`.
+"""The thin Redis I/O layer: executes the values built by :mod:`swarm_redis.engine.commands`.
 
 A list of calls goes out as one non-transactional pipeline (each script is atomic on its own),
 except on Redis Cluster clients, which cannot pipeline scripts: there the calls go one after
@@ -13,8 +13,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from swarm_redis import scripts
-from swarm_redis.commands import Call, ScriptCall, error_from_reply
+from swarm_redis.engine import scripts
+from swarm_redis.engine.commands import Call, ScriptCall, error_from_reply
 
 
 def _is_cluster(client: Any) -> bool:

@@ -1,6 +1,6 @@
 """Export a run to a JSON snapshot and import it back, key by key.
 
-The snapshot holds the run's keys of the key table (:data:`swarm_redis.keys.RUN_KEY_NAMES`,
+The snapshot holds the run's keys of the key table (:data:`swarm_redis.engine.keys.RUN_KEY_NAMES`,
 read by name: no SCAN), each with its Redis type, its remaining TTL in milliseconds (-1: none)
 and its full content:
 
@@ -61,10 +61,10 @@ from typing import Any
 import orjson
 import redis
 
-from swarm_redis.commands import text
 from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES
+from swarm_redis.engine.commands import text
+from swarm_redis.engine.keys import RUN_KEY_NAMES, RunKeys, check_prefix
 from swarm_redis.errors import SwarmRedisError, UnknownRunError
-from swarm_redis.keys import RUN_KEY_NAMES, RunKeys, check_prefix
 
 __all__ = [
     "FORMAT",

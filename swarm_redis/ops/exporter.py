@@ -1,7 +1,7 @@
 """Prometheus metrics of runs, read from Redis on every scrape (extra ``prometheus``).
 
 :class:`RunCollector` is a custom prometheus-client collector: each scrape reads the runs'
-figures with :func:`swarm_redis.inspect.read_snapshot` (plain reads only, so a read-only ACL
+figures with :func:`swarm_redis.ops.reads.read_snapshot` (plain reads only, so a read-only ACL
 user will do) and turns them into gauges and counters labelled by ``run``. the README (Operating a run)
 lists the metrics. ``swarm-redis exporter --port P`` serves them over HTTP, on 127.0.0.1
 unless ``--bind`` says otherwise.
@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from swarm_redis.constants import TASK_STATUSES
+from swarm_redis.engine.keys import RunKeys
 from swarm_redis.errors import UnknownRunError
-from swarm_redis.inspect import RunSnapshot, list_runs, read_snapshot
-from swarm_redis.keys import RunKeys
+from swarm_redis.ops.reads import RunSnapshot, list_runs, read_snapshot
 
 __all__ = ["COUNTERS", "RunCollector", "make_registry", "serve"]
 

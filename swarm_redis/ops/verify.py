@@ -34,14 +34,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm_redis import commands as cmd
-from swarm_redis.commands import TaskState, decode_record, text
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, FINAL_TASK_STATUSES, TASK_STATUSES
+from swarm_redis.engine import commands as cmd
+from swarm_redis.engine.commands import TaskState, decode_record, text
+from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.transport import SyncTransport
+from swarm_redis.engine.validation import record_problem
 from swarm_redis.errors import UnknownRunError
-from swarm_redis.inspect import BatchRecord, parse_batch
-from swarm_redis.keys import RunKeys
-from swarm_redis.transport import SyncTransport
-from swarm_redis.validation import record_problem
+from swarm_redis.ops.reads import BatchRecord, parse_batch
 
 __all__ = [
     "ATOMIC_MAX",

@@ -1,6 +1,6 @@
 """The gateway: the few jobmon server calls a replica makes, as a typing Protocol.
 
-A replica loop (:mod:`swarm_redis.replica`) talks to the workflow server only through these
+A replica loop (:mod:`swarm_redis.replica.loop`) talks to the workflow server only through these
 calls, modelled on jobmon's routes:
 
 * ``queue_task_batch`` -- ``POST /array/{id}/queue_task_batch``: the server moves the requested
@@ -16,7 +16,7 @@ calls, modelled on jobmon's routes:
   status and answers the status it holds (for example a resume signal, C or H).
 * ``update_run_status`` -- an explicit run-status transition; answers the status now held.
 
-:class:`swarm_redis.sim.SimClient` implements it against the simulated server; an adapter over
+:class:`swarm_redis.demo.sim.SimClient` implements it against the simulated server; an adapter over
 jobmon's requester would implement it against the real one.
 """
 

@@ -1,8 +1,8 @@
 """A simulated jobmon server for tests and the demo, shared by several replica processes at once.
 
-Transport: the server is one OS process (``python -m swarm_redis.sim``, configured through its
+Transport: the server is one OS process (``python -m swarm_redis.demo.sim``, configured through its
 stdin as JSON) holding the whole server state in memory and serving requests over TCP
-(127.0.0.1 and a free port by default) with the protocol of :mod:`swarm_redis.simwire`:
+(127.0.0.1 and a free port by default) with the protocol of :mod:`swarm_redis.demo.simwire`:
 length-prefixed JSON frames, each authenticated with HMAC-SHA256 under a key shared with the
 clients (16 random bytes by default); nothing received is ever executed. Each client
 connection gets a thread; one lock serializes the model, so the checks below see every instant; a clock thread moves tasks along. It deliberately shares
@@ -59,11 +59,11 @@ from typing import Any
 
 import orjson
 
-from swarm_redis import simwire
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, TASK_STATUSES, run_transition_allowed
+from swarm_redis.demo import simwire
+from swarm_redis.engine.validation import sync_stamp
 from swarm_redis.errors import InvalidInputError
-from swarm_redis.gateway import GatewayError, StatusesByLetter, by_status
-from swarm_redis.validation import sync_stamp
+from swarm_redis.replica.gateway import GatewayError, StatusesByLetter, by_status
 
 __all__ = [
     "LimitViolation",
@@ -763,7 +763,7 @@ def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
 
 
 def _child_main() -> None:
-    """The server process (``python -m swarm_redis.sim``): config on stdin, address on stdout."""
+    """The server process (``python -m swarm_redis.demo.sim``): config on stdin, address on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s sim[{os.getpid()}] %(levelname)s %(message)s"
@@ -977,7 +977,7 @@ class SimServer:
         authkey: bytes | None = None,
         timeout: float = 60.0,
     ) -> SimServer:
-        """Start the server process (``python -m swarm_redis.sim``); return once it listens.
+        """Start the server process (``python -m swarm_redis.demo.sim``); return once it listens.
 
         Args:
             config: The DAG, limits and behaviour.
@@ -1002,7 +1002,7 @@ class SimServer:
             }
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "swarm_redis.sim"],
+            [sys.executable, "-m", "swarm_redis.demo.sim"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # a terminal Ctrl-C reaches only the parent, which stops us
@@ -1091,7 +1091,7 @@ class SimServer:
 
 
 if __name__ == "__main__":
-    # Run the imported module's copy, so its logger is swarm_redis.sim, not __main__.
-    from swarm_redis.sim import _child_main as main
+    # Run the imported module's copy, so its logger is swarm_redis.demo.sim, not __main__.
+    from swarm_redis.demo.sim import _child_main as main
 
     main()

@@ -1,6 +1,6 @@
 """Human renderings of the CLI's views: rich tables and plain lines, no I/O.
 
-Each function turns what :mod:`swarm_redis.inspect` or :mod:`swarm_redis.verify` read into a
+Each function turns what :mod:`swarm_redis.ops.reads` or :mod:`swarm_redis.ops.verify` read into a
 rich renderable; the CLI prints it on a console that shows colour only on a terminal.
 """
 
@@ -20,8 +20,8 @@ from swarm_redis.constants import (
     TASK_STATUSES,
     WORKFLOW_RUN_STATUS_NAMES,
 )
-from swarm_redis.inspect import RunSnapshot, RunSummary, TaskDetail
-from swarm_redis.verify import DRIFT_KINDS, DriftReport
+from swarm_redis.ops.reads import RunSnapshot, RunSummary, TaskDetail
+from swarm_redis.ops.verify import DRIFT_KINDS, DriftReport
 
 __all__ = [
     "drift_view",

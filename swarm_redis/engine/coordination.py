@@ -1,6 +1,6 @@
 """Several replicas on one run: membership, batch claims, reaping, leadership and fencing.
 
-Each function is an operation on a :class:`~swarm_redis.core.StateCore` (a generator, driven by
+Each function is an operation on a :class:`~swarm_redis.engine.core.StateCore` (a generator, driven by
 the sync or the async front). Every lease deadline is computed from Redis ``TIME`` inside the
 scripts, never from the client's clock. See the README (Several replicas) for the walkthrough.
 """
@@ -16,11 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from swarm_redis import commands as cmd
-from swarm_redis.commands import Call, Caller, text
-from swarm_redis.core import IN_DOUBT_ERRORS, Op, StateCore, _pairs, _set_mirror
-from swarm_redis.errors import InvalidInputError, InvalidTypeError
-from swarm_redis.validation import (
+from swarm_redis.engine import commands as cmd
+from swarm_redis.engine.commands import Call, Caller, text
+from swarm_redis.engine.core import IN_DOUBT_ERRORS, Op, StateCore, _pairs, _set_mirror
+from swarm_redis.engine.validation import (
     MAX_REAP_LOCK_MS,
     MAX_SAFE_INT,
     MAX_TTL_MS,
@@ -31,6 +30,7 @@ from swarm_redis.validation import (
     record_problem,
     seconds_to_ms,
 )
+from swarm_redis.errors import InvalidInputError, InvalidTypeError
 
 #: Formerly the number of queue entries searched for a batch head; ignored since claim_batch
 #: finds each array's next task through the per-array queue index (kept for compatibility).

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarm_redis.commands import text
-from swarm_redis.keys import RunKeys
+from swarm_redis.engine.commands import text
+from swarm_redis.engine.keys import RunKeys
 
 __all__ = ["Event", "follow_events", "format_event", "read_events"]
 

@@ -59,9 +59,10 @@ from swarm_redis.constants import (
     TERMINAL_RUN_STATUSES,
     TERMINATING_STATUSES,
 )
-from swarm_redis.coordination import Batch, Replica
+from swarm_redis.engine.coordination import Batch, Replica
 from swarm_redis.errors import FencedError, LeaseLostError, StateLostError, TransitionError
-from swarm_redis.gateway import Gateway, GatewayError, invert
+from swarm_redis.exit_codes import EXIT_OK, EXIT_STATE_LOST
+from swarm_redis.replica.gateway import Gateway, GatewayError, invert
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.update import StateUpdate
 
@@ -77,11 +78,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Exit status of ``python -m swarm_redis.replica``: the run is final, or SIGTERM asked it to stop.
-EXIT_OK = 0
-#: Exit status when Redis lost the run's writes (StateLostError): rebuild the run (README,
-#: "Scaling and failover"), then start the replicas again. 1 is an unexpected error, 2 bad usage.
-EXIT_STATE_LOST = 7
 
 # Error codes Redis answers while it is busy, full, failing over or resharding: the same call
 # can succeed a little later.
@@ -691,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format=f"%(asctime)s replica[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
-    from swarm_redis.sim import SimClient  # the loop itself does not depend on the simulator
+    from swarm_redis.demo.sim import SimClient  # the loop itself does not depend on the simulator
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
@@ -743,7 +739,7 @@ def _attach(client: Any, run: int, prefix: str, stop: threading.Event) -> RedisS
 
 
 if __name__ == "__main__":
-    # Run the imported module's copy, so logs name swarm_redis.replica.
-    from swarm_redis.replica import main as _main
+    # Run the imported module's copy, so logs name swarm_redis.replica.loop.
+    from swarm_redis.replica.loop import main as _main
 
     sys.exit(_main())

@@ -1,0 +1,1 @@
+"""Operator tools: the ``swarm-redis`` command line, read-only views, verify, snapshots, events, metrics."""

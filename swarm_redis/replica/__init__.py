@@ -1,0 +1,1 @@
+"""The reference replica loop and the gateway it drives (the workflow server's calls)."""

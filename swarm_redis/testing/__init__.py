@@ -1,0 +1,1 @@
+"""Helpers for tests of code built on swarm_redis: the in-memory oracle and DAG builders."""
