@@ -10,7 +10,9 @@ name           type    content
 =============  ======  =============================================================================
 meta           hash    workflow_id, workflow_run_id, dag_id, status (run status letter), limit
                        (max_concurrently_running), last_sync (encoded), last_sync_us, npc
-                       (num_previously_complete), version (write version), events_maxlen,
+                       (num_previously_complete), version (write version), token (creation
+                       token: a run deleted and created again is told apart), events_maxlen,
+                       detail_max (calls changing more tasks write one compact event),
                        created_ms, finalized, fringe_done
 task           hash    task id -> record ``S|done|stamp|flags|array|nup|start|children``: status
                        letter, upstreams done, last applied sync stamp (µs, may be empty), flags
