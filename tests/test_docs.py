@@ -165,6 +165,7 @@ def test_readme_example_runs_as_written(
 
 
 DOTTED = re.compile(r"(?<![\w.])swarm_redis(?:\.[A-Za-z_]\w*)+")
+FROM_IMPORT = re.compile(r"^\s*from (swarm_redis[\w.]*) import ([\w, ]+)$", re.M)
 PATH = re.compile(r"(?<![\w./-])((?:swarm_redis|lua|tests)/[\w./-]*\w)")
 #: jobmon's own test tree, named in docs/jobmon.md (not ours).
 JOBMON_TREE = ("tests/unit", "tests/integration")
@@ -203,10 +204,18 @@ def resolve(name: str) -> str | None:
     return None
 
 
+def mentioned_names(text: str) -> set[str]:
+    """Dotted ``swarm_redis.…`` names, plus the names of ``from swarm_redis… import a, b`` lines."""
+    names = set(DOTTED.findall(text))
+    for module, imported in FROM_IMPORT.findall(text):
+        names.update(f"{module}.{n.strip()}" for n in imported.split(",") if n.strip())
+    return names
+
+
 def test_every_dotted_name_resolves() -> None:
     problems = []
     for page in pages():
-        for name in sorted(set(DOTTED.findall(page.read_text(encoding="utf-8")))):
+        for name in sorted(mentioned_names(page.read_text(encoding="utf-8"))):
             moved = _moved_path(name)
             if moved is not None:
                 problems.append(f"{page.name}: {name} (old path of {_moved.MOVED_MODULES[moved]})")
