@@ -7,6 +7,7 @@
   README shows.
 * Every dotted ``swarm_redis.…`` name and every ``swarm_redis/…``, ``lua/…`` and ``tests/…`` path
   the README and the pages mention exists, and none goes through the table of old module paths.
+* Every ``swarm-redis …`` command line shown parses with the command's real argument parser.
 * The key table exists once: generated from ``engine/keys.py``, whose table lists exactly
   ``RUN_KEY_NAMES``.
 """
@@ -17,6 +18,7 @@ import importlib
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,6 +32,7 @@ import swarm_redis
 from swarm_redis import _moved
 from swarm_redis.constants import TASK_STATUSES
 from swarm_redis.engine.keys import RUN_KEY_NAMES
+from swarm_redis.ops.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -94,6 +97,7 @@ def test_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     reference = (site / "reference" / "index.html").read_text(encoding="utf-8")
     for name in swarm_redis.__all__:
         assert f'id="swarm_redis.{name}"' in reference, name
+    assert not re.search(r":(?:class|func|meth|attr|data|exc):<code>", reference), "Sphinx role"
 
 
 def test_reference_lists_every_public_name_by_its_stable_path() -> None:
@@ -159,6 +163,28 @@ def test_readme_example_runs_as_written(
     exec(compile(code, "README example", "exec"), {"__name__": "__readme__"})
     assert capsys.readouterr().out == shown
     assert not list(client.scan_iter(match=f"{prefix}:*")), "the example leaves keys behind"
+
+
+def command_lines(text: str) -> list[str]:
+    """``swarm-redis …`` command lines of code blocks (``$ `` prompts included), synopses left out."""
+    found = []
+    for line in text.splitlines():
+        line = line.strip().removeprefix("$ ")
+        if line.startswith("swarm-redis ") and "[" not in line and "..." not in line:
+            found.append(line)
+    return found
+
+
+def test_every_command_shown_parses() -> None:
+    problems = []
+    for page in pages():
+        for line in command_lines(page.read_text(encoding="utf-8")):
+            argv = shlex.split(line, comments=True)[1:]
+            try:
+                build_parser().parse_args(argv)
+            except SystemExit:
+                problems.append(f"{page.name}: {line}")
+    assert not problems, "\n".join(problems)
 
 
 # --- names and paths ----------------------------------------------------------------------------
