@@ -15,24 +15,29 @@ from typing import Any
 from swarm_redis.bench.config import SCENARIOS, BenchConfig
 from swarm_redis.bench.context import Context
 from swarm_redis.bench.probes import LoadWatch
-from swarm_redis.bench.scenarios.blocking import blocking
-from swarm_redis.bench.scenarios.flatness import flatness
-from swarm_redis.bench.scenarios.jobmon_tick import jobmon_tick
-from swarm_redis.bench.scenarios.lifecycle import lifecycle
-from swarm_redis.bench.scenarios.memory import memory
-from swarm_redis.bench.scenarios.peers import peers
-from swarm_redis.bench.scenarios.redis_share import redis_share
-from swarm_redis.bench.scenarios.replicas import replicas
+from swarm_redis.bench.scenarios import (
+    blocking,
+    flatness,
+    jobmon_tick,
+    lifecycle,
+    memory,
+    peers,
+    redis_share,
+    replicas,
+)
 
+# the modules keep their names (``scenarios.peers`` is the module): the functions are here
 SCENARIO_FUNCS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "lifecycle": lifecycle,
-    "redis_share": redis_share,
-    "replicas": replicas,
-    "peers": peers,
-    "memory": memory,
-    "flatness": flatness,
-    "blocking": blocking,
-    "jobmon_tick": lambda ctx: jobmon_tick(ctx, n=max(20, round(2000 * ctx.config.scale))),
+    "lifecycle": lifecycle.lifecycle,
+    "redis_share": redis_share.redis_share,
+    "replicas": replicas.replicas,
+    "peers": peers.peers,
+    "memory": memory.memory,
+    "flatness": flatness.flatness,
+    "blocking": blocking.blocking,
+    "jobmon_tick": lambda ctx: jobmon_tick.jobmon_tick(
+        ctx, n=max(20, round(2000 * ctx.config.scale))
+    ),
 }
 
 
