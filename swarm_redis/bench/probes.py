@@ -169,16 +169,21 @@ class PingProbe:
         conn = self._conn
         if conn is not None:
             conn.send("stop")
-            if conn.poll(30):
-                raw_starts, raw_lats = conn.recv()
-                starts, lats = array("d"), array("d")
-                starts.frombytes(raw_starts)
-                lats.frombytes(raw_lats)
-                self.starts, self.lats = list(starts), list(lats)
+            if conn.poll(60):
+                got = []
+                for part in conn.recv():
+                    a = array("d")
+                    a.frombytes(part)
+                    got.append(list(a))
+                self._received(got)
         if self._proc is not None:
             self._proc.join(10)
             if self._proc.is_alive():
                 self._proc.kill()
+
+    def _received(self, series: list[list[float]]) -> None:
+        """Keep what the probe process sent back (its worker's series, in order)."""
+        self.starts, self.lats = series
 
     def mark(self, name: str, start: float, stop: float) -> None:
         """Name a time window (``time.perf_counter`` values, comparable across processes)."""
@@ -240,23 +245,10 @@ class BusyPingProbe(PingProbe):
     def _worker(self) -> Callable[[str, Connection, float], None]:
         return _busy_pinger
 
-    def __exit__(self, *exc: object) -> None:
-        conn = self._conn
-        if conn is not None:
-            conn.send("stop")
-            if conn.poll(60):
-                raw = conn.recv()
-                got = []
-                for part in raw:
-                    a = array("d")
-                    a.frombytes(part)
-                    got.append(list(a))
-                self.starts, self.lats, self.busy = got
-        if self._proc is not None:
-            self._proc.join(10)
-            if self._proc.is_alive():
-                self._proc.kill()
+    def _received(self, series: list[list[float]]) -> None:
+        self.starts, self.lats, self.busy = series
 
     def busy_in(self, name: str) -> int:
+        """BUSY replies inside the named window."""
         a, b = self.windows[name]
         return sum(1 for t in self.busy if a <= t <= b)

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from swarm_redis.bench.grid import Grid, fmt, table
-from swarm_redis.bench.tables import SCENARIO_TABLES
+from swarm_redis.bench.tables import SCENARIO_TABLES, scenario_tables
 from swarm_redis.bench.targets import evaluate_targets
 
 _VERDICT_STYLE = {"met": "[green]met[/]", "NOT met": "[red]NOT met[/]"}
@@ -57,9 +57,9 @@ def grids(results: dict[str, Any]) -> list[Grid]:
     if cfg.get("scale", 1.0) != 1.0:
         setup.add_row("scale", fmt(cfg.get("scale"), 3))
     out = [setup]
-    for name, build in SCENARIO_TABLES.items():
+    for name in SCENARIO_TABLES:
         if name in results:
-            out += build(results[name])
+            out += scenario_tables(name, results[name])
     out.append(targets_grid(results))
     return out
 

@@ -136,10 +136,6 @@ def _replicas(r: dict[str, Any]) -> Grid:
 
 
 def _peers(r: dict[str, Any]) -> Grid:
-    if "skipped" in r:
-        t = table("peers: skipped", "note")
-        t.add_row(r["skipped"])
-        return t
     t = table(
         f"peers: RQ {r['rq_version']} and RedisSwarmState on the same Redis, {r['jobs']:,} jobs "
         "per workload; register = create and queue, run = worker lifecycle",
@@ -307,10 +303,6 @@ def _redis_share(r: dict[str, Any]) -> Grid:
 
 
 def _jobmon_tick(r: dict[str, Any]) -> Grid:
-    if "skipped" in r:
-        t = table("jobmon_tick: skipped", "note")
-        t.add_row(r["skipped"])
-        return t
     t = table(
         f"jobmon_tick: one jobmon Scheduler tick, then its apply, {r['tasks']:,} ready tasks "
         f"(best of {r['rounds']}; RedisSwarmState: one round)",
@@ -360,3 +352,12 @@ SCENARIO_TABLES: dict[str, Callable[[dict[str, Any]], list[Grid]]] = {
     "blocking": _blocking_tables,
     "jobmon_tick": _one(_jobmon_tick),
 }
+
+
+def scenario_tables(name: str, r: dict[str, Any]) -> list[Grid]:
+    """The tables of one scenario's figures (one note when the scenario was skipped)."""
+    if "skipped" in r:
+        t = table(f"{name}: skipped", "note")
+        t.add_row(r["skipped"])
+        return [t]
+    return SCENARIO_TABLES[name](r)

@@ -109,6 +109,14 @@ def _register(ctx: Context, kind: str, shape: DagShape) -> tuple[int, Callable[[
     return run_id, lambda: alt.counts()["D"] == shape.n_tasks
 
 
+def _expect(conn: Connection, want: str) -> Any:
+    """The next message of a replica process, which must be ``want`` (else its traceback)."""
+    what, value = conn.recv()
+    if what != want:
+        raise RuntimeError(f"replica process failed (waiting for {want!r}):\n{value}")
+    return value
+
+
 def _replica_round(ctx: Context, kind: str, shape: DagShape, k: int) -> dict[str, Any]:
     run_id, all_done = _register(ctx, kind, shape)
     start = SPAWN.Event()
@@ -123,23 +131,13 @@ def _replica_round(ctx: Context, kind: str, shape: DagShape, k: int) -> dict[str
         p.start()
         procs.append(p)
         conns.append(parent)
-    attach = []
     try:
-        for c in conns:
-            what, value = c.recv()
-            if what != "ready":
-                raise RuntimeError(f"replica failed to start:\n{value}")
-            attach.append(value)
+        attach = [_expect(c, "ready") for c in conns]
         cpu0 = server_cpu(ctx.client)
         load = LoadWatch()
         t0 = time.perf_counter()
         start.set()
-        results = []
-        for c in conns:
-            what, value = c.recv()
-            if what != "done":
-                raise RuntimeError(f"replica failed:\n{value}")
-            results.append(value)
+        results = [_expect(c, "done") for c in conns]
         cpu1 = server_cpu(ctx.client)
     finally:
         for p in procs:
