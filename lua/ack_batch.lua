@@ -16,9 +16,10 @@
 -- Errors: STATELOST, INVALID (a malformed argument, a corrupt task record or counter it would
 --         touch), LEASELOST. Nothing is written on an error.
 --!include prelude
---!include coord
---!include apply
+--!include batch
 --!include check
+--!include records
+--!include apply
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_name(ARGV[6], 'batch id') or chk_flag(ARGV[7], 'propagate')
   or chk_opt_int(ARGV[8], 'sync stamp') or chk_int(ARGV[9], 'number of changes')

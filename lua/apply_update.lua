@@ -17,8 +17,9 @@
 --           with propagate (progress in K.fanout; reconcile finishes what a dead caller left)}
 -- Errors: STATELOST, INVALID.
 --!include prelude
---!include apply
 --!include check
+--!include records
+--!include apply
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_flag(ARGV[4], 'propagate') or chk_opt_int(ARGV[5], 'sync stamp')
   or chk_int(ARGV[6], 'number of changes') or chk_pairs(7, tonumber(ARGV[6]), ARGV[4] == '1')

@@ -21,7 +21,9 @@
 --           redriven 1/0, {id, status, done, ...} in batch order}
 -- Errors: STATELOST, LEASELOST (the caller is not a live member; nothing is written).
 --!include prelude
+--!include queue
 --!include coord
+--!include batch
 --!include check
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')

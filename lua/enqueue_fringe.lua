@@ -12,6 +12,7 @@
 --!include prelude
 --!include queue
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_flag(ARGV[4], 'take flag') or chk_flag(ARGV[5], 'front') or chk_queue_pairs(6)
 if bad then

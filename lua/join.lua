@@ -8,6 +8,7 @@
 --         does not parse counts as an expired member.
 --!include prelude
 --!include coord
+--!include batch
 --!include check
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_ttl(ARGV[6], 'lease ttl ms')

@@ -10,8 +10,9 @@
 --           {id, ...} unfinished fan-outs}
 -- Errors: STATELOST.
 --!include prelude
---!include apply
 --!include check
+--!include records
+--!include apply
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_flag(ARGV[4], 'enqueue') or chk_id_list(5, 1, true) or chk_int_hash(K.active, 'active')
   or chk_int_hash(K.counters, 'counter')

@@ -11,8 +11,9 @@
 --           not fully credited yet (go on with propagate)}
 -- Errors: STATELOST.
 --!include prelude
---!include apply
 --!include check
+--!include records
+--!include apply
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_id_list(4, 1, true) or chk_int_hash(K.active, 'active')
   or chk_int_hash(K.counters, 'counter')

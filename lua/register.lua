@@ -15,7 +15,9 @@
 --           {id, ...} queued because absorbed credits made them ready}
 -- Errors: STATELOST, INVALID (unknown status), NORUN.
 --!include prelude
+--!include queue
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_register(4) or chk_int_hash(K.active, 'active')
 if bad then

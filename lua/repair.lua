@@ -25,8 +25,10 @@
 -- Returns: {version, {1 or 0 per op: 1 when it changed something}}
 -- Errors: STATELOST, INVALID (unknown op code), NORUN.
 --!include prelude
---!include coord
+--!include queue
+--!include batch
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_repair(4) or chk_int_hash(K.counters, 'counter')
 if bad then

@@ -7,6 +7,10 @@
 -- with one multi-field HSET; status sets move with one SREM/SADD per (old, new) pair; per-array
 -- active counters and downstream credits are summed before they are written. That keeps the
 -- number of redis.call per task small, which is most of a script's cost.
+--!include prelude
+--!include queue
+--!include check
+--!include records
 
 -- Records longer than this (bytes) are kept raw, see recs_load.
 local BIG_RECORD = 16384
