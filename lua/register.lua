@@ -23,8 +23,9 @@ local bad = chk_register(4) or chk_int_hash(K.active, 'active')
 if bad then
   return bad
 end
-if redis.call('EXISTS', K.meta) == 0 then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run()
+if norun then
+  return norun
 end
 local n = tonumber(ARGV[4])
 local base = 5

@@ -146,3 +146,31 @@ local function chk_apply_tail(t)
   end
   return chk_meta_int('last_sync_us')
 end
+
+-- The n (task id, status) pairs of ARGV from `first` on: ids and statuses well formed (the one
+-- status check of apply_update and ack_batch; the records they touch are checked as apply.lua
+-- loads them, before anything is written).
+local function chk_pairs(first, n)
+  if first + 2 * n - 1 > #ARGV then
+    return fail('INVALID', 'expected ' .. n .. ' (id, status) pairs, got ' .. math.floor((#ARGV - first + 1) / 2))
+  end
+  for i = 0, n - 1 do
+    local id, st = ARGV[first + 2 * i], ARGV[first + 2 * i + 1]
+    local e = chk_id(id, 'task id') or chk_status(st, 'task ' .. tostring(id))
+    if e then
+      return e
+    end
+  end
+  return nil
+end
+
+-- The ids of ARGV from `first` to the end: well formed.
+local function chk_id_list(first)
+  for i = first, #ARGV do
+    local e = chk_id(ARGV[i], 'task id')
+    if e then
+      return e
+    end
+  end
+  return nil
+end

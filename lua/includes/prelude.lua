@@ -56,6 +56,15 @@ local function finish()
   return VERSION
 end
 
+-- NORUN unless the run exists (its meta key): the guard of scripts that must not create a run.
+-- `known` (optional): true/false when the caller already read whether the run's status is there.
+local function require_run(known)
+  if known == false or (known == nil and redis.call('EXISTS', K.meta) == 0) then
+    return fail('NORUN', 'run has no meta key')
+  end
+  return nil
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -1,20 +1,23 @@
--- records.lua: checks of stored task records and of the ARGV that names them, run before a
--- script's first write (see check.lua for why): a record that does not parse is refused with
--- INVALID, nothing written.
+-- records.lua: the record grammar (record_fields, also how apply.lua loads records) and the
+-- checks of stored task records, run before a script's first write (see check.lua for why): a
+-- record that does not parse is refused with INVALID, nothing written.
 --!include prelude
 --!include check
 
--- nil when the stored task record parses: S|done|stamp|flags|array|nup|start|children with a
--- known status and every number in 0..2^53-1; else the reason. Also returns the status, the
--- flags and the downstream list of a good record (no second parse for chk_records).
+-- A decimal integer text beyond 2^53-1 (a Lua number would not hold it exactly).
 local function big(x)
   return #x > 15 and (#x > 16 or tonumber(x) > MAX_SAFE)
 end
 
-local function record_problem(v)
-  local s, nd, st, fl, arr, nup, start, children = string.match(v,
-    '^(%u)|(%d+)|(%d*)|([^|]*)|(%d+)|(%d+)|(%d+)|([%d,%-]*)$')
-  if not s then
+-- The one reader of the record grammar S|done|stamp|flags|array|nup|start|children: nil and
+-- the reason when `v` does not parse (unknown status, a number beyond 2^53-1, a children list
+-- that is not ids joined by ","); else nil, then status, done, stamp, flags (strings), the
+-- position where the definition starts, array id, nup (strings) and the position where the
+-- children list starts. One match, no copy of the definition or of the children list.
+local function record_fields(v)
+  local s, nd, st, fl, at, arr, nup, start, kat =
+    string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()(%d+)|(%d+)|(%d+)|()')
+  if not s or not string.find(v, '^[%d,%-]*$', kat) then
     return 'does not match S|done|stamp|flags|array|nup|start|children'
   end
   if not VALID[s] then
@@ -23,7 +26,7 @@ local function record_problem(v)
   if big(nd) or big(st) or big(arr) or big(nup) or big(start) then
     return 'a number exceeds 2^53-1'
   end
-  return nil, s, fl, children
+  return nil, s, nd, st, fl, at, arr, nup, kat
 end
 
 local function corrupt(id, v, why)
@@ -31,77 +34,21 @@ local function corrupt(id, v, why)
     .. '; nothing was written (see swarm-redis verify)')
 end
 
--- At most this many downstream records are checked per call (the check stays bounded even for
--- a task with 500k children; apply.lua's own parsing covers the rest).
-local CHECK_CHILDREN_MAX = 4000
-
--- Check the stored records of `ids` (missing ones are fine). With `children`, also the records
--- of the downstreams that a completion of one of them would credit (tasks DONE in Redis, or
--- becoming DONE per `news[j]`, whose completion is not counted yet), up to CHECK_CHILDREN_MAX.
+-- Check the stored records of `ids` (missing ones are fine): one HMGET per 4,000 ids.
 -- Returns an error reply or nil.
-local function chk_records(ids, children, news)
-  local kids = {}
+local function chk_records(ids)
   for i = 1, #ids, 4000 do
     local last = math.min(i + 3999, #ids)
     local raws = redis.call('HMGET', K.task, unpack(ids, i, last))
     for j = i, last do
       local v = raws[j - i + 1]
-      if v then
-        local why, s, fl, list = record_problem(v)
-        if why then
-          return corrupt(ids[j], v, why)
-        end
-        if children and list ~= '' and #kids < CHECK_CHILDREN_MAX then
-          local new = news and news[j]
-          if (s == 'D' or new == 'D') and not string.find(fl, 'p', 1, true) then
-            for child in string.gmatch(list, '[^,]+') do
-              if #kids >= CHECK_CHILDREN_MAX then
-                break
-              end
-              kids[#kids + 1] = child
-            end
-          end
-        end
+      local why = v and record_fields(v)
+      if why then
+        return corrupt(ids[j], v, why)
       end
     end
   end
-  if #kids > 0 then
-    return chk_records(kids, false, nil)
-  end
   return nil
-end
-
--- The n (task id, status) pairs of ARGV from `first` on: ids and statuses well formed, and the
--- records they touch parse (with `children`, see chk_records).
-local function chk_pairs(first, n, children)
-  if first + 2 * n - 1 > #ARGV then
-    return fail('INVALID', 'expected ' .. n .. ' (id, status) pairs, got ' .. math.floor((#ARGV - first + 1) / 2))
-  end
-  local ids, news = {}, {}
-  for i = 0, n - 1 do
-    local id, st = ARGV[first + 2 * i], ARGV[first + 2 * i + 1]
-    local e = chk_id(id, 'task id') or chk_status(st, 'task ' .. tostring(id))
-    if e then
-      return e
-    end
-    ids[#ids + 1] = id
-    news[#news + 1] = st
-  end
-  return chk_records(ids, children, news)
-end
-
--- The ids of ARGV from `first` to the end (every `step`-th): well formed; their records parse
--- (with `children`, see chk_records).
-local function chk_id_list(first, step, children)
-  local ids = {}
-  for i = first, #ARGV, step do
-    local e = chk_id(ARGV[i], 'task id')
-    if e then
-      return e
-    end
-    ids[#ids + 1] = ARGV[i]
-  end
-  return chk_records(ids, children, nil)
 end
 
 -- register's ARGV from `first` on: n, then per task id, status, array id, nup, done, children,
@@ -151,7 +98,7 @@ local function chk_register(first)
       return e
     end
   end
-  return chk_records(ids, false, nil)
+  return chk_records(ids)
 end
 
 -- enqueue/enqueue_fringe pairs from ARGV[first]: task id, resource key; the records parse.
@@ -167,13 +114,13 @@ local function chk_queue_pairs(first)
     end
     ids[#ids + 1] = ARGV[i]
   end
-  return chk_records(ids, false, nil)
+  return chk_records(ids)
 end
 
 -- The first n entries of the ready queue have records that parse (dequeue reports them).
 local function chk_queue_head(n)
   local ids = redis.call('ZRANGE', K.ready, 0, n - 1)
-  return chk_records(ids, false, nil)
+  return chk_records(ids)
 end
 
 -- repair ops from ARGV[first]: n, then per op code, subject, a, b; counter ops carry integers.
@@ -197,7 +144,7 @@ local function chk_repair(first)
       end
     end
     if code == 'done' or code == 'sets' or code == 'queue' or code == 'qres' then
-      e = chk_records({ARGV[j + 1]}, false, nil)
+      e = chk_records({ARGV[j + 1]})
       if e then
         return e
       end
