@@ -26,6 +26,7 @@ from swarm_redis.constants import ACTIVE_TASK_STATUSES, PENDING_TASK_STATUSES, T
 from swarm_redis.engine import commands as cmd
 from swarm_redis.engine.commands import Call, Caller, Command, ScriptCall, TaskDef, UpdateTail, text
 from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.replies import hash_items, score_pairs
 from swarm_redis.engine.validation import (
     DEFAULT_MAX_CLOCK_SKEW_S,
     MAX_SAFE_INT,
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 _STATUS_SET = frozenset(TASK_STATUSES)
 
 T = TypeVar("T")
+X = TypeVar("X")
 #: An operation: yields lists of calls, receives their replies, returns a T.
 Op = Generator[list[Call], list[Any], T]
 
@@ -111,9 +113,10 @@ def _scalar_attr(obj: Any, name: str, default: int) -> Any:
     return value
 
 
-def _set_mirror(obj: Any, status: str, done: int) -> None:
+def _set_mirror(obj: Any, status: str | None, done: int) -> None:
     try:
-        obj.status = status
+        if status is not None:
+            obj.status = status
         obj.num_upstreams_done = done
     except AttributeError:  # a read-only stand-in: nothing to mirror into
         pass
@@ -149,12 +152,11 @@ class StateCore:
         self.seen = 0
         self.token = ""  # the run's creation token, once known: a recreated run has another
         self.actor = "-"
-        self.epoch = ""
         self.tasks: dict[int, Any] = {}
         self.arrays: dict[int, Any] = {}
         self.resources: dict[str, Any] = {}
         self.last_ready: list[Any] = []
-        #: retry key -> request id of script calls that failed in doubt (see ``_scripts``)
+        #: retry key -> request id of script calls that failed in doubt (see ``scripts``)
         self.in_doubt: OrderedDict[tuple[Any, ...], str] = OrderedDict()
         #: (requested replica id, ttl) and the Replica of a join_replica that failed in doubt
         self.join_in_doubt: tuple[tuple[str | None, int], Any] | None = None
@@ -168,7 +170,7 @@ class StateCore:
     # --- plumbing -----------------------------------------------------------------------------
 
     def caller(self) -> Caller:
-        return Caller(self.seen, self.actor, self.epoch, self.token)
+        return Caller(self.seen, self.actor, token=self.token)
 
     def observe(self, version: int, token: str | None = None) -> None:
         """Remember the highest write version seen; a lower one means Redis lost writes.
@@ -184,7 +186,7 @@ class StateCore:
             self.token = token
         self.seen = version
 
-    def _scripts(self, calls: list[Call]) -> Op[list[Any]]:
+    def scripts(self, calls: list[Call]) -> Op[list[Any]]:
         """Script calls whose replies carry the run's version first.
 
         A call that fails in doubt (timeout, lost connection, cancellation: it may have run) is
@@ -229,6 +231,34 @@ class StateCore:
                 if isinstance(c, ScriptCall):
                     self.in_doubt.pop(cmd.retry_key(c), None)
 
+    def mirror(self, found: Iterable[tuple[int, str | None, int]]) -> None:
+        """Refresh the mirrored fields of known tasks from (task id, status, done) triples.
+
+        A status of None refreshes the done count alone; unknown ids are skipped.
+        """
+        for task_id, status, done in found:
+            obj = self.tasks.get(task_id)
+            if obj is not None:
+                _set_mirror(obj, status, done)
+
+    def chunks(self, items: Iterable[X], cost: Callable[[X], int]) -> list[list[X]]:
+        """``items`` in order, cut after each item that brings its chunk to ``chunk_budget``.
+
+        One chunk is one script call: its Redis time stays near the budget.
+        """
+        out: list[list[X]] = []
+        chunk: list[X] = []
+        total = 0
+        for item in items:
+            chunk.append(item)
+            total += cost(item)
+            if total >= self.chunk_budget:
+                out.append(chunk)
+                chunk, total = [], 0
+        if chunk:
+            out.append(chunk)
+        return out
+
     def _one_by_one(self, calls: list[Call]) -> Op[list[Any]]:
         """Bounded script calls, one round trip each, so other clients get served between them.
 
@@ -236,10 +266,10 @@ class StateCore:
         """
         replies: list[Any] = []
         for call in calls:
-            replies += yield from self._scripts([call])
+            replies += yield from self.scripts([call])
         return replies
 
-    def _read(self, *commands: tuple[Any, ...]) -> Op[list[Any]]:
+    def read(self, *commands: tuple[Any, ...]) -> Op[list[Any]]:
         """Plain reads plus the run's version, in one round trip."""
         calls: list[Call] = [Command(("HMGET", self.keys.meta, "version", "token"))]
         calls += [Command(c) for c in commands]
@@ -268,13 +298,13 @@ class StateCore:
             self.events_maxlen,
             self.event_detail_max,
         )
-        (reply,) = yield from self._scripts([call])
+        (reply,) = yield from self.scripts([call])
         self.observe(int(reply[0]), cmd.opt_text(reply[6]))
         return int(reply[1]) == 1
 
     def read_meta(self) -> Op[dict[str, str]]:
         """The run's meta hash; UnknownRunError when the run has none."""
-        (raw,) = yield from self._read(("HGETALL", self.keys.meta))
+        (raw,) = yield from self.read(("HGETALL", self.keys.meta))
         meta = {text(k): text(v) for k, v in dict(raw).items()}
         if not meta:
             raise UnknownRunError(
@@ -283,7 +313,7 @@ class StateCore:
         return meta
 
     def meta_field(self, name: str) -> Op[str | None]:
-        (value,) = yield from self._read(("HGET", self.keys.meta, name))
+        (value,) = yield from self.read(("HGET", self.keys.meta, name))
         return cmd.opt_text(value)
 
     def set_fields(self, fields: dict[str, Any]) -> Op[None]:
@@ -297,7 +327,7 @@ class StateCore:
             if name not in checks:
                 raise InvalidInputError(f"meta field {name!r} cannot be set directly")
             checks[name](value)
-        yield from self._scripts([cmd.set_fields(self.keys, self.caller(), fields)])
+        yield from self.scripts([cmd.set_fields(self.keys, self.caller(), fields)])
 
     # --- registration -------------------------------------------------------------------------
 
@@ -326,17 +356,10 @@ class StateCore:
         """Register tasks idempotently; objects become the registry's objects."""
         objs = list(tasks)
         defs = [self._task_def(t) for t in objs]  # validate everything before any write
-        calls: list[Call] = []
-        chunk: list[TaskDef] = []
-        cost = 0
-        for d in defs:
-            chunk.append(d)
-            cost += CHANGE_COST + len(d.downstream_ids)
-            if cost >= self.chunk_budget:
-                calls.append(cmd.register(self.keys, self.caller(), chunk, ()))
-                chunk, cost = [], 0
-        if chunk:
-            calls.append(cmd.register(self.keys, self.caller(), chunk, ()))
+        calls: list[Call] = [
+            cmd.register(self.keys, self.caller(), chunk, ())
+            for chunk in self.chunks(defs, lambda d: CHANGE_COST + len(d.downstream_ids))
+        ]
         if not calls:
             return
         for obj, d in zip(objs, defs):
@@ -345,8 +368,9 @@ class StateCore:
         for d in defs:
             self.unsealed[d.task_id] = (d.num_upstreams, d.downstream_ids)
         for reply in replies:
-            for task_id, status, done in cmd.triples(reply[1]):
-                _set_mirror(self.tasks[task_id], status, done)
+            found = cmd.triples(reply[1])
+            self.mirror(found)
+            for task_id, _, _ in found:
                 self.unsealed[task_id] = None  # registered before: its stored DAG is unknown
 
     def set_status_map(self, buckets: Mapping[str, Iterable[Any]]) -> Op[None]:
@@ -399,17 +423,10 @@ class StateCore:
             now = self._dag_def(obj)
             if sent is None or now[0] != sent[0] or sorted(now[1]) != sorted(sent[1]):
                 changed.append((task_id, now[0], now[1]))
-        calls: list[Call] = []
-        chunk: list[tuple[int, int, tuple[int, ...]]] = []
-        cost = 0
-        for item in changed:
-            chunk.append(item)
-            cost += CHANGE_COST + len(item[2])
-            if cost >= self.chunk_budget:
-                calls.append(cmd.redefine(self.keys, self.caller(), chunk))
-                chunk, cost = [], 0
-        if chunk:
-            calls.append(cmd.redefine(self.keys, self.caller(), chunk))
+        calls: list[Call] = [
+            cmd.redefine(self.keys, self.caller(), chunk)
+            for chunk in self.chunks(changed, lambda item: CHANGE_COST + len(item[2]))
+        ]
         written = 0
         refused: list[int] = []
         if calls:
@@ -440,7 +457,7 @@ class StateCore:
                 f"max_concurrently_running of array {array_id}",
             )
             pairs.append((array_id, limit))
-        yield from self._scripts([cmd.register(self.keys, self.caller(), (), pairs)])
+        yield from self.scripts([cmd.register(self.keys, self.caller(), (), pairs)])
         for a, (array_id, _) in zip(objs, pairs):
             self.arrays[array_id] = a
 
@@ -460,7 +477,7 @@ class StateCore:
                     self.tasks[c] for c in s.downstream_ids if c in self.tasks
                 }
 
-    def _decode(self, task_id: Any, raw: Any) -> cmd.TaskState | None:
+    def decode(self, task_id: Any, raw: Any) -> cmd.TaskState | None:
         """A stored record, or None (logged, kept in ``bad_records``) when it does not parse.
 
         Never trust what is stored: one corrupt record must not stop a replica from attaching;
@@ -500,8 +517,8 @@ class StateCore:
         loaded: list[cmd.TaskState] = []
         while pending:
             batch, pending = pending[:_LOAD_BATCH], pending[_LOAD_BATCH:]
-            (raws,) = yield from self._read(("HMGET", self.keys.task, *batch))
-            decoded = [self._decode(i, raw) for i, raw in zip(batch, raws) if raw is not None]
+            (raws,) = yield from self.read(("HMGET", self.keys.task, *batch))
+            decoded = [self.decode(i, raw) for i, raw in zip(batch, raws) if raw is not None]
             fresh = [s for s in decoded if s is not None]
             loaded += fresh
             self._build(fresh)
@@ -513,25 +530,27 @@ class StateCore:
 
         With ``refresh`` every record is read and the mirrors of known objects refreshed too.
         """
-        (count,) = yield from self._read(("HLEN", self.keys.task))
+        (count,) = yield from self.read(("HLEN", self.keys.task))
         if int(count) <= len(self.tasks) and not refresh:
             return
         states: list[cmd.TaskState] = []
         cursor: Any = 0
         while True:
-            (page,) = yield from self._read(("HSCAN", self.keys.task, cursor, "COUNT", _LOAD_BATCH))
+            (page,) = yield from self.read(("HSCAN", self.keys.task, cursor, "COUNT", _LOAD_BATCH))
             cursor, entries = page
-            items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
-            states += [s for s in (self._decode(text(k), v) for k, v in items) if s is not None]
+            states += [
+                s
+                for s in (self.decode(text(k), v) for k, v in hash_items(entries))
+                if s is not None
+            ]
             if int(cursor) == 0:
                 break
         self._build(states)
-        for s in states:
-            _set_mirror(self.tasks[s.task_id], s.status, s.num_upstreams_done)
-        (raw_arrays,) = yield from self._read(("HGETALL", self.keys.arrays))
+        self.mirror((s.task_id, s.status, s.num_upstreams_done) for s in states)
+        (raw_arrays,) = yield from self.read(("HGETALL", self.keys.arrays))
         self._absorb_arrays(raw_arrays)
 
-    def _objects(self, task_ids: Sequence[int]) -> Op[list[Any]]:
+    def objects(self, task_ids: Sequence[int]) -> Op[list[Any]]:
         if any(i not in self.tasks for i in task_ids):
             yield from self.load(task_ids)
         return [self.tasks[i] for i in task_ids if i in self.tasks]
@@ -551,17 +570,17 @@ class StateCore:
 
     def read_arrays(self) -> Op[dict[int, int]]:
         """Every registered array's limit; refreshes the local array objects."""
-        (raw,) = yield from self._read(("HGETALL", self.keys.arrays))
+        (raw,) = yield from self.read(("HGETALL", self.keys.arrays))
         return self._absorb_arrays(raw)
 
     # --- reads ----------------------------------------------------------------------------------
 
     def get_task(self, task_id: Any) -> Op[Any]:
         tid = coerce_task_id(task_id)
-        (raw,) = yield from self._read(("HGET", self.keys.task, tid))
+        (raw,) = yield from self.read(("HGET", self.keys.task, tid))
         if raw is None:
             return None
-        state = self._decode(tid, raw)
+        state = self.decode(tid, raw)
         if state is None:
             raise InvalidInputError(
                 f"workflow run {self.run_id}: task {tid} has a corrupt record "
@@ -589,10 +608,10 @@ class StateCore:
         cursor = "0"
         while True:
             call = cmd.read_status(self.keys, self.caller(), status, cursor, STATUS_PAGE)
-            (reply,) = yield from self._scripts([call])
+            (reply,) = yield from self.scripts([call])
             cursor, pairs = cmd.decode_status_page(reply)
             for task_id, raw in pairs:
-                state = self._decode(task_id, raw)
+                state = self.decode(task_id, raw)
                 if state is not None:
                     found[state.task_id] = state
             if cursor == "0":
@@ -604,16 +623,12 @@ class StateCore:
             if kids:
                 yield from self.load(kids)
                 self._build(fresh)
-        objs = [self.tasks[i] for i in found]
-        for s in found.values():
-            obj = self.tasks.get(s.task_id)
-            if obj is not None:
-                _set_mirror(obj, s.status, s.num_upstreams_done)
-        return objs
+        self.mirror((s.task_id, s.status, s.num_upstreams_done) for s in found.values())
+        return [self.tasks[i] for i in found]
 
     def counts(self) -> Op[dict[str, int]]:
         """Tasks per status, plus ``ready``, ``claimed`` and ``tasks`` (all O(1) reads)."""
-        replies = yield from self._read(
+        replies = yield from self.read(
             *(("SCARD", self.keys.status_set(s)) for s in TASK_STATUSES),
             ("ZCARD", self.keys.ready),
             ("HLEN", self.keys.claims),
@@ -624,11 +639,11 @@ class StateCore:
         return out
 
     def count_statuses(self, statuses: Sequence[str]) -> Op[int]:
-        replies = yield from self._read(*(("SCARD", self.keys.status_set(s)) for s in statuses))
+        replies = yield from self.read(*(("SCARD", self.keys.status_set(s)) for s in statuses))
         return sum(int(n) for n in replies)
 
     def has_pending_work(self) -> Op[bool]:
-        replies = yield from self._read(
+        replies = yield from self.read(
             *(("SCARD", self.keys.status_set(s)) for s in PENDING_TASK_STATUSES),
             ("ZCARD", self.keys.ready),
             ("HLEN", self.keys.claims),
@@ -637,7 +652,7 @@ class StateCore:
         return any(int(n) > 0 for n in replies)
 
     def all_tasks_final(self) -> Op[bool]:
-        total, done, failed, claimed, fanout = yield from self._read(
+        total, done, failed, claimed, fanout = yield from self.read(
             ("HLEN", self.keys.task),
             ("SCARD", self.keys.status_set("D")),
             ("SCARD", self.keys.status_set("F")),
@@ -647,7 +662,7 @@ class StateCore:
         return int(total) == int(done) + int(failed) and int(claimed) == 0 and int(fanout) == 0
 
     def available_capacity(self) -> Op[int]:
-        replies = yield from self._read(
+        replies = yield from self.read(
             ("HGET", self.keys.meta, "limit"),
             ("HGET", self.keys.reserved, "run"),
             *(("SCARD", self.keys.status_set(s)) for s in ACTIVE_TASK_STATUSES),
@@ -658,7 +673,7 @@ class StateCore:
 
     def array_capacity(self, array_id: Any) -> Op[int]:
         aid = check_int(array_id, "array id")
-        limit, active, reserved = yield from self._read(
+        limit, active, reserved = yield from self.read(
             ("HGET", self.keys.arrays, aid),
             ("HGET", self.keys.active, aid),
             ("HGET", self.keys.reserved, aid),
@@ -668,7 +683,7 @@ class StateCore:
         return max(0, int(limit) - int(active or 0) - int(reserved or 0))
 
     def percent_done(self) -> Op[float]:
-        total, done = yield from self._read(
+        total, done = yield from self.read(
             ("HLEN", self.keys.task), ("SCARD", self.keys.status_set("D"))
         )
         if int(total) == 0:
@@ -751,14 +766,14 @@ class StateCore:
                 changes=c,
                 tail=tail if i == len(chunks) - 1 else None,
             )
-            (reply,) = yield from self._scripts([call])
+            (reply,) = yield from self.scripts([call])
             d = cmd.decode_apply(reply)
             decoded.append(d)
             if i == len(chunks) - 1:
                 run_status = d.run_status
             # a big fan-out is credited one bounded slice per call, before the next chunk
             decoded += yield from self.finish_fanouts(d.unfinished, enqueue=True)
-        result = yield from self._absorb(decoded)
+        result = yield from self.absorb(decoded)
         result.run_status = run_status
         if tail.array_limits:
             yield from self.read_arrays()
@@ -771,21 +786,15 @@ class StateCore:
         for obj in ready:
             self.unreported[int(obj.task_id)] = obj
 
-    def _absorb(self, decoded: Sequence[cmd.ApplyReply]) -> Op[ApplyResult]:
+    def absorb(self, decoded: Sequence[cmd.ApplyReply]) -> Op[ApplyResult]:
         changed_ids = [c[0] for d in decoded for c in d.changed]
         ready_ids = [r for d in decoded for r in d.ready]
-        yield from self._objects(changed_ids + ready_ids)
+        yield from self.objects(changed_ids + ready_ids)
         result = ApplyResult(version=self.seen)
         for d in decoded:
-            for task_id, status, done, _old in d.changed:
-                obj = self.tasks.get(task_id)
-                if obj is not None:
-                    _set_mirror(obj, status, done)
-                    result.changed.add(obj)
-            for task_id, done, status in d.touched:
-                obj = self.tasks.get(task_id)
-                if obj is not None:
-                    _set_mirror(obj, status, done)
+            self.mirror((task_id, status, done) for task_id, status, done, _ in d.changed)
+            result.changed.update(self.tasks[c[0]] for c in d.changed if c[0] in self.tasks)
+            self.mirror((task_id, status, done) for task_id, done, status in d.touched)
             result.ready += [self.tasks[r] for r in d.ready if r in self.tasks]
         return result
 
@@ -810,24 +819,17 @@ class StateCore:
         return list(out.values())
 
     def _propagate(self, ids: list[int], *, enqueue: bool) -> Op[list[Any]]:
-        calls: list[Call] = []
-        chunk: list[int] = []
-        cost = 0
-        for tid in ids:
-            chunk.append(tid)
-            cost += self._cost(tid, "D", True)
-            if cost >= self.chunk_budget:
-                calls.append(cmd.propagate(self.keys, self.caller(), chunk, enqueue=enqueue))
-                chunk, cost = [], 0
-        if chunk:
-            calls.append(cmd.propagate(self.keys, self.caller(), chunk, enqueue=enqueue))
+        calls: list[Call] = [
+            cmd.propagate(self.keys, self.caller(), chunk, enqueue=enqueue)
+            for chunk in self.chunks(ids, lambda tid: self._cost(tid, "D", True))
+        ]
         if not calls:
             return []
         replies = yield from self._one_by_one(calls)
         decoded = [cmd.decode_propagate(r) for r in replies]
         unfinished = [i for d in decoded for i in d.unfinished]
         decoded += yield from self.finish_fanouts(unfinished, enqueue=enqueue)
-        result = yield from self._absorb(decoded)
+        result = yield from self.absorb(decoded)
         return result.ready
 
     def finish_fanouts(self, task_ids: Sequence[int], *, enqueue: bool) -> Op[list[cmd.ApplyReply]]:
@@ -841,7 +843,7 @@ class StateCore:
         pending = list(dict.fromkeys(task_ids))
         while pending:
             call = cmd.propagate(self.keys, self.caller(), pending, enqueue=enqueue)
-            (reply,) = yield from self._scripts([call])
+            (reply,) = yield from self.scripts([call])
             d = cmd.decode_propagate(reply)
             out.append(d)
             pending = list(dict.fromkeys(d.unfinished))
@@ -852,7 +854,7 @@ class StateCore:
         yield from self.seal()
         cursor: Any = 0
         while True:
-            (page,) = yield from self._read(
+            (page,) = yield from self.read(
                 ("SSCAN", self.keys.status_set("D"), cursor, "COUNT", 1000)
             )
             cursor, members = page
@@ -904,13 +906,9 @@ class StateCore:
         )
         if front:
             replies.reverse()
-        out = []
-        for reply in replies:
-            for task_id, status, done in cmd.triples(reply[1]):
-                obj = self.tasks[task_id]
-                _set_mirror(obj, status, done)
-                out.append(obj)
-        return out
+        found = [t for reply in replies for t in cmd.triples(reply[1])]
+        self.mirror(found)
+        return [self.tasks[task_id] for task_id, _, _ in found]
 
     def requeue(
         self, front: Sequence[Any], back: Sequence[Any], chunk: int = ENQUEUE_CHUNK
@@ -935,53 +933,37 @@ class StateCore:
         if not calls:
             return
         replies = yield from self._one_by_one(calls)
-        for reply in replies:
-            for task_id, status, done in cmd.triples(reply[1]):
-                obj = self.tasks.get(task_id)
-                if obj is not None:
-                    _set_mirror(obj, status, done)
+        self.mirror(t for reply in replies for t in cmd.triples(reply[1]))
 
     def dequeue(self, n: int) -> Op[list[Any]]:
         """Take up to ``n`` tasks from the head, in calls of at most :data:`DEQUEUE_CHUNK`."""
+        objs, _ = yield from self.take(n)
+        return objs
+
+    def dequeue_one(self) -> Op[Any]:
+        """The head of the ready queue, taken off it, or None when it is empty."""
+        objs, _ = yield from self.take(1)
+        return objs[0] if objs else None
+
+    def take(self, n: int) -> Op[tuple[list[Any], int]]:
+        """Dequeue up to ``n`` tasks; also the queue's length after (bounded calls, one round
+        trip each, of at most :data:`DEQUEUE_CHUNK` tasks)."""
         if isinstance(n, bool) or not isinstance(n, int):
             raise InvalidTypeError(f"dequeue count must be an int, got {type(n).__name__} {n!r}")
         if not 1 <= n <= MAX_SAFE_INT:
             raise InvalidInputError(f"dequeue count must be in 1..2^53-1, got {n}")
         found: list[tuple[int, str, int]] = []
-        while len(found) < n:
-            want = min(DEQUEUE_CHUNK, n - len(found))
-            (reply,) = yield from self._scripts([cmd.dequeue(self.keys, self.caller(), want)])
-            got = cmd.triples(reply[1])
-            found += got
-            if len(got) < want:
-                break
-        objs = yield from self._objects([t[0] for t in found])
-        for task_id, status, done in found:
-            obj = self.tasks.get(task_id)
-            if obj is not None:
-                _set_mirror(obj, status, done)
-        return objs
-
-    def take(self, n: int) -> Op[tuple[list[Any], int]]:
-        """Dequeue up to ``n`` tasks; also the queue's length after (bounded calls, one round
-        trip each, of at most :data:`DEQUEUE_CHUNK` tasks)."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAFE_INT:
-            raise InvalidInputError(f"dequeue count must be an int in 1..2^53-1, got {n!r}")
-        found: list[tuple[int, str, int]] = []
         remaining = 0
         while len(found) < n:
             want = min(DEQUEUE_CHUNK, n - len(found))
-            (reply,) = yield from self._scripts([cmd.dequeue(self.keys, self.caller(), want)])
+            (reply,) = yield from self.scripts([cmd.dequeue(self.keys, self.caller(), want)])
             got = cmd.triples(reply[1])
             found += got
             remaining = int(reply[2])
             if len(got) < want or remaining == 0:
                 break
-        objs = yield from self._objects([t[0] for t in found])
-        for task_id, status, done in found:
-            obj = self.tasks.get(task_id)
-            if obj is not None:
-                _set_mirror(obj, status, done)
+        objs = yield from self.objects([t[0] for t in found])
+        self.mirror(found)
         return objs, remaining
 
     def queue_ids(self, start: int = 0, stop: int = -1) -> Op[list[int]]:
@@ -992,27 +974,27 @@ class StateCore:
         change: entries pushed at the front meanwhile are not seen, removed ones not returned,
         and the order of what is returned is the queue order.
         """
-        (n,) = yield from self._read(("ZCARD", self.keys.ready))
+        (n,) = yield from self.read(("ZCARD", self.keys.ready))
         first = start + n if start < 0 else start
         last = stop + n if stop < 0 else stop
         first, last = max(first, 0), min(last, n - 1)
         if last < first:
             return []
         if last - first < QUEUE_PAGE:
-            (raw,) = yield from self._read(("ZRANGE", self.keys.ready, first, last))
+            (raw,) = yield from self.read(("ZRANGE", self.keys.ready, first, last))
             return [int(text(x)) for x in raw]
         out: list[int] = []
-        (raw,) = yield from self._read(
+        (raw,) = yield from self.read(
             ("ZRANGE", self.keys.ready, first, first + QUEUE_PAGE - 1, "WITHSCORES")
         )
         want = last - first + 1
         while True:
-            pairs = _score_pairs(raw)
+            pairs = score_pairs(raw)
             out += [int(text(m)) for m, _ in pairs[: want - len(out)]]
             if len(out) >= want or len(pairs) < QUEUE_PAGE:
                 return out
             after = f"({pairs[-1][1]}"
-            (raw,) = yield from self._read(
+            (raw,) = yield from self.read(
                 (
                     "ZRANGE",
                     self.keys.ready,
@@ -1030,19 +1012,16 @@ class StateCore:
         ids = yield from self.queue_ids(start, stop)
         if not ids:
             return []
-        objs = yield from self._objects(ids)
+        objs = yield from self.objects(ids)
         for i in range(0, len(ids), _LOAD_BATCH):
             part = ids[i : i + _LOAD_BATCH]
-            (raws,) = yield from self._read(("HMGET", self.keys.task, *part))
-            for task_id, raw in zip(part, raws):
-                if raw is not None and task_id in self.tasks:
-                    s = self._decode(task_id, raw)
-                    if s is not None:
-                        _set_mirror(self.tasks[task_id], s.status, s.num_upstreams_done)
+            (raws,) = yield from self.read(("HMGET", self.keys.task, *part))
+            states = [self.decode(i, raw) for i, raw in zip(part, raws) if raw is not None]
+            self.mirror((s.task_id, s.status, s.num_upstreams_done) for s in states if s)
         return objs
 
     def queue_len(self) -> Op[int]:
-        (n,) = yield from self._read(("ZCARD", self.keys.ready))
+        (n,) = yield from self.read(("ZCARD", self.keys.ready))
         return int(n)
 
     # --- resource cache -------------------------------------------------------------------------
@@ -1052,7 +1031,7 @@ class StateCore:
         if key in self.resources:
             return self.resources[key]
         encoded = self.codec.encode(value)  # raises TypeError naming the type, before writing
-        (reply,) = yield from self._scripts(
+        (reply,) = yield from self.scripts(
             [cmd.cache_resources(self.keys, self.caller(), key, encoded)]
         )
         if int(reply[1]) == 1:
@@ -1065,14 +1044,14 @@ class StateCore:
         key = _resource_field(resource_hash)
         if key in self.resources:
             return self.resources[key]
-        (raw,) = yield from self._read(("HGET", self.keys.resources, key))
+        (raw,) = yield from self.read(("HGET", self.keys.resources, key))
         if raw is None:
             return None
         self.resources[key] = self.codec.decode(_bytes(raw))
         return self.resources[key]
 
     def resource_keys(self) -> Op[list[str]]:
-        (raw,) = yield from self._read(("HKEYS", self.keys.resources))
+        (raw,) = yield from self.read(("HKEYS", self.keys.resources))
         return [text(k) for k in raw]
 
 
@@ -1089,22 +1068,6 @@ def _resource_field(resource_hash: Any) -> str:
 
 def _bytes(value: Any) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-
-
-def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-
-
-def _score_pairs(raw: Sequence[Any]) -> list[tuple[Any, str]]:
-    """(member, score as text) of a ZRANGE WITHSCORES reply (RESP2 flat or RESP3 pairs)."""
-    if raw and isinstance(raw[0], (list, tuple)):
-        return [(m, _score_text(sc)) for m, sc in raw]
-    return [(m, _score_text(sc)) for m, sc in _pairs(raw)]
-
-
-def _score_text(score: Any) -> str:
-    value = float(text(score)) if not isinstance(score, (int, float)) else float(score)
-    return str(int(value))
 
 
 def run_sync(execute: Callable[[list[Call]], list[Any]], op: Op[T]) -> T:
