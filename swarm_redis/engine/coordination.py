@@ -13,7 +13,7 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from swarm_redis.engine import commands as cmd
@@ -101,11 +101,13 @@ class LeaderInfo:
     """The leadership lease as Redis holds it.
 
     Attributes:
-        replica_id: The leading replica.
+        replica_id: The leading replica ("" once the lease was cleared; the epoch stays).
         incarnation: Its incarnation.
-        epoch: The fencing epoch; grows on every takeover.
-        deadline_ms: End of the lease, Redis time in ms.
+        epoch: The fencing epoch; grows on every takeover (0: nobody ever led).
+        deadline_ms: End of the lease, Redis time in ms (0 when none is stored).
         remaining_ms: ``deadline_ms`` minus Redis now (negative: expired, anyone may take over).
+        alive: True while a replica holds the lease and it has not expired.
+        lease_left_ms: ``remaining_ms`` while a replica holds a lease with a deadline, else None.
     """
 
     replica_id: str
@@ -113,6 +115,26 @@ class LeaderInfo:
     epoch: int
     deadline_ms: int
     remaining_ms: int
+    alive: bool = field(init=False)
+    lease_left_ms: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        held = bool(self.replica_id) and self.deadline_ms > 0
+        object.__setattr__(self, "alive", held and self.remaining_ms > 0)
+        object.__setattr__(self, "lease_left_ms", self.remaining_ms if held else None)
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, Any], now_ms: int) -> LeaderInfo:
+        """The lease from the fields of the run's ``leader`` hash, at Redis time ``now_ms``
+        (never trust what is stored: a field that does not parse reads as 0 or "")."""
+        deadline = stored_int(raw.get("deadline_ms"))
+        return cls(
+            text(raw.get("id") or ""),
+            text(raw.get("incarnation") or ""),
+            stored_int(raw.get("epoch")),
+            deadline,
+            deadline - now_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -380,16 +402,12 @@ def resign_leadership(core: StateCore, replica: Replica, epoch: int) -> Op[None]
 
 def leader(core: StateCore) -> Op[LeaderInfo | None]:
     """The current leadership lease, or None when nobody holds it."""
-    raw, now = yield from core.read(
-        ("HMGET", core.keys.leader, "id", "incarnation", "epoch", "deadline_ms"), ("TIME",)
-    )
-    rid = cmd.opt_text(raw[0])
-    if not rid:
+    names = ("id", "incarnation", "epoch", "deadline_ms")
+    raw, now = yield from core.read(("HMGET", core.keys.leader, *names), ("TIME",))
+    if not cmd.opt_text(raw[0]):
         return None
     now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
-    deadline = stored_int(raw[3])
-    epoch = stored_int(raw[2])
-    return LeaderInfo(rid, text(raw[1] or ""), epoch, deadline, deadline - now_ms)
+    return LeaderInfo.from_hash(dict(zip(names, raw)), now_ms)
 
 
 # --- run status -------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ the mirrored fields (``status``, ``num_upstreams_done``) from every reply that c
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +43,10 @@ from swarm_redis.engine.validation import (
     check_task_status,
     check_upstreams,
     coerce_task_id,
+    decode_sync_time,
     encode_sync_time,
     record_problem,
+    stored_int,
     sync_stamp,
 )
 from swarm_redis.errors import InvalidInputError, InvalidTypeError, StateLostError, UnknownRunError
@@ -51,6 +55,7 @@ from swarm_redis.update import StateUpdate
 
 logger = logging.getLogger(__name__)
 _STATUS_SET = frozenset(TASK_STATUSES)
+_DECIMAL = re.compile(r"-?[0-9]+")
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -316,6 +321,42 @@ class StateCore:
         (value,) = yield from self.read(("HGET", self.keys.meta, name))
         return cmd.opt_text(value)
 
+    def attach(self) -> Op[tuple[int, int]]:
+        """Load an existing run (UnknownRunError if absent); its (workflow id, dag id).
+
+        Tasks and arrays that only Redis knows become TaskRecord and ArrayRecord objects.
+        """
+        meta = yield from self.read_meta()
+        yield from self.load_all()
+        return stored_int(meta.get("workflow_id")), stored_int(meta.get("dag_id"))
+
+    def run_status(self) -> Op[str]:
+        """The run status ("" when the run has none)."""
+        return (yield from self.meta_field("status")) or ""
+
+    def limit(self) -> Op[int]:
+        """The workflow limit."""
+        return stored_int((yield from self.meta_field("limit")))
+
+    def last_sync(self) -> Op[datetime.datetime | str | None]:
+        """Server time of the newest applied sync, exactly as it was given."""
+        return decode_sync_time((yield from self.meta_field("last_sync")))
+
+    def set_last_sync(self, value: Any) -> Op[None]:
+        """Apply a sync time (None: nothing to do, as jobmon assigns None before the first sync)."""
+        if value is not None:
+            yield from self.apply(StateUpdate(sync_time=value))
+
+    def previously_complete(self) -> Op[int]:
+        """``num_previously_complete`` (jobmon's count of tasks done in earlier runs)."""
+        return stored_int((yield from self.meta_field("npc")))
+
+    def set_previously_complete(self, value: Any) -> Op[None]:
+        """Set ``num_previously_complete``: an int in 0..2^53-1 (bool refused)."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidTypeError(f"num_previously_complete must be an int, got {value!r}")
+        yield from self.set_fields({"npc": value})
+
     def set_fields(self, fields: dict[str, Any]) -> Op[None]:
         """Plain meta fields: ``npc`` (0..2^53-1), ``events_maxlen``, ``detail_max``."""
         checks = {
@@ -573,6 +614,21 @@ class StateCore:
         (raw,) = yield from self.read(("HGETALL", self.keys.arrays))
         return self._absorb_arrays(raw)
 
+    def all_arrays(self) -> Op[dict[int, Any]]:
+        """Every registered array: id -> its object, limits refreshed."""
+        limits = yield from self.read_arrays()
+        return {a: self.arrays[a] for a in limits}
+
+    def all_tasks(self) -> Op[dict[int, Any]]:
+        """Every task of the run: id -> its object, loaded or refreshed from the records."""
+        yield from self.load_all(refresh=True)
+        return dict(self.tasks)
+
+    def task_count(self) -> Op[int]:
+        """How many tasks the run has."""
+        (n,) = yield from self.read(("HLEN", self.keys.task))
+        return int(n)
+
     # --- reads ----------------------------------------------------------------------------------
 
     def get_task(self, task_id: Any) -> Op[Any]:
@@ -625,6 +681,17 @@ class StateCore:
                 self._build(fresh)
         self.mirror((s.task_id, s.status, s.num_upstreams_done) for s in found.values())
         return [self.tasks[i] for i in found]
+
+    def tasks_by_status(self, status: str) -> Op[set[Any]]:
+        """:meth:`tasks_in_status` as a set (jobmon's ``get_tasks_by_status``)."""
+        return set((yield from self.tasks_in_status(status)))
+
+    def active_tasks(self) -> Op[set[Any]]:
+        """The tasks in the active statuses (Q, I, O, R), one status set after the other."""
+        out: set[Any] = set()
+        for status in ACTIVE_TASK_STATUSES:
+            out.update((yield from self.tasks_in_status(status)))
+        return out
 
     def counts(self) -> Op[dict[str, int]]:
         """Tasks per status, plus ``ready``, ``claimed`` and ``tasks`` (all O(1) reads)."""
@@ -735,6 +802,12 @@ class StateCore:
             return CHANGE_COST + (len(children) if children is not None else 3)
         except TypeError:
             return CHANGE_COST + 3
+
+    def update_task_status(self, task_id: Any, status: Any) -> Op[bool]:
+        """Set one task's status; True if the task exists and its status changed."""
+        tid = coerce_task_id(task_id)
+        result = yield from self.apply(StateUpdate(task_statuses={tid: status}))
+        return bool(result.changed)
 
     def apply(self, update: StateUpdate, propagate: bool | None = None) -> Op[ApplyResult]:
         """Apply a StateUpdate in bounded chunks; run-level fields go with the last chunk."""
@@ -1050,9 +1123,11 @@ class StateCore:
         self.resources[key] = self.codec.decode(_bytes(raw))
         return self.resources[key]
 
-    def resource_keys(self) -> Op[list[str]]:
+    def resource_keys(self) -> Op[list[int | str]]:
+        """The cached resource hashes: ints where they are decimal, else the stored text."""
         (raw,) = yield from self.read(("HKEYS", self.keys.resources))
-        return [text(k) for k in raw]
+        keys = [text(k) for k in raw]
+        return [int(k) if _DECIMAL.fullmatch(k) else k for k in keys]
 
 
 def _resource_field(resource_hash: Any) -> str:
