@@ -185,6 +185,11 @@ def test_resource_cache(front: Front, run_id: int, prefix: str) -> None:
     assert other.cache_resources(5, {"mem": "9G"}) == {"mem": "1G"}
     assert other.get_cached_resources(5) == {"mem": "1G"}
     assert st.resource_keys() == [5]
+    # decimal hashes read back as ints, anything else as the text it was given
+    for odd in ("--5", "-7x", "\u00b2", "-12"):
+        st.cache_resources(odd, {"mem": odd})
+    assert sorted(map(str, st.resource_keys())) == sorted(["5", "--5", "-7x", "\u00b2", "-12"])
+    assert -12 in st.resource_keys()
 
 
 def test_attach_rebuilds_the_run(front: Front, run_id: int, prefix: str) -> None:
