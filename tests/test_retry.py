@@ -124,7 +124,7 @@ def test_every_script_call_of_a_lifecycle_answers_the_same_twice(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
     r = make_client()
-    st = RedisSwarmState(1, run_id, 1, 100, redis=r, prefix=prefix, _create=False)
+    st = RedisSwarmState._for_existing_run(r, run_id, prefix=prefix)
     twice = Twice(st._transport, r, st.keys)
     st._transport = twice  # type: ignore[assignment]
     st._run(st._core.create(1, run_id, 1, 100, "B"))

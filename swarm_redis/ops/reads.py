@@ -21,7 +21,9 @@ from swarm_redis.constants import (
     TERMINAL_RUN_STATUSES,
 )
 from swarm_redis.engine.commands import TaskState, decode_record, text
+from swarm_redis.engine.coordination import LeaderInfo
 from swarm_redis.engine.keys import RunKeys, meta_pattern, run_id_from_meta_key
+from swarm_redis.engine.transport import is_cluster
 from swarm_redis.errors import UnknownRunError
 
 __all__ = [
@@ -72,11 +74,6 @@ def read_only_acl_rules(prefix: str = "swarm") -> list[str]:
         "+exec",
         "+discard",
     ]
-
-
-def is_cluster(client: Any) -> bool:
-    """True for a redis-py ``RedisCluster`` client."""
-    return hasattr(client, "get_primaries") and hasattr(client, "nodes_manager")
 
 
 def scan_keys(client: Any, match: str, count: int = _SCAN_COUNT) -> Iterator[str]:
@@ -173,18 +170,6 @@ class ReplicaInfo:
     alive: bool
     batches: int
     claimed: int
-
-
-@dataclass(frozen=True)
-class LeaderInfo:
-    """The leadership lease (from ``leader``)."""
-
-    replica_id: str
-    incarnation: str
-    epoch: int
-    deadline_ms: int | None
-    lease_left_ms: int | None
-    alive: bool
 
 
 @dataclass(frozen=True)
@@ -287,16 +272,7 @@ def _leader(raw: Mapping[str, str], now: int) -> LeaderInfo | None:
     """The lease, or None when no replica ever led (a cleared lease keeps its epoch)."""
     if not raw:
         return None
-    deadline = _opt_int(raw.get("deadline_ms"))
-    holder = raw.get("id", "")
-    return LeaderInfo(
-        replica_id=holder,
-        incarnation=raw.get("incarnation", ""),
-        epoch=_int(raw.get("epoch")),
-        deadline_ms=deadline,
-        lease_left_ms=None if deadline is None or not holder else deadline - now,
-        alive=bool(holder) and deadline is not None and deadline > now,
-    )
+    return LeaderInfo.from_hash(raw, now)
 
 
 def read_snapshot(client: Any, keys: RunKeys) -> RunSnapshot:

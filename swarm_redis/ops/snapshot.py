@@ -64,6 +64,7 @@ import redis
 from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES
 from swarm_redis.engine.commands import text
 from swarm_redis.engine.keys import RUN_KEY_NAMES, RunKeys, check_prefix
+from swarm_redis.engine.replies import hash_items
 from swarm_redis.errors import SwarmRedisError, UnknownRunError
 
 __all__ = [
@@ -209,8 +210,7 @@ def _read_stream(client: Any, key: str) -> dict[str, Any]:
     while True:
         page = client.xrange(key, min=start, max="+", count=_CHUNK * 4)
         for entry_id, fields in page:
-            pairs = fields.items() if isinstance(fields, Mapping) else _pairs(fields)
-            entries.append([text(entry_id), [[_enc(f), _enc(v)] for f, v in pairs]])
+            entries.append([text(entry_id), [[_enc(f), _enc(v)] for f, v in hash_items(fields)]])
         if len(page) < _CHUNK * 4:
             break
         start = f"({text(page[-1][0])}"
@@ -226,10 +226,6 @@ def _score(value: Any) -> str:
     """A zset score as a decimal string: integral scores without a fraction (exact to 2^53)."""
     number = float(value)
     return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
-
-
-def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def _dump(client: Any, key: str) -> dict[str, Any] | None:
