@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
-from swarm_redis.demo import simwire
+from swarm_redis.demo.sim import wire as simwire
 from swarm_redis.demo.sim import (
     SimClient,
     SimConfig,
