@@ -36,6 +36,7 @@ MOVED_MODULES = {
     "swarm_redis.sim": "swarm_redis.demo.sim",
     "swarm_redis.simwire": "swarm_redis.demo.sim.wire",
     "swarm_redis.memory": "swarm_redis.testing.oracle",
+    "swarm_redis.bench.dags": "swarm_redis.testing.dags",
 }
 
 

@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 import redis
 
 from swarm_redis.bench.alternatives import NaiveState, PipelinedState
-from swarm_redis.bench.dags import DEFAULT_WIDTH, Dag, DagShape, build_dag
 from swarm_redis.bench.jobmon_tick import jobmon_tick
 from swarm_redis.demo.embedded import EmbeddedRedis, connect, resolve_url
 from swarm_redis.engine.keys import RUN_KEY_NAMES
 from swarm_redis.records import ArrayRecord
 from swarm_redis.state import RedisSwarmState
+from swarm_redis.testing.dags import DEFAULT_WIDTH, Dag, DagShape, build_dag
 from swarm_redis.testing.oracle import SwarmState
 from swarm_redis.update import StateUpdate
 

@@ -687,7 +687,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format=f"%(asctime)s replica[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
-    from swarm_redis.demo.sim.client import SimClient  # the loop itself does not depend on the simulator
+    # the loop itself does not depend on the simulator: imported here, for the process only
+    from swarm_redis.demo.sim.client import SimClient
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
