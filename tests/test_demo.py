@@ -41,16 +41,23 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run_demo(args: list[str], env: dict[str, str], timeout: float = 240) -> dict[str, Any]:
-    """Run the demo with --json; its verdict (the last stdout line), asserting it is JSON."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "swarm_redis", "demo", *args, "--json"],
+def _cli(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``swarm-redis ARGS`` as a subprocess of this checkout; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "swarm_redis", *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
         timeout=timeout,
     )
+
+
+def _run_demo(args: list[str], env: dict[str, str], timeout: float = 240) -> dict[str, Any]:
+    """Run the demo with --json; its verdict (the last stdout line), asserting it is JSON."""
+    proc = _cli(["demo", *args, "--json"], env, timeout)
     lines = proc.stdout.strip().splitlines()
     assert lines, f"no stdout; stderr:\n{proc.stderr[-3000:]}"
     verdict: dict[str, Any] = json.loads(lines[-1])
@@ -125,14 +132,7 @@ def _run_hint(stderr: str, verb: str, expect: str) -> None:
     """Run the command the demo's closing hint prints after ``verb with``, exactly as printed."""
     match = re.search(rf"{verb} with `swarm-redis ([^`]*)`", stderr)
     assert match, stderr[-2000:]
-    proc = subprocess.run(
-        [sys.executable, "-m", "swarm_redis", *shlex.split(match.group(1))],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        timeout=60,
-    )
+    proc = _cli(shlex.split(match.group(1)), _env())
     assert proc.returncode == 0, proc.stderr
     assert expect in proc.stdout + proc.stderr
 
@@ -352,14 +352,7 @@ def test_unreachable_redis_gives_exit_5_and_a_json_error() -> None:
     from swarm_redis.demo.embedded import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
-    proc = subprocess.run(
-        [sys.executable, "-m", "swarm_redis", "demo", "--tasks", "5", "--json", "--url", url],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        timeout=60,
-    )
+    proc = _cli(["demo", "--tasks", "5", "--json", "--url", url], _env())
     assert proc.returncode == 5, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["exit_code"] == 5 and "cannot reach Redis" in last["error"]
