@@ -17,6 +17,10 @@ stopped on exit, on Ctrl-C (SIGINT) and on SIGTERM.
 ``--role seed`` and ``--role sim`` run single parts for docker-compose: register the DAG and
 exit; or serve the simulated server for a registered run until it is final, then print the
 verdict.
+
+This module parses the options and turns the outcome into an exit status; the parts live in
+:mod:`~swarm_redis.demo.dag`, :mod:`~swarm_redis.demo.pool`, :mod:`~swarm_redis.demo.view`,
+:mod:`~swarm_redis.demo.verdict` and :mod:`~swarm_redis.demo.run`.
 """
 
 from __future__ import annotations

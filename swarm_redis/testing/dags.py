@@ -37,6 +37,7 @@ __all__ = [
     "layered",
     "link",
     "random_layered",
+    "random_parents",
     "shape_parents",
     "task_defs",
     "upstreams_of",
