@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from swarm_redis.ops.cli import build_parser
-from swarm_redis.replica.loop import build_parser as replica_parser
+from swarm_redis.replica.process import build_parser as replica_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "1"

@@ -4,7 +4,6 @@ StateLostError (then the run is rebuilt as the README (Scaling and failover) say
 
 from __future__ import annotations
 
-import itertools
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +14,9 @@ import redis
 from fronts import Front, FrontState
 from servers import SentinelGroup, missing_binaries, skip_or_fail, wait_until
 
-from swarm_redis import StateLostError, StateUpdate, TaskRecord
+from swarm_redis import StateLostError, StateUpdate
 from swarm_redis.engine import scripts
+from swarm_redis.testing.dags import chain
 
 pytestmark = pytest.mark.real
 
@@ -57,13 +57,6 @@ def retry_until_available(call: Callable[[], Any], timeout: float = 30.0) -> tup
             if time.monotonic() - start > timeout:
                 raise
             time.sleep(0.05)
-
-
-def chain(n: int) -> list[TaskRecord]:
-    tasks = [TaskRecord(i, num_upstreams=0 if i == 1 else 1) for i in range(1, n + 1)]
-    for a, b in itertools.pairwise(tasks):
-        a.downstream_swarm_tasks = {b}
-    return tasks
 
 
 def step(st: FrontState) -> int | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from dataclasses import dataclass
 
-from swarm_redis.bench.dags import DEFAULT_WIDTH
+from swarm_redis.testing.dags import DEFAULT_WIDTH
 
 #: Scenario names, in the order they run (memory before flatness and blocking: they share runs).
 SCENARIOS: tuple[str, ...] = (

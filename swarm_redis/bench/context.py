@@ -15,10 +15,10 @@ from typing import Any
 import redis
 
 from swarm_redis.bench.config import ARRAY_LIMIT, RUN_LIMIT, BenchConfig
-from swarm_redis.bench.dags import Dag, DagShape, build_dag
 from swarm_redis.bench.probes import PingProbe, used_memory
 from swarm_redis.demo.embedded import EmbeddedRedis, connect, resolve_url
 from swarm_redis.state import RedisSwarmState
+from swarm_redis.testing.dags import Dag, DagShape, build_dag
 
 
 @dataclass

@@ -17,12 +17,12 @@ from typing import Any
 from swarm_redis.bench.alternatives import NaiveState, PipelinedState
 from swarm_redis.bench.config import ARRAY_LIMIT, RUN_LIMIT
 from swarm_redis.bench.context import Context
-from swarm_redis.bench.dags import Dag, DagShape, build_dag
 from swarm_redis.bench.loop import Claims, Ops, lifecycle_loop
 from swarm_redis.bench.measure import OpStats, measure, measure_call
 from swarm_redis.bench.probes import LoadWatch, rate
 from swarm_redis.bench.profiler import profile
 from swarm_redis.state import RedisSwarmState
+from swarm_redis.testing.dags import Dag, DagShape, build_dag
 from swarm_redis.testing.oracle import SwarmState
 from swarm_redis.update import StateUpdate
 

@@ -4,7 +4,7 @@ Two workloads, each run by RQ and by RedisSwarmState on the same server:
 
 * ``plain``: ``n`` independent jobs (ours: ``n`` tasks without dependencies, one array);
 * ``dag``: a layered DAG with fan-in 3 (RQ: ``depends_on`` the three parents; ours: the same
-  :class:`~swarm_redis.bench.dags.DagShape`).
+  :class:`~swarm_redis.testing.dags.DagShape`).
 
 Each side has two phases, measured apart: ``register`` (RQ: ``enqueue_many`` layer by layer,
 which creates and queues the jobs; ours: ``add_arrays``, ``add_tasks`` and the roots'
@@ -27,9 +27,9 @@ from typing import Any
 import redis
 
 from swarm_redis.bench.context import Context
-from swarm_redis.bench.dags import DagShape
 from swarm_redis.bench.measure import measure, measure_call
 from swarm_redis.bench.scenarios.lifecycle import redis_driver, run_driver
+from swarm_redis.testing.dags import DagShape
 
 #: Jobs of each workload in the full run (quick: 1/10).
 PEER_JOBS = 5000

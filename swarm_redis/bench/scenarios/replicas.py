@@ -21,7 +21,6 @@ from typing import Any
 from swarm_redis.bench.alternatives import PipelinedState
 from swarm_redis.bench.config import ARRAY_LIMIT, REPLICA_COUNTS, SPAWN
 from swarm_redis.bench.context import Context
-from swarm_redis.bench.dags import DagShape, build_dag
 from swarm_redis.bench.loop import Claims, Ops, lifecycle_loop
 from swarm_redis.bench.probes import LoadWatch, delta, rate, server_cpu
 from swarm_redis.bench.scenarios.lifecycle import (
@@ -32,6 +31,7 @@ from swarm_redis.bench.scenarios.lifecycle import (
 )
 from swarm_redis.demo.embedded import connect
 from swarm_redis.state import RedisSwarmState
+from swarm_redis.testing.dags import DagShape, build_dag
 from swarm_redis.update import StateUpdate
 
 #: The implementations of the scenario: ours (Lua) and the WATCH/MULTI one.
