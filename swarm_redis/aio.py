@@ -269,7 +269,7 @@ class AsyncRedisSwarmState(StateFront):
         """The cached resource hashes (``list(state.task_resources_cache)``)."""
         return await self._run(self._core.resource_keys())
 
-    # --- several replicas (see the README, "Several replicas") -----------------------------------------------
+    # --- several replicas (see docs/replicas.md) -----------------------------------------------
 
     async def join_replica(self, ttl_s: float = 10.0, *, replica_id: str | None = None) -> Replica:
         """Join the run as a replica with a lease of ``ttl_s`` (Redis time)."""

@@ -51,7 +51,7 @@ S = TypeVar("S", bound="RedisSwarmState")
 class RedisSwarmState(StateFront):
     """A workflow run's scheduling state, shared through Redis by any number of replicas.
 
-    Same methods, arguments and return types as jobmon's ``SwarmState``; see the README for the
+    Same methods, arguments and return types as jobmon's ``SwarmState``; see docs/api.md for the
     deliberate differences (all nine statuses tracked, completions counted once, no duplicate
     queue entries, final DONE/ERROR_FATAL, stale updates ignored, monotonic ``last_sync``).
     Construction creates the run unless it exists; the arguments are
@@ -311,7 +311,7 @@ class RedisSwarmState(StateFront):
         """The cached resource hashes (``list(state.task_resources_cache)``)."""
         return self._run(self._core.resource_keys())
 
-    # --- several replicas (see the README, "Several replicas") -----------------------------------------------
+    # --- several replicas (see docs/replicas.md) -----------------------------------------------
 
     def join_replica(self, ttl_s: float = 10.0, *, replica_id: str | None = None) -> Replica:
         """Join the run as a replica with a lease of ``ttl_s`` (Redis time)."""

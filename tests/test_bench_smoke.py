@@ -166,7 +166,7 @@ def test_reported_and_missing_figures() -> None:
 @pytest.mark.real
 @pytest.mark.slow
 def test_cli_quick_run_as_documented(real_redis_url: str, tmp_path: Path) -> None:
-    """`swarm-redis bench --quick` exactly as the README shows it, on its private redis-server."""
+    """`swarm-redis bench --quick` exactly as docs/benchmarks-running.md shows it, on its private redis-server."""
     import os
     import shutil
     import subprocess

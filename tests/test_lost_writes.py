@@ -3,7 +3,7 @@
 Each replica remembers the highest write version of the run it saw; when Redis answers with a
 lower one (a failover that lost the last writes, a restart without persistence, an older
 snapshot restored) every read and every script raises StateLostError naming the run and both
-versions. The recovery recipe of the README (Scaling and failover) rebuilds a correct run.
+versions. The recovery recipe of docs/scaling.md rebuilds a correct run.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def reference_counts(front: Front, prefix: str, run_id: int, statuses: dict[int,
 def test_recovery_rebuilds_from_the_server_statuses(
     front: Front, make_client: MakeClient, run_id: int, prefix: str, loss: str
 ) -> None:
-    """the README (Scaling and failover): a fresh state, add_tasks, a full sync apply, initial counts."""
+    """docs/scaling.md: a fresh state, add_tasks, a full sync apply, initial counts."""
     st = started_run(front, run_id, prefix)
     client = make_client()
     old = snapshot(client, st.keys)

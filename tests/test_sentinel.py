@@ -1,6 +1,6 @@
 """Both fronts through Sentinel: a run continues through a primary kill and promotion, scripts
 come back after NOSCRIPT, and a failover to a replica that missed the last writes is caught as
-StateLostError (then the run is rebuilt as the README (Scaling and failover) says)."""
+StateLostError (then the run is rebuilt as docs/scaling.md says)."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def test_failover_that_lost_writes_raises_state_lost(
         )
     finally:
         replica.close()
-    # Recovery (README, Scaling and failover): a fresh state, definitions with the server's
+    # Recovery (docs/scaling.md): a fresh state, definitions with the server's
     # statuses, a full sync apply, initial counts.
     server = {1: "D", 2: "D", 3: "G", 4: "G", 5: "G", 6: "G"}
     fresh = sentinel_front.state(run_id, prefix=prefix)

@@ -172,7 +172,7 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--jobmon",
         action="store_true",
         help="run a real jobmon workflow on a local jobmon server instead (needs jobmon; "
-        "see the README, 'Use with jobmon')",
+        "see docs/jobmon.md, Install)",
     )
     p.add_argument("--tasks", type=int, default=3000, help="number of tasks (default 3000)")
     p.add_argument("--replicas", type=int, default=3, help="replica processes (default 3)")

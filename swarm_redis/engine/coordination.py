@@ -2,7 +2,7 @@
 
 Each function is an operation on a :class:`~swarm_redis.engine.core.StateCore` (a generator, driven by
 the sync or the async front). Every lease deadline is computed from Redis ``TIME`` inside the
-scripts, never from the client's clock. See the README (Several replicas) for the walkthrough.
+scripts, never from the client's clock. See docs/replicas.md for the walkthrough.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Any number of these run against one run and one server gateway; each does, in a 
 Changed tasks are processed as jobmon's orchestrator does: ADJUSTING_RESOURCES -> adjust the
 resources and queue at the front; REGISTERING with every upstream done -> queue at the back.
 A replica that dies anywhere in this loop leaves nothing that reaping, re-driving or
-``reconcile`` does not heal (see the README, "Several replicas").
+``reconcile`` does not heal (see docs/replicas.md).
 
 Faults: a transient Redis error (connection lost, timeout, BUSY, LOADING, OOM, READONLY after a
 failover, TRYAGAIN/MOVED/ASK/CLUSTERDOWN on a Cluster:
