@@ -35,6 +35,7 @@ from swarm_redis.engine.keys import (
 from swarm_redis.errors import InvalidInputError
 from swarm_redis.ops import cli as cli_mod
 from swarm_redis.ops import snapshot as snapshot_mod
+from swarm_redis.ops.snapshot import restore as restore_mod
 from swarm_redis.ops.exporter import serve
 from swarm_redis.ops.snapshot import KEY_TYPES, TRANSIENT_KEYS
 
@@ -475,7 +476,7 @@ def test_a_failed_write_leaves_nothing_and_force_keeps_the_old_run(
     path = write(tmp_path, good)
     hood.finish(hood.main, 2)
     before = hood.dump()
-    real = snapshot_mod._write_temp
+    real = restore_mod._write_temp
     written: list[str] = []
 
     def failing(client: Any, key: str, entry: Any) -> None:
@@ -484,7 +485,7 @@ def test_a_failed_write_leaves_nothing_and_force_keeps_the_old_run(
         written.append(key)
         real(client, key, entry)
 
-    monkeypatch.setattr(snapshot_mod, "_write_temp", failing)
+    monkeypatch.setattr(restore_mod, "_write_temp", failing)
     for target in (["--run", "2", "--force"], ["--run", "9002"]):
         written.clear()
         res = cli(hood.main, "import", path, *target)
@@ -498,13 +499,13 @@ def test_import_aborts_when_the_run_appears_meanwhile(
 ) -> None:
     good = export_of(hood, cli, tmp_path, 1)
     path = write(tmp_path, good)
-    real = snapshot_mod._commit
+    real = restore_mod._commit
 
     def racing(client: Any, keys: RunKeys, *args: Any) -> Any:
         light_run(hood.url, hood.main, 9003)  # another process creates the run first
         return real(client, keys, *args)
 
-    monkeypatch.setattr(snapshot_mod, "_commit", racing)
+    monkeypatch.setattr(restore_mod, "_commit", racing)
     res = cli(hood.main, "import", path, "--run", "9003")
     assert res.code == cli_mod.EXIT_ERROR and "exists" in res.err
     created = hood.keys_of(hood.main, 9003)

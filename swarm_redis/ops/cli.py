@@ -63,11 +63,10 @@ from swarm_redis.ops.reads import (
     RunLiveness,
     RunSnapshot,
     list_runs,
-    list_tasks,
     read_liveness,
     read_snapshot,
-    task_detail,
 )
+from swarm_redis.ops.tasks import list_tasks, task_detail
 
 __all__ = [
     "EXIT_CONNECTION",

@@ -20,7 +20,8 @@ from swarm_redis.constants import (
     TASK_STATUSES,
     WORKFLOW_RUN_STATUS_NAMES,
 )
-from swarm_redis.ops.reads import RunSnapshot, RunSummary, TaskDetail
+from swarm_redis.ops.reads import RunSnapshot, RunSummary
+from swarm_redis.ops.tasks import TaskDetail
 from swarm_redis.ops.verify import DRIFT_KINDS, DriftReport
 
 __all__ = [
