@@ -35,9 +35,9 @@ from swarm_redis.engine.keys import (
 from swarm_redis.errors import InvalidInputError
 from swarm_redis.ops import cli as cli_mod
 from swarm_redis.ops import snapshot as snapshot_mod
-from swarm_redis.ops.snapshot import restore as restore_mod
 from swarm_redis.ops.exporter import serve
 from swarm_redis.ops.snapshot import KEY_TYPES, TRANSIENT_KEYS
+from swarm_redis.ops.snapshot import restore as restore_mod
 
 Capsys = pytest.CaptureFixture[str]
 Dump = dict[bytes, tuple[bytes | None, int]]
