@@ -34,6 +34,8 @@ from swarm_redis.engine.keys import (
 )
 from swarm_redis.errors import InvalidInputError
 from swarm_redis.ops import cli as cli_mod
+from swarm_redis.ops import handlers as handlers_mod
+from swarm_redis.ops import purge as purge_mod
 from swarm_redis.ops import snapshot as snapshot_mod
 from swarm_redis.ops.exporter import serve
 from swarm_redis.ops.snapshot import KEY_TYPES, TRANSIENT_KEYS
@@ -276,7 +278,7 @@ def test_purge_aborts_when_the_run_changes_under_it(
     """The liveness check and UNLINK are one WATCHed transaction: a write in between wins."""
     hood.finish(hood.main, 7)
     keys = RunKeys(hood.main, 7)
-    real = cli_mod.read_liveness  # type: ignore[attr-defined]
+    real = purge_mod.read_liveness
     calls = []
 
     def racing(client: Any, k: RunKeys) -> Any:
@@ -286,7 +288,8 @@ def test_purge_aborts_when_the_run_changes_under_it(
             hood.states[(hood.main, 7)].join_replica(ttl_s=60, replica_id="rep-late")
         return out
 
-    monkeypatch.setattr(cli_mod, "read_liveness", racing)
+    monkeypatch.setattr(handlers_mod, "read_liveness", racing)
+    monkeypatch.setattr(purge_mod, "read_liveness", racing)
     before = hood.keys_of(hood.main, 7)
     res = cli(hood.main, "purge", "7", "--yes")
     assert res.code == cli_mod.EXIT_ERROR and "nothing deleted" in res.err

@@ -8,6 +8,7 @@ reads of one run go out as one pipeline; they are not a point-in-time snapshot o
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from swarm_redis.constants import (
 )
 from swarm_redis.engine.commands import text
 from swarm_redis.engine.keys import RunKeys, meta_pattern, run_id_from_meta_key
+from swarm_redis.engine.validation import decode_sync_time
 from swarm_redis.errors import UnknownRunError
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "read_snapshot",
     "scan_keys",
     "str_map",
+    "sync_text",
 ]
 
 _SCAN_COUNT = 1000
@@ -109,6 +112,19 @@ def _opt_int(value: Any) -> int | None:
         return int(text(value))
     except ValueError:
         return None
+
+
+def sync_text(raw: str | None) -> str | None:
+    """The run's stored ``last_sync`` as a time to show: the value as the server gave it (an
+    ISO date-time, or jobmon's text), without the storage tag; a value that does not decode is
+    shown as stored."""
+    try:
+        value = decode_sync_time(raw)
+    except ValueError:
+        return raw
+    if value is None:
+        return None
+    return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value
 
 
 def _time_ms(reply: Any) -> int:
@@ -349,7 +365,7 @@ def read_snapshot(client: Any, keys: RunKeys) -> RunSnapshot:
         run_status=meta.get("status", ""),
         version=_int(meta.get("version")),
         limit=_int(meta.get("limit")),
-        last_sync=meta.get("last_sync") or None,
+        last_sync=sync_text(meta.get("last_sync")),
         tasks=tasks,
         counts=counts,
         ready=_int(ready),

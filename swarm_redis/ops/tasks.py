@@ -6,11 +6,17 @@ read-only ACL user can run ``tasks`` and ``task``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from swarm_redis.constants import ACTIVE_TASK_STATUSES, TASK_STATUS_NAMES
+from swarm_redis.constants import (
+    ACTIVE_TASK_STATUSES,
+    TASK_STATUS_NAMES,
+    TERMINAL_RUN_STATUSES,
+    WORKFLOW_RUN_STATUS_NAMES,
+)
 from swarm_redis.engine.commands import TaskState, decode_record, text
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.ops.reads import (
@@ -23,7 +29,11 @@ from swarm_redis.ops.reads import (
     str_map,
 )
 
-__all__ = ["TaskDetail", "list_tasks", "task_detail"]
+__all__ = ["ANCESTRY_MAX", "TaskDetail", "list_tasks", "task_detail"]
+
+#: Most parent links ``task`` keeps while it scans the run, to find a failed task more than one
+#: level up; past it only the direct upstreams are checked (memory stays bounded).
+ANCESTRY_MAX = 2_000_000
 
 
 def _record_dict(state: TaskState) -> dict[str, Any]:
@@ -109,6 +119,10 @@ class TaskDetail:
     array_limit: int | None
     array_reserved: int
     verdict: str
+    #: The nearest ERROR_FATAL task upstream (None: none found), and the tasks between it and
+    #: this one, nearest first.
+    blocked_by: int | None = None
+    blocked_via: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,8 +140,71 @@ def _brief(state: TaskState | None, task_id: int) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Ancestry:
+    """Parent links among tasks that are not DONE (only those can block), from one scan."""
+
+    parents: dict[int, list[int]] = field(default_factory=dict)
+    status: dict[int, str] = field(default_factory=dict)
+    links: int = 0
+    complete: bool = True
+
+    def add(self, state: TaskState) -> None:
+        if state.status == "D" or not self.complete:
+            return
+        self.status[state.task_id] = state.status
+        for child in state.downstream_ids:
+            self.parents.setdefault(child, []).append(state.task_id)
+        self.links += len(state.downstream_ids)
+        if self.links > ANCESTRY_MAX:
+            self.complete = False
+            self.parents.clear()
+            self.status.clear()
+
+    def failed_above(self, task_id: int) -> list[int]:
+        """The path up to the nearest ERROR_FATAL ancestor: [parent, ..., failed]; [] if none."""
+        came_from: dict[int, int] = {}
+        todo = deque([task_id])
+        while todo:
+            node = todo.popleft()
+            for parent in sorted(self.parents.get(node, ())):
+                if parent in came_from or parent == task_id:
+                    continue
+                came_from[parent] = node
+                if self.status.get(parent) == "F":
+                    path = [parent]
+                    while came_from[path[-1]] != task_id:
+                        path.append(came_from[path[-1]])
+                    return path[::-1]
+                todo.append(parent)
+        return []
+
+
+def _blocked_path(
+    task_id: int, upstream: Sequence[Mapping[str, Any]], ancestry: _Ancestry
+) -> list[int]:
+    """[direct upstream, ..., failed task] when an ERROR_FATAL task blocks this one, else []."""
+    if ancestry.complete:
+        return ancestry.failed_above(task_id)
+    failed = [u["task_id"] for u in upstream if u.get("status") == "F"]
+    return failed[:1]
+
+
+def _run_final_note(run_status: str) -> str:
+    name = WORKFLOW_RUN_STATUS_NAMES.get(run_status, "?")
+    return f"the run is final ({name} ({run_status}))"
+
+
 def _verdict(d: dict[str, Any]) -> str:
-    """One line that answers "why is this task not running?"."""
+    """One line that answers "why is this task not running?" (and says when it never will)."""
+    text = _task_verdict(d)
+    final = d["run_status"] in TERMINAL_RUN_STATUSES
+    if final and d["status"] not in ("D", "F") and not text.startswith("blocked:"):
+        text += f"; {_run_final_note(d['run_status'])}: nothing more runs in it"
+    return text
+
+
+def _task_verdict(d: dict[str, Any]) -> str:
     s = d["status"]
     name = TASK_STATUS_NAMES.get(s, s)
     if s == "D":
@@ -169,6 +246,16 @@ def _verdict(d: dict[str, Any]) -> str:
     if s == "A":
         return "ADJUSTING_RESOURCES: waiting to be queued again with new resources"
     done, nup = d["done"], d["upstreams"]
+    path = d["blocked_path"]
+    if done < nup and path:
+        failed = path[-1]
+        where = f"upstream {failed} failed (ERROR_FATAL)"
+        if len(path) > 1:
+            shown = ", ".join(map(str, path[:-1][:5])) + (" ..." if len(path) > 6 else "")
+            where += f", {len(path)} levels up (via {shown})"
+        if d["run_status"] in TERMINAL_RUN_STATUSES:
+            return f"blocked: {where}; {_run_final_note(d['run_status'])}, so it never will run"
+        return f"blocked: {where}, so it cannot run in this run"
     if done < nup:
         waiting = [u["task_id"] for u in d["upstream_list"] if u.get("status") != "D"]
         shown = ", ".join(map(str, waiting[:5])) + (" ..." if len(waiting) > 5 else "")
@@ -187,7 +274,9 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     """A task's record, neighbours, queue and claim state; None when the run has no such task.
 
     Upstream tasks are found by scanning every record for ``task_id`` among its children (the
-    record keeps only downstream ids), so this costs a full HSCAN of the run.
+    record keeps only downstream ids), so this costs a full HSCAN of the run. The same scan keeps
+    the parent links of tasks not DONE (up to :data:`ANCESTRY_MAX`), so a task below an
+    ERROR_FATAL task, however far up, is reported as blocked by it.
     """
     raw, queue_len, batch, meta = _pipeline(
         client,
@@ -223,9 +312,11 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
         _brief(None if r is None else decode_record(c, r), c) for c, r in zip(children, child_raws)
     ]
     upstream: list[dict[str, Any]] = []
+    ancestry = _Ancestry()
     scanned = 0
     for other in _scan_records(client, keys.task):
         scanned += 1
+        ancestry.add(other)
         if task_id in other.downstream_ids:
             upstream.append(_brief(other, other.task_id))
     upstream.sort(key=lambda u: u["task_id"])
@@ -261,6 +352,8 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
         "array_limit": _opt_int(a_limit),
         "array_reserved": _int(a_reserved),
         "upstream_list": upstream,
+        "run_status": run_status,
+        "blocked_path": _blocked_path(task_id, upstream, ancestry),
     }
     return TaskDetail(
         task=_record_dict(state),
@@ -280,4 +373,6 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
         array_limit=info["array_limit"],
         array_reserved=info["array_reserved"],
         verdict=_verdict(info),
+        blocked_by=info["blocked_path"][-1] if info["blocked_path"] else None,
+        blocked_via=info["blocked_path"][:-1],
     )
