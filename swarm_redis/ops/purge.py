@@ -13,10 +13,9 @@ from typing import Any
 
 import redis
 
-from swarm_redis.constants import WORKFLOW_RUN_STATUS_NAMES
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.errors import SwarmRedisError
-from swarm_redis.ops.reads import RunLiveness, read_liveness
+from swarm_redis.ops.reads import RunLiveness, read_liveness, run_status_name
 
 __all__ = ["PurgeRefused", "describe_liveness", "refusal", "unlink_run"]
 
@@ -27,11 +26,7 @@ class PurgeRefused(SwarmRedisError):
 
 def describe_liveness(life: RunLiveness) -> str:
     """``status RUNNING (R); replicas: r1 (lease 12.3 s left), 2 expired`` for messages."""
-    if life.run_status is None:
-        status = "no meta key"
-    else:
-        name = WORKFLOW_RUN_STATUS_NAMES.get(life.run_status, "unknown")
-        status = f"{name} ({life.run_status})"
+    status = "no meta key" if life.run_status is None else run_status_name(life.run_status)
     parts = [
         f"{r.replica_id} (lease {(r.lease_left_ms or 0) / 1000:.1f} s left)"
         for r in life.live_replicas

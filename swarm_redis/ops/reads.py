@@ -19,6 +19,7 @@ from swarm_redis.constants import (
     FINAL_TASK_STATUSES,
     TASK_STATUSES,
     TERMINAL_RUN_STATUSES,
+    WORKFLOW_RUN_STATUS_NAMES,
 )
 from swarm_redis.engine.commands import text
 from swarm_redis.engine.keys import RunKeys, meta_pattern, run_id_from_meta_key
@@ -39,6 +40,7 @@ __all__ = [
     "read_liveness",
     "read_only_acl_rules",
     "read_snapshot",
+    "run_status_name",
     "scan_keys",
     "str_map",
     "sync_text",
@@ -112,6 +114,12 @@ def _opt_int(value: Any) -> int | None:
         return int(text(value))
     except ValueError:
         return None
+
+
+def run_status_name(letter: str) -> str:
+    """``R`` -> ``RUNNING (R)``; an unknown letter as ``unknown (X)``."""
+    name = WORKFLOW_RUN_STATUS_NAMES.get(letter)
+    return f"{name} ({letter})" if name else f"unknown ({letter or '?'})"
 
 
 def sync_text(raw: str | None) -> str | None:

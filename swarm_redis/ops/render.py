@@ -21,10 +21,9 @@ from rich.text import Text
 from swarm_redis.constants import (
     TASK_STATUS_NAMES,
     TASK_STATUSES,
-    WORKFLOW_RUN_STATUS_NAMES,
 )
 from swarm_redis.engine.coordination import ReapReport
-from swarm_redis.ops.reads import RunSnapshot, RunSummary
+from swarm_redis.ops.reads import RunSnapshot, RunSummary, run_status_name
 from swarm_redis.ops.tasks import TaskDetail
 from swarm_redis.ops.verify import DRIFT_KINDS, DriftReport
 
@@ -40,12 +39,6 @@ __all__ = [
     "watch_line",
     "watch_view",
 ]
-
-
-def run_status_name(letter: str) -> str:
-    """``R`` -> ``RUNNING (R)``."""
-    name = WORKFLOW_RUN_STATUS_NAMES.get(letter)
-    return f"{name} ({letter})" if name else (letter or "?")
 
 
 def _secs(ms: int | None) -> str:

@@ -15,7 +15,6 @@ from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
     TASK_STATUS_NAMES,
     TERMINAL_RUN_STATUSES,
-    WORKFLOW_RUN_STATUS_NAMES,
 )
 from swarm_redis.engine.commands import TaskState, decode_record, text
 from swarm_redis.engine.keys import RunKeys
@@ -26,6 +25,7 @@ from swarm_redis.ops.reads import (
     _pipeline,
     _time_ms,
     parse_batch,
+    run_status_name,
     str_map,
 )
 
@@ -191,8 +191,7 @@ def _blocked_path(
 
 
 def _run_final_note(run_status: str) -> str:
-    name = WORKFLOW_RUN_STATUS_NAMES.get(run_status, "?")
-    return f"the run is final ({name} ({run_status}))"
+    return f"the run is final ({run_status_name(run_status)})"
 
 
 def _verdict(d: dict[str, Any]) -> str:
