@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from cli_helpers import CliResult, build_run, finish_run, run_cli
+from cli_helpers import CliResult, build_run, cli_for, finish_run, run_cli
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
@@ -56,11 +56,7 @@ def state(real_redis_url: str, prefix: str, run_id: int) -> RedisSwarmState:
 @pytest.fixture
 def cli(real_redis_url: str, prefix: str, capsys: Capsys) -> Any:
     """``cli("status", "7", "--json")`` runs the CLI against this test's server and prefix."""
-
-    def run(*args: str) -> CliResult:
-        return run_cli(capsys, "--url", real_redis_url, "--prefix", prefix, *args)
-
-    return run
+    return cli_for(capsys, real_redis_url, prefix)
 
 
 def empty_run(url: str, prefix: str, run_id: int) -> RedisSwarmState:

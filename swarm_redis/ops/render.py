@@ -223,8 +223,8 @@ def task_view(d: TaskDetail) -> RenderableType:
         lines.append("claimed: no")
     limit = "-" if d.array_limit is None else str(d.array_limit)
     lines.append(
-        f"capacity: workflow {d.run_active} active + {d.run_reserved} reserved of {d.run_limit};"
-        f" array {d.array_active} active + {d.array_reserved} reserved of {limit}"
+        f"capacity (active + reserved of limit): workflow {d.run_active} + {d.run_reserved}"
+        f" of {d.run_limit}, array {d.array_active} + {d.array_reserved} of {limit}"
     )
     return Group(
         Text("\n".join(lines)),

@@ -1,5 +1,9 @@
 """Export a run to a JSON snapshot and import it back, key by key.
 
+Modules: ``format`` (key types, bounds, errors, the checked plan), ``export``, ``check`` (load
+and validate a file in full), ``restore`` (write a checked plan atomically). The names below are
+the package's API.
+
 The snapshot holds the run's keys of the key table (:data:`swarm_redis.engine.keys.RUN_KEY_NAMES`,
 read by name: no SCAN), each with its Redis type, its remaining TTL in milliseconds (-1: none)
 and its full content:
