@@ -14,7 +14,13 @@ escapes the prefix (keys.glob_escape), so no argument can reach another run. ``p
 the run's key-table names only (no pattern) and refuses a live run (status not terminal, or a
 replica lease still valid by Redis's clock) unless --force. ``import`` checks the whole file
 first (snapshot.validate_snapshot), takes the prefix from --prefix (never from the file), and
-moves the keys into place in one transaction. The exporter listens on 127.0.0.1 unless --bind.
+moves the keys into place in one transaction. The exporter listens on 127.0.0.1 unless --bind,
+and starts whether or not Redis answers (a scrape while it is down reports ``swarm_up 0``).
+
+``events``: every kept event, oldest first; ``--count N`` the first N (oldest, or after
+``--since ID``), ``--last N`` the latest N; ``--follow`` then waits for new ones and, without
+``--since`` or ``--last``, starts at the end. ``watch --interval S`` pauses S seconds between
+refreshes, at least :data:`~swarm_redis.ops.handlers.MIN_INTERVAL` (so 0 does not spin).
 
 Exit codes (:mod:`swarm_redis.exit_codes`):
     0   EXIT_OK              done; verify found no drift
