@@ -37,6 +37,7 @@ from swarm_redis.exit_codes import (
 )
 from swarm_redis.ops import cli as cli_mod
 from swarm_redis.ops import render
+from swarm_redis.ops import tasks as tasks_mod
 from swarm_redis.ops.events import read_events, read_last_events
 from swarm_redis.ops.handlers import MIN_INTERVAL
 from swarm_redis.ops.reads import list_runs, read_only_acl_rules, read_snapshot, sync_text
@@ -100,6 +101,18 @@ def test_a_task_below_a_failed_task_is_blocked_not_waiting(
     after = task_detail(r, state.keys, 6)
     assert after is not None
     assert after.verdict.endswith("; the run is final (ERROR (E)): nothing more runs in it")
+
+
+def test_past_the_ancestry_bound_only_direct_upstreams_are_checked(
+    r: redis.Redis, prefix: str, run_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = chain_run(r, prefix, run_id)
+    monkeypatch.setattr(tasks_mod, "ANCESTRY_MAX", 1)  # the scan stops keeping links at once
+    direct = task_detail(r, state.keys, 2)
+    assert direct is not None and direct.blocked_by == 1
+    far = task_detail(r, state.keys, 4)
+    assert far is not None and far.blocked_by is None
+    assert far.verdict == "waiting for upstreams: 0 of 1 done (not done: 3)"
 
 
 def test_waiting_for_upstreams_is_kept_when_nothing_failed(
