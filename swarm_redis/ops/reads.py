@@ -495,3 +495,16 @@ def list_runs(client: Any, prefix: str) -> list[RunSummary]:
             )
         )
     return out
+
+
+_MOVED_TO_TASKS = frozenset({"TaskDetail", "list_tasks", "task_detail"})
+
+
+def __getattr__(name: str) -> Any:
+    """``TaskDetail``, ``list_tasks`` and ``task_detail`` live in :mod:`swarm_redis.ops.tasks`;
+    imports from here (and from the old ``swarm_redis.inspect``) keep working."""
+    if name in _MOVED_TO_TASKS:
+        from swarm_redis.ops import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
