@@ -68,6 +68,10 @@ def _age(ms: int | None) -> str:
     return f"{secs // 86400}d"
 
 
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
 def _table(*columns: str) -> Table:
     """A borderless table; cells fold (wrap inside a word) rather than being cut with "…"."""
     table = Table(show_edge=False, pad_edge=False)
@@ -152,7 +156,7 @@ def status_view(s: RunSnapshot) -> RenderableType:
     counts.add_row("", "total", str(s.tasks))
     queue = Text(
         f"ready queue: {s.ready} (queued set {s.queued})   events kept: {s.events}\n"
-        f"claimed: {s.claimed} in {s.batches} batches ({s.orphans} orphaned)"
+        f"claimed: {s.claimed} in {_batches(s.batches)} ({s.orphans} orphaned)"
     )
     parts: list[RenderableType] = [
         head,
@@ -296,7 +300,7 @@ def watch_view(s: RunSnapshot, rate: float | None) -> RenderableType:
         counts.add_column(st, justify="right", overflow="fold")
     counts.add_row(*(str(s.counts[st]) for st in TASK_STATUSES))
     flow = Text(
-        f"ready {s.ready}  claimed {s.claimed} ({s.batches} batches)  "
+        f"ready {s.ready}  claimed {s.claimed} ({_batches(s.batches)})  "
         f"active {s.active}/{s.limit}  replicas alive {s.replicas_alive}"
     )
     return Group(head, bar, counts, flow, _leader_line(s))
