@@ -25,6 +25,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from replies import as_bytes
 from rich.console import Console
 
 from swarm_redis import RedisSwarmState, StateUpdate
@@ -393,12 +394,12 @@ def inject_drift(client: redis.Redis, keys: RunKeys) -> None:
     """A wrong counter, a task in two status sets, a ready entry for a DONE task, and more."""
     client.hset(keys.active, "2", 5)  # array 2 has no active task
     client.sadd(keys.status_set("Q"), 3)  # task 3 is G, now also in s:Q
-    client.zadd(keys.ready, {1: 1000})  # task 1 is DONE
+    client.zadd(keys.ready, {"1": 1000})  # task 1 is DONE
     client.sadd(keys.queued, 1)
     client.hset(keys.task, 7, "G|1|||2|1|0|")  # task 7: one upstream done, but 5 is not DONE
     for member in client.zrange(keys.qidx, 0, -1):  # task 2 loses its queue index entry
-        if member.endswith(b"|2"):
-            client.zrem(keys.qidx, member)
+        if as_bytes(member).endswith(b"|2"):
+            client.zrem(keys.qidx, as_bytes(member))
     client.zadd(keys.qidx, {"2|0000000000000001|99": 0})  # an index entry of no queue entry
 
 

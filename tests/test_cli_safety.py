@@ -36,6 +36,7 @@ from swarm_redis.errors import InvalidInputError
 from swarm_redis.ops import cli as cli_mod
 from swarm_redis.ops import handlers as handlers_mod
 from swarm_redis.ops import purge as purge_mod
+from swarm_redis.ops import reads as reads_mod
 from swarm_redis.ops import snapshot as snapshot_mod
 from swarm_redis.ops.exporter import serve
 from swarm_redis.ops.snapshot import KEY_TYPES, TRANSIENT_KEYS
@@ -278,7 +279,7 @@ def test_purge_aborts_when_the_run_changes_under_it(
     """The liveness check and UNLINK are one WATCHed transaction: a write in between wins."""
     hood.finish(hood.main, 7)
     keys = RunKeys(hood.main, 7)
-    real = purge_mod.read_liveness
+    real = reads_mod.read_liveness  # what purge calls, until the test swaps it
     calls = []
 
     def racing(client: Any, k: RunKeys) -> Any:
