@@ -37,6 +37,8 @@ local rid, inc = ARGV[4], ARGV[5]
 local max_size, window = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- stale (final) entries dropped per array and call at most; joiner candidates read per step
 local STALE_MAX, PAGE = 64, 256
+-- a field no task id can be, and a value above any sane hash-max-listpack-value (default 64)
+local CLAIMS_HT, CLAIMS_HT_VALUE = '#ht', string.rep('-', 1024)
 local now = now_ms()
 local err = lease_error(rid, inc, now)
 if err then
@@ -191,7 +193,10 @@ multi('ZREM', K.ready, members)
 multi('ZREM', K.qidx, mkeys)
 local bid = tostring(redis.call('HINCRBY', K.counters, 'batches', 1))
 for i = 1, #members, 2000 do
-  local srem, hset = {}, {}
+  -- CLAIMS_HT: a value longer than hash-max-listpack-value in the same HSET makes Redis store
+  -- `claims` as a hash table before the fields go in (deleted at once): a listpack (what a hash
+  -- below 512 fields would be) costs a scan of the whole hash per field set, read or deleted
+  local srem, hset = {}, {CLAIMS_HT, CLAIMS_HT_VALUE}
   for j = i, math.min(i + 1999, #members) do
     srem[#srem + 1] = members[j]
     hset[#hset + 1] = members[j]
@@ -199,6 +204,7 @@ for i = 1, #members, 2000 do
   end
   redis.call('SREM', K.queued, unpack(srem))
   redis.call('HSET', K.claims, unpack(hset))
+  redis.call('HDEL', K.claims, CLAIMS_HT)
 end
 local b = {array = head_arr, rkey = rkey, ids = table.concat(members, ',')}
 redis.call('HSET', K.batches, bid, batch_join(rid, inc, b))
