@@ -44,7 +44,7 @@ for _, id in ipairs(ids) do
     if count_completion(R, id, r) then
       propagated[#propagated + 1] = id
     elseif t.s == 'G' then
-      if t.nd == t_nup(t) then
+      if t_done(t) == t_nup(t) then
         kind[id] = 'back'
         add_cand(r, id, false)
       end

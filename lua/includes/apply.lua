@@ -20,13 +20,33 @@ local function t_rest(t)
   return string.sub(t.raw, t.at)
 end
 
--- Number of upstreams and array id of a loaded record.
+-- Number of upstreams and array id of a loaded record, read from its definition when asked
+-- (most records a call touches need neither).
 local function t_nup(t)
+  if not t.nup then
+    t.nup = tonumber(string.match(t.raw, '^%d+|(%d+)|', t.at))
+  end
   return t.nup
 end
 
 local function t_array(t)
-  return t.arr
+  return string.match(t.raw, '^(%d+)|', t.at)
+end
+
+-- Upstreams done of a loaded record (t.nd is its text: written back and reported as is).
+local function t_done(t)
+  return tonumber(t.nd)
+end
+
+-- The text of a small integer, each converted once per call (a number's text costs a sprintf).
+local NUM_TEXT = {}
+local function num_text_of(n)
+  local s = NUM_TEXT[n]
+  if not s then
+    s = tostring(n)
+    NUM_TEXT[n] = s
+  end
+  return s
 end
 
 -- The children list of a loaded record as (source string, index where the list starts): no copy.
@@ -34,9 +54,9 @@ local function t_children(t)
   return t.raw, t.kat
 end
 
--- The working set of task records of one call: id -> {s, nd, st, fl, raw, at, arr, nup, kat, s0}
--- (s0: the status in Redis; raw: the stored record, at/kat: where its definition and its children
--- list start), loaded on demand, written back by recs_flush; plan: what each completion of this
+-- The working set of task records of one call: id -> {s, nd, st, fl, raw, at, kat, s0} (nd: the
+-- done count as text; s0: the status in Redis; raw: the stored record, at/kat: where its
+-- definition and its children list start; nup once t_nup read it), loaded on demand, written back by recs_flush; plan: what each completion of this
 -- call credits (plan_completions); err: the INVALID reply for the first record that does not
 -- parse (the caller answers it before its first write).
 local function recs_new()
@@ -60,12 +80,12 @@ local function recs_load(R, ids)
     for j = i, last do
       local raw = raws[j - i + 1]
       if raw then
-        local why, s, nd, st, fl, at, arr, nup, kat = record_fields(raw)
+        local why, s, nd, st, fl, at, _, _, kat = record_fields(raw)
         if why then
           R.err = R.err or corrupt(missing[j], raw, why)
         else
-          R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, raw = raw, at = at,
-            arr = arr, nup = tonumber(nup), kat = kat, s0 = s}
+          R.map[missing[j]] = {s = s, nd = nd, st = st, fl = fl, raw = raw, at = at, kat = kat,
+            s0 = s}
         end
       end
     end
@@ -169,13 +189,14 @@ local function credit_children(R, kids, r)
   for _, child in ipairs(kids) do
     local c = R.map[child]
     if c then
-      c.nd = c.nd + 1
+      local nd = t_done(c) + 1
+      c.nd = num_text_of(nd)
       recs_dirty(R, child)
       if not r.credited[child] then
         r.credited[child] = true
         r.credited_list[#r.credited_list + 1] = child
       end
-      if c.s == 'G' and c.nd == t_nup(c) then
+      if c.s == 'G' and nd == t_nup(c) then
         add_cand(r, child, false)
       end
     else
@@ -411,7 +432,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
               c[3] = true
             end
           elseif propagate and new == 'G' then
-            if t.nd == t_nup(t) then
+            if t_done(t) == t_nup(t) then
               add_cand(r, id, false)
             end
           elseif propagate and new == 'A' then
