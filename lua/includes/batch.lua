@@ -49,20 +49,16 @@ local function held_batch(rid, inc, bid)
   return b, nil
 end
 
--- {id, status, done, ...} of the given ids (unknown ids are reported as G with 0 done).
-local function task_triples(ids)
+-- "id|status|done ..." of the given ids, from their records (`recs`, read when nil): one string,
+-- built without parsing a record or converting a number (ids without a readable record are
+-- reported as G with 0 done).
+local function task_heads(ids, recs)
+  recs = recs or multi_reply('HMGET', K.task, ids)
   local out = {}
-  local recs = multi_reply('HMGET', K.task, ids)
   for j = 1, #ids do
-    local s, nd = 'G', 0
-    if recs[j] then
-      s, nd = rec_parse(recs[j])
-    end
-    out[#out + 1] = ids[j]
-    out[#out + 1] = s
-    out[#out + 1] = tonumber(nd)
+    out[j] = ids[j] .. '|' .. (recs[j] and string.match(recs[j], '^%u|%d+') or 'G|0')
   end
-  return out
+  return table.concat(out, ' ')
 end
 
 local function add_reserved(field, delta)
