@@ -219,6 +219,24 @@ def test_claim_behind_60k_tasks_of_a_full_array_is_bounded_and_not_starved(
     print(f"claim behind {blocked} queued tasks of a full array: {worst:.1f} ms")
 
 
+def test_claims_is_a_hash_table_from_the_first_claim(private: redis.Redis) -> None:
+    """A listpack ``claims`` would cost a scan of the hash per field set, read or deleted."""
+    private.config_set("hash-max-listpack-entries", 512)
+    st = _big_state(private, 4, limit=1000)
+    st.add_arrays([ArrayRecord(1, 1000)])
+    st.add_tasks([TaskRecord(i, 1, "G", 0, 0) for i in range(1, 11)])
+    st.enqueue_tasks(st._run(st._core.objects(list(range(1, 11)))))
+    rep = st.join_replica(60)
+    batch = st.claim_batch(rep, max_size=4)
+    assert batch is not None and list(batch.task_ids) == [1, 2, 3, 4]
+    assert private.object("encoding", st.keys.claims) == b"hashtable"
+    assert sorted(int(k) for k in private.hkeys(st.keys.claims)) == [1, 2, 3, 4]
+    assert set(private.hvals(st.keys.claims)) == {batch.batch_id.encode()}
+    st.ack_batch(rep, batch, dict.fromkeys(batch.task_ids, "Q"))
+    assert private.exists(st.keys.claims) == 0
+    assert find_drift(private, st.keys).clean
+
+
 def test_reading_a_big_set_while_it_changes_returns_only_tasks_in_that_status(
     private: redis.Redis,
 ) -> None:
