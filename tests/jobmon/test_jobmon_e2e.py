@@ -373,8 +373,23 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     client.close()
 
 
-def resume_workflow(tag: str, marker: str) -> Any:
-    """Ten quick tasks, one that needs ``marker`` (no retries) and its child."""
+def instances_in(server: JobmonServer, wf_id: int, status: str) -> int:
+    """Task instances of the workflow in ``status`` (0 while the database is busy)."""
+    try:
+        return int(
+            server.query(
+                "select count(*) from task_instance ti join task t on ti.task_id = t.id "
+                "where t.workflow_id = ? and ti.status = ?",
+                (wf_id, status),
+            )[0][0]
+        )
+    except Exception:
+        return 0
+
+
+def resume_workflow(tag: str, marker: str, seconds: float = 0.0, gate_attempts: int = 1) -> Any:
+    """Ten quick tasks (each sleeping ``seconds``), one that needs ``marker`` (``gate_attempts``
+    attempts) and its child."""
     from jobmon.client.api import Tool
 
     tool = Tool(name=f"swarm-resume-{tag}")
@@ -385,8 +400,11 @@ def resume_workflow(tag: str, marker: str) -> Any:
         template_name="step", command_template="{arg}", node_args=["arg"], task_args=[], op_args=[]
     )
     wf = tool.create_workflow(name=f"resume-{tag}", workflow_args=f"resume-{tag}")
-    quick = [tt.create_task(arg=f"echo {tag} q{i}", max_attempts=3) for i in range(10)]
-    gate = tt.create_task(arg=f"test -f {marker}", max_attempts=1, upstream_tasks=quick[:2])
+    nap = f"sleep {seconds}; " if seconds else ""
+    quick = [tt.create_task(arg=f"{nap}echo {tag} q{i}", max_attempts=3) for i in range(10)]
+    gate = tt.create_task(
+        arg=f"test -f {marker}", max_attempts=gate_attempts, upstream_tasks=quick[:2]
+    )
     after = tt.create_task(arg=f"echo {tag} after", max_attempts=3, upstream_tasks=[gate])
     wf.add_tasks([*quick, gate, after])
     return wf
@@ -436,19 +454,14 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
         client.close()
 
 
-@pytest.mark.skipif(
-    os.environ.get("SWARM_REDIS_JOBMON_FULL") != "1",
-    reason="known failure, not yet fixed: when the supervisor dies while its distributor holds "
-    "INSTANTIATED task instances, jobmon 3.6's replacement distributor crashes at start "
-    "(AttributeError: 'DistributorTaskInstance' object has no attribute '_batch') and the "
-    "leader restarts it in a loop (docs/jobmon.md); SWARM_REDIS_JOBMON_FULL=1 runs it",
-)
 @pytest.mark.timeout(900)
 def test_dead_distributor_is_restarted_by_the_leader(
     jobmon_server: JobmonServer, redis_url: str
 ) -> None:
-    """SIGKILL the distributor's supervisor mid-run: its jobmon distributor stops with it, the
-    lease expires, the leader starts exactly one new distributor, and the run ends DONE."""
+    """SIGKILL the distributor's supervisor mid-run, while its jobmon distributor holds task
+    instances INSTANTIATED (and one RUNNING): the distributor dies with it, the lease expires,
+    the leader starts exactly one new distributor, which takes over the dead one's task
+    instances (swarm_redis.jobmon.adopt), and the run ends DONE."""
     from swarm_redis.jobmon import distributor as dist
     from swarm_redis.jobmon.run import ReplicaOutcome, run
 
@@ -456,7 +469,7 @@ def test_dead_distributor_is_restarted_by_the_leader(
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-dist-")
     marker = os.path.join(tmp, "marker")
     open(marker, "w").close()
-    wf = resume_workflow(tag, marker)
+    wf = resume_workflow(tag, marker, seconds=0.5, gate_attempts=3)
     prefix = f"dk{tag}"
     runs: list[int] = []
     outcomes: list[ReplicaOutcome] = []
@@ -482,11 +495,19 @@ def test_dead_distributor_is_restarted_by_the_leader(
     try:
         wait_until(lambda: bool(runs), 120, "the run to be created")
         wf_id = int(wf.workflow_id)
-        wait_until(lambda: done_count(jobmon_server, wf_id) >= 3, 300, "3 tasks done")
+        wait_until(
+            lambda: (
+                done_count(jobmon_server, wf_id) >= 1
+                and instances_in(jobmon_server, wf_id, "I") >= 2
+            ),
+            300,
+            "a task done and task instances INSTANTIATED",
+        )
         keys = RedisSwarmState.attach(client, runs[0], prefix=prefix).keys
         lease = dist.read_lease(client, keys)
         assert lease is not None and lease.pid > 0
         os.kill(lease.pid, signal.SIGKILL)
+        orphans = instances_in(jobmon_server, wf_id, "I")
         wait_until(
             lambda: (dist.read_lease(client, keys) or lease).token != lease.token,
             120,
@@ -498,7 +519,8 @@ def test_dead_distributor_is_restarted_by_the_leader(
         result = box["result"]
         assert result.final_status == "D"
         assert result.done_count == result.total_tasks == 12
-        assert outcomes[0].distributors_started == 2
+        assert outcomes[0].distributors_started == 2  # no restart loop
+        assert orphans >= 1  # the dead distributor left INSTANTIATED task instances behind
         rows = attempts_and_instances(jobmon_server, wf_id)
         assert all(a == n for _, a, n in rows), rows
         # the supervisor sees the run is over, stops its distributor and gives the lease back
