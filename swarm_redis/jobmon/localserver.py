@@ -2,8 +2,8 @@
 (for the end-to-end tests and ``swarm-redis demo --jobmon``; not for production).
 
 ``JobmonServer(tmp_dir)`` sets jobmon's configuration in ``os.environ`` (inherited by every
-process started afterwards: replicas, distributors, worker nodes), initialises the database,
-starts uvicorn on a free port and waits for ``/health``.
+process started afterwards: replicas, distributors, worker nodes) until it stops, initialises
+the database, starts uvicorn on a free port and waits for ``/health``.
 """
 
 from __future__ import annotations
@@ -90,13 +90,20 @@ class JobmonServer:
             time.sleep(0.3)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            if self.proc is not None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            for key, value in self._saved.items():  # jobmon's configuration as it was
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Read the server's database (read-only connection)."""

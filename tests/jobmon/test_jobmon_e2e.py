@@ -1,9 +1,9 @@
 """End to end: a real jobmon workflow on jobmon's real server and distributor, run by N replicas.
 
 One jobmon server (sqlite, in a subprocess, as jobmon's fixtures start it) serves the session.
-The workflow (204 tasks: two arrays with their own limits and a fan-in between them, a task that
-fails once and then succeeds, a task that fails for good and its blocked child, and a final
-fan-in task) runs twice at the same time: once with jobmon's stock orchestrator
+The workflow (54 tasks, 204 with ``SWARM_REDIS_JOBMON_FULL=1``: two arrays with their own limits
+and a fan-in between them, a task that fails once and then succeeds, a task that fails for good
+and its blocked child, and a final fan-in task) runs twice at the same time: once with jobmon's stock orchestrator
 (``Workflow.run()``) and once by three ``swarm-redis jobmon-replica`` processes sharing Redis,
 whose leader is SIGKILLed mid-run and whose next leader is SIGKILLed later. A sampler thread
 reads the server's database all along. Then we compare, from the server's records.
@@ -41,6 +41,11 @@ pytestmark = pytest.mark.timeout(3600)
 ACTIVE = ("Q", "I", "O", "R")
 WF_LIMIT = 8
 LIMITS = {"prep": 3, "work": 4}
+#: Tasks of the arrays ``prep`` and ``work``: the same shape and limits at either size; the
+#: small one keeps the CI run short (the server's round trips per task set the pace).
+FULL = os.environ.get("SWARM_REDIS_JOBMON_FULL") == "1"
+N_PREP, N_WORK = (120, 80) if FULL else (30, 20)
+N_TASKS = N_PREP + N_WORK + 4
 
 
 @pytest.fixture(scope="session")
@@ -79,15 +84,17 @@ def build_workflow(tag: str, marker_dir: str, cluster: str = "sequential") -> tu
     wf = tool.create_workflow(
         name=f"e2e-{tag}", workflow_args=f"e2e-{tag}", max_concurrently_running=WF_LIMIT
     )
-    a = [prep.create_task(arg=f"echo {tag} a{i}", max_attempts=3) for i in range(120)]
+    a = [prep.create_task(arg=f"echo {tag} a{i}", max_attempts=3) for i in range(N_PREP)]
     # fan-in: every work task waits for three prep tasks
     b = [
         work.create_task(
             arg=f"echo {tag} b{j}",
-            upstream_tasks=[a[j], a[j + 40], a[(j * 7) % 120]],
+            upstream_tasks=list(
+                {a[j % N_PREP], a[(j + N_PREP // 3) % N_PREP], a[(j * 7) % N_PREP]}
+            ),
             max_attempts=3,
         )
-        for j in range(80)
+        for j in range(N_WORK)
     ]
     marker = os.path.join(marker_dir, f"flaky-{tag}")
     f1 = flaky.create_task(
@@ -265,8 +272,11 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
                 return None
             return info.replica_id if info is not None else None
 
+        first_kill, second_kill = N_TASKS // 5, (N_TASKS * 3) // 5
         wait_until(
-            lambda: done_count(jobmon_server, int(wf.workflow_id)) >= 40, 1500, "40 tasks done"
+            lambda: done_count(jobmon_server, int(wf.workflow_id)) >= first_kill,
+            1500,
+            f"{first_kill} tasks done",
         )
         first = leader()
         assert first in procs, first
@@ -275,10 +285,10 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
         wait_until(
             lambda: (
                 leader() not in (None, first)
-                and done_count(jobmon_server, int(wf.workflow_id)) >= 120
+                and done_count(jobmon_server, int(wf.workflow_id)) >= second_kill
             ),
             1500,
-            "a new leader and 120 tasks done",
+            f"a new leader and {second_kill} tasks done",
         )
         second = leader()
         assert second in procs and second != first
@@ -317,22 +327,23 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     theirs = [stock_status[t.task_id] for t in stock_tasks]
     assert ours == theirs
     assert outcome["final_status"] == stock["status"] == "E"
-    assert outcome["done_count"] == ours.count("D") == 202
+    assert len(tasks) == N_TASKS
+    assert outcome["done_count"] == ours.count("D") == N_TASKS - 2
     assert outcome["failed_count"] == ours.count("F") == 1
     (run_status,) = jobmon_server.query("select status from workflow_run where id = ?", (run_id,))[
         0
     ]
     assert run_status == "E"
-    flaky_id = tasks[200].task_id
+    flaky, doomed, child = (t.task_id for t in tasks[N_PREP + N_WORK : N_PREP + N_WORK + 3])
 
     # --- one task instance per attempt ------------------------------------------------------------
     rows = attempts_and_instances(jobmon_server, int(wf.workflow_id))
     bad = [(t, a, n) for t, a, n in rows if a != n]
     assert not bad, bad
     by_id = {t: (a, n) for t, a, n in rows}
-    assert by_id[flaky_id][0] >= 2  # failed once, then succeeded (a lost heartbeat may add one)
-    assert by_id[tasks[201].task_id] == (2, 2)  # the doomed task: max_attempts 2
-    assert by_id[tasks[202].task_id] == (0, 0)  # its child never ran
+    assert by_id[flaky][0] >= 2  # failed once, then succeeded (a lost heartbeat may add one)
+    assert by_id[doomed] == (2, 2)  # the doomed task: max_attempts 2
+    assert by_id[child] == (0, 0)  # its child never ran
     stock_rows = attempts_and_instances(jobmon_server, int(stock_wf.workflow_id))
     assert all(a == n for _, a, n in stock_rows)
 
