@@ -46,6 +46,8 @@ LIMITS = {"prep": 3, "work": 4}
 FULL = os.environ.get("SWARM_REDIS_JOBMON_FULL") == "1"
 N_PREP, N_WORK = (120, 80) if FULL else (30, 20)
 N_TASKS = N_PREP + N_WORK + 4
+#: Quick tasks of the resume and distributor-restart workflows (plus a gate task and its child).
+N_QUICK = 6
 
 
 @pytest.fixture(scope="session")
@@ -399,8 +401,8 @@ def instances_in(server: JobmonServer, wf_id: int, status: str) -> int:
 
 
 def resume_workflow(tag: str, marker: str, seconds: float = 0.0, gate_attempts: int = 1) -> Any:
-    """Ten quick tasks (each sleeping ``seconds``), one that needs ``marker`` (``gate_attempts``
-    attempts) and its child."""
+    """``N_QUICK`` quick tasks (each sleeping ``seconds``), one that needs ``marker``
+    (``gate_attempts`` attempts) and its child."""
     from jobmon.client.api import Tool
 
     tool = Tool(name=f"swarm-resume-{tag}")
@@ -412,7 +414,7 @@ def resume_workflow(tag: str, marker: str, seconds: float = 0.0, gate_attempts: 
     )
     wf = tool.create_workflow(name=f"resume-{tag}", workflow_args=f"resume-{tag}")
     nap = f"sleep {seconds}; " if seconds else ""
-    quick = [tt.create_task(arg=f"{nap}echo {tag} q{i}", max_attempts=3) for i in range(10)]
+    quick = [tt.create_task(arg=f"{nap}echo {tag} q{i}", max_attempts=3) for i in range(N_QUICK)]
     gate = tt.create_task(
         arg=f"test -f {marker}", max_attempts=gate_attempts, upstream_tasks=quick[:2]
     )
@@ -435,7 +437,7 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
         distributor_log=os.path.join(tmp, "distributor.log"),
     )
     assert first.final_status == "E"
-    assert (first.done_count, first.failed_count, first.num_previously_complete) == (10, 1, 0)
+    assert (first.done_count, first.failed_count, first.num_previously_complete) == (N_QUICK, 1, 0)
     open(marker, "w").close()  # the user fixes the cause, then resumes
     wf = resume_workflow(tag, marker)
     runs: list[int] = []
@@ -449,9 +451,9 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
         distributor_log=os.path.join(tmp, "distributor.log"),
     )
     assert second.final_status == "D"
-    assert second.num_previously_complete == 10  # the DONE tasks of the first run
-    assert second.done_count == second.total_tasks == 12
-    assert wf._num_previously_completed == 10
+    assert second.num_previously_complete == N_QUICK  # the DONE tasks of the first run
+    assert second.done_count == second.total_tasks == N_QUICK + 2
+    assert wf._num_previously_completed == N_QUICK
     # only the failed task and its child ran again, once each, in the new run
     instances = jobmon_server.query(
         "select task_id from task_instance where workflow_run_id = ?", (runs[0],)
@@ -460,7 +462,7 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
     client = redis.Redis.from_url(redis_url, protocol=3)
     try:
         state = RedisSwarmState.attach(client, runs[0], prefix=f"rs2{tag}")
-        assert state.status == "D" and state.num_previously_complete == 10
+        assert state.status == "D" and state.num_previously_complete == N_QUICK
     finally:
         client.close()
 
@@ -529,7 +531,7 @@ def test_dead_distributor_is_restarted_by_the_leader(
         assert "error" not in box, box.get("error")
         result = box["result"]
         assert result.final_status == "D"
-        assert result.done_count == result.total_tasks == 12
+        assert result.done_count == result.total_tasks == N_QUICK + 2
         assert outcomes[0].distributors_started == 2  # no restart loop
         assert orphans >= 1  # the dead distributor left INSTANTIATED task instances behind
         rows = attempts_and_instances(jobmon_server, wf_id)
