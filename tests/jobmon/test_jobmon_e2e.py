@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -48,13 +47,6 @@ N_PREP, N_WORK = (120, 80) if FULL else (30, 20)
 N_TASKS = N_PREP + N_WORK + 4
 #: Quick tasks of the resume and distributor-restart workflows (plus a gate task and its child).
 N_QUICK = 6
-
-
-@pytest.fixture(scope="session")
-def jobmon_server() -> Iterator[JobmonServer]:
-    tmp = tempfile.mkdtemp(prefix="swarm-jobmon-")
-    with JobmonServer(tmp) as server:
-        yield server
 
 
 @pytest.fixture()
