@@ -1,7 +1,7 @@
 """End to end: a real jobmon workflow on jobmon's real server and distributor, run by N replicas.
 
 One jobmon server (sqlite, in a subprocess, as jobmon's fixtures start it) serves the session.
-The workflow (54 tasks, 204 with ``SWARM_REDIS_JOBMON_FULL=1``: two arrays with their own limits
+The workflow (34 tasks, 204 with ``SWARM_REDIS_JOBMON_FULL=1``: two arrays with their own limits
 and a fan-in between them, a task that fails once and then succeeds, a task that fails for good
 and its blocked child, and a final fan-in task) runs twice at the same time: once with jobmon's stock orchestrator
 (``Workflow.run()``) and once by three ``swarm-redis jobmon-replica`` processes sharing Redis,
@@ -43,10 +43,10 @@ LIMITS = {"prep": 3, "work": 4}
 #: Tasks of the arrays ``prep`` and ``work``: the same shape and limits at either size; the
 #: small one keeps the CI run short (the server's round trips per task set the pace).
 FULL = os.environ.get("SWARM_REDIS_JOBMON_FULL") == "1"
-N_PREP, N_WORK = (120, 80) if FULL else (30, 20)
+N_PREP, N_WORK = (120, 80) if FULL else (18, 12)
 N_TASKS = N_PREP + N_WORK + 4
 #: Quick tasks of the resume and distributor-restart workflows (plus a gate task and its child).
-N_QUICK = 6
+N_QUICK = 4
 
 
 @pytest.fixture()
@@ -392,8 +392,10 @@ def instances_in(server: JobmonServer, wf_id: int, status: str) -> int:
         return 0
 
 
-def resume_workflow(tag: str, marker: str, seconds: float = 0.0, gate_attempts: int = 1) -> Any:
-    """``N_QUICK`` quick tasks (each sleeping ``seconds``), one that needs ``marker``
+def resume_workflow(
+    tag: str, marker: str, seconds: float = 0.0, gate_attempts: int = 1, n_quick: int = N_QUICK
+) -> Any:
+    """``n_quick`` quick tasks (each sleeping ``seconds``), one that needs ``marker``
     (``gate_attempts`` attempts) and its child."""
     from jobmon.client.api import Tool
 
@@ -406,7 +408,7 @@ def resume_workflow(tag: str, marker: str, seconds: float = 0.0, gate_attempts: 
     )
     wf = tool.create_workflow(name=f"resume-{tag}", workflow_args=f"resume-{tag}")
     nap = f"sleep {seconds}; " if seconds else ""
-    quick = [tt.create_task(arg=f"{nap}echo {tag} q{i}", max_attempts=3) for i in range(N_QUICK)]
+    quick = [tt.create_task(arg=f"{nap}echo {tag} q{i}", max_attempts=3) for i in range(n_quick)]
     gate = tt.create_task(
         arg=f"test -f {marker}", max_attempts=gate_attempts, upstream_tasks=quick[:2]
     )
@@ -474,7 +476,8 @@ def test_dead_distributor_is_restarted_by_the_leader(
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-dist-")
     marker = os.path.join(tmp, "marker")
     open(marker, "w").close()
-    wf = resume_workflow(tag, marker, seconds=0.5, gate_attempts=3)
+    n_quick = 8  # one batch: while one runs, the others wait INSTANTIATED
+    wf = resume_workflow(tag, marker, seconds=0.5, gate_attempts=3, n_quick=n_quick)
     prefix = f"dk{tag}"
     runs: list[int] = []
     outcomes: list[ReplicaOutcome] = []
@@ -523,7 +526,7 @@ def test_dead_distributor_is_restarted_by_the_leader(
         assert "error" not in box, box.get("error")
         result = box["result"]
         assert result.final_status == "D"
-        assert result.done_count == result.total_tasks == N_QUICK + 2
+        assert result.done_count == result.total_tasks == n_quick + 2
         assert outcomes[0].distributors_started == 2  # no restart loop
         assert orphans >= 1  # the dead distributor left INSTANTIATED task instances behind
         rows = attempts_and_instances(jobmon_server, wf_id)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from background import BackgroundProcess
 from jobmon_env import HOW_TO_GET_JOBMON, require_jobmon
 
 require_jobmon()
@@ -112,18 +112,12 @@ class SuiteRun:
             sys.executable, "-m", "pytest", "-q", "-rA", "-p", "swap_plugin",
             "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "addopts=", *paths,
         ]  # fmt: skip
-        # files, not pipes: nobody reads a pipe while the run goes on in the background
-        self.out = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 -- closed by stop()
-        self.err = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=src, env=env, stdout=self.out, stderr=self.err)
+        self.process = BackgroundProcess(cmd, env=env, cwd=src)
 
     def outcomes(self, timeout_s: float) -> dict[str, str]:
         """Wait for the run; test id -> PASSED/FAILED/ERROR."""
         try:
-            self.proc.wait(timeout=timeout_s)
-            self.out.seek(0)
-            self.err.seek(0)
-            stdout, stderr = self.out.read(), self.err.read()
+            returncode, stdout, stderr = self.process.result(timeout_s)
         finally:
             self.stop()
         outcomes: dict[str, str] = {}
@@ -134,22 +128,22 @@ class SuiteRun:
                 if outcome == "ERROR" and test_id in outcomes:
                     continue  # a teardown error after a pass/fail: the test's own outcome stands
                 outcomes[test_id] = outcome
-        assert self.proc.returncode in (0, 1), (
-            f"jobmon's suite did not run (exit {self.proc.returncode}):\n{stdout[-3000:]}\n"
-            f"{stderr[-3000:]}"
+        assert returncode in (0, 1), (
+            f"jobmon's suite did not run (exit {returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}"
         )
         assert "swarm_redis swap: jobmon SwarmState" in stdout or outcomes, stdout[-2000:]
         return outcomes
 
     def stop(self) -> None:
         """End the run if it still runs; remove the copied jobmon-side tests."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.out.close()
-        self.err.close()
+        self.process.stop()
         for dest in self.copied:
             dest.unlink(missing_ok=True)
+
+
+def start_unit_suite(redis_url: str) -> SuiteRun:
+    """jobmon's unit tests with the swap, started (tests/jobmon/conftest.py starts it early)."""
+    return SuiteRun(UNIT, redis_url)
 
 
 def run_suite(paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str]:
@@ -177,8 +171,8 @@ def check(paths: list[str], outcomes: dict[str, str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(660)
-def test_unit_suite(jobmon_unit_suite: SuiteRun | None, real_redis_url: str) -> None:
-    run = jobmon_unit_suite if jobmon_unit_suite is not None else SuiteRun(UNIT, real_redis_url)
+def test_unit_suite(jobmon_background: dict[str, Any], real_redis_url: str) -> None:
+    run = jobmon_background.get("test_unit_suite") or start_unit_suite(real_redis_url)
     check(UNIT, run.outcomes(timeout_s=600))
 
 
