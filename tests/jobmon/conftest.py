@@ -1,10 +1,11 @@
-"""Session fixtures of the jobmon tests.
+"""Fixtures of the jobmon tests.
 
-* ``jobmon_server``: one local jobmon server (sqlite) for every end-to-end test of the session.
-* ``jobmon_background``: the jobmon tests that are one subprocess each (jobmon's unit suite with
-  the swap, ``swarm-redis demo --jobmon``) start at the session's first jobmon test when they are
-  selected, so that their minutes pass beside the end-to-end tests (which mostly wait on
-  jobmon's server); each such test then waits for its subprocess's outcome.
+* ``jobmon_server`` (session): one local jobmon server (sqlite) for every end-to-end test.
+* ``background_run``: the subprocess of a test that is one subprocess (jobmon's unit suite with
+  the swap, ``swarm-redis demo --jobmon``). When the session's jobmon server starts (the first
+  end-to-end test), the selected ones that have not run yet start beside it, so that their
+  minutes pass while the end-to-end tests mostly wait on jobmon's server; the test then waits
+  for the one already started, or starts its own.
 """
 
 from __future__ import annotations
@@ -16,41 +17,48 @@ from typing import Any
 
 import pytest
 
-#: Test (node id suffix) -> module and function that start its subprocess: ``start(redis_url)``
-#: returns an object with ``stop()``.
+#: Test name -> module and function that start its subprocess: ``start(redis_url)`` returns an
+#: object with ``stop()``.
 BACKGROUND = {
-    "test_jobmon_suite.py::test_unit_suite": ("test_jobmon_suite", "start_unit_suite"),
-    "test_jobmon_demo.py::test_demo_runs_a_real_workflow_and_passes_its_verdict": (
-        "test_jobmon_demo",
-        "start_demo",
-    ),
+    "test_unit_suite": ("test_jobmon_suite", "start_unit_suite"),
+    "test_demo_runs_a_real_workflow_and_passes_its_verdict": ("test_jobmon_e2e", "start_demo"),
 }
+_started: dict[str, Any] = {}  # started beside the end-to-end tests, not yet claimed
+_claimed: set[str] = set()  # tests that took (or started) their subprocess
+
+
+def _start(name: str, redis_url: str) -> Any:
+    module, start = BACKGROUND[name]
+    return getattr(importlib.import_module(module), start)(redis_url)
 
 
 @pytest.fixture(scope="session")
-def jobmon_server() -> Iterator[Any]:
+def jobmon_server(request: pytest.FixtureRequest) -> Iterator[Any]:
     from swarm_redis.jobmon.localserver import JobmonServer
 
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-")
     with JobmonServer(tmp) as server:
-        yield server
+        names = {item.name for item in request.session.items}
+        for name in BACKGROUND:
+            if name in names and name not in _claimed:
+                try:  # its module was collected, so it imports
+                    _started[name] = _start(name, request.getfixturevalue("real_redis_url"))
+                except pytest.skip.Exception:  # no Redis or no jobmon source: the test says why
+                    pass
+        try:
+            yield server
+        finally:
+            for run in _started.values():
+                run.stop()
+            _started.clear()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def jobmon_background(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    started: dict[str, Any] = {}
-    selected = [t for t in BACKGROUND if any(i.nodeid.endswith(t) for i in request.session.items)]
+@pytest.fixture()
+def background_run(request: pytest.FixtureRequest, real_redis_url: str) -> Iterator[Any]:
+    name = request.node.name
+    _claimed.add(name)
+    run = _started.pop(name, None) or _start(name, real_redis_url)
     try:
-        for test in selected:
-            module, start = BACKGROUND[test]
-            try:  # the module was collected, so it imports
-                run = getattr(importlib.import_module(module), start)(
-                    request.getfixturevalue("real_redis_url")
-                )
-            except pytest.skip.Exception:  # no Redis or no jobmon source: the test says why
-                continue
-            started[test.split("::")[-1]] = run
-        yield started
+        yield run
     finally:
-        for run in started.values():
-            run.stop()
+        run.stop()

@@ -1,12 +1,14 @@
 """End to end: a real jobmon workflow on jobmon's real server and distributor, run by N replicas.
 
 One jobmon server (sqlite, in a subprocess, as jobmon's fixtures start it) serves the session.
-The workflow (34 tasks, 204 with ``SWARM_REDIS_JOBMON_FULL=1``: two arrays with their own limits
-and a fan-in between them, a task that fails once and then succeeds, a task that fails for good
-and its blocked child, and a final fan-in task) runs twice at the same time: once with jobmon's stock orchestrator
-(``Workflow.run()``) and once by three ``swarm-redis jobmon-replica`` processes sharing Redis,
-whose leader is SIGKILLed mid-run and whose next leader is SIGKILLed later. A sampler thread
-reads the server's database all along. Then we compare, from the server's records.
+The workflow (34 tasks, 204 with ``SWARM_REDIS_JOBMON_FULL=1``: two arrays with their own
+limits and a fan-in between them, a task that fails once and then succeeds, a task that fails
+for good and its blocked child, and a final fan-in task) runs twice at the same time: once with
+jobmon's stock orchestrator (``Workflow.run()``) and once by three ``swarm-redis
+jobmon-replica`` processes sharing Redis, whose leader is SIGKILLed mid-run and whose next
+leader is SIGKILLed later. A sampler thread reads the server's database all along. Then we
+compare, from the server's records. Also here: a resumed run, a distributor killed mid-run,
+and ``swarm-redis demo --jobmon``.
 
 Needs jobmon 3.6 (see README, "Use with jobmon") and a real Redis; skipped without them, failed
 without them when CI=true.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from typing import Any
 
 import pytest
 import redis
+from background import BackgroundProcess
 from jobmon_env import require_jobmon
 
 from swarm_redis.state import RedisSwarmState
@@ -533,5 +537,45 @@ def test_dead_distributor_is_restarted_by_the_leader(
         assert all(a == n for _, a, n in rows), rows
         # the supervisor sees the run is over, stops its distributor and gives the lease back
         wait_until(lambda: dist.read_lease(client, keys) is None, 120, "the lease given back")
+    finally:
+        client.close()
+
+
+# --- swarm-redis demo --jobmon ---------------------------------------------------------------
+# A small run (6 tasks, 2 replicas, no kills: the tests above kill) through the command line, on
+# the real Redis with --purge: the verdict passes, every line of it, and the run's keys are gone
+# afterwards. It starts beside the tests above when they run first (tests/jobmon/conftest.py).
+
+
+def start_demo(redis_url: str) -> BackgroundProcess:
+    """The demo run of the test below, started (tests/jobmon/conftest.py starts it early)."""
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    cmd = [
+        sys.executable, "-m", "swarm_redis", "demo", "--jobmon", "--tasks", "6",
+        "--replicas", "2", "--kill-every", "0", "--url", redis_url, "--purge",
+    ]  # fmt: skip
+    return BackgroundProcess(cmd, env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_demo_runs_a_real_workflow_and_passes_its_verdict(
+    background_run: BackgroundProcess, real_redis_url: str
+) -> None:
+    code, out, err = background_run.result(timeout_s=540)
+    assert code == 0, out[-3000:] + err[-3000:]
+    verdict = out.split("verdict (from the jobmon server's database):", 1)[1]
+    lines = [line.strip() for line in verdict.strip().splitlines()]
+    assert lines and all(line.startswith("PASS") for line in lines), verdict
+    assert any("6/6 tasks DONE" in line for line in lines), verdict
+    assert any("jobmon distributors started: 1" in line for line in lines), verdict
+    assert any(re.search(r"array first: at most [123] active, limit 3", x) for x in lines)
+    prefix = re.search(r"prefix (\S+)", out)
+    assert prefix is not None, out
+    assert re.search(r"purged [1-9]\d* keys", out), out
+    client = redis.Redis.from_url(real_redis_url)
+    try:
+        assert not list(client.scan_iter(match=f"{prefix.group(1)}:*", count=1000))
     finally:
         client.close()

@@ -7,8 +7,8 @@ Each test runs a part of jobmon's test suite (from jobmon's source tree: ``$JOBM
 the ones docs/jobmon.md lists as deliberate differences ("fails"); a test listed "flaky" may
 fail or pass. A new failure fails this suite, and so does a listed one that passes.
 
-* ``test_unit_suite``: jobmon's ``tests/unit/swarm`` (about a minute): in CI. It starts at the
-  session's first jobmon test (``tests/jobmon/conftest.py``) and runs beside the others.
+* ``test_unit_suite``: jobmon's ``tests/unit/swarm`` (about a minute): in CI. It starts beside
+  the end-to-end tests when they run in the same session (``tests/jobmon/conftest.py``).
 * ``test_integration_subset``: a part of ``tests/integration/swarm`` (a real jobmon server on
   sqlite, the sequential distributor, real shell tasks), chosen for its time: in CI.
 * ``test_integration_suite``: all of ``tests/integration/swarm`` (about 2 minutes on a quiet
@@ -23,7 +23,6 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from background import BackgroundProcess
@@ -171,9 +170,8 @@ def check(paths: list[str], outcomes: dict[str, str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(660)
-def test_unit_suite(jobmon_background: dict[str, Any], real_redis_url: str) -> None:
-    run = jobmon_background.get("test_unit_suite") or start_unit_suite(real_redis_url)
-    check(UNIT, run.outcomes(timeout_s=600))
+def test_unit_suite(background_run: SuiteRun) -> None:
+    check(UNIT, background_run.outcomes(timeout_s=600))
 
 
 @pytest.mark.slow
