@@ -444,6 +444,7 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
         redis_url=redis_url,
         prefix=f"rs2{tag}",
         resume=True,
+        resume_timeout=10,  # jobmon waits a tenth of it before it looks whether it may resume
         poll_s=0.1,
         on_run_created=runs.append,
         distributor_log=os.path.join(tmp, "distributor.log"),
