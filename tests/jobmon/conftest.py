@@ -2,10 +2,11 @@
 
 * ``jobmon_server`` (session): one local jobmon server (sqlite) for every end-to-end test.
 * ``background_run``: the subprocess of a test that is one subprocess (jobmon's unit suite with
-  the swap, ``swarm-redis demo --jobmon``). When the session's jobmon server starts (the first
-  end-to-end test), the selected ones that have not run yet start beside it, so that their
-  minutes pass while the end-to-end tests mostly wait on jobmon's server; the test then waits
-  for the one already started, or starts its own.
+  the swap). When the session's jobmon server starts (the first end-to-end test), the selected
+  ones that have not run yet start beside it, so that their minute passes while the end-to-end
+  tests mostly wait on jobmon's server; the test then waits for the one already started, or
+  starts its own. (``swarm-redis demo --jobmon`` is not run so: beside the end-to-end tests it
+  slowed them by as much as it saved.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pytest
 #: object with ``stop()``.
 BACKGROUND = {
     "test_unit_suite": ("test_jobmon_suite", "start_unit_suite"),
-    "test_demo_runs_a_real_workflow_and_passes_its_verdict": ("test_jobmon_e2e", "start_demo"),
 }
 _started: dict[str, Any] = {}  # started beside the end-to-end tests, not yet claimed
 _claimed: set[str] = set()  # tests that took (or started) their subprocess

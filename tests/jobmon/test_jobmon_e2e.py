@@ -545,11 +545,11 @@ def test_dead_distributor_is_restarted_by_the_leader(
 # --- swarm-redis demo --jobmon ---------------------------------------------------------------
 # A small run (6 tasks, 2 replicas, no kills: the tests above kill) through the command line, on
 # the real Redis with --purge: the verdict passes, every line of it, and the run's keys are gone
-# afterwards. It starts beside the tests above when they run first (tests/jobmon/conftest.py).
+# afterwards.
 
 
 def start_demo(redis_url: str) -> BackgroundProcess:
-    """The demo run of the test below, started (tests/jobmon/conftest.py starts it early)."""
+    """The demo run of the test below, started."""
     env = dict(os.environ)
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [
@@ -561,10 +561,8 @@ def start_demo(redis_url: str) -> BackgroundProcess:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_demo_runs_a_real_workflow_and_passes_its_verdict(
-    background_run: BackgroundProcess, real_redis_url: str
-) -> None:
-    code, out, err = background_run.result(timeout_s=540)
+def test_demo_runs_a_real_workflow_and_passes_its_verdict(real_redis_url: str) -> None:
+    code, out, err = start_demo(real_redis_url).result(timeout_s=540)
     assert code == 0, out[-3000:] + err[-3000:]
     verdict = out.split("verdict (from the jobmon server's database):", 1)[1]
     lines = [line.strip() for line in verdict.strip().splitlines()]
