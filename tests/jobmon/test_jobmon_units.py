@@ -335,22 +335,24 @@ def test_adjusting_resources_are_scaled_shared_and_queued_first(
     assert state.get_task(1).status == "A"
 
 
-def test_cold_resume_signal_terminates_stops_scheduling_and_ends_terminated(
-    r: redis.Redis, run_id: int, prefix: str
+@pytest.mark.parametrize("signal", ["C", "H"])
+def test_resume_signal_terminates_stops_scheduling_and_ends_terminated(
+    r: redis.Redis, run_id: int, prefix: str, signal: str
 ) -> None:
-    """The server answers a heartbeat with COLD_RESUME: the leader asks it to terminate the
-    running task instances, no replica queues another batch, and once the run has drained
-    the leader finalizes it TERMINATED (jobmon's _handle_termination and _finalize)."""
+    """The server answers a heartbeat with COLD_RESUME (or HOT_RESUME: jobmon 3.6 handles both
+    alike): the leader asks it to terminate the running task instances, no replica queues
+    another batch, and once the run has drained the leader finalizes it TERMINATED (jobmon's
+    _handle_termination and _finalize)."""
     js = diamond(run_id)
     js.tasks[5] = Task(5)
     js.tasks[1].status = "R"
     state, _ = share(js, r, prefix=prefix)
-    req = Requester(statuses={}, run_status="C")
+    req = Requester(statuses={}, run_status=signal)
     loop = _loop(state, req)
     _lead(loop)
     assert state.enqueue_initial_fringe() == 1  # task 5 is ready
-    assert loop.lead("R") == "C"
-    assert state.status == "C"
+    assert loop.lead("R") == signal
+    assert state.status == signal
     assert len(_routes(req, "/terminate_task_instances")) == 1
     assert not loop.step()  # a round of the loop: nothing scheduled while terminating
     assert not _routes(req, "/queue_task_batch")
@@ -358,7 +360,7 @@ def test_cold_resume_signal_terminates_stops_scheduling_and_ends_terminated(
     # the server stopped task 1 (its task instance was killed; the task awaits a new run)
     req.statuses = {"G": [1]}
     loop.next_sync = 0.0
-    assert loop.lead("C") == "T"
+    assert loop.lead(signal) == "T"
     assert state.status == "T"
     assert [m["status"] for m in _routes(req, "/update_status")] == ["T"]
     assert not _routes(req, "/queue_task_batch")
