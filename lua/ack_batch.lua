@@ -16,13 +16,14 @@
 -- Errors: STATELOST, INVALID (a malformed argument, a corrupt task record or counter it would
 --         touch), LEASELOST. Nothing is written on an error.
 --!include prelude
---!include coord
---!include apply
+--!include batch
 --!include check
+--!include records
+--!include apply
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_name(ARGV[6], 'batch id') or chk_flag(ARGV[7], 'propagate')
   or chk_opt_int(ARGV[8], 'sync stamp') or chk_int(ARGV[9], 'number of changes')
-  or chk_pairs(10, tonumber(ARGV[9]), ARGV[7] == '1')
+  or chk_pairs(10, tonumber(ARGV[9]))
   or chk_int_hash(K.reserved, 'reserved') or chk_int_hash(K.active, 'active')
 if bad then
   return bad
@@ -31,10 +32,6 @@ local rid, inc, bid = ARGV[4], ARGV[5], ARGV[6]
 local propagate = ARGV[7] == '1'
 local stamp = ARGV[8]
 local n = tonumber(ARGV[9])
-local invalid = invalid_status(10, n)
-if invalid then
-  return invalid
-end
 local b, err = live_holder_batch(rid, inc, bid)
 if err then
   return err
@@ -50,11 +47,13 @@ end
 local function of_batch(id)
   return in_batch[id]
 end
-local r = apply_changes(10, n, stamp, propagate, takes_answer, of_batch)
+local r, invalid = apply_changes(10, n, stamp, propagate, takes_answer, of_batch)
+if invalid then
+  return invalid
+end
 report_changes(r, n)
 local back = close_batch(bid, b)
 redis.call('HINCRBY', K.counters, 'acks', 1)
 emit('type', 'ack', 'batch', bid, 'replica', rid, 'changed', #r.changed, 'requeued', #back)
 touch()
-return {finish(), table.concat(r.changed, ' '), table.concat(r.ready, ' '), table.concat(r.touched, ' '),
-  {'', '', 0}, back, r.unfinished}
+return changes_reply(r, {'', '', 0}, back)

@@ -17,11 +17,12 @@
 --           with propagate (progress in K.fanout; reconcile finishes what a dead caller left)}
 -- Errors: STATELOST, INVALID.
 --!include prelude
---!include apply
 --!include check
+--!include records
+--!include apply
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_flag(ARGV[4], 'propagate') or chk_opt_int(ARGV[5], 'sync stamp')
-  or chk_int(ARGV[6], 'number of changes') or chk_pairs(7, tonumber(ARGV[6]), ARGV[4] == '1')
+  or chk_int(ARGV[6], 'number of changes') or chk_pairs(7, tonumber(ARGV[6]))
   or chk_apply_tail(7 + 2 * tonumber(ARGV[6])) or chk_int_hash(K.active, 'active')
   or chk_int_hash(K.counters, 'counter')
 if bad then
@@ -30,10 +31,6 @@ end
 local propagate = ARGV[4] == '1'
 local stamp = ARGV[5]
 local n = tonumber(ARGV[6])
-local invalid = invalid_status(7, n)
-if invalid then
-  return invalid
-end
 local t = 7 + n * 2
 local last = ARGV[t] == '1'
 local new_limit, n_al, run_status, sync_enc, sync_us
@@ -51,7 +48,10 @@ end
 local function not_final(status)
   return not FINAL[status]
 end
-local r = apply_changes(7, n, stamp, propagate, not_final, nil)
+local r, invalid = apply_changes(7, n, stamp, propagate, not_final, nil)
+if invalid then
+  return invalid
+end
 report_changes(r, n)
 
 local applied_status = 0
@@ -90,5 +90,4 @@ if last then
   end
 end
 local m = redis.call('HMGET', K.meta, 'status', 'limit')
-return {finish(), table.concat(r.changed, ' '), table.concat(r.ready, ' '), table.concat(r.touched, ' '),
-  {m[1] or '', m[2] or '', applied_status}, r.unfinished}
+return changes_reply(r, {m[1] or '', m[2] or '', applied_status})

@@ -21,7 +21,9 @@
 --           redriven 1/0, {id, status, done, ...} in batch order}
 -- Errors: STATELOST, LEASELOST (the caller is not a live member; nothing is written).
 --!include prelude
+--!include queue
 --!include coord
+--!include batch
 --!include check
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
@@ -98,30 +100,42 @@ if redis.call('ZCARD', K.ready) == 0 then
   return nothing
 end
 
--- find the head: each array's first entry (qidx), the earliest of them wins
-local function parse_member(m)
-  local arr, pos, id = string.match(m, '^([^|]*)|(%d+)|(.*)$')
-  return arr, pos, id
+-- One page of the per-array queue index: up to `count` entries from offset `off` between the
+-- lexical bounds `lo` and `hi`, as members, task ids and task records (one ZRANGEBYLEX, one
+-- HMGET): the one read path of both the head search and the joiners.
+local function qidx_page(lo, hi, off, count)
+  local ms = redis.call('ZRANGEBYLEX', K.qidx, lo, hi, 'LIMIT', off, count)
+  local ids = {}
+  for j, m in ipairs(ms) do
+    ids[j] = string.match(m, '^[^|]*|%d+|(.*)$')
+  end
+  local recs = #ids > 0 and redis.call('HMGET', K.task, unpack(ids)) or {}
+  return ms, ids, recs
 end
+
+-- A queue entry may be claimed: its task has a record that is not final (DONE/ERROR_FATAL).
+local function claimable(rec)
+  return rec and not FINAL[string.sub(rec, 1, 1)]
+end
+
+-- find the head: each array's first entry (qidx), the earliest of them wins
 local stale, stale_arrs = {}, {}
 local head_id, head_arr, head_pos, head_member
 for _, aid in ipairs(free) do
   local dropped = 0
   while dropped < STALE_MAX do
-    local m = redis.call('ZRANGEBYLEX', K.qidx, '[' .. aid .. '|', '(' .. aid .. '}', 'LIMIT', dropped, 1)[1]
-    if not m then
+    local ms, ids, recs = qidx_page('[' .. aid .. '|', '(' .. aid .. '}', dropped, 1)
+    if not ms[1] then
       break
     end
-    local _, pos, id = parse_member(m)
-    local v = redis.call('HGET', K.task, id)
-    local s = v and string.sub(v, 1, 1)
-    if v and not FINAL[s] then
+    if claimable(recs[1]) then
+      local pos = string.match(ms[1], '^[^|]*|(%d+)|')
       if not head_pos or pos < head_pos then
-        head_id, head_arr, head_pos, head_member = id, aid, pos, m
+        head_id, head_arr, head_pos, head_member = ids[1], aid, pos, ms[1]
       end
       break
     end
-    stale[#stale + 1] = id
+    stale[#stale + 1] = ids[1]
     stale_arrs[#stale_arrs + 1] = aid
     dropped = dropped + 1
   end
@@ -151,20 +165,14 @@ if cap > 1 and window > 0 then
   local lower = '[' .. head_arr .. '|' .. head_pos .. '}'
   local off = 0
   while #members < cap do
-    local ms = redis.call('ZRANGEBYLEX', K.qidx, lower, upper, 'LIMIT', off, PAGE)
+    local ms, ids, recs = qidx_page(lower, upper, off, PAGE)
     if #ms == 0 then
       break
     end
     off = off + #ms
-    local ids = {}
-    for j, m in ipairs(ms) do
-      local _, _, id = parse_member(m)
-      ids[j] = id
-    end
-    local recs = redis.call('HMGET', K.task, unpack(ids))
     local rks = redis.call('HMGET', K.qres, unpack(ids))
     for j = 1, #ids do
-      if recs[j] and not FINAL[string.sub(recs[j], 1, 1)] and (rks[j] or '') == rkey then
+      if claimable(recs[j]) and (rks[j] or '') == rkey then
         members[#members + 1] = ids[j]
         mkeys[#mkeys + 1] = ms[j]
         if #members >= cap then

@@ -6,7 +6,9 @@
 --           length of the queue after}
 -- Errors: STATELOST.
 --!include prelude
+--!include queue
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_int(ARGV[4], 'dequeue count', 1) or chk_queue_head(tonumber(ARGV[4]))
 if bad then

@@ -8,6 +8,7 @@
 --!include prelude
 --!include queue
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_flag(ARGV[4], 'front') or chk_queue_pairs(5)
 if bad then

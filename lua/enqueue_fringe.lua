@@ -12,13 +12,15 @@
 --!include prelude
 --!include queue
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_flag(ARGV[4], 'take flag') or chk_flag(ARGV[5], 'front') or chk_queue_pairs(6)
 if bad then
   return bad
 end
-if redis.call('EXISTS', K.meta) == 0 then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run()
+if norun then
+  return norun
 end
 if ARGV[4] == '1' then
   if redis.call('HSETNX', K.meta, 'fringe_done', 1) == 0 then

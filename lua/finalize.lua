@@ -22,8 +22,9 @@ if err then
 end
 local m = redis.call('HMGET', K.meta, 'status', 'finalized')
 local cur, done = m[1], m[2]
-if not cur then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run(cur ~= nil)
+if norun then
+  return norun
 end
 if done then
   return {VERSION, 0, done, cur}

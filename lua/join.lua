@@ -8,6 +8,7 @@
 --         does not parse counts as an expired member.
 --!include prelude
 --!include coord
+--!include batch
 --!include check
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_ttl(ARGV[6], 'lease ttl ms')
@@ -16,8 +17,9 @@ if bad then
   return bad
 end
 local rid, inc, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6])
-if redis.call('EXISTS', K.meta) == 0 then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run()
+if norun then
+  return norun
 end
 local now = now_ms()
 local old = redis.call('HGET', K.replicas, rid)

@@ -10,6 +10,7 @@
 --         does not parse counts as expired; a batch record that does not parse is left alone.
 --!include prelude
 --!include coord
+--!include batch
 --!include check
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_int_hash(K.reserved, 'reserved') or chk_int_hash(K.counters, 'counter')

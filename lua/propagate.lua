@@ -10,10 +10,11 @@
 --           {id, ...} unfinished fan-outs}
 -- Errors: STATELOST.
 --!include prelude
---!include apply
 --!include check
+--!include records
+--!include apply
 -- validation (check.lua): nothing below may fail after a write
-local bad = chk_flag(ARGV[4], 'enqueue') or chk_id_list(5, 1, true) or chk_int_hash(K.active, 'active')
+local bad = chk_flag(ARGV[4], 'enqueue') or chk_id_list(5) or chk_int_hash(K.active, 'active')
   or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
@@ -22,6 +23,9 @@ local ids = {}
 for i = 5, #ARGV do
   ids[#ids + 1] = ARGV[i]
 end
-local r = propagate_ids(ids, ARGV[4] == '1')
+local r, invalid = propagate_ids(ids, ARGV[4] == '1')
+if invalid then
+  return invalid
+end
 report_changes(r, #ids)
 return {finish(), table.concat(r.ready, ' '), table.concat(r.touched, ' '), r.unfinished}

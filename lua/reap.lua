@@ -12,6 +12,7 @@
 --         not parse count as expired (reaped); batch records that do not parse are left alone.
 --!include prelude
 --!include coord
+--!include batch
 --!include check
 local bad = chk_int(ARGV[4], 'reap lock ms', 1, 3600000) or chk_flag(ARGV[5], 'force')
   or chk_name(ARGV[6], 'lock token')

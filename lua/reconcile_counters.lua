@@ -7,7 +7,7 @@
 -- Returns: {version, active counters fixed, reserved counters fixed, stale claims dropped}
 -- Errors: STATELOST.
 --!include prelude
---!include coord
+--!include batch
 --!include check
 -- validation (check.lua): nothing below may fail after a write
 -- (a corrupt active or reserved value is what this script rewrites: not checked)

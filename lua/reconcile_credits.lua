@@ -15,6 +15,7 @@
 --           progress), {id, ...} queued, {id, old, new, ...} pending credits fixed}
 -- Errors: STATELOST, INVALID (malformed groups).
 --!include prelude
+--!include queue
 local n = tonumber(ARGV[4])
 if not n then
   return fail('INVALID', 'group count ' .. tostring(ARGV[4]))

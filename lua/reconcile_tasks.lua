@@ -11,10 +11,11 @@
 --           not fully credited yet (go on with propagate)}
 -- Errors: STATELOST.
 --!include prelude
---!include apply
 --!include check
+--!include records
+--!include apply
 -- validation (check.lua): nothing below may fail after a write
-local bad = chk_id_list(4, 1, true) or chk_int_hash(K.active, 'active')
+local bad = chk_id_list(4) or chk_int_hash(K.active, 'active')
   or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
@@ -32,6 +33,9 @@ for _, id in ipairs(ids) do
   end
 end
 plan_completions(R, done)
+if R.err then
+  return R.err
+end
 local kind = {}  -- id -> 'back' | 'front' for the tasks this sweep queues itself
 local propagated, fronts = {}, {}
 for _, id in ipairs(ids) do

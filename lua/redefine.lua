@@ -12,8 +12,9 @@
 -- Returns: {version, number of records changed, {id, ...} refused (already propagated)}
 -- Errors: STATELOST, INVALID (a malformed id, count or id list), NORUN.
 --!include prelude
-if redis.call('EXISTS', K.meta) == 0 then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run()
+if norun then
+  return norun
 end
 local n = tonumber(ARGV[4])
 local ids = {}

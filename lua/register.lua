@@ -15,14 +15,17 @@
 --           {id, ...} queued because absorbed credits made them ready}
 -- Errors: STATELOST, INVALID (unknown status), NORUN.
 --!include prelude
+--!include queue
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_register(4) or chk_int_hash(K.active, 'active')
 if bad then
   return bad
 end
-if redis.call('EXISTS', K.meta) == 0 then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run()
+if norun then
+  return norun
 end
 local n = tonumber(ARGV[4])
 local base = 5

@@ -8,7 +8,7 @@
 -- Errors: STATELOST, LEASELOST, INVALID (a malformed argument or a corrupt reserved counter).
 --         Nothing is written on an error.
 --!include prelude
---!include coord
+--!include batch
 --!include check
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_name(ARGV[6], 'batch id') or chk_int_hash(K.reserved, 'reserved')

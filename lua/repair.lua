@@ -25,15 +25,18 @@
 -- Returns: {version, {1 or 0 per op: 1 when it changed something}}
 -- Errors: STATELOST, INVALID (unknown op code), NORUN.
 --!include prelude
---!include coord
+--!include queue
+--!include batch
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_repair(4) or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
 end
-if redis.call('EXISTS', K.meta) == 0 then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run()
+if norun then
+  return norun
 end
 local n = tonumber(ARGV[4])
 local CODES = {sets = true, queue = true, qres = true, done = true, active = true,

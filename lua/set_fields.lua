@@ -9,8 +9,9 @@
 --!include prelude
 --!include check
 local allowed = {npc = 9007199254740991, events_maxlen = 10000000, detail_max = 100000}
-if redis.call('EXISTS', K.meta) == 0 then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run()
+if norun then
+  return norun
 end
 if #ARGV % 2 ~= 1 then
   return fail('INVALID', 'set_fields needs field, value pairs')

@@ -22,8 +22,9 @@ if err then
   return err
 end
 local cur = redis.call('HGET', K.meta, 'status')
-if not cur then
-  return fail('NORUN', 'run has no meta key')
+local norun = require_run(cur ~= nil)
+if norun then
+  return norun
 end
 if expected ~= '' and cur ~= expected then
   return fail('TRANSITION', cur .. ' ' .. new .. ' (expected ' .. expected .. ', found ' .. cur .. ')')

@@ -34,7 +34,7 @@ MOVED_MODULES = {
     "swarm_redis.gateway": "swarm_redis.replica.gateway",
     "swarm_redis.embedded": "swarm_redis.demo.embedded",
     "swarm_redis.sim": "swarm_redis.demo.sim",
-    "swarm_redis.simwire": "swarm_redis.demo.simwire",
+    "swarm_redis.simwire": "swarm_redis.demo.sim.wire",
     "swarm_redis.memory": "swarm_redis.testing.oracle",
 }
 

@@ -11,29 +11,21 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from swarm_redis.codec import ResourceCodec
 from swarm_redis.constants import ACTIVE_TASK_STATUSES
 from swarm_redis.engine import coordination as coord
 from swarm_redis.engine.coordination import Batch, LeaderInfo, ReapReport, ReconcileReport, Replica
-from swarm_redis.engine.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_async
-from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.core import ApplyResult, Op, run_async
+from swarm_redis.engine.front import StateFront
 from swarm_redis.engine.transport import AsyncTransport
-from swarm_redis.engine.validation import (
-    DEFAULT_MAX_CLOCK_SKEW_S,
-    check_run_ids,
-    coerce_task_id,
-    decode_sync_time,
-    stored_int,
-)
-from swarm_redis.errors import InvalidTypeError
 from swarm_redis.update import StateUpdate
 
 __all__ = ["AsyncRedisSwarmState"]
 
 T = TypeVar("T")
+S = TypeVar("S", bound="AsyncRedisSwarmState")
 
 
-class AsyncRedisSwarmState:
+class AsyncRedisSwarmState(StateFront):
     """A workflow run's scheduling state in Redis, for asyncio code (``redis.asyncio`` clients).
 
     Same methods, arguments and results as :class:`~swarm_redis.state.RedisSwarmState`, as
@@ -62,65 +54,13 @@ class AsyncRedisSwarmState:
     ``last_ready``, ``version``, ``keys`` and ``active_task_statuses`` need no I/O and stay
     properties.
 
-    Args:
-        workflow_id: The workflow ID.
-        workflow_run_id: The workflow run ID (the run's key in Redis).
-        dag_id: The DAG ID.
-        max_concurrently_running: Initial workflow limit (ignored if the run exists).
-        status: Initial run status (ignored if the run exists).
-        redis: A ``redis.asyncio`` client (``Redis``, ``Sentinel.master_for`` or ``RedisCluster``).
-        prefix: First part of every key of the run.
-        codec: How cached resources are stored.
-        chunk_budget: Redis work per script call (status changes plus edge visits).
-        propagate_on_apply: ``apply_update`` propagates and queues in the same atomic step.
-        events_maxlen: Cap of the run's event stream, 0..10,000,000 (0 switches events off), set
-            at creation.
-        max_clock_skew: How far (seconds, or a ``timedelta``; 0..10 years, default one day) a
-            ``sync_time`` may lie ahead of this process's clock; a later one is refused with
-            InvalidInputError (a far-future stamp would freeze ``last_sync`` and every task's
-            stale guard). One day covers naive server times in any time zone.
-
-    Raises:
-        InvalidTypeError / InvalidInputError: An id that is not an int in 0..2^53-1 (bool,
-            float, nan and str refused), a limit, ``events_maxlen``, ``chunk_budget`` or
-            ``max_clock_skew`` out of range (see docs/validation.md). Nothing is written.
+    Construction writes nothing; the arguments are
+    :class:`~swarm_redis.engine.front.StateFront`'s, with a ``redis.asyncio`` client (``Redis``,
+    ``Sentinel.master_for`` or ``RedisCluster``) as ``redis``.
     """
 
-    def __init__(
-        self,
-        workflow_id: int,
-        workflow_run_id: int,
-        dag_id: int,
-        max_concurrently_running: int = 10000,
-        status: str = "B",
-        *,
-        redis: Any = None,
-        prefix: str = "swarm",
-        codec: ResourceCodec | None = None,
-        chunk_budget: int = DEFAULT_CHUNK_BUDGET,
-        propagate_on_apply: bool = True,
-        events_maxlen: int = 10000,
-        max_clock_skew: float | datetime.timedelta = DEFAULT_MAX_CLOCK_SKEW_S,
-    ) -> None:
-        if redis is None:
-            raise InvalidTypeError(
-                "AsyncRedisSwarmState needs a redis.asyncio client: redis=redis.asyncio.Redis(...)"
-            )
-        self.workflow_id, self.workflow_run_id, self.dag_id = check_run_ids(
-            workflow_id, workflow_run_id, dag_id
-        )
-        self.redis = redis
-        self._initial_limit = max_concurrently_running
-        self._initial_status = status
-        self._core = StateCore(
-            RunKeys(prefix, self.workflow_run_id),
-            codec=codec,
-            chunk_budget=chunk_budget,
-            propagate_on_apply=propagate_on_apply,
-            events_maxlen=events_maxlen,
-            max_clock_skew=max_clock_skew,
-        )
-        self._transport = AsyncTransport(redis, self.workflow_run_id)
+    transport_type = AsyncTransport
+    client_hint = "a redis.asyncio client: redis=redis.asyncio.Redis(...)"
 
     @classmethod
     async def create(
@@ -141,58 +81,28 @@ class AsyncRedisSwarmState:
 
     async def initialize(self) -> bool:
         """Create the run unless it exists (what the sync ``__init__`` does); True if created."""
-        return await self._run(
-            self._core.create(
-                self.workflow_id,
-                self.workflow_run_id,
-                self.dag_id,
-                self._initial_limit,
-                self._initial_status,
-            )
-        )
+        return await self._run(self._create())
 
     @classmethod
     async def attach(
-        cls, redis: Any, workflow_run_id: int, *, prefix: str = "swarm", **kwargs: Any
-    ) -> AsyncRedisSwarmState:
+        cls: type[S], redis: Any, workflow_run_id: int, *, prefix: str = "swarm", **kwargs: Any
+    ) -> S:
         """A working state for an existing run, knowing only the client and the run id.
 
         Raises UnknownRunError if the run is absent.
         """
-        state = cls(0, workflow_run_id, 0, redis=redis, prefix=prefix, **kwargs)
-        meta = await state._run(state._core.read_meta())
-        state.workflow_id = stored_int(meta.get("workflow_id"))
-        state.dag_id = stored_int(meta.get("dag_id"))
-        await state._run(state._core.load_all())
+        state = cls._for_existing_run(redis, workflow_run_id, prefix=prefix, **kwargs)
+        state.workflow_id, state.dag_id = await state._run(state._core.attach())
         return state
 
     async def _run(self, op: Op[T]) -> T:
         return await run_async(self._transport.execute, op)
 
-    @property
-    def keys(self) -> RunKeys:
-        """The run's key names (see :mod:`swarm_redis.engine.keys`)."""
-        return self._core.keys
-
-    @property
-    def version(self) -> int:
-        """The highest write version of the run this object has seen."""
-        return self._core.seen
-
-    @property
-    def active_task_statuses(self) -> tuple[str, ...]:
-        return ACTIVE_TASK_STATUSES
-
-    @property
-    def last_ready(self) -> list[Any]:
-        """Tasks the last ``apply_update`` of this object made ready and queued."""
-        return self._core.last_ready
-
     # --- run attributes (properties on the sync front) -----------------------------------------
 
     async def get_status(self) -> str:
         """The run status, shared by all replicas."""
-        return await self._run(self._core.meta_field("status")) or ""
+        return await self._run(self._core.run_status())
 
     async def set_status(self, value: str) -> None:
         """Set the run status through the run state machine (a forbidden move is ignored)."""
@@ -200,26 +110,23 @@ class AsyncRedisSwarmState:
 
     async def get_max_concurrently_running(self) -> int:
         """The workflow limit, shared by all replicas."""
-        return stored_int(await self._run(self._core.meta_field("limit")))
+        return await self._run(self._core.limit())
 
     async def set_max_concurrently_running(self, value: int) -> None:
         await self._run(self._core.apply(StateUpdate(max_concurrently_running=value)))
 
     async def get_last_sync(self) -> datetime.datetime | str | None:
         """Server time of the newest applied sync, read back exactly as it was given."""
-        return decode_sync_time(await self._run(self._core.meta_field("last_sync")))
+        return await self._run(self._core.last_sync())
 
     async def set_last_sync(self, value: datetime.datetime | str | None) -> None:
-        if value is not None:
-            await self._run(self._core.apply(StateUpdate(sync_time=value)))
+        await self._run(self._core.set_last_sync(value))
 
     async def get_num_previously_complete(self) -> int:
-        return stored_int(await self._run(self._core.meta_field("npc")))
+        return await self._run(self._core.previously_complete())
 
     async def set_num_previously_complete(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidTypeError(f"num_previously_complete must be an int, got {value!r}")
-        await self._run(self._core.set_fields({"npc": value}))
+        await self._run(self._core.set_previously_complete(value))
 
     # --- registry -------------------------------------------------------------------------------
 
@@ -244,21 +151,19 @@ class AsyncRedisSwarmState:
 
     async def get_tasks_by_status(self, status: str) -> set[Any]:
         """A snapshot set of the tasks in ``status`` (empty for an unknown letter)."""
-        return set(await self._run(self._core.tasks_in_status(status)))
+        return await self._run(self._core.tasks_by_status(status))
 
     async def get_all_tasks(self) -> dict[int, Any]:
         """Every task of the run (``state.tasks`` on the sync front), loading unknown ones."""
-        await self._run(self._core.load_all(refresh=True))
-        return dict(self._core.tasks)
+        return await self._run(self._core.all_tasks())
 
     async def task_count(self) -> int:
         """How many tasks the run has (``len(state.tasks)``)."""
-        return (await self._run(self._core.counts()))["tasks"]
+        return await self._run(self._core.task_count())
 
     async def get_arrays(self) -> dict[int, Any]:
         """Every registered array (``state.arrays``), with refreshed limits."""
-        limits = await self._run(self._core.read_arrays())
-        return {a: self._core.arrays[a] for a in limits}
+        return await self._run(self._core.all_arrays())
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -297,10 +202,7 @@ class AsyncRedisSwarmState:
         return await self._run(self._core.tasks_in_status("F"))
 
     async def _get_active_tasks(self) -> set[Any]:
-        out: set[Any] = set()
-        for status in ACTIVE_TASK_STATUSES:
-            out |= await self.get_tasks_by_status(status)
-        return out
+        return await self._run(self._core.active_tasks())
 
     async def all_tasks_final(self) -> bool:
         """True when every task is DONE or ERROR_FATAL and nothing is claimed."""
@@ -329,9 +231,7 @@ class AsyncRedisSwarmState:
 
     async def update_task_status(self, task_id: int, new_status: str) -> bool:
         """Set one task's status; True if the task exists and its status changed."""
-        tid = coerce_task_id(task_id)
-        result = await self.apply(StateUpdate(task_statuses={tid: new_status}))
-        return bool(result.changed)
+        return await self._run(self._core.update_task_status(task_id, new_status))
 
     async def propagate_completions(self, completed_tasks: Iterable[Any]) -> list[Any]:
         """Count each DONE task's completion once; the REGISTERING tasks that became ready."""
@@ -351,8 +251,7 @@ class AsyncRedisSwarmState:
 
     async def dequeue_task(self) -> Any:
         """Remove and return the head of the ready queue, or None when it is empty."""
-        found = await self._run(self._core.dequeue(1))
-        return found[0] if found else None
+        return await self._run(self._core.dequeue_one())
 
     async def dequeue_tasks(self, max_n: int) -> list[Any]:
         """Remove and return up to ``max_n`` tasks from the head, in one round trip."""
@@ -366,7 +265,11 @@ class AsyncRedisSwarmState:
         """Cache resources (first writer wins) and return the cached value."""
         return await self._run(self._core.cache_resources(resource_hash, task_resources))
 
-    # --- several replicas (see the README, "Several replicas") -----------------------------------------------
+    async def resource_keys(self) -> list[Any]:
+        """The cached resource hashes (``list(state.task_resources_cache)``)."""
+        return await self._run(self._core.resource_keys())
+
+    # --- several replicas (see docs/replicas.md) -----------------------------------------------
 
     async def join_replica(self, ttl_s: float = 10.0, *, replica_id: str | None = None) -> Replica:
         """Join the run as a replica with a lease of ``ttl_s`` (Redis time)."""
@@ -449,18 +352,3 @@ class AsyncRedisSwarmState:
     async def reconcile(self) -> ReconcileReport:
         """Heal every crash window (idempotent, bounded chunks); what it fixed."""
         return await self._run(coord.reconcile(self._core))
-
-    # --- views' helpers -------------------------------------------------------------------------
-
-    async def resource_keys(self) -> list[Any]:
-        """The cached resource hashes (``list(state.task_resources_cache)``)."""
-        return [
-            int(k) if k.lstrip("-").isdigit() else k
-            for k in await self._run(self._core.resource_keys())
-        ]
-
-    def __repr__(self) -> str:
-        return (
-            f"AsyncRedisSwarmState(workflow_run_id={self.workflow_run_id}, "
-            f"prefix={self._core.keys.prefix!r})"
-        )

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from swarm_redis.codec import ResourceCodec
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
     SERVER_STOP_STATUSES,
@@ -21,16 +20,11 @@ from swarm_redis.engine.coordination import (
     ReconcileReport,
     Replica,
 )
-from swarm_redis.engine.core import DEFAULT_CHUNK_BUDGET, ApplyResult, Op, StateCore, run_sync
-from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.core import ApplyResult, Op, run_sync
+from swarm_redis.engine.front import StateFront
 from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.engine.validation import (
-    DEFAULT_MAX_CLOCK_SKEW_S,
     check_mapping,
-    check_run_ids,
-    coerce_task_id,
-    decode_sync_time,
-    stored_int,
 )
 from swarm_redis.engine.views import (
     ArraysView,
@@ -39,7 +33,6 @@ from swarm_redis.engine.views import (
     StatusMapView,
     TasksView,
 )
-from swarm_redis.errors import InvalidTypeError
 from swarm_redis.update import StateUpdate
 
 __all__ = [
@@ -52,93 +45,36 @@ __all__ = [
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 V = TypeVar("V")
+S = TypeVar("S", bound="RedisSwarmState")
 
 
-class RedisSwarmState:
+class RedisSwarmState(StateFront):
     """A workflow run's scheduling state, shared through Redis by any number of replicas.
 
-    Same methods, arguments and return types as jobmon's ``SwarmState``; see the README for the
+    Same methods, arguments and return types as jobmon's ``SwarmState``; see docs/api.md for the
     deliberate differences (all nine statuses tracked, completions counted once, no duplicate
     queue entries, final DONE/ERROR_FATAL, stale updates ignored, monotonic ``last_sync``).
-
-    Args:
-        workflow_id: The workflow ID.
-        workflow_run_id: The workflow run ID (the run's key in Redis).
-        dag_id: The DAG ID.
-        max_concurrently_running: Initial workflow limit (ignored if the run exists).
-        status: Initial run status (ignored if the run exists).
-        redis: A redis-py client (``decode_responses`` either way; Cluster clients too).
-        prefix: First part of every key of the run.
-        codec: How cached resources are stored (default: dicts, dataclasses, to_dict objects).
-        chunk_budget: Redis work per script call (status changes plus edge visits).
-        propagate_on_apply: ``apply_update`` propagates completions and queues what became
-            ready in the same atomic step (default). False keeps jobmon's two-step flow.
-        events_maxlen: Cap of the run's event stream, 0..10,000,000 (0 switches events off), set
-            at creation.
-        max_clock_skew: How far (seconds, or a ``timedelta``; 0..10 years, default one day) a
-            ``sync_time`` may lie ahead of this process's clock; a later one is refused with
-            InvalidInputError (a far-future stamp would freeze ``last_sync`` and every task's
-            stale guard). One day covers naive server times in any time zone.
-
-    Raises:
-        InvalidTypeError / InvalidInputError: An id that is not an int in 0..2^53-1 (bool,
-            float, nan and str refused), a limit, ``events_maxlen``, ``chunk_budget`` or
-            ``max_clock_skew`` out of range (see docs/validation.md). Nothing is written.
+    Construction creates the run unless it exists; the arguments are
+    :class:`~swarm_redis.engine.front.StateFront`'s, with a redis-py client as ``redis``.
     """
 
-    def __init__(
-        self,
-        workflow_id: int,
-        workflow_run_id: int,
-        dag_id: int,
-        max_concurrently_running: int = 10000,
-        status: str = "B",
-        *,
-        redis: Any = None,
-        prefix: str = "swarm",
-        codec: ResourceCodec | None = None,
-        chunk_budget: int = DEFAULT_CHUNK_BUDGET,
-        propagate_on_apply: bool = True,
-        events_maxlen: int = 10000,
-        max_clock_skew: float | datetime.timedelta = DEFAULT_MAX_CLOCK_SKEW_S,
-        _create: bool = True,
-    ) -> None:
-        if redis is None:
-            raise InvalidTypeError("RedisSwarmState needs a redis-py client: redis=Redis(...)")
-        self.workflow_id, self.workflow_run_id, self.dag_id = check_run_ids(
-            workflow_id, workflow_run_id, dag_id
-        )
-        self.redis = redis
-        self._core = StateCore(
-            RunKeys(prefix, self.workflow_run_id),
-            codec=codec,
-            chunk_budget=chunk_budget,
-            propagate_on_apply=propagate_on_apply,
-            events_maxlen=events_maxlen,
-            max_clock_skew=max_clock_skew,
-        )
-        self._transport = SyncTransport(redis, self.workflow_run_id)
-        if _create:
-            self._run(
-                self._core.create(
-                    workflow_id, self.workflow_run_id, dag_id, max_concurrently_running, status
-                )
-            )
+    transport_type = SyncTransport
+    client_hint = "a redis-py client: redis=Redis(...)"
+
+    def _opened(self) -> None:
+        self._run(self._create())
 
     @classmethod
     def attach(
-        cls, redis: Any, workflow_run_id: int, *, prefix: str = "swarm", **kwargs: Any
-    ) -> RedisSwarmState:
+        cls: type[S], redis: Any, workflow_run_id: int, *, prefix: str = "swarm", **kwargs: Any
+    ) -> S:
         """A working state for an existing run, knowing only the client and the run id.
 
         Tasks and arrays are rebuilt from Redis as :class:`~swarm_redis.records.TaskRecord` and
         :class:`~swarm_redis.records.ArrayRecord`. Raises UnknownRunError if the run is absent.
         """
-        state = cls(0, workflow_run_id, 0, redis=redis, prefix=prefix, _create=False, **kwargs)
-        meta = state._run(state._core.read_meta())
-        state.workflow_id = stored_int(meta.get("workflow_id"))
-        state.dag_id = stored_int(meta.get("dag_id"))
-        state._run(state._core.load_all())
+        state = cls._for_existing_run(redis, workflow_run_id, prefix=prefix, **kwargs)
+        state.workflow_id, state.dag_id = state._run(state._core.attach())
         return state
 
     def _run(self, op: Op[T]) -> T:
@@ -151,16 +87,6 @@ class RedisSwarmState:
             views[name] = cls(self)  # type: ignore[call-arg]
         view: V = views[name]
         return view
-
-    @property
-    def keys(self) -> RunKeys:
-        """The run's key names (see :mod:`swarm_redis.engine.keys`)."""
-        return self._core.keys
-
-    @property
-    def version(self) -> int:
-        """The highest write version of the run this object has seen."""
-        return self._core.seen
 
     # --- attributes jobmon reads and writes ---------------------------------------------------
 
@@ -201,13 +127,9 @@ class RedisSwarmState:
         return self._view("resources", ResourceCacheView)
 
     @property
-    def active_task_statuses(self) -> tuple[str, ...]:
-        return ACTIVE_TASK_STATUSES
-
-    @property
     def status(self) -> str:
         """The run status, shared by all replicas."""
-        return self._run(self._core.meta_field("status")) or ""
+        return self._run(self._core.run_status())
 
     @status.setter
     def status(self, value: str) -> None:
@@ -218,7 +140,7 @@ class RedisSwarmState:
     @property
     def max_concurrently_running(self) -> int:
         """The workflow limit, shared by all replicas."""
-        return stored_int(self._run(self._core.meta_field("limit")))
+        return self._run(self._core.limit())
 
     @max_concurrently_running.setter
     def max_concurrently_running(self, value: int) -> None:
@@ -227,27 +149,19 @@ class RedisSwarmState:
     @property
     def last_sync(self) -> datetime.datetime | str | None:
         """Server time of the newest applied sync, read back exactly as it was given."""
-        return decode_sync_time(self._run(self._core.meta_field("last_sync")))
+        return self._run(self._core.last_sync())
 
     @last_sync.setter
     def last_sync(self, value: datetime.datetime | str | None) -> None:
-        if value is not None:
-            self._run(self._core.apply(StateUpdate(sync_time=value)))
+        self._run(self._core.set_last_sync(value))
 
     @property
     def num_previously_complete(self) -> int:
-        return stored_int(self._run(self._core.meta_field("npc")))
+        return self._run(self._core.previously_complete())
 
     @num_previously_complete.setter
     def num_previously_complete(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidTypeError(f"num_previously_complete must be an int, got {value!r}")
-        self._run(self._core.set_fields({"npc": value}))
-
-    @property
-    def last_ready(self) -> list[Any]:
-        """Tasks the last ``apply_update`` of this object made ready and queued."""
-        return self._core.last_ready
+        self._run(self._core.set_previously_complete(value))
 
     # --- registry -------------------------------------------------------------------------------
 
@@ -272,7 +186,19 @@ class RedisSwarmState:
 
     def get_tasks_by_status(self, status: str) -> set[Any]:
         """A snapshot set of the tasks in ``status`` (empty for an unknown letter)."""
-        return set(self._run(self._core.tasks_in_status(status)))
+        return self._run(self._core.tasks_by_status(status))
+
+    def get_all_tasks(self) -> dict[int, Any]:
+        """Every task of the run (what ``state.tasks`` shows), loading unknown ones."""
+        return self._run(self._core.all_tasks())
+
+    def task_count(self) -> int:
+        """How many tasks the run has (``len(state.tasks)``)."""
+        return self._run(self._core.task_count())
+
+    def get_arrays(self) -> dict[int, Any]:
+        """Every registered array (what ``state.arrays`` shows), with refreshed limits."""
+        return self._run(self._core.all_arrays())
 
     # --- queries --------------------------------------------------------------------------------
 
@@ -290,6 +216,14 @@ class RedisSwarmState:
     def get_ready_to_run_count(self) -> int:
         return self._run(self._core.queue_len())
 
+    def ready_to_run_len(self) -> int:
+        """``len(state.ready_to_run)``."""
+        return self._run(self._core.queue_len())
+
+    def ready_to_run_list(self, start: int = 0, stop: int = -1) -> list[Any]:
+        """The queued tasks from head to tail (``list(state.ready_to_run)``), refreshed."""
+        return self._run(self._core.queue_objects(start, stop))
+
     def get_done_count(self) -> int:
         return self._run(self._core.count_statuses(("D",)))
 
@@ -303,10 +237,7 @@ class RedisSwarmState:
         return self._run(self._core.tasks_in_status("F"))
 
     def _get_active_tasks(self) -> set[Any]:
-        out: set[Any] = set()
-        for status in ACTIVE_TASK_STATUSES:
-            out |= self.get_tasks_by_status(status)
-        return out
+        return self._run(self._core.active_tasks())
 
     def all_tasks_final(self) -> bool:
         """True when every task is DONE or ERROR_FATAL and nothing is claimed."""
@@ -339,9 +270,7 @@ class RedisSwarmState:
 
     def update_task_status(self, task_id: int, new_status: str) -> bool:
         """Set one task's status; True if the task exists and its status changed."""
-        tid = coerce_task_id(task_id)
-        result = self.apply(StateUpdate(task_statuses={tid: new_status}))
-        return bool(result.changed)
+        return self._run(self._core.update_task_status(task_id, new_status))
 
     def propagate_completions(self, completed_tasks: Iterable[Any]) -> list[Any]:
         """Count each DONE task's completion once; the REGISTERING tasks that became ready.
@@ -364,8 +293,7 @@ class RedisSwarmState:
 
     def dequeue_task(self) -> Any:
         """Remove and return the head of the ready queue, or None when it is empty."""
-        found = self._run(self._core.dequeue(1))
-        return found[0] if found else None
+        return self._run(self._core.dequeue_one())
 
     def dequeue_tasks(self, max_n: int) -> list[Any]:
         """Remove and return up to ``max_n`` tasks from the head, in one round trip."""
@@ -379,7 +307,11 @@ class RedisSwarmState:
         """Cache resources (first writer wins) and return the cached value."""
         return self._run(self._core.cache_resources(resource_hash, task_resources))
 
-    # --- several replicas (see the README, "Several replicas") -----------------------------------------------
+    def resource_keys(self) -> list[Any]:
+        """The cached resource hashes (``list(state.task_resources_cache)``)."""
+        return self._run(self._core.resource_keys())
+
+    # --- several replicas (see docs/replicas.md) -----------------------------------------------
 
     def join_replica(self, ttl_s: float = 10.0, *, replica_id: str | None = None) -> Replica:
         """Join the run as a replica with a lease of ``ttl_s`` (Redis time)."""
@@ -460,27 +392,3 @@ class RedisSwarmState:
     def reconcile(self) -> ReconcileReport:
         """Heal every crash window (idempotent, bounded chunks); what it fixed."""
         return self._run(coord.reconcile(self._core))
-
-    # --- helpers for the views -----------------------------------------------------------------
-
-    def _task_count(self) -> int:
-        return self._run(self._core.counts())["tasks"]
-
-    def _all_tasks(self, *, refresh: bool = False) -> dict[int, Any]:
-        self._run(self._core.load_all(refresh=refresh))
-        return dict(self._core.tasks)
-
-    def _all_arrays(self) -> dict[int, Any]:
-        limits = self._run(self._core.read_arrays())
-        return {a: self._core.arrays[a] for a in limits}
-
-    def _queue_slice(self, start: int, stop: int) -> list[Any]:
-        return self._run(self._core.queue_objects(start, stop))
-
-    def _resource_keys(self) -> list[Any]:
-        return [
-            int(k) if k.lstrip("-").isdigit() else k for k in self._run(self._core.resource_keys())
-        ]
-
-    def __repr__(self) -> str:
-        return f"RedisSwarmState(workflow_run_id={self.workflow_run_id}, prefix={self._core.keys.prefix!r})"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
 
-from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
+from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate
 from swarm_redis.ops.cli import main
+from swarm_redis.testing.dags import from_edges
 
 
 @dataclass
@@ -37,6 +39,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
     return CliResult(code, captured.out, captured.err)
 
 
+def cli_for(capsys: pytest.CaptureFixture[str], url: str, prefix: str) -> Callable[..., CliResult]:
+    """``cli("status", "7", "--json")``: the CLI against ``url`` under ``prefix``."""
+
+    def run(*args: str) -> CliResult:
+        return run_cli(capsys, "--url", url, "--prefix", prefix, *args)
+
+    return run
+
+
 def build_run(url: str, prefix: str, run_id: int, *, client: Any = None) -> RedisSwarmState:
     """A run of 10 tasks in two arrays, driven a little through the public API.
 
@@ -48,17 +59,8 @@ def build_run(url: str, prefix: str, run_id: int, *, client: Any = None) -> Redi
     if client is None:
         client = redis.Redis.from_url(url, protocol=3)
     state = RedisSwarmState(1, run_id, 1, max_concurrently_running=5, redis=client, prefix=prefix)
-    tasks = {i: TaskRecord(i, array_id=1 if i < 6 else 2) for i in range(1, 11)}
-
-    def link(up: int, down: int) -> None:
-        tasks[up].downstream_swarm_tasks.add(tasks[down])
-        tasks[down].num_upstreams += 1
-
-    link(1, 2)
-    link(2, 3)
-    link(1, 4)
-    for i in range(6, 11):
-        link(5, i)
+    edges = [(1, 2), (2, 3), (1, 4), *((5, i) for i in range(6, 11))]
+    tasks = {t.task_id: t for t in from_edges(10, edges, arrays=[1] * 5 + [2] * 5)}
     state.add_arrays([ArrayRecord(1, 3), ArrayRecord(2, 2)])
     state.add_tasks(tasks.values())
     state.enqueue_tasks([tasks[1], tasks[5]])

@@ -51,6 +51,10 @@ class FrontState:
         """The wrapped RedisSwarmState or AsyncRedisSwarmState."""
         raise NotImplementedError
 
+    def __getattr__(self, name: str) -> Any:
+        """Each front answers the state's API by name (typed loosely: two fronts, one facade)."""
+        raise AttributeError(name)
+
 
 class SyncFrontState(FrontState):
     """The sync front: methods pass through, the async names map to properties and views."""

@@ -147,7 +147,7 @@ def test_enqueue_and_dequeue_on_a_200k_queue_stay_bounded(private: redis.Redis) 
     st = _big_state(private, 2)
     _fill(private, st, range(1, BIG + 1), 1, "G")
     _prequeue(private, st, range(1, BIG - moved + 1), 1)
-    objs = {t.task_id: t for t in st._run(st._core._objects(list(range(BIG - moved + 1, BIG + 1))))}
+    objs = {t.task_id: t for t in st._run(st._core.objects(list(range(BIG - moved + 1, BIG + 1))))}
     order = list(objs.values())
     random.Random(7).shuffle(order)
     timed = Timed(st)
@@ -194,7 +194,7 @@ def test_claim_behind_60k_tasks_of_a_full_array_is_bounded_and_not_starved(
     _fill(private, st, range(1, blocked + 1), 1, "G")
     _fill(private, st, range(blocked + 1, blocked + free + 1), 2, "G")
     _prequeue(private, st, range(1, blocked + 1), 1)  # the full array's 60k tasks first
-    tail = st._run(st._core._objects(list(range(blocked + 1, blocked + free + 1))))
+    tail = st._run(st._core.objects(list(range(blocked + 1, blocked + free + 1))))
     st.enqueue_tasks(tail)  # far past the old scan_limit (50,000 entries)
     timed = Timed(st)
     rep = st.join_replica(60)

@@ -10,22 +10,16 @@ run was finalized once; and ``reconcile`` finds nothing to fix.
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
+from replica_procs import ReplicaProcs, layered_dag
 
-from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
+from swarm_redis import ArrayRecord, RedisSwarmState
 from swarm_redis.demo.sim import SimConfig, SimReport, SimServer
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -37,94 +31,6 @@ ARRAY_LIMITS = {1: 120, 2: 80, 3: 100, 4: 60}  # each tighter than the run, toge
 REPLICAS = 4
 TTL_S = 1.5
 HANG_GUARD_S = 240  # only stops a hung run; nothing is asserted about time
-
-
-@dataclass
-class Dag:
-    """A layered DAG: each task depends on 1-3 tasks of the layer before."""
-
-    tasks: dict[int, TaskRecord]
-    layers: list[list[int]]
-    upstreams: dict[int, list[int]] = field(default_factory=dict)
-
-
-def layered_dag(rng: random.Random) -> Dag:
-    tasks: dict[int, TaskRecord] = {}
-    layers: list[list[int]] = []
-    next_id = 1
-    for _ in range(LAYERS):
-        ids = list(range(next_id, next_id + PER_LAYER))
-        next_id += PER_LAYER
-        layers.append(ids)
-        for task_id in ids:
-            tasks[task_id] = TaskRecord(task_id, array_id=1 + task_id % len(ARRAY_LIMITS))
-    dag = Dag(tasks, layers)
-    for before, layer in itertools.pairwise(layers):
-        for task_id in layer:
-            ups = rng.sample(before, rng.randint(1, 3))
-            dag.upstreams[task_id] = ups
-            tasks[task_id].num_upstreams = len(ups)
-            for up in ups:
-                tasks[up].downstream_swarm_tasks.add(tasks[task_id])
-    return dag
-
-
-class Replicas:
-    """The replica processes of the run; each writes its log and result to its own file."""
-
-    def __init__(self, url: str, prefix: str, run_id: int, sim: SimServer, logs: Path) -> None:
-        self.args = [
-            *("--url", url, "--prefix", prefix, "--run", str(run_id), "--sim", sim.address),
-            *("--ttl", str(TTL_S), "--poll", "0.02", "--full-sync", "10", "--reconcile", "5"),
-            *("--log-level", "INFO", "--json"),
-        ]
-        self.env = dict(os.environ, SWARM_SIM_AUTHKEY=sim.authkey_hex)
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.killed: list[str] = []
-
-    def start(self) -> str:
-        name = f"r{len(self.procs)}"
-        with (
-            open(self.logs / f"{name}.out", "wb") as out,
-            open(self.logs / f"{name}.err", "wb") as err,
-        ):
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "swarm_redis.replica", *self.args, "--replica-id", name],
-                stdout=out,
-                stderr=err,
-                env=self.env,
-            )
-        return name
-
-    def alive(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.poll() is None]
-
-    def kill(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait()
-        self.killed.append(name)
-
-    def kill_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def results(self) -> dict[str, dict[str, object]]:
-        out = {}
-        for name in self.procs:
-            lines = (self.logs / f"{name}.out").read_text().splitlines()
-            if lines:
-                out[name] = json.loads(lines[-1])
-        return out
-
-    def tail(self, lines: int = 15) -> str:
-        parts = []
-        for name in self.procs:
-            err = (self.logs / f"{name}.err").read_text().splitlines()[-lines:]
-            parts.append(f"--- {name} (rc={self.procs[name].returncode})\n" + "\n".join(err))
-        return "\n".join(parts)
 
 
 @pytest.fixture
@@ -149,7 +55,7 @@ def blocked(task_id: int, statuses: dict[int, str], upstreams: dict[int, list[in
 
 
 def drive_with_kills(
-    state: RedisSwarmState, replicas: Replicas, rng: random.Random
+    state: RedisSwarmState, replicas: ReplicaProcs, rng: random.Random
 ) -> tuple[int, int]:
     """Run until every replica exited; SIGKILL a random one (every other time the leader)
     every 1-3 s while the run is not final, starting a new one each time. Kills, leader kills."""
@@ -161,7 +67,7 @@ def drive_with_kills(
     while replicas.alive():
         if time.monotonic() > guard:
             raise AssertionError(
-                f"the run hung: {state.counts()}, leader {state.leader()}\n{replicas.tail()}"
+                f"the run hung: {state.counts()}, leader {state.leader()}\n{replicas.tail(15)}"
             )
         time.sleep(0.05)
         final = state.status in ("D", "E", "S", "T", "A")
@@ -198,7 +104,7 @@ def test_replicas_survive_sigkill_chaos(
     client: redis.Redis, real_redis_url: str, prefix: str, run_id: int, tmp_path: Path
 ) -> None:
     rng = random.Random(run_id)
-    dag = layered_dag(rng)
+    dag = layered_dag(rng, LAYERS, PER_LAYER, len(ARRAY_LIMITS))
     # Fatal tasks: three leaves, and one task of the layer before (its dependents stay blocked).
     parents = [t for t in dag.layers[-2] if dag.tasks[t].downstream_swarm_tasks]
     fatal = frozenset(rng.sample(dag.layers[-1], 3) + rng.sample(parents, 1))
@@ -220,7 +126,14 @@ def test_replicas_survive_sigkill_chaos(
         seed=run_id,
     )
     sim = SimServer.start(config)
-    replicas = Replicas(real_redis_url, prefix, run_id, sim, tmp_path)
+    replicas = ReplicaProcs(
+        real_redis_url,
+        prefix,
+        run_id,
+        sim,
+        tmp_path,
+        *("--ttl", str(TTL_S), "--poll", "0.02", "--full-sync", "10", "--reconcile", "5"),
+    )
     try:
         kills, leader_kills = drive_with_kills(state, replicas, rng)
         report: SimReport | None = sim.stop()
@@ -232,7 +145,7 @@ def test_replicas_survive_sigkill_chaos(
     # Every replica that was not killed ended cleanly, when the run was final.
     survivors = [n for n in replicas.procs if n not in replicas.killed]
     results = replicas.results()
-    assert all(replicas.procs[n].returncode == 0 for n in survivors), replicas.tail()
+    assert all(replicas.procs[n].returncode == 0 for n in survivors), replicas.tail(15)
     assert all(results[n]["reason"] == "final" for n in survivors), results
     assert kills >= 1
     counters = {k.decode(): int(v) for k, v in client.hgetall(state.keys.counters).items()}

@@ -1,7 +1,7 @@
 """Read-only monitoring through a Redis ACL user (real server only).
 
 The test creates a uniquely named ACL user with :func:`swarm_redis.ops.reads.read_only_acl_rules`
-(the recipe of the README, "Operating a run"), checks that every read command and the exporter work with
+(the recipe of docs/operations.md), checks that every read command and the exporter work with
 it, and that writes are refused with the "write refused" message and exit code 6.
 """
 

@@ -4,7 +4,6 @@ test with OS processes, NOSCRIPT after SCRIPT FLUSH on every node."""
 
 from __future__ import annotations
 
-import itertools
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from test_fronts import replicas_scenario
 from swarm_redis import StateUpdate, TaskRecord
 from swarm_redis.engine import scripts
 from swarm_redis.engine.keys import RunKeys
+from swarm_redis.testing.dags import chain
 
 pytestmark = pytest.mark.real
 
@@ -38,14 +38,6 @@ def sync_cluster(cluster: LocalCluster) -> Iterator[redis.cluster.RedisCluster]:
     client = cluster.client()
     yield client
     client.close()
-
-
-def chain(n: int, array_id: int = 1) -> list[TaskRecord]:
-    """Task 1 feeds 2 feeds 3 ... feeds n."""
-    tasks = [TaskRecord(i, array_id, num_upstreams=0 if i == 1 else 1) for i in range(1, n + 1)]
-    for a, b in itertools.pairwise(tasks):
-        a.downstream_swarm_tasks = {b}
-    return tasks
 
 
 def drive_chain(st: FrontState, n: int) -> list[int]:
@@ -77,7 +69,7 @@ def test_many_runs_spread_over_the_primaries(
         # chunk_budget=2: an update of several tasks becomes several script calls in one list,
         # which the transport must send one by one on a cluster client.
         st = cluster_front.state(run_id, prefix=prefix, chunk_budget=2)
-        st.add_tasks(chain(6))
+        st.add_tasks(chain(6, array_id=1))
         states[run_id] = st
     for st in states.values():
         assert drive_chain(st, 6) == [1, 2, 3, 4, 5, 6]
@@ -113,7 +105,7 @@ def test_every_key_of_a_run_sits_in_one_slot(
     runs = runs_on_every_primary(sync_cluster, prefix, per_primary=1)
     for run_id in runs:
         st = cluster_front.state(run_id, prefix=prefix, max_concurrently_running=3)
-        st.add_tasks(chain(4))
+        st.add_tasks(chain(4, array_id=1))
         st.cache_resources(7, {"mem": "1G"})
         st.enqueue_task(st.get_task(1))
         st.apply_update(StateUpdate(task_statuses={1: "D", 2: "R"}))
@@ -146,7 +138,7 @@ def test_scripts_reload_after_flush_on_every_node(
     prefix = "swc" + secrets.token_hex(4)
     run_id = 10**9 + secrets.randbelow(10**9)
     st = cluster_front.state(run_id, prefix=prefix)
-    st.add_tasks(chain(3))
+    st.add_tasks(chain(3, array_id=1))
     sync_cluster.script_flush()  # sent to every primary
     sha = scripts.load("apply_update").sha
     for node in cluster.nodes:

@@ -19,6 +19,7 @@ from swarm_redis import (
     FencedError,
     InvalidInputError,
     InvalidTypeError,
+    LeaderInfo,
     LeaseLostError,
     Replica,
     StateUpdate,
@@ -499,6 +500,7 @@ def test_leadership_epochs_and_fencing(run: Run) -> None:
     info = b_state.leader()
     assert info is not None and info.replica_id == "a" and info.epoch == 1
     assert info.incarnation == a.incarnation and 0 < info.remaining_ms <= 20000
+    assert info.alive and info.lease_left_ms == info.remaining_ms
     assert b_state.acquire_leadership(b) is None
     expire_leadership(run.r, a_state)
     e2 = b_state.acquire_leadership(b)
@@ -651,3 +653,21 @@ def test_reconcile_on_a_healthy_run_is_clean(run: Run) -> None:
     assert st.reconcile().clean
     after = snapshot(run.r, st)
     assert after == before
+
+
+def test_leader_info_from_stored_fields() -> None:
+    """One LeaderInfo for the library and the operator reads; stored fields are not trusted."""
+    from swarm_redis.engine import transport
+    from swarm_redis.ops import reads
+
+    assert reads.LeaderInfo is LeaderInfo and reads.is_cluster is transport.is_cluster
+    held = LeaderInfo.from_hash(
+        {"id": "a", "incarnation": "i", "epoch": "3", "deadline_ms": "900"}, 400
+    )
+    assert (held.epoch, held.remaining_ms, held.alive, held.lease_left_ms) == (3, 500, True, 500)
+    expired = LeaderInfo.from_hash({"id": "a", "epoch": "3", "deadline_ms": "300"}, 400)
+    assert not expired.alive and expired.lease_left_ms == -100 and expired.incarnation == ""
+    cleared = LeaderInfo.from_hash({"epoch": "4", "deadline_ms": "900"}, 400)
+    assert cleared.replica_id == "" and not cleared.alive and cleared.lease_left_ms is None
+    garbage = LeaderInfo.from_hash({"id": "a", "epoch": "x", "deadline_ms": "1e9"}, 400)
+    assert garbage.epoch == 0 and not garbage.alive and garbage.lease_left_ms is None

@@ -31,6 +31,7 @@ from swarm_redis.engine.keys import RunKeys
 from swarm_redis.ops import verify
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.state import RedisSwarmState
+from swarm_redis.testing.dags import from_edges
 from swarm_redis.testing.oracle import SwarmState
 from swarm_redis.update import StateUpdate
 
@@ -38,15 +39,10 @@ MakeClient = Callable[..., redis.Redis]
 
 
 def _tasks(defs: dict[int, tuple[str, list[int]]]) -> dict[int, TaskRecord]:
-    """Fresh TaskRecords for {id: (status, children)}, upstream counts from the edges."""
-    nup = {i: 0 for i in defs}
-    for _, (_, kids) in defs.items():
-        for k in kids:
-            nup[k] += 1
-    objs = {i: TaskRecord(i, 0, status, nup[i], 0) for i, (status, _) in defs.items()}
-    for i, (_, kids) in defs.items():
-        objs[i].downstream_swarm_tasks = {objs[k] for k in kids}
-    return objs
+    """Fresh TaskRecords for {id: (status, children)} (ids 1..n), counts from the edges."""
+    edges = [(i, k) for i, (_, kids) in defs.items() for k in kids]
+    statuses = [defs[i][0] for i in range(1, len(defs) + 1)]
+    return {t.task_id: t for t in from_edges(len(defs), edges, statuses=statuses)}
 
 
 def _state(client: redis.Redis, run_id: int, prefix: str, **kw: Any) -> RedisSwarmState:

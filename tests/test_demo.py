@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,16 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from swarm_redis.demo.cli import (
-    RESOURCE_SHAPES,
-    SHAPES,
-    DemoResult,
-    array_limits,
-    blocked_by_failures,
-    build_dag,
-)
+from swarm_redis.demo.dag import RESOURCE_SHAPES, SHAPES, array_limits, build_dag
+from swarm_redis.demo.run import url_word
+from swarm_redis.demo.verdict import DemoResult, blocked_by_failures
+from swarm_redis.demo.view import demo_panel
 from swarm_redis.ops.cli import build_parser
+from swarm_redis.ops.reads import LeaderInfo, RunSnapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,16 +41,23 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run_demo(args: list[str], env: dict[str, str], timeout: float = 240) -> dict[str, Any]:
-    """Run the demo with --json; its verdict (the last stdout line), asserting it is JSON."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "swarm_redis", "demo", *args, "--json"],
+def _cli(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``swarm-redis ARGS`` as a subprocess of this checkout; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "swarm_redis", *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
         timeout=timeout,
     )
+
+
+def _run_demo(args: list[str], env: dict[str, str], timeout: float = 240) -> dict[str, Any]:
+    """Run the demo with --json; its verdict (the last stdout line), asserting it is JSON."""
+    proc = _cli(["demo", *args, "--json"], env, timeout)
     lines = proc.stdout.strip().splitlines()
     assert lines, f"no stdout; stderr:\n{proc.stderr[-3000:]}"
     verdict: dict[str, Any] = json.loads(lines[-1])
@@ -109,6 +116,25 @@ def test_demo_with_kills_on_real_redis(real_redis_url: str, prefix: str) -> None
     assert v["run_status"] == ("D" if v["failed"] == 0 else "E")
     assert v["leader_epoch"] >= 1
     assert v["queue_calls"] >= 1
+
+
+def test_demo_closing_hint_runs_as_printed(real_redis_url: str, prefix: str) -> None:
+    """Without --purge the run is kept; the printed status and purge commands work verbatim."""
+    args = ["--url", real_redis_url, "--prefix", prefix, "--tasks", "60", "--kill-every", "0"]
+    v = _run_demo([*args, "--replicas", "2", "--seed", "3"], _env())
+    _assert_passed(v)
+    _run_hint(v["_stderr"], "inspect", f"run {v['run']} (prefix {prefix})")
+    _run_hint(v["_stderr"], "remove", "deleted ")
+    assert f"run {v['run']}" in v["_stderr"]
+
+
+def _run_hint(stderr: str, verb: str, expect: str) -> None:
+    """Run the command the demo's closing hint prints after ``verb with``, exactly as printed."""
+    match = re.search(rf"{verb} with `swarm-redis ([^`]*)`", stderr)
+    assert match, stderr[-2000:]
+    proc = _cli(shlex.split(match.group(1)), _env())
+    assert proc.returncode == 0, proc.stderr
+    assert expect in proc.stdout + proc.stderr
 
 
 def _path_without_redis(tmp_path: Path) -> str:
@@ -326,14 +352,68 @@ def test_unreachable_redis_gives_exit_5_and_a_json_error() -> None:
     from swarm_redis.demo.embedded import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
-    proc = subprocess.run(
-        [sys.executable, "-m", "swarm_redis", "demo", "--tasks", "5", "--json", "--url", url],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=ROOT,
-        timeout=60,
-    )
+    proc = _cli(["demo", "--tasks", "5", "--json", "--url", url], _env())
     assert proc.returncode == 5, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["exit_code"] == 5 and "cannot reach Redis" in last["error"]
+
+
+# --- the live panel and the closing hint ------------------------------------------------------------
+
+
+def _snapshot(**counts: int) -> RunSnapshot:
+    every = {s: 0 for s in "GQIORDEAF"}
+    every.update(counts)
+    return RunSnapshot(
+        run_id="1234567",
+        prefix="swarm",
+        run_status="R",
+        version=9,
+        limit=200,
+        last_sync=None,
+        tasks=sum(every.values()),
+        counts=every,
+        ready=1500,
+        queued=40,
+        claimed=500,
+        batches=3,
+        orphans=0,
+        reserved=4,
+        arrays=[],
+        replicas=[],
+        leader=LeaderInfo("host-123-abcd", "1", 7, 10_000, 1500),
+        counters={},
+        events=0,
+        now_ms=0,
+        meta={},
+    )
+
+
+@pytest.mark.parametrize("width", [80, 130])
+def test_live_panel_fits_and_keeps_headers_whole(width: int) -> None:
+    snap = _snapshot(G=812_345, Q=150, I=20, O=10, R=190, D=1_234_567, E=3, A=7, F=1234)
+    console = Console(width=width, record=True, force_terminal=False, color_system=None)
+    console.print(demo_panel(snap, 1234.5, alive=3, wanted=3, kills=12))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    bar = [i for i, line in enumerate(lines) if "━" in line]
+    assert len(bar) == 1, lines
+    assert set(lines[bar[0]].rsplit(" ", 1)[0].strip()) <= {"━", "╸", "╺"}, lines  # bar alone
+    assert lines[bar[0]].endswith("60%"), lines
+    status_header = lines[bar[0] + 1].split()
+    assert status_header == list("GQIORDEAF"), lines
+    assert lines[bar[0] + 2].split() == [
+        "812345", "150", "20", "10", "190", "1234567", "3", "7", "1234"
+    ]  # fmt: skip
+    assert lines[bar[0] + 3].split()[:2] == ["ready", "1500"], lines
+    assert lines[bar[0] + 4].startswith("leader: host-123-abcd  epoch 7"), lines
+    assert lines[-1] == "replica processes 3/3 alive  kills 12", lines
+
+
+def test_closing_hint_url_works_as_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert url_word("redis://127.0.0.1:6379/0", None) == "redis://127.0.0.1:6379/0"
+    assert url_word("redis://h:1/0?a=1&b=2", "x") == "'redis://h:1/0?a=1&b=2'"
+    monkeypatch.setenv("REDIS_URL", "redis://:secret@h:1/0")
+    assert url_word("redis://:secret@h:1/0", None) == '"$REDIS_URL"'
+    given = url_word("redis://u:secret@h:1/0", "redis://u:secret@h:1/0")
+    assert "secret" not in given and "h:1/0" in given

@@ -23,7 +23,6 @@ Example counts are fixed; with CI=true the search is derandomized.
 from __future__ import annotations
 
 import datetime
-import itertools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +51,7 @@ from swarm_redis.engine.commands import decode_record, text
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.validation import decode_sync_time
 from swarm_redis.ops.verify import qidx_member
+from swarm_redis.testing.dags import chain, from_edges
 from swarm_redis.testing.oracle import SwarmState
 
 MakeClient = Callable[..., redis.Redis]
@@ -101,14 +101,8 @@ def dags(draw: st.DrawFn) -> dict[str, Any]:
 
 def build(dag: dict[str, Any]) -> list[TaskRecord]:
     """A fresh object graph for the DAG (ids 1..n)."""
-    tasks = [
-        TaskRecord(i + 1, array_id=dag["arrays"][i], status=dag["statuses"][i])
-        for i in range(dag["n"])
-    ]
-    for i, j in dag["edges"]:
-        tasks[i].downstream_swarm_tasks.add(tasks[j])
-        tasks[j].num_upstreams += 1
-    return tasks
+    edges = [(i + 1, j + 1) for i, j in dag["edges"]]
+    return from_edges(dag["n"], edges, arrays=dag["arrays"], statuses=dag["statuses"])
 
 
 def ids(tasks: Any) -> list[int]:
@@ -479,16 +473,6 @@ def pair(
     return make
 
 
-def chain(n: int, statuses: str = "") -> list[TaskRecord]:
-    tasks = [
-        TaskRecord(i + 1, status=(statuses[i] if i < len(statuses) else "G")) for i in range(n)
-    ]
-    for up, down in itertools.pairwise(tasks):
-        up.downstream_swarm_tasks.add(down)
-        down.num_upstreams += 1
-    return tasks
-
-
 def test_documented_difference_duplicate_enqueue(pair: Any) -> None:
     mem, rd = pair()
     m, r_ = TaskRecord(1), TaskRecord(1)
@@ -561,7 +545,7 @@ def test_documented_difference_final_task_leaves_the_queue(pair: Any) -> None:
 
 def test_documented_difference_double_propagation(pair: Any) -> None:
     mem, rd = pair(propagate_on_apply=False)
-    mt, rt = chain(3, "DGR"), chain(3, "DGR")
+    mt, rt = chain(3, statuses="DGR"), chain(3, statuses="DGR")
     for t in mt:
         mem.add_task(t)
     rd.add_tasks(rt)
@@ -586,7 +570,7 @@ def test_documented_difference_double_propagation(pair: Any) -> None:
 
 def test_documented_difference_compute_initial_twice(pair: Any) -> None:
     mem, rd = pair()
-    mt, rt = chain(2, "D"), chain(2, "D")
+    mt, rt = chain(2, statuses="D"), chain(2, statuses="D")
     for t in mt:
         mem.add_task(t)
     rd.add_tasks(rt)

@@ -1,4 +1,4 @@
-"""Fault injection: replica processes finish a run while its Redis misbehaves (issue 10).
+"""Fault injection: replica processes finish a run while its Redis misbehaves.
 
 Each scenario runs a small DAG (400 tasks) with three reference replica processes
 (``python -m swarm_redis.replica``) and the simulated jobmon server, on a private redis-server
@@ -19,28 +19,23 @@ limit exceeded, no task queued before its upstreams, every replica exiting 0 wit
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
 import random
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
+from replica_procs import ReplicaProcs, layered_dag
 from servers import missing_binaries, skip_or_fail, wait_until
 
-from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
+from swarm_redis import ArrayRecord, RedisSwarmState
 from swarm_redis.demo.embedded import RedisProcess, free_port, start_redis_server
 from swarm_redis.demo.sim import SimConfig, SimReport, SimServer
+from swarm_redis.exit_codes import EXIT_STATE_LOST
 from swarm_redis.ops.verify import find_drift
-from swarm_redis.replica.loop import EXIT_STATE_LOST
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -101,31 +96,17 @@ def server() -> Iterator[Server]:
 
 def build_run(client: redis.Redis, run_id: int, rng: random.Random) -> SimConfig:
     """Register a layered DAG (each task after 1-3 of the layer before); the server's config."""
-    tasks: dict[int, TaskRecord] = {}
-    layers: list[list[int]] = []
-    upstreams: dict[int, list[int]] = {}
-    for layer in range(LAYERS):
-        ids = list(range(layer * PER_LAYER + 1, (layer + 1) * PER_LAYER + 1))
-        layers.append(ids)
-        for task_id in ids:
-            tasks[task_id] = TaskRecord(task_id, array_id=1 + task_id % len(ARRAY_LIMITS))
-    for before, layer_ids in itertools.pairwise(layers):
-        for task_id in layer_ids:
-            ups = rng.sample(before, rng.randint(1, 3))
-            upstreams[task_id] = ups
-            tasks[task_id].num_upstreams = len(ups)
-            for up in ups:
-                tasks[up].downstream_swarm_tasks.add(tasks[task_id])
+    dag = layered_dag(rng, LAYERS, PER_LAYER, len(ARRAY_LIMITS))
     state = RedisSwarmState(
         1, run_id, 1, max_concurrently_running=WORKFLOW_LIMIT, redis=client, prefix=PREFIX
     )
     state.add_arrays([ArrayRecord(a, limit) for a, limit in ARRAY_LIMITS.items()])
-    state.add_tasks(tasks.values())
+    state.add_tasks(dag.tasks.values())
     return SimConfig(
-        tasks={t: task.array_id for t, task in tasks.items()},
+        tasks={t: task.array_id for t, task in dag.tasks.items()},
         workflow_limit=WORKFLOW_LIMIT,
         array_limits=ARRAY_LIMITS,
-        upstreams=upstreams,
+        upstreams=dag.upstreams,
         step_s=(0.01, 0.05),
         fail_rate=0.05,
         max_attempts=50,
@@ -133,57 +114,18 @@ def build_run(client: redis.Redis, run_id: int, rng: random.Random) -> SimConfig
     )
 
 
-class Replicas:
-    """Replica processes; each writes its log and its JSON result to its own files."""
-
-    def __init__(self, server: Server, run_id: int, sim: SimServer, logs: Path) -> None:
-        url = f"redis://127.0.0.1:{server.port}/0?socket_timeout={SOCKET_TIMEOUT_S}"
-        self.args = [
-            *("--url", url, "--prefix", PREFIX, "--run", str(run_id), "--sim", sim.address),
-            *("--ttl", str(TTL_S), "--poll", "0.02", "--full-sync", "5", "--reconcile", "3"),
-            *("--batch-size", "25", "--log-level", "INFO", "--json"),
-        ]
-        self.env = dict(os.environ, SWARM_SIM_AUTHKEY=sim.authkey_hex)
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, n: int) -> None:
-        for i in range(n):
-            name = f"r{i}"
-            with (
-                open(self.logs / f"{name}.out", "wb") as out,
-                open(self.logs / f"{name}.err", "wb") as err,
-            ):
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "swarm_redis.replica", *self.args, "--replica-id", name],
-                    stdout=out,
-                    stderr=err,
-                    env=self.env,
-                )
-
-    def alive(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.poll() is None]
-
-    def kill_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def results(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for name in self.procs:
-            lines = (self.logs / f"{name}.out").read_text().splitlines()
-            if lines:
-                out[name] = json.loads(lines[-1])
-        return out
-
-    def tail(self, lines: int = 25) -> str:
-        parts = []
-        for name, proc in self.procs.items():
-            err = (self.logs / f"{name}.err").read_text().splitlines()[-lines:]
-            parts.append(f"--- {name} (rc={proc.returncode})\n" + "\n".join(err))
-        return "\n".join(parts)
+def new_replicas(server: Server, run_id: int, sim: SimServer, logs: Path) -> ReplicaProcs:
+    """The run's replica processes (none started): short socket timeout, small batches."""
+    url = f"redis://127.0.0.1:{server.port}/0?socket_timeout={SOCKET_TIMEOUT_S}"
+    return ReplicaProcs(
+        url,
+        PREFIX,
+        run_id,
+        sim,
+        logs,
+        *("--ttl", str(TTL_S), "--poll", "0.02", "--full-sync", "5", "--reconcile", "3"),
+        *("--batch-size", "25"),
+    )
 
 
 # --- the faults ----------------------------------------------------------------------------------
@@ -258,7 +200,7 @@ def test_run_finishes_through_fault(
     client = redis.Redis(port=server.port, protocol=3, socket_timeout=10)
     config = build_run(client, run_id, rng)
     sim = SimServer.start(config)
-    replicas = Replicas(server, run_id, sim, tmp_path)
+    replicas = new_replicas(server, run_id, sim, tmp_path)
     state = RedisSwarmState.attach(client, run_id, prefix=PREFIX)
     injected = threading.Event()
     fault_error: list[BaseException] = []
@@ -272,7 +214,8 @@ def test_run_finishes_through_fault(
             injected.set()
 
     try:
-        replicas.start(REPLICAS)
+        for _ in range(REPLICAS):
+            replicas.start()
         # in the middle of the run: once a quarter of the tasks are done on the server
         wait_until(
             lambda: sim.report().counts["D"] >= len(config.tasks) // 4, HANG_GUARD_S, "progress"
@@ -336,10 +279,11 @@ def test_lost_state_stops_every_replica_with_exit_7(
     client = redis.Redis(port=server.port, protocol=3, socket_timeout=10)
     config = build_run(client, run_id, rng)
     sim = SimServer.start(config)
-    replicas = Replicas(server, run_id, sim, tmp_path)
+    replicas = new_replicas(server, run_id, sim, tmp_path)
     keys = RedisSwarmState.attach(client, run_id, prefix=PREFIX).keys
     try:
-        replicas.start(REPLICAS)
+        for _ in range(REPLICAS):
+            replicas.start()
         wait_until(lambda: sim.report().counts["D"] >= 20, HANG_GUARD_S, "progress")
         assert client.delete(*keys.all) > 0
         for proc in replicas.procs.values():

@@ -3,7 +3,7 @@
 Each replica remembers the highest write version of the run it saw; when Redis answers with a
 lower one (a failover that lost the last writes, a restart without persistence, an older
 snapshot restored) every read and every script raises StateLostError naming the run and both
-versions. The recovery recipe of the README (Scaling and failover) rebuilds a correct run.
+versions. The recovery recipe of docs/scaling.md rebuilds a correct run.
 """
 
 from __future__ import annotations
@@ -17,19 +17,9 @@ from fronts import Front, FrontState
 
 from swarm_redis import ArrayRecord, StateLostError, StateUpdate, TaskRecord
 from swarm_redis.engine.keys import RunKeys
+from swarm_redis.testing.dags import diamond
 
 MakeClient = Callable[..., redis.Redis]
-
-
-def dag() -> list[TaskRecord]:
-    """1 and 2 feed 3; 3 feeds 4; 5 stands alone."""
-    tasks = [TaskRecord(i, 7) for i in range(1, 6)]
-    tasks[2].num_upstreams = 2
-    tasks[3].num_upstreams = 1
-    tasks[0].downstream_swarm_tasks = {tasks[2]}
-    tasks[1].downstream_swarm_tasks = {tasks[2]}
-    tasks[2].downstream_swarm_tasks = {tasks[3]}
-    return tasks
 
 
 def snapshot(client: redis.Redis, keys: RunKeys) -> dict[str, bytes]:
@@ -86,7 +76,7 @@ OPERATIONS: dict[str, Callable[[FrontState, Any], Any]] = {
 def started_run(front: Front, run_id: int, prefix: str) -> FrontState:
     st = front.state(run_id, prefix=prefix, workflow_id=1, dag_id=1, max_concurrently_running=5)
     st.add_array(ArrayRecord(7, 3))
-    st.add_tasks(dag())
+    st.add_tasks(diamond(7, lone=True))
     st.apply_update(StateUpdate(task_statuses={1: "D"}))
     return st
 
@@ -156,7 +146,7 @@ def test_detection_is_sticky_and_other_replicas_notice_too(
 def reference_counts(front: Front, prefix: str, run_id: int, statuses: dict[int, str]) -> Any:
     """The per-task (status, done) of a run built from scratch with the given statuses."""
     st = front.state(run_id, prefix=prefix)
-    st.add_tasks(dag())
+    st.add_tasks(diamond(7, lone=True))
     st.apply_update(StateUpdate(task_statuses=statuses))
     return {t: (st.get_task(t).status, st.get_task(t).num_upstreams_done) for t in range(1, 6)}
 
@@ -165,7 +155,7 @@ def reference_counts(front: Front, prefix: str, run_id: int, statuses: dict[int,
 def test_recovery_rebuilds_from_the_server_statuses(
     front: Front, make_client: MakeClient, run_id: int, prefix: str, loss: str
 ) -> None:
-    """the README (Scaling and failover): a fresh state, add_tasks, a full sync apply, initial counts."""
+    """docs/scaling.md: a fresh state, add_tasks, a full sync apply, initial counts."""
     st = started_run(front, run_id, prefix)
     client = make_client()
     old = snapshot(client, st.keys)
@@ -179,7 +169,8 @@ def test_recovery_rebuilds_from_the_server_statuses(
     # The truth according to the jobmon server: 1, 2 DONE, 3 RUNNING.
     server = {1: "D", 2: "D", 3: "R", 4: "G", 5: "G"}
     fresh = front.state(run_id, prefix=prefix, max_concurrently_running=5)
-    definitions = dag()  # fresh objects: statuses from the server, done counts from zero
+    # fresh objects: statuses from the server, done counts from zero
+    definitions = diamond(7, lone=True)
     for task in definitions:
         task.status = server[task.task_id]
     fresh.add_tasks(definitions)

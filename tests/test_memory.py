@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import logging
 from collections import deque
 from typing import Any
 
@@ -36,13 +35,11 @@ def buckets_of(state: SwarmState, task: TaskRecord) -> list[str]:
 # Module surface and construction
 
 
-def test_module_reexports_constants_and_logger() -> None:
+def test_module_reexports_constants() -> None:
     assert memory.ACTIVE_TASK_STATUSES is constants.ACTIVE_TASK_STATUSES
     assert memory.SERVER_STOP_STATUSES is constants.SERVER_STOP_STATUSES
     assert memory.TERMINATING_STATUSES is constants.TERMINATING_STATUSES
     assert memory.ACTIVE_TASK_STATUSES == ("Q", "I", "O", "R")
-    assert isinstance(memory.logger, logging.Logger)
-    assert memory.logger.name == "swarm_redis.testing.oracle"
 
 
 def test_constructor_defaults() -> None:

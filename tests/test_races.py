@@ -26,6 +26,7 @@ import redis
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, TASK_STATUSES
 from swarm_redis.engine.commands import decode_record, text
+from swarm_redis.testing.dags import from_parents, random_parents
 
 N_LAYERS = 10
 WIDTH = 1000
@@ -36,31 +37,19 @@ WORKER_TIMEOUT = 120.0
 
 def build_dag(rng: random.Random) -> tuple[list[TaskRecord], dict[int, list[int]]]:
     """Tasks (ids 1..N) with random initial statuses and starting counts; upstream ids."""
-    tasks: list[TaskRecord] = []
-    ups: dict[int, list[int]] = {}
-    layers: list[list[TaskRecord]] = []
-    next_id = 1
-    for li in range(N_LAYERS):
-        layer = []
-        for _ in range(WIDTH):
-            roll = rng.random()
-            status = "D" if roll < 0.05 else "R" if roll < 0.10 else "Q" if roll < 0.13 else "G"
-            task = TaskRecord(next_id, array_id=rng.choice(ARRAY_IDS), status=status)
-            ups[next_id] = []
-            if li > 0:
-                for up in rng.sample(layers[-1], rng.randint(1, 3)):
-                    up.downstream_swarm_tasks.add(task)
-                    task.num_upstreams += 1
-                    ups[next_id].append(up.task_id)
-            if rng.random() < 0.1:  # upstreams finished outside this run: a starting count
-                extra = rng.randint(1, 2)
-                task.num_upstreams += extra
-                task.num_upstreams_done += extra
-            layer.append(task)
-            next_id += 1
-        layers.append(layer)
-        tasks += layer
-    return tasks, ups
+    parents = random_parents(rng, N_LAYERS, WIDTH)
+    statuses = []
+    for _ in parents:
+        roll = rng.random()
+        statuses.append("D" if roll < 0.05 else "R" if roll < 0.10 else "Q" if roll < 0.13 else "G")
+    arrays = [rng.choice(ARRAY_IDS) for _ in parents]
+    tasks = from_parents(parents, arrays=arrays, statuses=statuses)
+    for task in tasks:
+        if rng.random() < 0.1:  # upstreams finished outside this run: a starting count
+            extra = rng.randint(1, 2)
+            task.num_upstreams += extra
+            task.num_upstreams_done += extra
+    return tasks, {i + 1: [p + 1 for p in ps] for i, ps in enumerate(parents)}
 
 
 def worker(

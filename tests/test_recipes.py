@@ -1,4 +1,4 @@
-"""The README's redis-cli recipes, run with the real ``redis-cli`` on a real server.
+"""The redis-cli recipes of docs/redis-cli.md, run with the real ``redis-cli`` on a real server.
 
 The test builds the run the recipes describe (under its own prefix and run id), then executes
 every ``bash`` block of the document with ``bash`` (keys rewritten to the test's run, redis-cli
@@ -21,15 +21,12 @@ import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+RECIPES = Path(__file__).resolve().parents[1] / "docs" / "redis-cli.md"
 
 
 def recipes_section() -> str:
-    """The text of the README's "## redis-cli recipes" section (up to the next "## ")."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index("\n## redis-cli recipes\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    """The text of the recipes page."""
+    return RECIPES.read_text(encoding="utf-8")
 
 
 DOC_KEY_BASE = "swarm:{10}:"

@@ -14,8 +14,10 @@ import redis
 from swarm_redis import ArrayRecord, RedisSwarmState, StateLostError, TaskRecord
 from swarm_redis.demo.sim import SimConfig, SimCore
 from swarm_redis.ops.verify import find_drift
+from swarm_redis.replica.faults import is_transient
 from swarm_redis.replica.gateway import Gateway, GatewayError, StatusesByLetter
-from swarm_redis.replica.loop import ReplicaResult, adjust_resources, is_transient, run_replica
+from swarm_redis.replica.loop import ReplicaResult, adjust_resources, run_replica
+from swarm_redis.testing.dags import random_layered, upstreams_of
 
 MakeClient = Callable[..., redis.Redis]
 
@@ -28,18 +30,10 @@ def run_fast(state: RedisSwarmState, gateway: Gateway, **kw: Any) -> ReplicaResu
 
 def small_dag(state: RedisSwarmState, layers: int = 3, width: int = 12) -> dict[int, list[int]]:
     """Register a layered DAG (arrays 1 and 2); its upstreams."""
-    rng = random.Random(3)
-    tasks = {i: TaskRecord(i, 1 + i % 2) for i in range(1, layers * width + 1)}
-    upstreams: dict[int, list[int]] = {}
-    for i in range(width + 1, layers * width + 1):
-        before = range(((i - 1) // width - 1) * width + 1, ((i - 1) // width) * width + 1)
-        upstreams[i] = rng.sample(list(before), 2)
-        tasks[i].num_upstreams = 2
-        for up in upstreams[i]:
-            tasks[up].downstream_swarm_tasks.add(tasks[i])
+    tasks = random_layered(random.Random(3), layers, width, fan_in=2, n_arrays=2)
     state.add_arrays([ArrayRecord(1, 4), ArrayRecord(2, 3)])
-    state.add_tasks(tasks.values())
-    return upstreams
+    state.add_tasks(tasks)
+    return upstreams_of(tasks)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.errors import InvalidInputError, LeaseLostError, StateLostError, SwarmRedisError
 from swarm_redis.records import ArrayRecord, TaskRecord
+from swarm_redis.testing.dags import from_edges
 
 #: Every script that writes (all but the read-only ones) must be exercised by the lifecycle.
 MUTATING = {s.name for s in scripts.all_scripts()} - set(scripts.READ_ONLY_SCRIPTS)
@@ -75,11 +76,7 @@ def hint(client: Any, key: str, field: str) -> int:
 
 def chain(n: int, array_id: int = 1) -> list[TaskRecord]:
     """n independent tasks plus a two-task chain (so completions credit downstreams)."""
-    tasks = [TaskRecord(i, array_id) for i in range(1, n + 1)]
-    up, down = TaskRecord(n + 1, array_id), TaskRecord(n + 2, array_id)
-    up.downstream_swarm_tasks = {down}
-    down.num_upstreams = 1
-    return [*tasks, up, down]
+    return from_edges(n + 2, [(n + 1, n + 2)], arrays=array_id)
 
 
 # --- every call delivered twice -----------------------------------------------------------------
@@ -124,7 +121,7 @@ def test_every_script_call_of_a_lifecycle_answers_the_same_twice(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
     r = make_client()
-    st = RedisSwarmState(1, run_id, 1, 100, redis=r, prefix=prefix, _create=False)
+    st = RedisSwarmState._for_existing_run(r, run_id, prefix=prefix)
     twice = Twice(st._transport, r, st.keys)
     st._transport = twice  # type: ignore[assignment]
     st._run(st._core.create(1, run_id, 1, 100, "B"))

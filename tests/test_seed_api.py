@@ -8,7 +8,6 @@ must offer every seed method and attribute with the seed's parameter names, orde
 from __future__ import annotations
 
 import inspect
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -167,7 +166,6 @@ def test_memory_attribute_exists(name: str) -> None:
 
 
 def test_memory_module_exports() -> None:
-    assert isinstance(memory.logger, logging.Logger)
     assert memory.ACTIVE_TASK_STATUSES == ("Q", "I", "O", "R")
     assert sorted(memory.SERVER_STOP_STATUSES) == ["E", "S", "T"]
     assert memory.TERMINATING_STATUSES == ("C", "H")

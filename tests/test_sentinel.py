@@ -1,10 +1,9 @@
 """Both fronts through Sentinel: a run continues through a primary kill and promotion, scripts
 come back after NOSCRIPT, and a failover to a replica that missed the last writes is caught as
-StateLostError (then the run is rebuilt as the README (Scaling and failover) says)."""
+StateLostError (then the run is rebuilt as docs/scaling.md says)."""
 
 from __future__ import annotations
 
-import itertools
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +14,9 @@ import redis
 from fronts import Front, FrontState
 from servers import SentinelGroup, missing_binaries, skip_or_fail, wait_until
 
-from swarm_redis import StateLostError, StateUpdate, TaskRecord
+from swarm_redis import StateLostError, StateUpdate
 from swarm_redis.engine import scripts
+from swarm_redis.testing.dags import chain
 
 pytestmark = pytest.mark.real
 
@@ -57,13 +57,6 @@ def retry_until_available(call: Callable[[], Any], timeout: float = 30.0) -> tup
             if time.monotonic() - start > timeout:
                 raise
             time.sleep(0.05)
-
-
-def chain(n: int) -> list[TaskRecord]:
-    tasks = [TaskRecord(i, num_upstreams=0 if i == 1 else 1) for i in range(1, n + 1)]
-    for a, b in itertools.pairwise(tasks):
-        a.downstream_swarm_tasks = {b}
-    return tasks
 
 
 def step(st: FrontState) -> int | None:
@@ -178,7 +171,7 @@ def test_failover_that_lost_writes_raises_state_lost(
         )
     finally:
         replica.close()
-    # Recovery (README, Scaling and failover): a fresh state, definitions with the server's
+    # Recovery (docs/scaling.md): a fresh state, definitions with the server's
     # statuses, a full sync apply, initial counts.
     server = {1: "D", 2: "D", 3: "G", 4: "G", 5: "G", 6: "G"}
     fresh = sentinel_front.state(run_id, prefix=prefix)

@@ -22,7 +22,6 @@ import pytest
 import redis
 
 from swarm_redis import ArrayRecord, RedisSwarmState, TaskRecord
-from swarm_redis.demo import simwire
 from swarm_redis.demo.sim import (
     SimClient,
     SimConfig,
@@ -35,6 +34,7 @@ from swarm_redis.demo.sim import (
     report_to_json,
     serve_connection,
 )
+from swarm_redis.demo.sim import wire as simwire
 from swarm_redis.errors import InvalidInputError
 from swarm_redis.replica.gateway import Gateway, GatewayError, by_status, invert
 

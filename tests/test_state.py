@@ -31,6 +31,8 @@ from swarm_redis import (
 )
 from swarm_redis.constants import SEED_TRACKED_STATUSES, TASK_STATUSES
 from swarm_redis.engine.commands import ScriptCall
+from swarm_redis.testing import dags
+from swarm_redis.testing.dags import layered, link
 
 MakeClient = Callable[..., redis.Redis]
 StateFactory = Callable[..., RedisSwarmState]
@@ -86,12 +88,6 @@ def replica(other_client: redis.Redis, run_id: int, prefix: str) -> Callable[[],
     return make
 
 
-def link(upstream: TaskRecord, *downstreams: TaskRecord) -> None:
-    for d in downstreams:
-        upstream.downstream_swarm_tasks.add(d)
-        d.num_upstreams += 1
-
-
 def ids(tasks: Iterable[Any]) -> list[int]:
     return [t.task_id for t in tasks]
 
@@ -102,11 +98,7 @@ def sorted_ids(tasks: Iterable[Any]) -> list[int]:
 
 def diamond() -> dict[str, TaskRecord]:
     """a, b -> c -> d; e independent."""
-    t = {n: TaskRecord(i) for i, n in enumerate("abcde", start=1)}
-    link(t["a"], t["c"])
-    link(t["b"], t["c"])
-    link(t["c"], t["d"])
-    return t
+    return dict(zip("abcde", dags.diamond(lone=True), strict=True))
 
 
 def one_per_status() -> list[TaskRecord]:
@@ -1153,16 +1145,6 @@ def test_attach_to_an_unknown_run(client: redis.Redis, prefix: str, run_id: int)
 # --- chunking --------------------------------------------------------------------------------------
 
 
-def layered(n_layers: int, width: int, start: int = 1) -> list[TaskRecord]:
-    """A layered DAG: each task depends on two tasks of the previous layer."""
-    layers = [[TaskRecord(start + li * width + i) for i in range(width)] for li in range(n_layers)]
-    for li in range(1, n_layers):
-        for i, task in enumerate(layers[li]):
-            link(layers[li - 1][i], task)
-            link(layers[li - 1][(i + 1) % width], task)
-    return [t for layer in layers for t in layer]
-
-
 def snapshot(state: RedisSwarmState) -> dict[str, Any]:
     fresh = {k: state.get_task(k) for k in sorted(state.tasks)}
     return {
@@ -1209,7 +1191,7 @@ def test_chunked_apply_equals_one_chunk(
     width = 10
     small = new_state(chunk_budget=3)
     whole = RedisSwarmState(1, run_id + 1, 5, redis=client, prefix=prefix, chunk_budget=10**6)
-    small_tasks, whole_tasks = layered(4, width), layered(4, width)
+    small_tasks, whole_tasks = layered(4, width, fan_in=2), layered(4, width, fan_in=2)
     small.add_tasks(small_tasks)
     whole.add_tasks(whole_tasks)
     small_calls = count_apply_calls(small)
@@ -1232,7 +1214,7 @@ def test_chunked_apply_writes_run_fields_only_with_the_last_chunk(
     """A crash after the first chunks leaves last_sync, limits and run status unwritten."""
     width = 10
     state = new_state(chunk_budget=3)
-    tasks = layered(4, width)
+    tasks = layered(4, width, fan_in=2)
     state.add_tasks(tasks)
     inner = state._transport.execute
     crashed = []

@@ -7,47 +7,45 @@
 -- with one multi-field HSET; status sets move with one SREM/SADD per (old, new) pair; per-array
 -- active counters and downstream credits are summed before they are written. That keeps the
 -- number of redis.call per task small, which is most of a script's cost.
+--!include prelude
+--!include queue
+--!include check
+--!include records
 
 -- Records longer than this (bytes) are kept raw, see recs_load.
 local BIG_RECORD = 16384
 
--- The immutable part of a loaded record (a copy for a big one: only when it is written).
+-- The immutable part of a loaded record (array|nup|start|children), copied only when written.
 local function t_rest(t)
-  return t.rest or string.sub(t.raw, t.at)
+  return string.sub(t.raw, t.at)
 end
 
--- Number of upstreams and array id of a loaded record, without copying a big one.
+-- Number of upstreams and array id of a loaded record.
 local function t_nup(t)
-  if t.rest then
-    local _, nup = rec_def(t.rest)
-    return tonumber(nup)
-  end
-  return tonumber(string.match(t.raw, '^[^|]*|(%d+)|', t.at))
+  return t.nup
 end
 
 local function t_array(t)
-  if t.rest then
-    return rec_array(t.rest)
-  end
-  return string.match(t.raw, '^([^|]*)|', t.at)
+  return t.arr
 end
 
--- The children list of a loaded record as (source string, index where the list starts).
+-- The children list of a loaded record as (source string, index where the list starts): no copy.
 local function t_children(t)
-  if t.rest then
-    local _, _, _, list = rec_def(t.rest)
-    return list, 1
-  end
-  return t.raw, string.match(t.raw, '^[^|]*|%d+|%d+|()', t.at)
+  return t.raw, t.kat
 end
 
--- The working set of task records of one call: id -> {s, nd, st, fl, rest, s0} (s0: the
--- status in Redis; a big record has raw and at instead of rest), loaded on demand, written
--- back by recs_flush; plan: what each completion of this call credits (plan_completions).
+-- The working set of task records of one call: id -> {s, nd, st, fl, raw, at, arr, nup, kat, s0}
+-- (s0: the status in Redis; raw: the stored record, at/kat: where its definition and its children
+-- list start), loaded on demand, written back by recs_flush; plan: what each completion of this
+-- call credits (plan_completions); err: the INVALID reply for the first record that does not
+-- parse (the caller answers it before its first write).
 local function recs_new()
   return {map = {}, dirty = {}, dirty_list = {}, plan = {}}
 end
 
+-- Load the records of `ids` not loaded yet: one HMGET per 4,000 ids and one match per record,
+-- which also checks the record (every number in range, a known status, a children list of ids),
+-- so the records a call touches are read and parsed once. The definition is never split.
 local function recs_load(R, ids)
   local missing = {}
   for _, id in ipairs(ids) do
@@ -61,14 +59,14 @@ local function recs_load(R, ids)
     local raws = redis.call('HMGET', K.task, unpack(missing, i, last))
     for j = i, last do
       local raw = raws[j - i + 1]
-      if raw and #raw > BIG_RECORD then
-        -- a huge fan-out: keep the raw value and where its definition starts, so slicing its
-        -- children allocates no copy of the list (big strings cost Lua GC time in every call)
-        local s, nd, st, fl, at = string.match(raw, '^(%a)|(%d+)|([^|]*)|([^|]*)|()')
-        R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, raw = raw, at = at, s0 = s}
-      elseif raw then
-        local s, nd, st, fl, rest = rec_parse(raw)
-        R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, rest = rest, s0 = s}
+      if raw then
+        local why, s, nd, st, fl, at, arr, nup, kat = record_fields(raw)
+        if why then
+          R.err = R.err or corrupt(missing[j], raw, why)
+        else
+          R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, raw = raw, at = at,
+            arr = arr, nup = tonumber(nup), kat = kat, s0 = s}
+        end
       end
     end
   end
@@ -134,12 +132,11 @@ local function plan_completions(R, ids)
   for _, id in ipairs(ids) do
     local t = R.map[id]
     if t and R.plan[id] == nil and not string.find(t.fl, 'p', 1, true) then
-      if t.raw then
+      if #t.raw > BIG_RECORD then
         R.plan[id] = 'big'
       else
-        local _, _, _, list = rec_def(t.rest)
         local kids = {}
-        for child in string.gmatch(list, '[^,]+') do
+        for child in string.gmatch(string.sub(t.raw, t.kat), '[^,]+') do
           kids[#kids + 1] = child
         end
         if #kids > EDGE_LEFT then
@@ -254,11 +251,11 @@ local function count_completion(R, id, r)
   return true
 end
 
--- Credit the next slice of each fan-out in progress among `ids` (progress as read from
--- K.fanout, in the same order), within this call's edge allowance; the progress advances in the
--- same call, and the slices and progress are deleted with the last slice. Ids with work left go
--- to r.unfinished.
-local function continue_fanouts(R, ids, progress, r)
+-- The next slice of each fan-out in progress among `ids` (progress as read from K.fanout, in
+-- the same order), within this call's edge allowance: its children's records are loaded (so
+-- they are checked before anything is written); credit_fanouts credits them. Ids left for later
+-- calls go to r.unfinished.
+local function load_fanouts(R, ids, progress, r)
   local todo, seen = {}, {}
   for i, id in ipairs(ids) do
     if not seen[id] then
@@ -286,6 +283,12 @@ local function continue_fanouts(R, ids, progress, r)
     end
   end
   recs_load(R, children)
+  return work
+end
+
+-- Credit the slices load_fanouts picked; the progress advances in the same call, and the slices
+-- and progress are deleted with the last slice. Ids with work left go to r.unfinished.
+local function credit_fanouts(R, work, r)
   for _, f in ipairs(work) do
     credit_children(R, f.kids, r)
     redis.call('HDEL', K.fanout, f.id .. '#' .. f.k)
@@ -347,18 +350,6 @@ local function finish_queue(R, r, enqueue)
   end
 end
 
--- INVALID error reply for the first unknown status among the n (id, status) pairs of ARGV
--- starting at `first`, or nil.
-local function invalid_status(first, n)
-  for i = 0, n - 1 do
-    local st = ARGV[first + i * 2 + 1]
-    if not VALID[st] then
-      return fail('INVALID', 'unknown task status ' .. st .. ' for task ' .. ARGV[first + i * 2])
-    end
-  end
-  return nil
-end
-
 -- Apply the n (id, status) pairs of ARGV starting at `first`. `stamp` is the update's sync
 -- stamp ("" for none). `may_change(status)` says whether a task in that status takes the new
 -- one; `consider(id)` (or nil) filters ids. With `propagate`, new completions credit their
@@ -366,7 +357,8 @@ end
 -- the back and a resource error (A) at the front, so a replica that dies right after the call
 -- leaves nothing stranded (claimed tasks are never queued).
 -- Returns a table: changed ("id:new:done:old"), ready (ids), touched ("id:done:status"),
--- into (status -> count), propagated (count).
+-- into (status -> count), propagated (count); or nil and the INVALID reply when a record it
+-- would touch does not parse (nothing written).
 local function apply_changes(first, n, stamp, propagate, may_change, consider)
   local stamp_n = tonumber(stamp)
   local r = new_result()
@@ -390,6 +382,9 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
       end
     end
     plan_completions(R, completing)
+  end
+  if R.err then
+    return nil, R.err
   end
   -- one task after the other, in update order, as if each were its own call: the result does
   -- not depend on how an update is cut into chunks
@@ -439,7 +434,8 @@ end
 
 -- Count the completions of the given task ids once (tasks not DONE are ignored) and credit
 -- the next slice of those whose fan-out is in progress (their records are not even read);
--- queue what became ready when `enqueue`. Returns r as apply_changes does (no changed entries).
+-- queue what became ready when `enqueue`. Returns r as apply_changes does (no changed entries),
+-- or nil and the INVALID reply of a record that does not parse (nothing written).
 local function propagate_ids(ids, enqueue)
   local r = new_result()
   local R = recs_new()
@@ -460,8 +456,12 @@ local function propagate_ids(ids, enqueue)
       done[#done + 1] = id
     end
   end
-  continue_fanouts(R, going, going_p, r)
+  local work = load_fanouts(R, going, going_p, r)
   plan_completions(R, done)
+  if R.err then
+    return nil, R.err
+  end
+  credit_fanouts(R, work, r)
   for _, id in ipairs(plain) do
     if R.map[id] then
       count_completion(R, id, r)
@@ -489,4 +489,18 @@ local function report_changes(r, n)
     redis.call('HINCRBY', K.counters, 'propagations', r.propagated)
     emit('type', 'propagate', 'n', r.propagated, 'ready', #r.ready)
   end
+end
+
+-- The reply of apply_update and ack_batch (one shape for both): {version, "id:status:done:old
+-- ..." changed, "id ..." ready and queued, "id:done:status ..." credited downstreams, `run`
+-- ({run status, limit, applied 1/0}), then `...` (ack_batch: the requeued ids), then the
+-- unfinished fan-outs.
+local function changes_reply(r, run, ...)
+  local out = {finish(), table.concat(r.changed, ' '), table.concat(r.ready, ' '),
+    table.concat(r.touched, ' '), run}
+  for _, extra in ipairs({...}) do
+    out[#out + 1] = extra
+  end
+  out[#out + 1] = r.unfinished
+  return out
 end

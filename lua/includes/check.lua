@@ -7,6 +7,7 @@
 -- Ranges (docs/validation.md): counts, ids, limits, stamps 0..2^53-1 (a Lua number holds them
 -- exactly; 2^60 would come back as 1.15e+18); leases 1 ms..1 day; events_maxlen 0..10^7;
 -- detail_max 0..10^5.
+--!include prelude
 
 local MAX_SAFE = 9007199254740991
 local MAX_TTL_MS = 86400000
@@ -78,106 +79,6 @@ local function chk_id(s, what)
   return nil
 end
 
--- nil when the stored task record parses: S|done|stamp|flags|array|nup|start|children with a
--- known status and every number in 0..2^53-1; else the reason. Also returns the status, the
--- flags and the downstream list of a good record (no second parse for chk_records).
-local function big(x)
-  return #x > 15 and (#x > 16 or tonumber(x) > MAX_SAFE)
-end
-
-local function record_problem(v)
-  local s, nd, st, fl, arr, nup, start, children = string.match(v,
-    '^(%u)|(%d+)|(%d*)|([^|]*)|(%d+)|(%d+)|(%d+)|([%d,%-]*)$')
-  if not s then
-    return 'does not match S|done|stamp|flags|array|nup|start|children'
-  end
-  if not VALID[s] then
-    return 'unknown status ' .. s
-  end
-  if big(nd) or big(st) or big(arr) or big(nup) or big(start) then
-    return 'a number exceeds 2^53-1'
-  end
-  return nil, s, fl, children
-end
-
-local function corrupt(id, v, why)
-  return fail('INVALID', 'task ' .. id .. ' has a corrupt record (' .. why .. '): ' .. string.sub(v, 1, 200)
-    .. '; nothing was written (see swarm-redis verify)')
-end
-
--- At most this many downstream records are checked per call (the check stays bounded even for
--- a task with 500k children; apply.lua's own parsing covers the rest).
-local CHECK_CHILDREN_MAX = 4000
-
--- Check the stored records of `ids` (missing ones are fine). With `children`, also the records
--- of the downstreams that a completion of one of them would credit (tasks DONE in Redis, or
--- becoming DONE per `news[j]`, whose completion is not counted yet), up to CHECK_CHILDREN_MAX.
--- Returns an error reply or nil.
-local function chk_records(ids, children, news)
-  local kids = {}
-  for i = 1, #ids, 4000 do
-    local last = math.min(i + 3999, #ids)
-    local raws = redis.call('HMGET', K.task, unpack(ids, i, last))
-    for j = i, last do
-      local v = raws[j - i + 1]
-      if v then
-        local why, s, fl, list = record_problem(v)
-        if why then
-          return corrupt(ids[j], v, why)
-        end
-        if children and list ~= '' and #kids < CHECK_CHILDREN_MAX then
-          local new = news and news[j]
-          if (s == 'D' or new == 'D') and not string.find(fl, 'p', 1, true) then
-            for child in string.gmatch(list, '[^,]+') do
-              if #kids >= CHECK_CHILDREN_MAX then
-                break
-              end
-              kids[#kids + 1] = child
-            end
-          end
-        end
-      end
-    end
-  end
-  if #kids > 0 then
-    return chk_records(kids, false, nil)
-  end
-  return nil
-end
-
--- The n (task id, status) pairs of ARGV from `first` on: ids and statuses well formed, and the
--- records they touch parse (with `children`, see chk_records).
-local function chk_pairs(first, n, children)
-  if first + 2 * n - 1 > #ARGV then
-    return fail('INVALID', 'expected ' .. n .. ' (id, status) pairs, got ' .. math.floor((#ARGV - first + 1) / 2))
-  end
-  local ids, news = {}, {}
-  for i = 0, n - 1 do
-    local id, st = ARGV[first + 2 * i], ARGV[first + 2 * i + 1]
-    local e = chk_id(id, 'task id') or chk_status(st, 'task ' .. tostring(id))
-    if e then
-      return e
-    end
-    ids[#ids + 1] = id
-    news[#news + 1] = st
-  end
-  return chk_records(ids, children, news)
-end
-
--- The ids of ARGV from `first` to the end (every `step`-th): well formed; their records parse
--- (with `children`, see chk_records).
-local function chk_id_list(first, step, children)
-  local ids = {}
-  for i = first, #ARGV, step do
-    local e = chk_id(ARGV[i], 'task id')
-    if e then
-      return e
-    end
-    ids[#ids + 1] = ARGV[i]
-  end
-  return chk_records(ids, children, nil)
-end
-
 -- A hash of integer counters or limits (arrays, active, reserved): each value an integer
 -- (counters may be negative after drift: |v| <= 2^53-1).
 local function chk_int_hash(key, what)
@@ -207,56 +108,6 @@ local function chk_rkey(s, what)
     return fail('INVALID', 'resource key of ' .. what .. ' must be at most 1024 bytes without |')
   end
   return nil
-end
-
--- register's ARGV from `first` on: n, then per task id, status, array id, nup, done, children,
--- resource key; then n arrays, then per array id, limit. Definition numbers in 0..2^53-1 with
--- done <= nup; the records of tasks that exist already parse (they are reported back).
-local function chk_register(first)
-  local e = chk_int(ARGV[first], 'number of tasks')
-  if e then
-    return e
-  end
-  local n = tonumber(ARGV[first])
-  if first + n * 7 > #ARGV then
-    return fail('INVALID', 'register: ' .. n .. ' tasks announced, fewer sent')
-  end
-  local ids = {}
-  for i = 0, n - 1 do
-    local j = first + 1 + i * 7
-    local id = ARGV[j]
-    local what = 'task ' .. tostring(id)
-    e = chk_id(id, 'task id') or chk_status(ARGV[j + 1], what)
-      or chk_int(ARGV[j + 2], 'array id of ' .. what) or chk_int(ARGV[j + 3], 'num_upstreams of ' .. what)
-      or chk_int(ARGV[j + 4], 'num_upstreams_done of ' .. what) or chk_rkey(ARGV[j + 6], what)
-    if e then
-      return e
-    end
-    if tonumber(ARGV[j + 4]) > tonumber(ARGV[j + 3]) then
-      return fail('INVALID', 'num_upstreams_done of ' .. what .. ' (' .. ARGV[j + 4]
-        .. ') exceeds its num_upstreams (' .. ARGV[j + 3] .. ')')
-    end
-    if not string.match(ARGV[j + 5], '^[%d,%-]*$') then
-      return fail('INVALID', 'downstream ids of ' .. what .. ' must be integers joined by ","')
-    end
-    ids[#ids + 1] = id
-  end
-  local a = first + 1 + n * 7
-  e = chk_int(ARGV[a], 'number of arrays')
-  if e then
-    return e
-  end
-  local na = tonumber(ARGV[a])
-  if a + na * 2 ~= #ARGV then
-    return fail('INVALID', 'register: ' .. na .. ' arrays announced, ' .. ((#ARGV - a) / 2) .. ' sent')
-  end
-  for i = 0, na - 1 do
-    e = chk_int(ARGV[a + 1 + i * 2], 'array id') or chk_int(ARGV[a + 2 + i * 2], 'limit of array ' .. ARGV[a + 1 + i * 2])
-    if e then
-      return e
-    end
-  end
-  return chk_records(ids, false, nil)
 end
 
 -- apply_update's tail at ARGV[t]: "0", or "1" then limit (or ""), n array limits, n pairs
@@ -296,53 +147,29 @@ local function chk_apply_tail(t)
   return chk_meta_int('last_sync_us')
 end
 
--- enqueue/enqueue_fringe pairs from ARGV[first]: task id, resource key; the records parse.
-local function chk_queue_pairs(first)
-  if (#ARGV - first + 1) % 2 ~= 0 then
-    return fail('INVALID', 'expected (task id, resource key) pairs')
+-- The n (task id, status) pairs of ARGV from `first` on: ids and statuses well formed (the one
+-- status check of apply_update and ack_batch; the records they touch are checked as apply.lua
+-- loads them, before anything is written).
+local function chk_pairs(first, n)
+  if first + 2 * n - 1 > #ARGV then
+    return fail('INVALID', 'expected ' .. n .. ' (id, status) pairs, got ' .. math.floor((#ARGV - first + 1) / 2))
   end
-  local ids = {}
-  for i = first, #ARGV, 2 do
-    local e = chk_id(ARGV[i], 'task id') or chk_rkey(ARGV[i + 1], 'task ' .. tostring(ARGV[i]))
+  for i = 0, n - 1 do
+    local id, st = ARGV[first + 2 * i], ARGV[first + 2 * i + 1]
+    local e = chk_id(id, 'task id') or chk_status(st, 'task ' .. tostring(id))
     if e then
       return e
     end
-    ids[#ids + 1] = ARGV[i]
   end
-  return chk_records(ids, false, nil)
+  return nil
 end
 
--- The first n entries of the ready queue have records that parse (dequeue reports them).
-local function chk_queue_head(n)
-  local ids = redis.call('ZRANGE', K.ready, 0, n - 1)
-  return chk_records(ids, false, nil)
-end
-
--- repair ops from ARGV[first]: n, then per op code, subject, a, b; counter ops carry integers.
-local function chk_repair(first)
-  local e = chk_int(ARGV[first], 'number of repair ops')
-  if e then
-    return e
-  end
-  local n = tonumber(ARGV[first])
-  if first + n * 4 ~= #ARGV then
-    return fail('INVALID', 'repair: ' .. n .. ' ops announced, ' .. ((#ARGV - first) / 4) .. ' sent')
-  end
-  for i = 0, n - 1 do
-    local j = first + 1 + i * 4
-    local code = ARGV[j]
-    if code == 'done' or code == 'active' or code == 'reserved' then
-      local lo = code == 'done' and 0 or -MAX_SAFE
-      local v = ARGV[j + 3]
-      if #v > 17 or not string.match(v, '^%-?%d+$') or tonumber(v) < lo or tonumber(v) > MAX_SAFE then
-        return fail('INVALID', 'repair ' .. code .. ' ' .. ARGV[j + 1] .. ': value ' .. v .. ' is not an integer in range')
-      end
-    end
-    if code == 'done' or code == 'sets' or code == 'queue' or code == 'qres' then
-      e = chk_records({ARGV[j + 1]}, false, nil)
-      if e then
-        return e
-      end
+-- The ids of ARGV from `first` to the end: well formed.
+local function chk_id_list(first)
+  for i = first, #ARGV do
+    local e = chk_id(ARGV[i], 'task id')
+    if e then
+      return e
     end
   end
   return nil

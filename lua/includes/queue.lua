@@ -1,5 +1,209 @@
--- queue.lua: put tasks in the ready queue at most once (include after prelude). Shared by
--- enqueue and enqueue_fringe; the writing is queue_many's (prelude), the one bulk queue path.
+-- queue.lua: the ready queue, its one bulk writing path and at-most-once queueing (include after
+-- prelude). qpush/qdrop are the only writers of `ready`, `queued` and `qidx`; queue_many (the gate,
+-- resource keys, order) and unqueue_final sit on them, and queue_pairs (enqueue, enqueue_fringe)
+-- on queue_many.
+--!include prelude
+
+-- The ready queue (see keys.py) is three structures kept exact together by qpush/qdrop, the
+-- only functions that write them: `ready` (zset id -> position: a front push scores below the
+-- lowest, a back push above the highest, so ZRANGE is the queue order), `queued` (set of the same
+-- ids: the at-most-once gate) and `qidx` (zset of 'array|position|id' members, all scored 0: the
+-- queue per array in order, so claim_batch finds each array's next task in O(log n)).
+-- Positions go to qidx offset by 2^52 and zero-padded to 16 digits, so that lexical order is
+-- numerical order.
+local QOFF = 4503599627370496
+
+local function qpos_text(pos)
+  return string.format('%016d', pos + QOFF)
+end
+
+local function qidx_member(arr, pos, id)
+  return arr .. '|' .. qpos_text(pos) .. '|' .. id
+end
+
+-- The array of each id as its record says ('' without a record): qidx is keyed by it.
+local function arrays_of(ids)
+  local recs = multi_reply('HMGET', K.task, ids)
+  local out = {}
+  for i = 1, #ids do
+    local rest = recs[i] and select(5, rec_parse(recs[i]))
+    out[i] = rest and rec_array(rest) or ''
+  end
+  return out
+end
+
+-- Add `ids` (not queued, not claimed, no duplicates: the caller checked) to the queue, in this
+-- order, at the back or at the front (the first id becomes the head). `arrs` their arrays
+-- (arrays_of if nil). O(n log N): one ZADD, one index ZADD, one SADD per 1,000 ids.
+local function qpush(ids, front, arrs)
+  if #ids == 0 then
+    return
+  end
+  arrs = arrs or arrays_of(ids)
+  local first
+  if front then
+    local lo = redis.call('ZRANGE', K.ready, 0, 0, 'WITHSCORES')
+    first = (lo[2] and tonumber(lo[2]) or 0) - #ids
+  else
+    local hi = redis.call('ZRANGE', K.ready, -1, -1, 'WITHSCORES')
+    first = (hi[2] and tonumber(hi[2]) or 0) + 1
+  end
+  for i = 1, #ids, 1000 do
+    local zr, zi = {}, {}
+    for j = i, math.min(i + 999, #ids) do
+      local pos = first + j - 1
+      zr[#zr + 1] = pos
+      zr[#zr + 1] = ids[j]
+      zi[#zi + 1] = 0
+      zi[#zi + 1] = qidx_member(arrs[j], pos, ids[j])
+    end
+    redis.call('ZADD', K.ready, unpack(zr))
+    redis.call('ZADD', K.qidx, unpack(zi))
+  end
+  multi('SADD', K.queued, ids)
+end
+
+-- Take `ids` out of the queue (those not in it are ignored). Their resource keys (qres) are the
+-- caller's business. `arrs` their arrays (arrays_of if nil). Returns the ids that were queued.
+local function qdrop(ids, arrs)
+  if #ids == 0 then
+    return {}
+  end
+  local pos = multi_reply('ZMSCORE', K.ready, ids)
+  local gone, members = {}, {}
+  local have = false
+  for i = 1, #ids do
+    if pos[i] then
+      have = true
+      break
+    end
+  end
+  if have then
+    arrs = arrs or arrays_of(ids)
+    for i, id in ipairs(ids) do
+      if pos[i] then
+        gone[#gone + 1] = id
+        members[#members + 1] = qidx_member(arrs[i], tonumber(pos[i]), id)
+      end
+    end
+    multi('ZREM', K.ready, gone)
+    multi('ZREM', K.qidx, members)
+  end
+  multi('SREM', K.queued, ids)
+  return gone
+end
+
+-- Queue candidates {id, front, cancelled, resource key} at most once each, in their order:
+-- claimed and already queued ids are skipped (an already queued one takes a given resource
+-- key); a queued task gets the given key (remembered in taskres) or else its last known one.
+-- Back candidates are appended; front ones pushed to the head one after the other (so the last
+-- front candidate ends first, as separate LPUSHes would). A cancelled candidate (final by the
+-- end of the call) counts as queued and removed again: it is reported but not pushed.
+-- Returns the ids queued, in order, and whether a queued task's resource key changed.
+local function queue_many(cands)
+  if #cands == 0 then
+    return {}, false
+  end
+  local ids, seen = {}, {}
+  for _, c in ipairs(cands) do
+    ids[#ids + 1] = c[1]
+  end
+  local claimed = multi_reply('HMGET', K.claims, ids)
+  local inq = multi_reply('SMISMEMBER', K.queued, ids)
+  local ok, back, front, given, rekeyed = {}, {}, {}, {}, {}
+  for i, c in ipairs(cands) do
+    local id = c[1]
+    if not claimed[i] and inq[i] == 0 and not seen[id] then
+      seen[id] = true
+      ok[#ok + 1] = id
+      if c[4] and c[4] ~= '' then
+        given[id] = c[4]
+      end
+      if c[2] and not c[3] then
+        front[#front + 1] = id
+      elseif not c[3] then
+        back[#back + 1] = id
+      end
+    elseif not claimed[i] and inq[i] == 1 and c[4] and c[4] ~= '' then
+      rekeyed[#rekeyed + 1] = id
+      rekeyed[#rekeyed + 1] = c[4]
+    end
+  end
+  local changed = false
+  if #rekeyed > 0 then
+    -- already queued (e.g. by apply_update): keep the resources the caller just settled
+    local rids = {}
+    for i = 1, #rekeyed, 2 do
+      rids[#rids + 1] = rekeyed[i]
+    end
+    local cur = multi_reply('HMGET', K.qres, rids)
+    local set = {}
+    for i = 1, #rekeyed, 2 do
+      if cur[(i + 1) / 2] ~= rekeyed[i + 1] then
+        set[#set + 1] = rekeyed[i]
+        set[#set + 1] = rekeyed[i + 1]
+      end
+    end
+    if #set > 0 then
+      multi('HSET', K.taskres, set)
+      multi('HSET', K.qres, set)
+      changed = true
+    end
+  end
+  local pushed = {}
+  for _, id in ipairs(back) do
+    pushed[#pushed + 1] = id
+  end
+  for _, id in ipairs(front) do
+    pushed[#pushed + 1] = id
+  end
+  if #pushed == 0 then
+    return ok, changed
+  end
+  local rks = multi_reply('HMGET', K.taskres, pushed)
+  local qres, tres = {}, {}
+  for i, id in ipairs(pushed) do
+    local rk = given[id]
+    if rk then
+      tres[#tres + 1] = id
+      tres[#tres + 1] = rk
+    else
+      rk = rks[i]
+    end
+    if rk then
+      qres[#qres + 1] = id
+      qres[#qres + 1] = rk
+    end
+  end
+  multi('HSET', K.taskres, tres)
+  multi('HSET', K.qres, qres)
+  qpush(back, false)
+  local rev = {}
+  for i = #front, 1, -1 do
+    rev[#rev + 1] = front[i]
+  end
+  qpush(rev, true)
+  return ok, changed
+end
+
+-- Drop final tasks from the ready queue (only stale entries can be there): O(k log N).
+local function unqueue_final(ids)
+  if #ids == 0 then
+    return
+  end
+  local inq = multi_reply('SMISMEMBER', K.queued, ids)
+  local list = {}
+  for i, id in ipairs(ids) do
+    if inq[i] == 1 then
+      list[#list + 1] = id
+    end
+  end
+  if #list == 0 then
+    return
+  end
+  qdrop(list)
+  multi('HDEL', K.qres, list)
+end
 
 -- Queue the (task id, resource key) pairs of ARGV from index `first` on, in their order (at the
 -- front they keep it too). `wanted(status, done, rest)` says whether a task may be queued;

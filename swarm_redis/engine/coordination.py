@@ -2,7 +2,7 @@
 
 Each function is an operation on a :class:`~swarm_redis.engine.core.StateCore` (a generator, driven by
 the sync or the async front). Every lease deadline is computed from Redis ``TIME`` inside the
-scripts, never from the client's clock. See the README (Several replicas) for the walkthrough.
+scripts, never from the client's clock. See docs/replicas.md for the walkthrough.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from swarm_redis.engine import commands as cmd
 from swarm_redis.engine.commands import Call, Caller, text
-from swarm_redis.engine.core import IN_DOUBT_ERRORS, Op, StateCore, _pairs, _set_mirror
+from swarm_redis.engine.core import IN_DOUBT_ERRORS, Op, StateCore
+from swarm_redis.engine.replies import hash_items
 from swarm_redis.engine.validation import (
     MAX_REAP_LOCK_MS,
     MAX_SAFE_INT,
@@ -29,6 +30,7 @@ from swarm_redis.engine.validation import (
     coerce_task_id,
     record_problem,
     seconds_to_ms,
+    stored_int,
 )
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
 
@@ -99,11 +101,13 @@ class LeaderInfo:
     """The leadership lease as Redis holds it.
 
     Attributes:
-        replica_id: The leading replica.
+        replica_id: The leading replica ("" once the lease was cleared; the epoch stays).
         incarnation: Its incarnation.
-        epoch: The fencing epoch; grows on every takeover.
-        deadline_ms: End of the lease, Redis time in ms.
+        epoch: The fencing epoch; grows on every takeover (0: nobody ever led).
+        deadline_ms: End of the lease, Redis time in ms (0 when none is stored).
         remaining_ms: ``deadline_ms`` minus Redis now (negative: expired, anyone may take over).
+        alive: True while a replica holds the lease and it has not expired.
+        lease_left_ms: ``remaining_ms`` while a replica holds a lease with a deadline, else None.
     """
 
     replica_id: str
@@ -111,6 +115,26 @@ class LeaderInfo:
     epoch: int
     deadline_ms: int
     remaining_ms: int
+    alive: bool = field(init=False)
+    lease_left_ms: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        held = bool(self.replica_id) and self.deadline_ms > 0
+        object.__setattr__(self, "alive", held and self.remaining_ms > 0)
+        object.__setattr__(self, "lease_left_ms", self.remaining_ms if held else None)
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, Any], now_ms: int) -> LeaderInfo:
+        """The lease from the fields of the run's ``leader`` hash, at Redis time ``now_ms``
+        (never trust what is stored: a field that does not parse reads as 0 or "")."""
+        deadline = stored_int(raw.get("deadline_ms"))
+        return cls(
+            text(raw.get("id") or ""),
+            text(raw.get("incarnation") or ""),
+            stored_int(raw.get("epoch")),
+            deadline,
+            deadline - now_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -187,13 +211,6 @@ def default_replica_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def _mirror_triples(core: StateCore, found: list[tuple[int, str, int]]) -> None:
-    for task_id, status, done in found:
-        obj = core.tasks.get(task_id)
-        if obj is not None:
-            _set_mirror(obj, status, done)
-
-
 # --- membership -------------------------------------------------------------------------------
 
 
@@ -215,7 +232,7 @@ def join_replica(
         replica = retried[1]
     call = cmd.join(core.keys, core.caller(), replica.id, replica.incarnation, ttl_ms)
     try:
-        yield from core._scripts([call])
+        yield from core.scripts([call])
     except IN_DOUBT_ERRORS:
         core.join_in_doubt = ((replica_id, ttl_ms), replica)
         raise
@@ -227,7 +244,7 @@ def join_replica(
 def heartbeat(core: StateCore, replica: Replica) -> Op[None]:
     """Extend the lease; LeaseLostError when it expired or the replica was reaped."""
     r = _check_replica(replica)
-    yield from core._scripts(
+    yield from core.scripts(
         [cmd.heartbeat(core.keys, core.caller(), r.id, r.incarnation, r.ttl_ms)]
     )
 
@@ -235,7 +252,7 @@ def heartbeat(core: StateCore, replica: Replica) -> Op[None]:
 def leave(core: StateCore, replica: Replica) -> Op[None]:
     """Clean shutdown: held batches back to the queue front, leadership resigned, member gone."""
     r = _check_replica(replica)
-    yield from core._scripts([cmd.leave(core.keys, core.caller(), r.id, r.incarnation)])
+    yield from core.scripts([cmd.leave(core.keys, core.caller(), r.id, r.incarnation)])
 
 
 # --- claims -----------------------------------------------------------------------------------
@@ -268,13 +285,13 @@ def claim_batch(
         window=win,
         scan_limit=scan_limit,
     )
-    (reply,) = yield from core._scripts([call])
+    (reply,) = yield from core.scripts([call])
     claim = cmd.decode_claim(reply)
     if not claim.batch_id:
         return None
     ids = tuple(t[0] for t in claim.tasks)
-    objs = yield from core._objects(list(ids))
-    _mirror_triples(core, claim.tasks)
+    objs = yield from core.objects(list(ids))
+    core.mirror(claim.tasks)
     return Batch(claim.batch_id, claim.array_id, claim.resource_key, ids, objs, claim.redriven)
 
 
@@ -317,10 +334,10 @@ def ack_batch(
         stamp=stamp,
         changes=changes,
     )
-    (reply,) = yield from core._scripts([call])
+    (reply,) = yield from core.scripts([call])
     decoded = cmd.decode_apply(reply, unfinished_at=6)
     rest = yield from core.finish_fanouts(decoded.unfinished, enqueue=True)
-    result = yield from core._absorb([decoded, *rest])
+    result = yield from core.absorb([decoded, *rest])
     core.note_ready(result.ready)
     return result.changed
 
@@ -329,7 +346,7 @@ def release_batch(core: StateCore, replica: Replica, batch: Batch) -> Op[None]:
     """Give back an unqueued batch: its G/A tasks return to the queue front in order."""
     r = _check_replica(replica)
     call = cmd.release_batch(core.keys, core.caller(), r.id, r.incarnation, batch.batch_id)
-    yield from core._scripts([call])
+    yield from core.scripts([call])
 
 
 def reap(core: StateCore, *, interval_s: float = 0.5, force: bool = False) -> Op[ReapReport]:
@@ -341,7 +358,7 @@ def reap(core: StateCore, *, interval_s: float = 0.5, force: bool = False) -> Op
     call = cmd.reap(
         core.keys, core.caller(), lock_ms=lock_ms, force=force, token=secrets.token_hex(8)
     )
-    (reply,) = yield from core._scripts([call])
+    (reply,) = yield from core.scripts([call])
     d = cmd.decode_reap(reply)
     return ReapReport(d.dead_replicas, d.batches, d.tasks, d.skipped, d.leader_cleared)
 
@@ -354,7 +371,7 @@ def _leadership(
 ) -> Op[tuple[str, int]]:
     r = _check_replica(replica)
     call = cmd.leadership(core.keys, core.caller(), op, r.id, r.incarnation, ttl_ms, epoch)
-    (reply,) = yield from core._scripts([call])
+    (reply,) = yield from core.scripts([call])
     return text(reply[1]), int(reply[2])
 
 
@@ -385,16 +402,12 @@ def resign_leadership(core: StateCore, replica: Replica, epoch: int) -> Op[None]
 
 def leader(core: StateCore) -> Op[LeaderInfo | None]:
     """The current leadership lease, or None when nobody holds it."""
-    raw, now = yield from core._read(
-        ("HMGET", core.keys.leader, "id", "incarnation", "epoch", "deadline_ms"), ("TIME",)
-    )
-    rid = cmd.opt_text(raw[0])
-    if not rid:
+    names = ("id", "incarnation", "epoch", "deadline_ms")
+    raw, now = yield from core.read(("HMGET", core.keys.leader, *names), ("TIME",))
+    if not cmd.opt_text(raw[0]):
         return None
     now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
-    deadline = _stored_int(raw[3])
-    epoch = _stored_int(raw[2])
-    return LeaderInfo(rid, text(raw[1] or ""), epoch, deadline, deadline - now_ms)
+    return LeaderInfo.from_hash(dict(zip(names, raw)), now_ms)
 
 
 # --- run status -------------------------------------------------------------------------------
@@ -408,14 +421,14 @@ def set_run_status(
     if expected is not None:
         check_run_status(expected)
     call = cmd.set_run_status(core.keys, _caller(core, epoch), new, expected)
-    (reply,) = yield from core._scripts([call])
+    (reply,) = yield from core.scripts([call])
     return text(reply[1])
 
 
 def finalize(core: StateCore, final_status: str, *, epoch: int | None = None) -> Op[bool]:
     """End the run once; True only for the call that did it."""
     check_run_status(final_status)
-    (reply,) = yield from core._scripts(
+    (reply,) = yield from core.scripts(
         [cmd.finalize(core.keys, _caller(core, epoch), final_status)]
     )
     return int(reply[1]) == 1
@@ -428,7 +441,7 @@ def _scan_set(core: StateCore, key: str) -> Op[list[int]]:
     ids: list[int] = []
     cursor: Any = 0
     while True:
-        (page,) = yield from core._read(("SSCAN", key, cursor, "COUNT", _CHUNK))
+        (page,) = yield from core.read(("SSCAN", key, cursor, "COUNT", _CHUNK))
         cursor, members = page
         ids += [int(text(m)) for m in members]
         if int(cursor) == 0:
@@ -465,22 +478,16 @@ def enqueue_initial_fringe(core: StateCore) -> Op[int]:
         call = cmd.enqueue_fringe(
             core.keys, core.caller(), items(ids), take_flag=n == 0, front=front
         )
-        (reply,) = yield from core._scripts([call])
+        (reply,) = yield from core.scripts([call])
         if int(reply[1]) == 0:
             return 0
         found = cmd.triples(reply[2])
-        _mirror_triples(core, found)
+        core.mirror(found)
         queued += len(found)
     return queued
 
 
 _INT = re.compile(r"-?[0-9]+")
-
-
-def _stored_int(raw: Any) -> int:
-    """An integer read back from Redis; 0 when it does not parse (never trust what is stored)."""
-    value = text(raw) if raw is not None else "0"
-    return int(value) if _INT.fullmatch(value) else 0
 
 
 def _candidate(core: StateCore, key: Any, raw: Any) -> bool:
@@ -499,7 +506,7 @@ def _candidate(core: StateCore, key: Any, raw: Any) -> bool:
     else:
         wanted = parts[0] == "A"
     if wanted and (record_problem(raw) is not None or not _INT.fullmatch(text(key))):
-        core._decode(text(key), raw)  # logs and remembers it
+        core.decode(text(key), raw)  # logs and remembers it
         return False
     return wanted
 
@@ -512,9 +519,9 @@ def _scan_hash(core: StateCore, key: str) -> Op[list[tuple[Any, Any]]]:
     out: list[tuple[Any, Any]] = []
     cursor: Any = 0
     while True:
-        (page,) = yield from core._read(("HSCAN", key, cursor, "COUNT", _CHUNK))
+        (page,) = yield from core.read(("HSCAN", key, cursor, "COUNT", _CHUNK))
         cursor, entries = page
-        out += list(entries.items()) if isinstance(entries, Mapping) else _pairs(entries)
+        out += hash_items(entries)
         if int(cursor) == 0:
             return out
 
@@ -580,9 +587,9 @@ def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
         scan = _CreditScan((yield from _fanouts(core)))
         cursor: Any = 0
         while True:  # pass 1: what each task should count
-            (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+            (page,) = yield from core.read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
             cursor, entries = page
-            scan.feed(entries.items() if isinstance(entries, Mapping) else _pairs(entries))
+            scan.feed(hash_items(entries))
             if int(cursor) == 0:
                 break
     pending: dict[int, int] = {}
@@ -604,10 +611,9 @@ def _upstreams(
     sizes: dict[int, int] = {}
     cursor: Any = 0
     while True:
-        (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+        (page,) = yield from core.read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
         cursor, entries = page
-        items = entries.items() if isinstance(entries, Mapping) else _pairs(entries)
-        for k, v in items:
+        for k, v in hash_items(entries):
             parts = _record_parts(v)
             if parts is None:
                 continue
@@ -632,16 +638,10 @@ def _fix_credits(core: StateCore, parents: dict[int, list[int]], sizes: dict[int
         cost += 1 + sum(sizes.get(u, 0) for u in ups)
         if cost >= _CREDIT_COST or len(group) >= _CHUNK or n == len(todo) - 1:
             call = cmd.reconcile_credits(core.keys, core.caller(), group)
-            (reply,) = yield from core._scripts([call])
+            (reply,) = yield from core.scripts([call])
             d = cmd.decode_reconcile_credits(reply)
             fixed += len(d.fixed) + len(d.pending_fixed)
-            for task_id, done, _ in [(f[0], f[2], "") for f in d.fixed]:
-                obj = core.tasks.get(task_id)
-                if obj is not None:
-                    try:
-                        obj.num_upstreams_done = done
-                    except AttributeError:
-                        pass
+            core.mirror((f[0], None, f[2]) for f in d.fixed)
             group, cost = [], 0
     return fixed
 
@@ -653,33 +653,30 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
     (HSCAN in chunks, one script per chunk).
     """
     reaped = yield from reap(core, force=True)
-    (counters,) = yield from core._scripts([cmd.reconcile_counters(core.keys, core.caller())])
+    (counters,) = yield from core.scripts([cmd.reconcile_counters(core.keys, core.caller())])
     scan = _CreditScan((yield from _fanouts(core)))
     propagated = enqueued = front = 0
     cursor: Any = 0
     while True:
-        (page,) = yield from core._read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
+        (page,) = yield from core.read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
         cursor, entries = page
-        items = list(entries.items() if isinstance(entries, Mapping) else _pairs(entries))
+        items = hash_items(entries)
         scan.feed(items)  # the same pass finds the credit suspects
         ids = [int(text(k)) for k, v in items if _candidate(core, k, v)]
         if ids:
             calls: list[Call] = [cmd.reconcile_tasks(core.keys, core.caller(), ids)]
-            (reply,) = yield from core._scripts(calls)
+            (reply,) = yield from core.scripts(calls)
             d = cmd.decode_reconcile_tasks(reply)
             propagated += len(d.propagated)
             enqueued += len(d.back)
             front += len(d.front)
-            for task_id, done, status in d.touched:
-                obj = core.tasks.get(task_id)
-                if obj is not None:
-                    _set_mirror(obj, status, done)
+            core.mirror((task_id, status, done) for task_id, done, status in d.touched)
         if int(cursor) == 0:
             break
     # fan-outs left half credited (by a caller that died, or started by this sweep)
     going = yield from _fanouts(core)
     rest = yield from core.finish_fanouts(sorted(going), enqueue=True)
-    yield from core._absorb(rest)
+    yield from core.absorb(rest)
     credits_fixed = yield from heal_credits(core, scan)
     return ReconcileReport(
         propagated=propagated,

@@ -10,7 +10,9 @@ name           type    content
 =============  ======  =============================================================================
 meta           hash    workflow_id, workflow_run_id, dag_id, status (run status letter), limit
                        (max_concurrently_running), last_sync (encoded), last_sync_us, npc
-                       (num_previously_complete), version (write version), events_maxlen,
+                       (num_previously_complete), version (write version), token (creation
+                       token: a run deleted and created again is told apart), events_maxlen,
+                       detail_max (calls changing more tasks write one compact event),
                        created_ms, finalized, fringe_done
 task           hash    task id -> record ``S|done|stamp|flags|array|nup|start|children``: status
                        letter, upstreams done, last applied sync stamp (µs, may be empty), flags
@@ -62,6 +64,16 @@ build_lock     string  jobmon extra: ``building|<token>`` (with a TTL) while one
 distributor    string  jobmon extra: the lease of the run's one distributor,
                        ``<token>|<host>|<pid>|<state>`` with a TTL (see swarm_redis.jobmon.distributor)
 =============  ======  =============================================================================
+
+One redis-cli command reads a task's status and done count (the first two fields of its record),
+and one the number of tasks in a status (every status set is kept exact by the scripts)::
+
+    redis-cli HGET '<prefix>:{<run>}:task' <task id> | cut -d'|' -f1,2     # e.g. R|3
+    redis-cli SCARD '<prefix>:{<run>}:s:R'                                 # tasks RUNNING
+
+The record keeps the mutable fields first and the definition (array, nup, start, children) last:
+the scripts parse the head of a record with one pattern match and write the definition back as
+the same bytes without splitting it (docs/layouts-measured.md: the layouts measured).
 """
 
 from __future__ import annotations

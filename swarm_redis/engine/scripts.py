@@ -1,7 +1,7 @@
 """Loads the Lua scripts from ``lua/``, resolves their includes and knows their SHA1s.
 
 Each script is the text of ``lua/<name>.lua`` with ``--!include <file>`` lines replaced by
-``lua/includes/<file>.lua``, after a generated header that names the run's keys (from
+``lua/includes/<file>.lua`` (each include inlined once, the includes it names first), after a generated header that names the run's keys (from
 :mod:`swarm_redis.engine.keys`) and the run-status state machine (from :mod:`swarm_redis.constants`),
 so neither is written twice. Scripts are sent with EVALSHA; the I/O layer loads them on NOSCRIPT.
 
@@ -84,15 +84,29 @@ class Script:
     sha: str
 
 
-def _expand(text: str, folder: Path, seen: tuple[str, ...] = ()) -> str:
-    def include(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in seen:
-            raise ValueError(f"include cycle through {name}")
-        body = (folder / "includes" / f"{name}.lua").read_text(encoding="utf-8")
-        return _expand(body, folder, (*seen, name))
+def _expand(text: str, folder: Path) -> str:
+    """``text`` with every ``--!include <name>`` resolved, each include inlined once.
 
-    return _INCLUDE.sub(include, text)
+    An include declares the includes it needs with its own ``--!include`` lines; they are inlined
+    where first named (before the code that uses them, as Lua locals require) and a later line
+    naming an include already inlined expands to nothing, so a script carries each function once.
+    """
+    done: set[str] = set()
+
+    def expand(body: str, stack: tuple[str, ...]) -> str:
+        def include(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in stack:
+                raise ValueError(f"include cycle through {name}")
+            if name in done:
+                return f"-- (include {name}: inlined above)"
+            done.add(name)
+            inner = (folder / "includes" / f"{name}.lua").read_text(encoding="utf-8")
+            return expand(inner, (*stack, name))
+
+        return _INCLUDE.sub(include, body)
+
+    return expand(text, ())
 
 
 def is_read_only(name: str, text: str) -> bool:

@@ -17,7 +17,8 @@ from swarm_redis.engine import scripts
 from swarm_redis.engine.commands import Call, ScriptCall, error_from_reply
 
 
-def _is_cluster(client: Any) -> bool:
+def is_cluster(client: Any) -> bool:
+    """True for a redis-py ``RedisCluster`` client, blocking or asyncio."""
     return hasattr(client, "get_nodes") and hasattr(client, "nodes_manager")
 
 
@@ -46,7 +47,7 @@ class SyncTransport:
     def __init__(self, client: Any, run_id: int | str) -> None:
         self.client = client
         self.run_id = run_id
-        self.cluster = _is_cluster(client)
+        self.cluster = is_cluster(client)
 
     def execute(self, calls: Sequence[Call]) -> list[Any]:
         """Replies in call order; our coded script errors are raised as our exceptions."""
@@ -89,7 +90,7 @@ class AsyncTransport:
     def __init__(self, client: Any, run_id: int | str) -> None:
         self.client = client
         self.run_id = run_id
-        self.cluster = _is_cluster(client)
+        self.cluster = is_cluster(client)
 
     async def execute(self, calls: Sequence[Call]) -> list[Any]:
         """Replies in call order; our coded script errors are raised as our exceptions."""

@@ -33,16 +33,16 @@ class TasksView(Mapping[int, Any]):
         return self._state.get_task(task_id) is not None
 
     def __len__(self) -> int:
-        return self._state._task_count()
+        return self._state.task_count()
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._state._all_tasks())
+        return iter(self._state.get_all_tasks())
 
     def values(self) -> Any:  # refreshed objects in one pass, not one read per key
-        return list(self._state._all_tasks(refresh=True).values())
+        return list(self._state.get_all_tasks().values())
 
     def items(self) -> Any:
-        return list(self._state._all_tasks(refresh=True).items())
+        return list(self._state.get_all_tasks().items())
 
     def __setitem__(self, task_id: int, task: Any) -> None:
         """``tasks[k] = task`` registers it (as ``add_task``; nothing is ever removed)."""
@@ -58,7 +58,7 @@ class ArraysView(MutableMapping[int, Any]):
         self._state = state
 
     def _current(self) -> dict[int, Any]:
-        return self._state._all_arrays()
+        return self._state.get_arrays()
 
     def __getitem__(self, array_id: int) -> Any:
         return self._current()[array_id]
@@ -93,13 +93,13 @@ class ReadyQueueView:
     def __getitem__(self, index: int) -> Any:
         if not isinstance(index, int):
             raise TypeError("ready_to_run indices must be integers")
-        found = self._state._queue_slice(index, index)
+        found = self._state.ready_to_run_list(index, index)
         if not found:
             raise IndexError("ready_to_run index out of range")
         return found[0]
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._state._queue_slice(0, -1))
+        return iter(self._state.ready_to_run_list())
 
     def __contains__(self, task: object) -> bool:
         return any(t is task or t == task for t in self)
@@ -169,7 +169,7 @@ class ResourceCacheView(MutableMapping[Any, Any]):
         raise TypeError("the shared resource cache has no eviction")
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._state._resource_keys())
+        return iter(self._state.resource_keys())
 
     def __len__(self) -> int:
-        return len(self._state._resource_keys())
+        return len(self._state.resource_keys())

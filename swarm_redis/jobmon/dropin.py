@@ -29,7 +29,7 @@ import itertools
 import secrets
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from swarm_redis.codec import ResourceCodec
 from swarm_redis.engine.core import Op
@@ -84,14 +84,7 @@ class JobmonSwarmState(RedisSwarmState):
 
     def __init__(
         self,
-        workflow_id: int,
-        workflow_run_id: int,
-        dag_id: int,
-        max_concurrently_running: int = 10000,
-        status: str = "B",
-        *,
-        redis: Any = None,
-        prefix: str = "swarm",
+        *args: Any,
         codec: ResourceCodec | None = None,
         read_ahead: int = DEFAULT_READ_AHEAD,
         **kwargs: Any,
@@ -103,26 +96,7 @@ class JobmonSwarmState(RedisSwarmState):
         self._ra = _ReadAhead()
         self._read_ahead = read_ahead
         self._flushing = False
-        super().__init__(
-            workflow_id,
-            workflow_run_id,
-            dag_id,
-            max_concurrently_running,
-            status,
-            redis=redis,
-            prefix=prefix,
-            codec=codec if codec is not None else JobmonCodec(),
-            **kwargs,
-        )
-
-    @classmethod
-    def attach(
-        cls, redis: Any, workflow_run_id: int, *, prefix: str = "swarm", **kwargs: Any
-    ) -> JobmonSwarmState:
-        """A working state for an existing run (see :meth:`RedisSwarmState.attach`)."""
-        return cast(
-            JobmonSwarmState, super().attach(redis, workflow_run_id, prefix=prefix, **kwargs)
-        )
+        super().__init__(*args, codec=codec if codec is not None else JobmonCodec(), **kwargs)
 
     def seal(self) -> int:
         """Write now the final DAG of the tasks registered here (see :meth:`StateCore.seal`).
@@ -164,13 +138,12 @@ class JobmonSwarmState(RedisSwarmState):
     # reads that do not look at the queue leave the buffer where it is (jobmon's scheduler reads
     # the array of every batch it builds, and the limits, in the middle of its pass)
 
-    def _all_arrays(self) -> dict[int, Any]:
+    def get_arrays(self) -> dict[int, Any]:
         # while the buffer holds tasks nothing but this scheduler pass runs: the arrays read at
         # its start stand (limits change through apply_update and add_array, which flush first)
         if self._ra.dirty() and self._ra.arrays is not None:
             return dict(self._ra.arrays)
-        limits = self._raw(self._core.read_arrays())
-        arrays = {a: self._core.arrays[a] for a in limits}
+        arrays = self._raw(self._core.all_arrays())
         self._ra.arrays = arrays
         return dict(arrays)
 
@@ -336,31 +309,12 @@ def patch_jobmon(
     tag = secrets.token_hex(3)
 
     class SwappedSwarmState(JobmonSwarmState):
-        def __init__(
-            self,
-            workflow_id: int,
-            workflow_run_id: int,
-            dag_id: int,
-            max_concurrently_running: int = 10000,
-            status: str = "B",
-            **kwargs: Any,
-        ) -> None:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             if "redis" in kwargs:  # attach() and explicit uses
-                super().__init__(
-                    workflow_id, workflow_run_id, dag_id, max_concurrently_running, status, **kwargs
-                )
+                super().__init__(*args, **kwargs)
                 return
             own = f"{prefix}:{tag}.{next(counter)}" if unique else prefix
-            super().__init__(
-                workflow_id,
-                workflow_run_id,
-                dag_id,
-                max_concurrently_running,
-                status,
-                redis=redis,
-                prefix=own,
-                **{**state_kwargs, **kwargs},
-            )
+            super().__init__(*args, redis=redis, prefix=own, **{**state_kwargs, **kwargs})
             created.append(self)
 
     SwappedSwarmState.__name__ = SwappedSwarmState.__qualname__ = "SwarmState"

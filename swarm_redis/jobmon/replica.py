@@ -63,7 +63,7 @@ def orchestrator_result(state: RedisSwarmState, elapsed: float) -> Any:
     """jobmon's ``OrchestratorResult`` of the run, read from Redis (any replica can build it)."""
     from jobmon.client.swarm.orchestrator import OrchestratorResult
 
-    tasks = state._all_tasks(refresh=True)
+    tasks = state.get_all_tasks()
     statuses = {int(task_id): str(task.status) for task_id, task in tasks.items()}
     done = frozenset(i for i, s in statuses.items() if s == "D")
     failed = frozenset(i for i, s in statuses.items() if s == "F")
@@ -158,13 +158,8 @@ class JobmonLoop(_Loop):
         """Thread: renew this replica's lease (and leadership) every third of a lease while
         the loop is blocked in a slow server call, but never for a loop stalled longer than
         ``max_stall_s`` (a hung replica must lose its work to the others)."""
-        keeper = RedisSwarmState(
-            0,
-            self.state.workflow_run_id,
-            0,
-            redis=self.state.redis,
-            prefix=self.state.keys.prefix,
-            _create=False,
+        keeper = RedisSwarmState._for_existing_run(
+            self.state.redis, self.state.workflow_run_id, prefix=self.state.keys.prefix
         )
         while not self.keeper_stop.wait(self.beat_s):
             replica, epoch = self.replica, self.epoch

@@ -1,5 +1,5 @@
 """``python -m swarm_redis.replica``: one reference replica process."""
 
-from swarm_redis.replica.loop import main
+from swarm_redis.replica.process import main
 
 raise SystemExit(main())

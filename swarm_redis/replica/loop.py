@@ -16,10 +16,11 @@ Any number of these run against one run and one server gateway; each does, in a 
 Changed tasks are processed as jobmon's orchestrator does: ADJUSTING_RESOURCES -> adjust the
 resources and queue at the front; REGISTERING with every upstream done -> queue at the back.
 A replica that dies anywhere in this loop leaves nothing that reaping, re-driving or
-``reconcile`` does not heal (see the README, "Several replicas").
+``reconcile`` does not heal (see docs/replicas.md).
 
 Faults: a transient Redis error (connection lost, timeout, BUSY, LOADING, OOM, READONLY after a
-failover, TRYAGAIN/MOVED/ASK/CLUSTERDOWN on a Cluster: :func:`is_transient`) makes the loop back
+failover, TRYAGAIN/MOVED/ASK/CLUSTERDOWN on a Cluster:
+:func:`~swarm_redis.replica.faults.is_transient`) makes the loop back
 off (capped exponential delay with jitter) and go on; the acknowledgement or release of a batch
 in flight is retried until it lands. A claim whose reply was lost may have claimed a batch this
 replica never saw: it leaves (which gives unsent claimed batches back to the queue front) and
@@ -27,30 +28,19 @@ joins as a new incarnation. A lost lease means a new incarnation too. StateLostE
 the run's writes) stops the loop: the run must be rebuilt first.
 
 Run it as an OS process with ``python -m swarm_redis.replica --run RUN --sim HOST:PORT``
-(exit statuses: :func:`main`).
+(:mod:`swarm_redis.replica.process`).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import datetime
-import json
 import logging
-import os
 import random
-import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import redis
-import redis.exceptions as rexc
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
@@ -61,76 +51,15 @@ from swarm_redis.constants import (
 )
 from swarm_redis.engine.coordination import Batch, Replica
 from swarm_redis.errors import FencedError, LeaseLostError, StateLostError, TransitionError
-from swarm_redis.exit_codes import EXIT_OK, EXIT_STATE_LOST
+from swarm_redis.exit_codes import EXIT_STATE_LOST
+from swarm_redis.replica.faults import is_transient
 from swarm_redis.replica.gateway import Gateway, GatewayError, invert
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.update import StateUpdate
 
-__all__ = [
-    "EXIT_OK",
-    "EXIT_STATE_LOST",
-    "ReplicaResult",
-    "adjust_resources",
-    "is_transient",
-    "main",
-    "run_replica",
-]
+__all__ = ["ReplicaResult", "adjust_resources", "is_transient", "run_replica"]
 
 logger = logging.getLogger(__name__)
-
-
-# Error codes Redis answers while it is busy, full, failing over or resharding: the same call
-# can succeed a little later.
-_TRANSIENT_CODES = frozenset(
-    {
-        "BUSY",
-        "LOADING",
-        "OOM",
-        "READONLY",
-        "TRYAGAIN",
-        "MOVED",
-        "ASK",
-        "CLUSTERDOWN",
-        "MASTERDOWN",
-        "NOREPLICAS",
-        "NOSCRIPT",  # a SCRIPT FLUSH between the transport's reload and its second try
-    }
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for an error after which the same call may succeed a little later.
-
-    Connection errors and timeouts (a restart, a CLIENT KILL, a stall past ``socket_timeout``),
-    BUSY (a long script), LOADING, OOM (``maxmemory`` with noeviction), READONLY (a replica
-    promoted, or a client still on the old primary after a failover), TRYAGAIN/MOVED/ASK/
-    CLUSTERDOWN/MASTERDOWN on a Cluster, NOSCRIPT (scripts flushed again right after the
-    transport reloaded them: the script did not run). Not: wrong credentials or missing
-    permissions (no amount of waiting fixes them), nor any error of swarm_redis itself.
-    """
-    if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError)):
-        return False
-    if isinstance(
-        exc,
-        (
-            rexc.ConnectionError,
-            rexc.TimeoutError,
-            rexc.ClusterError,
-            rexc.SlotNotCoveredError,
-            rexc.OutOfMemoryError,
-            rexc.ReadOnlyError,
-            rexc.TryAgainError,
-            rexc.AskError,
-            rexc.NoScriptError,
-            ConnectionError,
-            TimeoutError,
-        ),
-    ):
-        return True
-    if isinstance(exc, rexc.ResponseError):
-        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
-        return str(code).upper() in _TRANSIENT_CODES
-    return False
 
 
 @dataclass
@@ -649,97 +578,3 @@ def run_replica(
         replica_id=replica_id,
     )
     return loop.run()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m swarm_redis.replica",
-        description="Run one replica of a workflow run shared through Redis, against the "
-        "simulated server.",
-    )
-    p.add_argument("--url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--prefix", default="swarm", help="key prefix of the run")
-    p.add_argument("--run", type=int, required=True, help="workflow run id")
-    p.add_argument("--sim", required=True, help="HOST:PORT of the simulated server")
-    p.add_argument(
-        "--sim-key", default=None, help="its authkey in hex (default: $SWARM_SIM_AUTHKEY)"
-    )
-    p.add_argument("--replica-id", default=None, help="replica name (default host-pid-random)")
-    p.add_argument("--ttl", type=float, default=10.0, help="lease length in seconds")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--poll", type=float, default=0.05, help="idle pause and sync period (s)")
-    p.add_argument("--full-sync", type=float, default=60.0, help="full status fetch period (s)")
-    p.add_argument("--reconcile", type=float, default=30.0, help="reconcile period (s)")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m swarm_redis.replica``; SIGTERM leaves the run cleanly.
-
-    Exit status: :data:`EXIT_OK` (0) once the run is final or after SIGTERM,
-    :data:`EXIT_STATE_LOST` (7) when Redis lost the run's writes, 1 on an unexpected error,
-    2 on bad usage. Transient Redis errors (see :func:`is_transient`) never end it.
-    """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s replica[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
-    )
-    from swarm_redis.demo.sim import SimClient  # the loop itself does not depend on the simulator
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    # No automatic retry in the client: a claim re-sent by redis-py after a timeout could claim a
-    # second batch while the first stays held. The loop retries itself, and after a failed claim
-    # it leaves and re-joins, which gives back whatever that claim may have taken.
-    client = redis.Redis.from_url(args.url, protocol=3, retry=Retry(NoBackoff(), 0))
-    try:
-        state = _attach(client, args.run, args.prefix, stop)
-        if state is None:
-            return EXIT_OK  # stopped before Redis answered
-        with SimClient(args.sim, args.sim_key) as gateway:
-            result = run_replica(
-                state,
-                gateway,
-                ttl_s=args.ttl,
-                batch_size=args.batch_size,
-                poll_s=args.poll,
-                stop=stop,
-                full_sync_s=args.full_sync,
-                reconcile_s=args.reconcile,
-                replica_id=args.replica_id,
-            )
-    finally:
-        client.close()
-    if args.json:
-        print(json.dumps(dataclasses.asdict(result)), flush=True)
-    if result.reason == "state_lost":
-        print(f"replica: {result.error}", file=sys.stderr, flush=True)
-        return EXIT_STATE_LOST
-    return EXIT_OK
-
-
-def _attach(client: Any, run: int, prefix: str, stop: threading.Event) -> RedisSwarmState | None:
-    """Attach to the run, waiting out transient errors (Redis starting, failing over)."""
-    delay = 0.1
-    while True:
-        try:
-            return RedisSwarmState.attach(client, run, prefix=prefix)
-        except Exception as e:
-            if not is_transient(e):
-                raise
-            logger.warning(
-                "attach to run %s: %s: %s; retrying in %.1f s", run, type(e).__name__, e, delay
-            )
-        if stop.wait(delay):
-            return None
-        delay = min(2.0, delay * 2)
-
-
-if __name__ == "__main__":
-    # Run the imported module's copy, so logs name swarm_redis.replica.loop.
-    from swarm_redis.replica.loop import main as _main
-
-    sys.exit(_main())

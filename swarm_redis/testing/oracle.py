@@ -8,7 +8,6 @@ Do not fix them here; the Redis state documents where it deliberately differs.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -32,10 +31,7 @@ __all__ = [
     "SwarmArrayLike",
     "SwarmState",
     "SwarmTaskLike",
-    "logger",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class SwarmTaskLike(Protocol):

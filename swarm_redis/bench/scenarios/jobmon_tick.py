@@ -148,7 +148,7 @@ def jobmon_tick(ctx: Any, n: int = DEFAULT_TASKS, rounds: int = ROUNDS) -> dict[
         return {
             "skipped": (
                 "jobmon 3.6 is not installed (not on the package index): install it from its "
-                "source (README, 'Use with jobmon') to run this scenario"
+                "source (docs/jobmon.md, Install) to run this scenario"
             )
         }
     from jobmon.client.swarm.state import SwarmState as MemoryState

@@ -1,23 +1,5 @@
-"""Two Redis implementations without Lua, to measure what the scripts buy.
-
-Both use the same key layout and task record format as the Lua scripts (see
-:mod:`swarm_redis.engine.keys`): the ``task`` hash of ``S|done|stamp|flags|array|nup|start|children``
-records, one set per status, the ``ready`` list with its ``queued`` gate, ``claims``,
-``batches``, ``reserved``, the per-array ``active`` counters, ``counters``, the event stream and
-the run's write version. They implement what the lifecycle benchmark needs: registration,
-enqueue, claim, ack and apply with completion propagation.
-
-* :class:`PipelinedState` is what a competent engineer writes for several replicas without Lua:
-  optimistic transactions. Each operation WATCHes the keys it decides on, reads what it needs
-  in one pipelined round trip per dependent step (on a second connection: the WATCH on the
-  transaction's connection still guards them), computes in Python, and writes everything in one
-  MULTI/EXEC with bulk commands (multi-field HSET, multi-member SADD/SREM). A WatchError means
-  another client wrote a watched key meanwhile: the operation is recomputed from fresh reads.
-* :class:`NaiveState` sends one plain command per Redis call and no transaction: the obvious
-  first version. It is not safe with several replicas; it shows what round trips cost.
-
-Both need a client created with ``decode_responses=True``.
-"""
+"""The optimistic-transaction implementation (WATCH/MULTI/EXEC, pipelined reads, retries):
+what a competent engineer writes for several replicas without Lua."""
 
 from __future__ import annotations
 
@@ -25,115 +7,28 @@ import functools
 import secrets
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import WatchError
 
+from swarm_redis.bench.alternatives.common import (
+    ACTIVE,
+    BULK,
+    EVENTS_MAXLEN,
+    FINAL,
+    AltBatch,
+    AltReplica,
+    Cmd,
+    Writes,
+    chunks,
+    event,
+    mirror,
+    now_ms,
+    record,
+    transitions,
+)
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.errors import LeaseLostError
-
-ACTIVE = frozenset("QIOR")
-FINAL = frozenset("DF")
-#: Field/value pairs per HSET and members per SADD/SREM in a transaction.
-_BULK = 1000
-#: Cap of the event stream, as in the scripts' default.
-_EVENTS_MAXLEN = 10000
-
-Cmd = tuple[Any, ...]
-
-
-def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
-
-
-def _record(raw: str) -> list[str]:
-    """A task record split into its 8 fields (children stay one comma-joined string)."""
-    return raw.split("|", 7)
-
-
-def _now_ms(time_reply: Any) -> int:
-    return int(time_reply[0]) * 1000 + int(time_reply[1]) // 1000
-
-
-def _mirror(obj: Any, rec: list[str]) -> None:
-    if obj is not None:
-        obj.status = rec[0]
-        obj.num_upstreams_done = int(rec[1])
-
-
-@dataclass(frozen=True)
-class AltReplica:
-    """A member of the run: id, incarnation token and lease length."""
-
-    id: str
-    incarnation: str
-    ttl_ms: int
-
-
-@dataclass
-class AltBatch:
-    """A claimed batch: the same facts the Lua claim records in ``batches``."""
-
-    batch_id: str
-    array_id: int
-    resource_key: str
-    task_ids: tuple[int, ...]
-    tasks: list[Any]
-
-
-@dataclass
-class _Writes:
-    """What a transition plan writes, collected before the MULTI."""
-
-    records: dict[int, list[str]] = field(default_factory=dict)
-    moves: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
-    active: Counter[str] = field(default_factory=Counter)
-    into: Counter[str] = field(default_factory=Counter)
-    finals_queued: list[int] = field(default_factory=list)
-    ready: list[int] = field(default_factory=list)
-    changed: list[int] = field(default_factory=list)
-    touched: list[int] = field(default_factory=list)
-    propagated: int = 0
-
-    def commands(self, keys: RunKeys, actor: str) -> list[Cmd]:
-        """The bulk write commands of the plan (version bump and event included)."""
-        out: list[Cmd] = []
-        pairs: list[Any] = []
-        for tid, rec in self.records.items():
-            pairs += (tid, "|".join(rec))
-        for part in _chunks(pairs, 2 * _BULK):
-            out.append(("HSET", keys.task, *part))
-        for (old, new), ids in self.moves.items():
-            for part in _chunks(ids, _BULK):
-                out.append(("SREM", keys.status_set(old), *part))
-                out.append(("SADD", keys.status_set(new), *part))
-        for arr, delta in self.active.items():
-            if delta:
-                out.append(("HINCRBY", keys.active, arr, delta))
-        if self.finals_queued:
-            out.append(("SREM", keys.queued, *self.finals_queued))
-            out += [("LREM", keys.ready, 0, tid) for tid in self.finals_queued]
-            out.append(("HDEL", keys.qres, *self.finals_queued))
-        for part in _chunks(self.ready, _BULK):
-            out.append(("SADD", keys.queued, *part))
-            out.append(("RPUSH", keys.ready, *part))
-        for status, n in self.into.items():
-            out.append(("HINCRBY", keys.counters, "to:" + status, n))
-        if self.propagated:
-            out.append(("HINCRBY", keys.counters, "propagations", self.propagated))
-        if self.changed or self.propagated:
-            into = ",".join(f"{s}={n}" for s, n in sorted(self.into.items()))
-            out.append(_event(keys, actor, "update", "n", len(self.changed), "into", into))
-        return out
-
-
-def _event(keys: RunKeys, actor: str, kind: str, *fields: Any) -> Cmd:
-    return (
-        "XADD", keys.events, "MAXLEN", "~", _EVENTS_MAXLEN, "*",
-        "actor", actor, "epoch", "", "type", kind, *fields,
-    )  # fmt: skip
 
 
 class PipelinedState:
@@ -203,7 +98,7 @@ class PipelinedState:
             if exists:
                 return [], None
             meta = ("HSET", self.keys.meta, "limit", limit, "status", status, "version", 0)
-            return [(*meta, "events_maxlen", _EVENTS_MAXLEN, "npc", 0)], None
+            return [(*meta, "events_maxlen", EVENTS_MAXLEN, "npc", 0)], None
 
         self._transact([self.keys.meta], plan)
 
@@ -217,7 +112,7 @@ class PipelinedState:
 
     def add_tasks(self, tasks: Sequence[Any], chunk: int = 2000) -> None:
         """Register tasks idempotently (existing records win), in chunks of transactions."""
-        for part in _chunks(tasks, chunk):
+        for part in chunks(tasks, chunk):
             for t in part:
                 self.tasks[t.task_id] = t
             self._transact([self.keys.task], functools.partial(self._plan_register, part))
@@ -230,7 +125,7 @@ class PipelinedState:
         active: Counter[str] = Counter()
         for t, raw in zip(part, raws):
             if raw is not None:
-                _mirror(t, _record(raw))
+                mirror(t, record(raw))
                 continue
             children = ",".join(str(c.task_id) for c in t.downstream_swarm_tasks)
             done = t.num_upstreams_done
@@ -239,11 +134,11 @@ class PipelinedState:
             by_status[t.status].append(t.task_id)
             if t.status in ACTIVE:
                 active[str(t.array_id)] += 1
-        writes: list[Cmd] = [("HSET", self.keys.task, *p) for p in _chunks(pairs, 2 * _BULK)]
+        writes: list[Cmd] = [("HSET", self.keys.task, *p) for p in chunks(pairs, 2 * BULK)]
         writes += [("SADD", self.keys.status_set(s), *ids) for s, ids in by_status.items()]
         writes += [("HINCRBY", self.keys.active, a, n) for a, n in active.items()]
         if pairs:
-            writes.append(_event(self.keys, "-", "register", "n", len(pairs) // 2))
+            writes.append(event(self.keys, "-", "register", "n", len(pairs) // 2))
         return writes, None
 
     def join(self, replica_id: str, ttl_s: float = 3600.0) -> AltReplica:
@@ -251,7 +146,7 @@ class PipelinedState:
         replica = AltReplica(replica_id, secrets.token_hex(8), int(ttl_s * 1000))
 
         def plan() -> tuple[list[Cmd], Any]:
-            ms = _now_ms(self._read(("TIME",))[0])
+            ms = now_ms(self._read(("TIME",))[0])
             rec = f"{replica.incarnation}|{ms + replica.ttl_ms}|{ms}"
             return [("HSET", self.keys.replicas, replica_id, rec)], None
 
@@ -262,7 +157,7 @@ class PipelinedState:
         if raw is None:
             raise LeaseLostError(f"replica {replica.id} is not a member")
         inc, deadline, _ = raw.split("|")
-        if inc != replica.incarnation or int(deadline) <= _now_ms(now):
+        if inc != replica.incarnation or int(deadline) <= now_ms(now):
             raise LeaseLostError(f"lease of replica {replica.id} is lost")
 
     # --- queue ----------------------------------------------------------------------------------
@@ -284,7 +179,7 @@ class PipelinedState:
             if not ok:
                 return [], []
             writes: list[Cmd] = [("SADD", k.queued, *ok), ("RPUSH", k.ready, *ok)]
-            writes.append(_event(k, "-", "enqueue", "n", len(ok), "front", 0))
+            writes.append(event(k, "-", "enqueue", "n", len(ok), "front", 0))
             return writes, ok
 
         queued_ids: list[int] = self._transact([k.task, k.queued, k.claims], plan)
@@ -322,7 +217,7 @@ class PipelinedState:
             if free_run <= 0:
                 return [], None
             raws, rks = self._read(("HMGET", k.task, *head), ("HMGET", k.qres, *head))
-            recs = [_record(r) if r is not None else None for r in raws]
+            recs = [record(r) if r is not None else None for r in raws]
             arrs = [r[4] if r is not None and r[0] not in FINAL else "" for r in recs]
             lims = dict(arrays)
 
@@ -357,7 +252,7 @@ class PipelinedState:
             writes.append(("HINCRBY", k.reserved, "run", len(ids)))
             writes.append(("HINCRBY", k.reserved, arr, len(ids)))
             writes.append(("HINCRBY", k.counters, "claims", 1))
-            writes.append(_event(k, replica.id, "claim", "batch", bid, "n", len(ids)))
+            writes.append(event(k, replica.id, "claim", "batch", bid, "n", len(ids)))
             return writes, AltBatch(bid, int(arr), rk, tuple(ids), [])
 
         watch = [k.replicas, k.ready, k.meta, k.arrays, k.active, k.reserved]
@@ -387,14 +282,14 @@ class PipelinedState:
             holder = held.split("|", 2)[:2] if held is not None else []
             if holder != [replica.id, replica.incarnation]:
                 raise LeaseLostError(f"batch {batch.batch_id} is not held by {replica.id}")
-            records = {i: _record(r) for i, r in zip(ids, raws) if r is not None}
+            records = {i: record(r) for i, r in zip(ids, raws) if r is not None}
             changes = [
                 (i, statuses[i])
                 for i in ids
                 if i in statuses and i in records and records[i][0] in "GA"
             ]
-            w = _Writes()
-            _transitions(w, records, changes, propagate=False, stamp=None)
+            w = Writes()
+            transitions(w, records, changes, propagate=False, stamp=None)
             writes = w.commands(k, replica.id)
             back = [i for i in ids if i in records and records[i][0] in "GA"]
             gone = [i for i in ids if i not in set(back)]
@@ -410,11 +305,11 @@ class PipelinedState:
                     writes.append(("HINCRBY", k.reserved, name, -len(ids)))
             writes.append(("HDEL", k.batches, batch.batch_id))
             writes.append(("HINCRBY", k.counters, "acks", 1))
-            writes.append(_event(k, replica.id, "ack", "batch", batch.batch_id))
+            writes.append(event(k, replica.id, "ack", "batch", batch.batch_id))
             return writes, w
 
         watch = [k.replicas, k.task, k.batches, k.claims, k.queued, k.reserved]
-        w: _Writes = self._transact(watch, plan)
+        w: Writes = self._transact(watch, plan)
         return self._mirror(w)[0]
 
     # --- updates --------------------------------------------------------------------------------
@@ -428,12 +323,12 @@ class PipelinedState:
         changed: set[Any] = set()
         ready: list[Any] = []
         items = list(statuses.items())
-        for part in _chunks(items, self.chunk_size):
+        for part in chunks(items, self.chunk_size):
 
             def plan(part: Sequence[tuple[int, str]] = part) -> tuple[list[Cmd], Any]:
                 return self._plan_apply(part, propagate, stamp)
 
-            w: _Writes = self._transact([k.task, k.queued, k.claims, k.ready], plan)
+            w: Writes = self._transact([k.task, k.queued, k.claims, k.ready], plan)
             c, r = self._mirror(w)
             changed |= c
             ready += r
@@ -445,10 +340,10 @@ class PipelinedState:
         k = self.keys
         ids = [i for i, _ in part]
         raws, queued = self._read(("HMGET", k.task, *ids), ("SMISMEMBER", k.queued, *ids))
-        records = {i: _record(r) for i, r in zip(ids, raws) if r is not None}
+        records = {i: record(r) for i, r in zip(ids, raws) if r is not None}
         in_queue = {i for i, q in zip(ids, queued) if int(q)}
-        w = _Writes()
-        completed = _transitions(w, records, part, propagate=propagate, stamp=stamp)
+        w = Writes()
+        completed = transitions(w, records, part, propagate=propagate, stamp=stamp)
         for i in w.changed:
             if records[i][0] in FINAL and i in in_queue:
                 w.finals_queued.append(i)
@@ -464,7 +359,7 @@ class PipelinedState:
                 cmds.append(("HMGET", k.task, *need))
             replies = self._read(*cmds)
             if need:
-                records.update((c, _record(r)) for c, r in zip(need, replies[2]) if r is not None)
+                records.update((c, record(r)) for c, r in zip(need, replies[2]) if r is not None)
             for c, q, claim in zip(kids, replies[0], replies[1]):
                 rec = records.get(c)
                 if rec is None:
@@ -479,9 +374,9 @@ class PipelinedState:
                     w.ready.append(c)
         return w.commands(k, "-"), w
 
-    def _mirror(self, w: _Writes) -> tuple[set[Any], list[Any]]:
+    def _mirror(self, w: Writes) -> tuple[set[Any], list[Any]]:
         for i in (*w.changed, *w.touched):
-            _mirror(self.tasks.get(i), w.records[i])
+            mirror(self.tasks.get(i), w.records[i])
         changed = {self.tasks[i] for i in w.changed if i in self.tasks}
         return changed, [self.tasks[i] for i in w.ready if i in self.tasks]
 
@@ -497,181 +392,13 @@ class PipelinedState:
         out["ready"] = int(replies[-1])
         return out
 
-
-def _transitions(
-    w: _Writes,
-    records: dict[int, list[str]],
-    changes: Iterable[tuple[int, str]],
-    *,
-    propagate: bool,
-    stamp: int | None,
-) -> list[str]:
-    """Apply status changes to parsed records (the scripts' rules); the children strings of
-    the completions to propagate."""
-    completed: list[str] = []
-    for tid, new in changes:
-        rec = records.get(tid)
-        if rec is None:
-            continue
-        old = rec[0]
-        dirty = False
-        if (stamp is None or rec[2] == "" or stamp >= int(rec[2])) and old not in FINAL:
-            if stamp is not None and rec[2] != str(stamp):
-                rec[2] = str(stamp)
-                dirty = True
-            if old != new:
-                rec[0] = new
-                w.moves[(old, new)].append(tid)
-                if (old in ACTIVE) != (new in ACTIVE):
-                    w.active[rec[4]] += 1 if new in ACTIVE else -1
-                w.into[new] += 1
-                w.changed.append(tid)
-                dirty = True
-        if propagate and rec[0] == "D" and "p" not in rec[3]:
-            rec[3] += "p"
-            dirty = True
-            w.propagated += 1
-            if rec[7]:
-                completed.append(rec[7])
-        if dirty:
-            w.records[tid] = rec
-    return completed
-
-
-class NaiveState:
-    """One plain command per Redis call, no transaction: the obvious first version.
-
-    Same layout and operations as :class:`PipelinedState`; unsafe with several replicas.
-    """
-
-    def __init__(self, redis: Any, run_id: int, *, prefix: str = "swarm") -> None:
-        self.redis = redis
-        self.keys = RunKeys(prefix, run_id)
-        self.tasks: dict[int, Any] = {}
-        self.round_trips = 0
-        self._seq = 0
-
-    def _do(self, *args: Any) -> Any:
-        self.round_trips += 1
-        return self.redis.execute_command(*args)
-
-    def register_objects(self, tasks: Iterable[Any]) -> None:
-        """Know the task objects of a run registered by someone else (setup, not timed)."""
-        for t in tasks:
-            self.tasks[t.task_id] = t
-
-    def enqueue(self, tasks: Sequence[Any]) -> None:
-        """Queue tasks one command at a time."""
+    def all_final(self) -> bool:
+        """True when every task is D or F and nothing is claimed (one round trip)."""
         k = self.keys
-        for t in tasks:
-            raw = self._do("HGET", k.task, t.task_id)
-            if raw is None or raw[0] in FINAL or self._do("HEXISTS", k.claims, t.task_id):
-                continue
-            if self._do("SADD", k.queued, t.task_id) == 1:
-                self._do("RPUSH", k.ready, t.task_id)
-        self._do("HINCRBY", k.meta, "version", 1)
-
-    def join(self, replica_id: str, ttl_s: float = 3600.0) -> AltReplica:
-        """Register a replica with a lease."""
-        replica = AltReplica(replica_id, secrets.token_hex(8), int(ttl_s * 1000))
-        ms = _now_ms(self._do("TIME"))
-        rec = f"{replica.incarnation}|{ms + replica.ttl_ms}|{ms}"
-        self._do("HSET", self.keys.replicas, replica_id, rec)
-        return replica
-
-    def claim(self, replica: AltReplica, max_size: int = 500) -> AltBatch | None:
-        """Pop tasks of the head's array one by one, within the free capacities."""
-        k = self.keys
-        limit = int(self._do("HGET", k.meta, "limit") or 0)
-        active = {a: int(v) for a, v in dict(self._do("HGETALL", k.active)).items()}
-        reserved_run = int(self._do("HGET", k.reserved, "run") or 0)
-        cap = limit - sum(active.values()) - reserved_run
-        self._seq += 1
-        bid = f"{replica.id}:{self._seq}"
-        ids: list[int] = []
-        arr: str | None = None
-        while len(ids) < min(cap, max_size):
-            tid = self._do("LPOP", k.ready)
-            if tid is None:
-                break
-            a = _record(self._do("HGET", k.task, tid))[4]
-            if arr is None:
-                arr = a
-                limit_a = int(self._do("HGET", k.arrays, a) or 0)
-                reserved_a = int(self._do("HGET", k.reserved, a) or 0)
-                cap = min(cap, limit_a - active.get(a, 0) - reserved_a)
-            elif a != arr:
-                self._do("LPUSH", k.ready, tid)
-                break
-            self._do("SREM", k.queued, tid)
-            self._do("HDEL", k.qres, tid)
-            self._do("HSET", k.claims, tid, bid)
-            ids.append(int(tid))
-        if not ids or arr is None:
-            return None
-        rec = f"{replica.id}|{replica.incarnation}|{arr}||{','.join(map(str, ids))}"
-        self._do("HSET", k.batches, bid, rec)
-        self._do("HINCRBY", k.reserved, "run", len(ids))
-        self._do("HINCRBY", k.reserved, arr, len(ids))
-        self._do("HINCRBY", k.meta, "version", 1)
-        return AltBatch(bid, int(arr), "", tuple(ids), [self.tasks[i] for i in ids])
-
-    def ack(self, replica: AltReplica, batch: AltBatch, statuses: Mapping[int, str]) -> set[Any]:
-        """Apply the answer task by task, then release the claim."""
-        k = self.keys
-        changed = self._apply(
-            [(i, statuses[i]) for i in batch.task_ids if i in statuses], False, only="GA"
-        )[0]
-        for i in batch.task_ids:
-            self._do("HDEL", k.claims, i)
-        self._do("HDEL", k.batches, batch.batch_id)
-        self._do("HINCRBY", k.reserved, "run", -len(batch.task_ids))
-        self._do("HINCRBY", k.reserved, batch.array_id, -len(batch.task_ids))
-        return changed
-
-    def apply(
-        self, statuses: Mapping[int, str], *, propagate: bool = True
-    ) -> tuple[set[Any], list[Any]]:
-        """Apply statuses one command at a time, propagating completions."""
-        return self._apply(list(statuses.items()), propagate)
-
-    def _apply(
-        self, changes: Sequence[tuple[int, str]], propagate: bool, only: str = ""
-    ) -> tuple[set[Any], list[Any]]:
-        k = self.keys
-        changed: set[Any] = set()
-        ready: list[Any] = []
-        for tid, new in changes:
-            raw = self._do("HGET", k.task, tid)
-            if raw is None:
-                continue
-            rec = _record(raw)
-            old = rec[0]
-            if old in FINAL or (only and old not in only):
-                continue
-            if old != new:
-                self._do("SMOVE", k.status_set(old), k.status_set(new), tid)
-                if (old in ACTIVE) != (new in ACTIVE):
-                    self._do("HINCRBY", k.active, rec[4], 1 if new in ACTIVE else -1)
-                rec[0] = new
-            credit = propagate and new == "D" and "p" not in rec[3]
-            if credit:
-                rec[3] += "p"
-            self._do("HSET", k.task, tid, "|".join(rec))
-            _mirror(self.tasks.get(tid), rec)
-            if tid in self.tasks:
-                changed.add(self.tasks[tid])
-            if credit and rec[7]:
-                for child in rec[7].split(","):
-                    crec = _record(self._do("HGET", k.task, child))
-                    crec[1] = str(int(crec[1]) + 1)
-                    self._do("HSET", k.task, child, "|".join(crec))
-                    _mirror(self.tasks.get(int(child)), crec)
-                    if crec[0] == "G" and crec[1] == crec[5]:
-                        if self._do("HEXISTS", k.claims, child):
-                            continue
-                        if self._do("SADD", k.queued, child) == 1:
-                            self._do("RPUSH", k.ready, child)
-                            ready.append(self.tasks[int(child)])
-        self._do("HINCRBY", k.meta, "version", 1)
-        return changed, ready
+        total, done, failed, claimed = self._read(
+            ("HLEN", k.task),
+            ("SCARD", k.status_set("D")),
+            ("SCARD", k.status_set("F")),
+            ("HLEN", k.claims),
+        )
+        return int(total) == int(done) + int(failed) and int(claimed) == 0

@@ -1,4 +1,4 @@
-"""The simulated server's wire protocol: length-prefixed JSON, every frame authenticated.
+"""What crosses the simulated server's socket and pipe: authenticated frames and JSON forms.
 
 Nothing on the wire is ever executed: bodies are JSON (orjson) and each side decodes them into
 plain values it checks.
@@ -23,6 +23,10 @@ answer carries the right tag, and the server accepts the client only once its fi
 
 Whoever receives a bad tag, a frame above its size limit, a body that is not JSON or not the
 expected shape, closes the connection (the server logs why).
+
+:class:`~swarm_redis.demo.sim.model.SimConfig` and
+:class:`~swarm_redis.demo.sim.model.SimReport` travel as plain JSON values
+(:func:`config_to_json`, :func:`report_to_json` and their inverses).
 """
 
 from __future__ import annotations
@@ -31,17 +35,28 @@ import hashlib
 import hmac
 import secrets
 import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from swarm_redis.demo.sim.model import LimitViolation, QueueCall, SimConfig, SimReport
+
 __all__ = [
+    "AUTHKEY_ENV",
     "MAX_REPLY_BYTES",
     "MAX_REQUEST_BYTES",
     "PROTOCOL",
     "Channel",
     "WireError",
+    "config_from_json",
+    "config_to_json",
+    "report_from_json",
+    "report_to_json",
 ]
+
+#: Environment variable a replica process reads the server's authkey from (hex).
+AUTHKEY_ENV = "SWARM_SIM_AUTHKEY"
 
 PROTOCOL = "swarm-sim/1"
 #: Largest request body the server reads (a queue call of ~1M ids fits).
@@ -176,3 +191,120 @@ class Channel:
         server_nonce = secrets.token_bytes(16)
         self._session(client_nonce, server_nonce)
         self.send({"nonce": server_nonce.hex()})
+
+
+# --- JSON forms of the config and the report ---------------------------------------------------
+
+
+def _pairs(mapping: Mapping[int, Any]) -> list[list[Any]]:
+    return [[int(k), v] for k, v in mapping.items()]
+
+
+def config_to_json(config: SimConfig) -> dict[str, Any]:
+    """A SimConfig as plain JSON values (int keys as pairs)."""
+    return {
+        "tasks": _pairs(config.tasks),
+        "workflow_limit": config.workflow_limit,
+        "array_limits": _pairs(config.array_limits),
+        "upstreams": [[int(t), [int(u) for u in us]] for t, us in config.upstreams.items()],
+        "step_s": list(config.step_s),
+        "fail_rate": config.fail_rate,
+        "resource_error_share": config.resource_error_share,
+        "max_attempts": config.max_attempts,
+        "always_fail": sorted(int(t) for t in config.always_fail),
+        "queue_latency_s": list(config.queue_latency_s),
+        "initial_statuses": _pairs(config.initial_statuses),
+        "run_status": config.run_status,
+        "seed": config.seed,
+    }
+
+
+def config_from_json(doc: Mapping[str, Any]) -> SimConfig:
+    """The inverse of :func:`config_to_json` (SimConfig checks the values)."""
+    return SimConfig(
+        tasks={int(t): int(a) for t, a in doc["tasks"]},
+        workflow_limit=int(doc["workflow_limit"]),
+        array_limits={int(a): int(n) for a, n in doc["array_limits"]},
+        upstreams={int(t): [int(u) for u in us] for t, us in doc["upstreams"]},
+        step_s=(float(doc["step_s"][0]), float(doc["step_s"][1])),
+        fail_rate=float(doc["fail_rate"]),
+        resource_error_share=float(doc["resource_error_share"]),
+        max_attempts=int(doc["max_attempts"]),
+        always_fail=frozenset(int(t) for t in doc["always_fail"]),
+        queue_latency_s=(float(doc["queue_latency_s"][0]), float(doc["queue_latency_s"][1])),
+        initial_statuses={int(t): str(s) for t, s in doc["initial_statuses"]},
+        run_status=str(doc["run_status"]),
+        seed=None if doc["seed"] is None else int(doc["seed"]),
+    )
+
+
+def report_to_json(report: SimReport) -> dict[str, Any]:
+    """A SimReport as plain JSON values (int keys as pairs)."""
+    return {
+        "queue_calls": report.queue_calls,
+        "attempts_started": report.attempts_started,
+        "resent": report.resent,
+        "unknown_ids": report.unknown_ids,
+        "duplicates": [list(d) for d in report.duplicates],
+        "overlaps": [list(o) for o in report.overlaps],
+        "limit_violations": [
+            [v.server_time, v.scope, v.active, v.limit, v.task_id] for v in report.limit_violations
+        ],
+        "dependency_violations": [list(d) for d in report.dependency_violations],
+        "wrong_array": [list(w) for w in report.wrong_array],
+        "max_active": report.max_active,
+        "max_active_per_array": _pairs(report.max_active_per_array),
+        "statuses": _pairs(report.statuses),
+        "attempts": _pairs(report.attempts),
+        "counts": dict(report.counts),
+        "run_status": report.run_status,
+        "run_status_history": list(report.run_status_history),
+        "heartbeats": report.heartbeats,
+        "fetches": report.fetches,
+        "queue_log": [
+            [q.call_id, q.server_time, q.array_id, q.resource_key, list(q.task_ids), q.queued]
+            for q in report.queue_log
+        ],
+    }
+
+
+def _ints(values: Sequence[Any]) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def report_from_json(doc: Mapping[str, Any]) -> SimReport:
+    """The inverse of :func:`report_to_json`; raises KeyError/TypeError/ValueError if malformed."""
+    return SimReport(
+        queue_calls=int(doc["queue_calls"]),
+        attempts_started=int(doc["attempts_started"]),
+        resent=int(doc["resent"]),
+        unknown_ids=int(doc["unknown_ids"]),
+        duplicates=[(int(a), int(b), int(c)) for a, b, c in doc["duplicates"]],
+        overlaps=[(int(a), int(b), int(c)) for a, b, c in doc["overlaps"]],
+        limit_violations=[
+            LimitViolation(str(w), str(s), int(a), int(n), int(t))
+            for w, s, a, n, t in doc["limit_violations"]
+        ],
+        dependency_violations=[(int(a), int(b)) for a, b in doc["dependency_violations"]],
+        wrong_array=[(int(a), int(b)) for a, b in doc["wrong_array"]],
+        max_active=int(doc["max_active"]),
+        max_active_per_array={int(a): int(n) for a, n in doc["max_active_per_array"]},
+        statuses={int(t): str(s) for t, s in doc["statuses"]},
+        attempts={int(t): int(n) for t, n in doc["attempts"]},
+        counts={str(s): int(n) for s, n in doc["counts"].items()},
+        run_status=str(doc["run_status"]),
+        run_status_history=[str(s) for s in doc["run_status_history"]],
+        heartbeats=int(doc["heartbeats"]),
+        fetches=int(doc["fetches"]),
+        queue_log=[
+            QueueCall(
+                int(c),
+                str(w),
+                int(a),
+                str(k),
+                _ints(ids),
+                tuple((int(t), int(n)) for t, n in queued),
+            )
+            for c, w, a, k, ids, queued in doc["queue_log"]
+        ],
+    )

@@ -1,0 +1,154 @@
+-- records.lua: the record grammar (record_fields, also how apply.lua loads records) and the
+-- checks of stored task records, run before a script's first write (see check.lua for why): a
+-- record that does not parse is refused with INVALID, nothing written.
+--!include prelude
+--!include check
+
+-- A decimal integer text beyond 2^53-1 (a Lua number would not hold it exactly).
+local function big(x)
+  return #x > 15 and (#x > 16 or tonumber(x) > MAX_SAFE)
+end
+
+-- The one reader of the record grammar S|done|stamp|flags|array|nup|start|children: nil and
+-- the reason when `v` does not parse (unknown status, a number beyond 2^53-1, a children list
+-- that is not ids joined by ","); else nil, then status, done, stamp, flags (strings), the
+-- position where the definition starts, array id, nup (strings) and the position where the
+-- children list starts. One match, no copy of the definition or of the children list.
+local function record_fields(v)
+  local s, nd, st, fl, at, arr, nup, start, kat =
+    string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()(%d+)|(%d+)|(%d+)|()')
+  if not s or not string.find(v, '^[%d,%-]*$', kat) then
+    return 'does not match S|done|stamp|flags|array|nup|start|children'
+  end
+  if not VALID[s] then
+    return 'unknown status ' .. s
+  end
+  if big(nd) or big(st) or big(arr) or big(nup) or big(start) then
+    return 'a number exceeds 2^53-1'
+  end
+  return nil, s, nd, st, fl, at, arr, nup, kat
+end
+
+local function corrupt(id, v, why)
+  return fail('INVALID', 'task ' .. id .. ' has a corrupt record (' .. why .. '): ' .. string.sub(v, 1, 200)
+    .. '; nothing was written (see swarm-redis verify)')
+end
+
+-- Check the stored records of `ids` (missing ones are fine): one HMGET per 4,000 ids.
+-- Returns an error reply or nil.
+local function chk_records(ids)
+  for i = 1, #ids, 4000 do
+    local last = math.min(i + 3999, #ids)
+    local raws = redis.call('HMGET', K.task, unpack(ids, i, last))
+    for j = i, last do
+      local v = raws[j - i + 1]
+      local why = v and record_fields(v)
+      if why then
+        return corrupt(ids[j], v, why)
+      end
+    end
+  end
+  return nil
+end
+
+-- register's ARGV from `first` on: n, then per task id, status, array id, nup, done, children,
+-- resource key; then n arrays, then per array id, limit. Definition numbers in 0..2^53-1 with
+-- done <= nup; the records of tasks that exist already parse (they are reported back).
+local function chk_register(first)
+  local e = chk_int(ARGV[first], 'number of tasks')
+  if e then
+    return e
+  end
+  local n = tonumber(ARGV[first])
+  if first + n * 7 > #ARGV then
+    return fail('INVALID', 'register: ' .. n .. ' tasks announced, fewer sent')
+  end
+  local ids = {}
+  for i = 0, n - 1 do
+    local j = first + 1 + i * 7
+    local id = ARGV[j]
+    local what = 'task ' .. tostring(id)
+    e = chk_id(id, 'task id') or chk_status(ARGV[j + 1], what)
+      or chk_int(ARGV[j + 2], 'array id of ' .. what) or chk_int(ARGV[j + 3], 'num_upstreams of ' .. what)
+      or chk_int(ARGV[j + 4], 'num_upstreams_done of ' .. what) or chk_rkey(ARGV[j + 6], what)
+    if e then
+      return e
+    end
+    if tonumber(ARGV[j + 4]) > tonumber(ARGV[j + 3]) then
+      return fail('INVALID', 'num_upstreams_done of ' .. what .. ' (' .. ARGV[j + 4]
+        .. ') exceeds its num_upstreams (' .. ARGV[j + 3] .. ')')
+    end
+    if not string.match(ARGV[j + 5], '^[%d,%-]*$') then
+      return fail('INVALID', 'downstream ids of ' .. what .. ' must be integers joined by ","')
+    end
+    ids[#ids + 1] = id
+  end
+  local a = first + 1 + n * 7
+  e = chk_int(ARGV[a], 'number of arrays')
+  if e then
+    return e
+  end
+  local na = tonumber(ARGV[a])
+  if a + na * 2 ~= #ARGV then
+    return fail('INVALID', 'register: ' .. na .. ' arrays announced, ' .. ((#ARGV - a) / 2) .. ' sent')
+  end
+  for i = 0, na - 1 do
+    e = chk_int(ARGV[a + 1 + i * 2], 'array id') or chk_int(ARGV[a + 2 + i * 2], 'limit of array ' .. ARGV[a + 1 + i * 2])
+    if e then
+      return e
+    end
+  end
+  return chk_records(ids)
+end
+
+-- enqueue/enqueue_fringe pairs from ARGV[first]: task id, resource key; the records parse.
+local function chk_queue_pairs(first)
+  if (#ARGV - first + 1) % 2 ~= 0 then
+    return fail('INVALID', 'expected (task id, resource key) pairs')
+  end
+  local ids = {}
+  for i = first, #ARGV, 2 do
+    local e = chk_id(ARGV[i], 'task id') or chk_rkey(ARGV[i + 1], 'task ' .. tostring(ARGV[i]))
+    if e then
+      return e
+    end
+    ids[#ids + 1] = ARGV[i]
+  end
+  return chk_records(ids)
+end
+
+-- The first n entries of the ready queue have records that parse (dequeue reports them).
+local function chk_queue_head(n)
+  local ids = redis.call('ZRANGE', K.ready, 0, n - 1)
+  return chk_records(ids)
+end
+
+-- repair ops from ARGV[first]: n, then per op code, subject, a, b; counter ops carry integers.
+local function chk_repair(first)
+  local e = chk_int(ARGV[first], 'number of repair ops')
+  if e then
+    return e
+  end
+  local n = tonumber(ARGV[first])
+  if first + n * 4 ~= #ARGV then
+    return fail('INVALID', 'repair: ' .. n .. ' ops announced, ' .. ((#ARGV - first) / 4) .. ' sent')
+  end
+  for i = 0, n - 1 do
+    local j = first + 1 + i * 4
+    local code = ARGV[j]
+    if code == 'done' or code == 'active' or code == 'reserved' then
+      local lo = code == 'done' and 0 or -MAX_SAFE
+      local v = ARGV[j + 3]
+      if #v > 17 or not string.match(v, '^%-?%d+$') or tonumber(v) < lo or tonumber(v) > MAX_SAFE then
+        return fail('INVALID', 'repair ' .. code .. ' ' .. ARGV[j + 1] .. ': value ' .. v .. ' is not an integer in range')
+      end
+    end
+    if code == 'done' or code == 'sets' or code == 'queue' or code == 'qres' then
+      e = chk_records({ARGV[j + 1]})
+      if e then
+        return e
+      end
+    end
+  end
+  return nil
+end
