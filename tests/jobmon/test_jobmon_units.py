@@ -305,7 +305,7 @@ def test_adjusting_resources_are_scaled_shared_and_queued_first(
 
     from swarm_redis.jobmon.replica import adjust_jobmon_resources
 
-    queue = SequentialQueue(3, "null.q", {})
+    queue = SequentialQueue(8642, "null.q", {})  # an id of its own: queues are per process
 
     def resources() -> Any:
         return TaskResources({"memory": "1G", "cores": 1, "runtime": 60}, queue, None)
