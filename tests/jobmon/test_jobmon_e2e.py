@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,6 +57,21 @@ N_QUICK = 4
 @pytest.fixture()
 def redis_url(real_redis_url: str) -> str:
     return real_redis_url
+
+
+@pytest.fixture()
+def prefixes(real_redis_url: str) -> Iterator[list[str]]:
+    """Key prefixes a test's runs use in the shared Redis; their keys are deleted afterwards."""
+    used: list[str] = []
+    yield used
+    client = redis.Redis.from_url(real_redis_url)
+    try:
+        for prefix in used:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            for first in range(0, len(keys), 500):
+                client.unlink(*keys[first : first + 500])
+    finally:
+        client.close()
 
 
 def build_workflow(tag: str, marker_dir: str, cluster: str = "sequential") -> tuple[Any, list[Any]]:
@@ -217,7 +233,7 @@ def wait_until(pred: Any, timeout: float, what: str) -> None:
 
 
 def test_replicas_with_kills_match_the_stock_orchestrator(
-    jobmon_server: JobmonServer, redis_url: str
+    jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
 ) -> None:
     from jobmon.client.workflow_run import WorkflowRunFactory
     from jobmon.core.constants import WorkflowRunStatus
@@ -226,6 +242,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     tag = uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-e2e-")  # not tmp_path: kept for the logs
     prefix = f"e2e{tag}"
+    prefixes.append(prefix)
     sampler = Sampler(jobmon_server)
     sampler.start()
 
@@ -421,12 +438,15 @@ def resume_workflow(
     return wf
 
 
-def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redis_url: str) -> None:
+def test_resumed_run_continues_on_shared_state(
+    jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
+) -> None:
     from swarm_redis.jobmon.run import run
 
     tag = uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-resume-")
     marker = os.path.join(tmp, "marker")
+    prefixes.extend([f"rs1{tag}", f"rs2{tag}"])
     first = run(
         resume_workflow(tag, marker),
         redis_url=redis_url,
@@ -468,7 +488,7 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
 
 @pytest.mark.timeout(900)
 def test_dead_distributor_is_restarted_by_the_leader(
-    jobmon_server: JobmonServer, redis_url: str
+    jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
 ) -> None:
     """SIGKILL the distributor's supervisor mid-run, while its jobmon distributor holds task
     instances INSTANTIATED (and one RUNNING): the distributor dies with it, the lease expires,
@@ -484,6 +504,7 @@ def test_dead_distributor_is_restarted_by_the_leader(
     n_quick = 8  # one batch: while one runs, the others wait INSTANTIATED
     wf = resume_workflow(tag, marker, seconds=0.5, gate_attempts=3, n_quick=n_quick)
     prefix = f"dk{tag}"
+    prefixes.append(prefix)
     runs: list[int] = []
     outcomes: list[ReplicaOutcome] = []
     box: dict[str, Any] = {}
