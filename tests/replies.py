@@ -25,3 +25,14 @@ def stream_entries(client: redis.Redis, key: str) -> list[tuple[bytes, dict[byte
         assert fields is not None  # only XCLAIM answers nil fields (for deleted entries)
         out.append((as_bytes(eid), {as_bytes(k): as_bytes(v) for k, v in fields.items()}))
     return out
+
+
+def scored_members(
+    client: redis.Redis, key: str, start: int = 0, end: int = -1
+) -> list[tuple[bytes, float]]:
+    """``ZRANGE key start end WITHSCORES``: (member as bytes, score) pairs in rank order."""
+    out: list[tuple[bytes, float]] = []
+    for pair in client.zrange(key, start, end, withscores=True):
+        assert isinstance(pair, (tuple, list)) and len(pair) == 2, pair
+        out.append((as_bytes(pair[0]), float(pair[1])))
+    return out
