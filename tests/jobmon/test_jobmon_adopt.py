@@ -8,14 +8,17 @@ heartbeat, and ends TRIAGING ones it cannot triage.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from jobmon_env import require_jobmon
 
 require_jobmon()
 
+from jobmon.core.cluster_protocol import ClusterDistributor  # noqa: E402
+from jobmon.core.requester import Requester  # noqa: E402
 from jobmon.distributor.distributor_service import DistributorService  # noqa: E402
+from jobmon.distributor.distributor_workflow_run import DistributorWorkflowRun  # noqa: E402
 
 from swarm_redis.jobmon.adopt import ORPHAN_DISTRIBUTOR_ID, adopt_orphans  # noqa: E402
 
@@ -94,15 +97,15 @@ class Run:
 
 def service(server: Server, cluster: Cluster, adopt: bool) -> Any:
     svc = DistributorService(
-        cluster,
-        requester=server,
+        cast(ClusterDistributor, cluster),
+        requester=cast(Requester, server),
         workflow_run_heartbeat_interval=1,
         task_instance_heartbeat_interval=1,
         heartbeat_report_by_buffer=3.0,
         distributor_poll_interval=1,
         raise_on_error=True,
     )
-    svc.workflow_run = Run()
+    svc.workflow_run = cast(DistributorWorkflowRun, Run())
     return adopt_orphans(svc) if adopt else svc
 
 

@@ -76,7 +76,7 @@ def prefixes(real_redis_url: str) -> Iterator[list[str]]:
 
 def build_workflow(tag: str, marker_dir: str, cluster: str = "sequential") -> tuple[Any, list[Any]]:
     """The test workflow; its tasks in creation order (the same order for every build)."""
-    from jobmon.client.api import Tool
+    from jobmon.client.tool import Tool
 
     tool = Tool(name=f"swarm-e2e-{tag}")
     tool.set_default_compute_resources_from_dict(
@@ -418,7 +418,7 @@ def resume_workflow(
 ) -> Any:
     """``n_quick`` quick tasks (each sleeping ``seconds``), one that needs ``marker``
     (``gate_attempts`` attempts) and its child."""
-    from jobmon.client.api import Tool
+    from jobmon.client.tool import Tool
 
     tool = Tool(name=f"swarm-resume-{tag}")
     tool.set_default_compute_resources_from_dict(

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -16,6 +16,7 @@ from jobmon_env import require_jobmon
 require_jobmon()
 
 from jobmon.client.task_resources import TaskResources  # noqa: E402
+from jobmon.core.requester import Requester  # noqa: E402
 from jobmon.plugins.multiprocess.multiproc_queue import MultiprocessQueue  # noqa: E402
 from jobmon.plugins.sequential.seq_queue import SequentialQueue  # noqa: E402
 
@@ -35,7 +36,8 @@ class _NoRequester:
 
 
 def _tr(resources: dict[str, Any], queue: Any = None, bound: int | None = None) -> Any:
-    tr = TaskResources(dict(resources), queue or SequentialQueue(3, "null.q", {}), _NoRequester())
+    queue = queue or SequentialQueue(3, "null.q", {})
+    tr = TaskResources(dict(resources), queue, cast(Requester, _NoRequester()))
     if bound is not None:
         tr._id = bound
     return tr
