@@ -1,6 +1,6 @@
 """Private multi-process Redis setups for the scale-out tests: a local Cluster and a Sentinel group.
 
-Both are built from `swarm_redis.demo.embedded.start_redis_server` (foreground children tied to our
+Both are built from `swarm_redis.demo.redis_server.start_redis_server` (foreground children tied to our
 life, temp dirs), on free loopback ports, and stopped in `stop()` (nothing is left running).
 
 * `LocalCluster(n)`: n primaries, slots split evenly with CLUSTER ADDSLOTSRANGE, joined with
@@ -24,7 +24,8 @@ from typing import Any
 
 import redis
 
-from swarm_redis.demo.embedded import RedisProcess, free_port, start_redis_server
+from swarm_redis.demo.embedded import free_port
+from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
 from swarm_redis.engine.keys import RunKeys
 
 CLUSTER_SLOTS = 16384

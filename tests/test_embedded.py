@@ -21,8 +21,8 @@ from swarm_redis.demo.embedded import (
     connect,
     free_port,
     resolve_url,
-    start_redis_server,
 )
+from swarm_redis.demo.redis_server import start_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 needs_redis_server = pytest.mark.skipif(

@@ -32,7 +32,8 @@ from replica_procs import ReplicaProcs, layered_dag
 from servers import missing_binaries, skip_or_fail, wait_until
 
 from swarm_redis import ArrayRecord, RedisSwarmState
-from swarm_redis.demo.embedded import RedisProcess, free_port, start_redis_server
+from swarm_redis.demo.embedded import free_port
+from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
 from swarm_redis.demo.sim import SimConfig, SimReport, SimServer
 from swarm_redis.exit_codes import EXIT_STATE_LOST
 from swarm_redis.ops.verify import find_drift

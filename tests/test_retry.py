@@ -34,7 +34,7 @@ from fronts import Front
 from replies import as_bytes
 
 from swarm_redis import RedisSwarmState, StateUpdate
-from swarm_redis.demo.embedded import RedisProcess, start_redis_server
+from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
 from swarm_redis.engine import commands as cmd
 from swarm_redis.engine import scripts
 from swarm_redis.engine.commands import Call, ScriptCall

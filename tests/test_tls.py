@@ -20,7 +20,8 @@ import redis.asyncio
 from servers import missing_binaries, skip_or_fail
 
 from swarm_redis import AsyncRedisSwarmState, RedisSwarmState, StateUpdate, TaskRecord
-from swarm_redis.demo.embedded import EmbeddedRedisError, RedisProcess, start_redis_server
+from swarm_redis.demo.embedded import EmbeddedRedisError
+from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
 
 pytestmark = pytest.mark.real
 

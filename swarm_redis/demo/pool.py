@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm_redis.demo.embedded import pdeathsig_preexec
+from swarm_redis.demo.redis_server import pdeathsig_preexec
 
 __all__ = ["LEASE_S", "ReplicaPool", "replica_command"]
 
