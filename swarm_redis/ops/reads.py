@@ -20,7 +20,13 @@ from swarm_redis.constants import (
     TASK_STATUSES,
     TERMINAL_RUN_STATUSES,
 )
-from swarm_redis.engine.commands import TaskState, decode_record, text
+from swarm_redis.engine.commands import (
+    TaskState,
+    decode_record,
+    slice_names,
+    text,
+    with_slices,
+)
 from swarm_redis.engine.coordination import LeaderInfo
 from swarm_redis.engine.keys import RunKeys, meta_pattern, run_id_from_meta_key
 from swarm_redis.engine.transport import is_cluster
@@ -470,6 +476,17 @@ def _record_dict(state: TaskState) -> dict[str, Any]:
     }
 
 
+def _with_kids(client: Any, keys: RunKeys, state: TaskState) -> TaskState:
+    """``state`` with its downstream ids read from its ``kids`` slices, if it has some."""
+    if not state.slices:
+        return state
+    names = slice_names(state.task_id, state.slices)
+    raws: list[Any] = []
+    for at in range(0, len(names), 50):
+        raws += client.execute_command("HMGET", keys.kids, *names[at : at + 50])
+    return with_slices(state, raws)
+
+
 def _scan_records(client: Any, key: str, count: int = _SCAN_COUNT) -> Iterator[TaskState]:
     for field_, raw in client.hscan_iter(key, count=count):
         yield decode_record(int(text(field_)), raw)
@@ -630,7 +647,7 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     )
     if raw is None:
         return None
-    state = decode_record(task_id, raw)
+    state = _with_kids(client, keys, decode_record(task_id, raw))
     children = list(state.downstream_ids)
     reads: list[tuple[Any, ...]] = [
         ("ZRANK", keys.ready, task_id),
@@ -654,10 +671,20 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     ]
     upstream: list[dict[str, Any]] = []
     scanned = 0
+    sliced: list[TaskState] = []
     for other in _scan_records(client, keys.task):
         scanned += 1
         if task_id in other.downstream_ids:
             upstream.append(_brief(other, other.task_id))
+        elif other.slices:
+            sliced.append(other)
+    if sliced:  # downstream ids kept in ``kids`` slices: one scan of that hash
+        holders = {
+            int(text(name).partition("#")[0])
+            for name, ids in client.hscan_iter(keys.kids, count=_SCAN_COUNT)
+            if str(task_id) in text(ids).split(",")
+        }
+        upstream += [_brief(o, o.task_id) for o in sliced if o.task_id in holders]
     upstream.sort(key=lambda u: u["task_id"])
     batch_id = None if batch is None else text(batch)
     replica: str | None = None

@@ -36,7 +36,13 @@ from typing import Any
 
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, FINAL_TASK_STATUSES, TASK_STATUSES
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.commands import TaskState, decode_record, text
+from swarm_redis.engine.commands import (
+    TaskState,
+    decode_record,
+    slice_names,
+    text,
+    with_slices,
+)
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.engine.validation import record_problem
@@ -400,7 +406,8 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
     ready_raw, queued, qres, active, claims, batches, reserved, orphans, qidx = replies[
         1 + len(TASK_STATUSES) : 10 + len(TASK_STATUSES)
     ]
-    pcredit_raw, fanout_raw = replies[10 + len(TASK_STATUSES) :]
+    pcredit_raw, fanout_raw, kids_raw = replies[10 + len(TASK_STATUSES) :]
+    kids = {text(k): v for k, v in dict(kids_raw).items()}
     ready = _ready_pairs(ready_raw)
     records: dict[int, TaskState] = {}
     bad: dict[int | str, str] = {}
@@ -412,7 +419,14 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
         if tid is None or record_problem(v) is not None:
             bad[tid if tid is not None else key] = text(v)
             continue
-        records[tid] = decode_record(tid, v)
+        rec = decode_record(tid, v)
+        if rec.slices:
+            try:
+                rec = with_slices(rec, [kids.get(n) for n in slice_names(tid, rec.slices)])
+            except ValueError:
+                bad[tid] = f"{text(v)} (a slice of its downstream ids in kids is missing)"
+                continue
+        records[tid] = rec
     return RunData(
         records=records,
         sets={s: set(_ids(raw)) for s, raw in zip(TASK_STATUSES, set_raws)},
@@ -472,7 +486,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         pipe.zrange(keys.ready, 0, -1, withscores=True).smembers(keys.queued).hkeys(keys.qres)
         pipe.hgetall(keys.active).hgetall(keys.claims).hgetall(keys.batches)
         pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1).zrange(keys.qidx, 0, -1)
-        pipe.hgetall(keys.pcredit).hgetall(keys.fanout)
+        pipe.hgetall(keys.pcredit).hgetall(keys.fanout).hgetall(keys.kids)
         return _decode(pipe.execute(), consistent=True)
     replies: list[Any] = [dict(client.hscan_iter(keys.task, count=_SCAN))]
     replies += [list(client.sscan_iter(keys.status_set(s), count=_SCAN)) for s in TASK_STATUSES]
@@ -504,6 +518,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         qidx,
         dict(client.hscan_iter(keys.pcredit, count=_SCAN)),
         dict(client.hscan_iter(keys.fanout, count=_SCAN)),
+        dict(client.hscan_iter(keys.kids, count=_SCAN)),
     ]
     return _decode(replies, consistent=False)
 
