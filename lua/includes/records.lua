@@ -9,9 +9,10 @@ local function big(x)
   return #x > 15 and (#x > 16 or tonumber(x) > MAX_SAFE)
 end
 
--- Downstream ids in one slice of K.kids at most (as apply.lua's EDGE_MAX: one slice, one call).
-local KIDS_SLICE = 1000
--- Slices one task's downstream ids may fill in K.kids (10M ids).
+-- Downstream ids in one slice of K.kids at most: crediting one (every child may become ready and be
+-- queued, ~25 µs each) stays near 10 ms; commands.KIDS_SLICE is the same number.
+local KIDS_SLICE = 500
+-- Slices one task's downstream ids may fill in K.kids (5M ids).
 local KIDS_SLICES_MAX = 10000
 
 -- The number of slices when the children list starting at `kat` in `v` is the marker "*<m>"

@@ -168,7 +168,7 @@ class Registration(CoreBase):
 
     def _slice_calls(self, mode: str, lists: list[tuple[int, tuple[int, ...]]]) -> list[Call]:
         """register_kids calls for the downstream lists too long for a record, one slice of
-        up to 1,000 ids per unit of the chunk budget's worth: sent before the records."""
+        up to KIDS_SLICE ids, sent before the records they belong to."""
         slices = [
             (task_id, k, ids)
             for task_id, kids in lists
