@@ -148,7 +148,9 @@ def test_missing_or_malformed_slices_write_nothing(
     calls = [
         cmd.register(s.keys, s._core.caller(), defs, ()),
         cmd.register_kids(s.keys, s._core.caller(), "new", [(1, 1, "2,,3")]),
-        cmd.register_kids(s.keys, s._core.caller(), "new", [(1, 1, ",".join(["5"] * (cmd.KIDS_SLICE + 1)))]),
+        cmd.register_kids(
+            s.keys, s._core.caller(), "new", [(1, 1, ",".join(["5"] * (cmd.KIDS_SLICE + 1)))]
+        ),
         cmd.register_kids(s.keys, s._core.caller(), "new", [(1, 0, "2")]),
         cmd.redefine(s.keys, s._core.caller(), [(2, 1, tuple(range(10, 1200)))]),
     ]

@@ -653,10 +653,10 @@ def _upstreams(
             for c in set(kids) & suspects:
                 parents[c].append(tid)
                 sizes[tid] = len(kids)
-            for name, ids in slices.get(text(k), ()) if parts[7].startswith("*") else ():
-                for c in set(ids) & wanted:
-                    parents[int(c)].append(name)
-                    sizes[name] = len(ids)
+            for name, members in slices.get(text(k), ()) if parts[7].startswith("*") else ():
+                for m in set(members) & wanted:
+                    parents[int(m)].append(name)
+                    sizes[name] = len(members)
         if int(cursor) == 0:
             break
     return parents, sizes
