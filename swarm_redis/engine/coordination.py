@@ -448,11 +448,28 @@ def _scan_set(core: StateCore, key: str) -> Op[list[int]]:
             return ids
 
 
+def _check_records(core: StateCore, ids: list[int]) -> Op[None]:
+    """InvalidInputError naming the first of ``ids`` whose record does not parse (bounded
+    HMGET reads); records that are gone are fine (the scripts skip them)."""
+    for at in range(0, len(ids), _CHUNK * 4):
+        part = ids[at : at + _CHUNK * 4]
+        (raws,) = yield from core.read(("HMGET", core.keys.task, *part))
+        for tid, raw in zip(part, raws):
+            if raw is not None and (problem := record_problem(raw)) is not None:
+                raise InvalidInputError(
+                    f"task {tid} has a corrupt record ({problem}): {text(raw)[:200]!r}; "
+                    "nothing was written (see swarm-redis verify)"
+                )
+
+
 def enqueue_initial_fringe(core: StateCore) -> Op[int]:
     """Once per run: ADJUSTING_RESOURCES tasks to the front, ready REGISTERING tasks to the back.
 
     Returns how many tasks this call queued (0 when another replica did the fringe). If the
-    caller dies half-way, ``reconcile`` queues the rest.
+    caller dies half-way, ``reconcile`` queues the rest. Every record it will queue is read and
+    checked before the first call takes the run's ``fringe_done`` flag: a record that does not
+    parse raises InvalidInputError with nothing written (each chunk checks its records again,
+    atomically, before its first write).
     """
     yield from core.seal()  # readiness reads the final DAG of tasks registered here
     done = yield from core.meta_field("fringe_done")
@@ -460,6 +477,7 @@ def enqueue_initial_fringe(core: StateCore) -> Op[int]:
         return 0
     adjusting = sorted((yield from _scan_set(core, core.keys.status_set("A"))))
     registering = sorted((yield from _scan_set(core, core.keys.status_set("G"))))
+    yield from _check_records(core, adjusting + registering)
 
     def items(ids: list[int]) -> list[tuple[int, str]]:
         return [(i, core.resource_key(core.tasks[i]) if i in core.tasks else "") for i in ids]

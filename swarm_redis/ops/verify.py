@@ -135,6 +135,8 @@ class RunData:
     pcredit: dict[int, int] = field(default_factory=dict)
     #: fan-outs in progress (``fanout``): id -> children credited so far (-1: unparseable)
     fanout: dict[int, int] = field(default_factory=dict)
+    #: the run was finalized: its pending credits were dropped (ids never registered)
+    finalized: bool = False
 
 
 @dataclass
@@ -269,7 +271,7 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         pend = data.pcredit.get(tid, 0)
         if tid in recs:
             items["pending_registered"].append(Drift("pending_registered", str(tid), str(pend)))
-        elif pend != credit[tid]:
+        elif pend != credit[tid] and not (data.finalized and pend == 0):
             want = str(credit[tid])
             items["pending_credit"].append(Drift("pending_credit", str(tid), str(pend), want))
     for tid, n in sorted(data.fanout.items()):
@@ -401,7 +403,7 @@ def _ready_pairs(raw: Sequence[Any]) -> list[tuple[int, int]]:
     return [(int(text(m)), int(float(sc if isinstance(sc, float) else text(sc)))) for m, sc in raw]
 
 
-def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
+def _decode(replies: Sequence[Any], consistent: bool, finalized: bool) -> RunData:
     records_raw, *set_raws = replies[: 1 + len(TASK_STATUSES)]
     ready_raw, queued, qres, active, claims, batches, reserved, orphans, qidx = replies[
         1 + len(TASK_STATUSES) : 10 + len(TASK_STATUSES)
@@ -439,6 +441,7 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
         reserved=_int_map(reserved),
         orphans=[text(b) for b in orphans],
         consistent=consistent,
+        finalized=finalized,
         bad=bad,
         ready_pos=dict(ready),
         qidx=[text(m) for m in qidx],
@@ -475,7 +478,10 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
     Raises:
         UnknownRunError: The run has no meta key.
     """
-    exists, n_tasks = client.pipeline(transaction=False).exists(keys.meta).hlen(keys.task).execute()
+    pipe = client.pipeline(transaction=False)
+    exists, n_tasks, fin = (
+        pipe.exists(keys.meta).hlen(keys.task).hget(keys.meta, "finalized").execute()
+    )
     if int(exists) == 0:
         raise UnknownRunError(f"workflow run {keys.run_id} not found under prefix {keys.prefix!r}")
     if int(n_tasks) <= atomic_max:
@@ -487,7 +493,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         pipe.hgetall(keys.active).hgetall(keys.claims).hgetall(keys.batches)
         pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1).zrange(keys.qidx, 0, -1)
         pipe.hgetall(keys.pcredit).hgetall(keys.fanout).hgetall(keys.kids)
-        return _decode(pipe.execute(), consistent=True)
+        return _decode(pipe.execute(), consistent=True, finalized=fin is not None)
     replies: list[Any] = [dict(client.hscan_iter(keys.task, count=_SCAN))]
     replies += [list(client.sscan_iter(keys.status_set(s), count=_SCAN)) for s in TASK_STATUSES]
     ready: list[tuple[Any, float]] = []
@@ -520,7 +526,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         dict(client.hscan_iter(keys.fanout, count=_SCAN)),
         dict(client.hscan_iter(keys.kids, count=_SCAN)),
     ]
-    return _decode(replies, consistent=False)
+    return _decode(replies, consistent=False, finalized=fin is not None)
 
 
 def find_drift(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> DriftReport:
