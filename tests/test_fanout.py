@@ -154,7 +154,6 @@ def test_missing_or_malformed_slices_write_nothing(
         cmd.register_kids(s.keys, s._core.caller(), "new", [(1, 0, "2")]),
         cmd.redefine(s.keys, s._core.caller(), [(2, 1, tuple(range(10, 1200)))]),
     ]
-    run_sync(s._transport.execute, s._core.add_tasks([]))
     before = snapshot(client, s.keys)
     for call in calls:
         with pytest.raises(InvalidInputError):
