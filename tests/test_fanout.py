@@ -230,3 +230,17 @@ def test_500k_downstreams_stay_bounded(
     drift = verify.find_drift(client, s.keys)
     assert drift.clean, drift.counts
     assert drift.info["fanout_in_progress"] == 0
+
+
+def test_a_marker_of_zero_slices_is_a_corrupt_record(
+    make_client: MakeClient, run_id: int, prefix: str
+) -> None:
+    client = make_client()
+    s, objs = _run(client, run_id, prefix, 3)
+    s.add_tasks(objs)
+    client.hset(s.keys.task, "1", b"G|0|||0|0|0|*0")  # would never finish its fan-out
+    assert verify.find_drift(client, s.keys).counts.get("bad_record") == 1
+    before = snapshot(client, s.keys)
+    with pytest.raises(InvalidInputError, match="task 1 has a corrupt record"):
+        s.apply(StateUpdate(task_statuses={1: "D"}))
+    assert_same(before, snapshot(client, s.keys))

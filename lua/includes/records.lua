@@ -33,7 +33,7 @@ end
 local function record_fields(v)
   local s, nd, st, fl, at, arr, nup, start, kat =
     string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()(%d+)|(%d+)|(%d+)|()')
-  if not s or not (string.find(v, '^[%d,%-]*$', kat) or string.find(v, '^%*%d%d?%d?%d?%d?$', kat)) then
+  if not s or not (string.find(v, '^[%d,%-]*$', kat) or string.find(v, '^%*[1-9]%d?%d?%d?%d?$', kat)) then
     return 'does not match S|done|stamp|flags|array|nup|start|children'
   end
   if not VALID[s] then

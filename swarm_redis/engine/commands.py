@@ -159,13 +159,14 @@ KIDS_SLICE = 500
 
 
 def kids_slices(downstream_ids: Sequence[int]) -> list[str]:
-    """The ``kids`` slices of a list longer than :data:`KIDS_SLICE` ids (else none)."""
+    """The ``kids`` slices of a list longer than :data:`KIDS_SLICE` ids (else none), of the ids
+    in ascending order: replicas registering the same DAG write the same slices, whatever
+    order their objects list the downstreams in (the slices of one task may come from several
+    replicas' calls)."""
     if len(downstream_ids) <= KIDS_SLICE:
         return []
-    return [
-        ",".join(map(str, downstream_ids[i : i + KIDS_SLICE]))
-        for i in range(0, len(downstream_ids), KIDS_SLICE)
-    ]
+    ids = sorted(downstream_ids)
+    return [",".join(map(str, ids[i : i + KIDS_SLICE])) for i in range(0, len(ids), KIDS_SLICE)]
 
 
 def children_field(downstream_ids: Sequence[int]) -> str:
