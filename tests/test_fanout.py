@@ -91,6 +91,7 @@ def test_registration_is_resumable_and_idempotent(
     assert _scripts(dead) == ["register_kids", "register_kids"]  # two slices each
     assert not client.hexists(s.keys.task, "1")  # the record comes after every slice
     assert client.hlen(s.keys.kids) == 4
+    assert verify.find_drift(client, s.keys).info["kids_unused"] == 4
     other = RedisSwarmState.attach(client, run_id, prefix=prefix, events_maxlen=0)
     rec = Recorder(other)
     run_sync(rec, other._core.add_tasks(objs))  # a retry by another replica finishes it
@@ -102,6 +103,7 @@ def test_registration_is_resumable_and_idempotent(
     for batch in rec.sent:  # every chunk sent again: nothing changes
         s._transport.execute(batch)
     assert_same(before, snapshot(client, s.keys))
+    assert verify.find_drift(client, s.keys).info["kids_unused"] == 0
     # the registry rebuilt from Redis links the 3,500 downstreams
     fresh = RedisSwarmState.attach(client, run_id, prefix=prefix)
     assert {t.task_id for t in fresh.tasks[1].downstream_swarm_tasks} == set(range(2, N + 2))

@@ -9,7 +9,11 @@ downstream ids). Everything else is derived and can drift after a bug or a hand 
 * done counts: start + number of upstreams whose record carries the propagated flag (plus the
   children already credited by a fan-out in progress, ``fanout``);
 * pending credits (``pcredit``): only for ids without a record, each equal to the credits of
-  its propagated upstreams; fan-out progress only for flagged DONE tasks;
+  its propagated upstreams (none expected once the run is finalized: finalize drops them);
+  fan-out progress only for flagged DONE tasks;
+* downstream ids kept in ``kids`` slices: a record with the marker ``*<m>`` whose slice is
+  missing is a ``bad_record``; slices no record points at (a registration under way, or left
+  by a replica that died before writing the record) are counted, not drift (``kids_unused``);
 * the ready queue and the queued set: same ids, none final, none claimed, none without a
   record; resource keys (``qres``) only for queued or claimed tasks; the per-array queue index
   (``qidx``) holds exactly one ``array|position|id`` member per queue entry;
@@ -137,6 +141,8 @@ class RunData:
     fanout: dict[int, int] = field(default_factory=dict)
     #: the run was finalized: its pending credits were dropped (ids never registered)
     finalized: bool = False
+    #: ``kids`` slices that no record's marker points at
+    kids_unused: int = 0
 
 
 @dataclass
@@ -359,6 +365,7 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         "stalled_ready": stalled,
         "fanout_in_progress": len(data.fanout),
         "pending_credits": len(data.pcredit),
+        "kids_unused": data.kids_unused,
     }
     return DriftReport(run_id, len(recs), data.consistent, items, info)
 
@@ -442,6 +449,7 @@ def _decode(replies: Sequence[Any], consistent: bool, finalized: bool) -> RunDat
         orphans=[text(b) for b in orphans],
         consistent=consistent,
         finalized=finalized,
+        kids_unused=len(kids) - sum(r.slices for r in records.values()),
         bad=bad,
         ready_pos=dict(ready),
         qidx=[text(m) for m in qidx],
