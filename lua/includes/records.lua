@@ -11,8 +11,8 @@ end
 
 -- Downstream ids in one slice of K.kids at most: crediting one (every child may become ready and be
 -- queued, ~25 µs each) stays near 10 ms; commands.KIDS_SLICE is the same number.
-local KIDS_SLICE = 500
--- Slices one task's downstream ids may fill in K.kids (5M ids).
+local KIDS_SLICE = 400
+-- Slices one task's downstream ids may fill in K.kids (4M ids).
 local KIDS_SLICES_MAX = 10000
 
 -- The number of slices when the children list starting at `kat` in `v` is the marker "*<m>"

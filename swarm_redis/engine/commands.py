@@ -155,7 +155,7 @@ class TaskDef:
 
 #: Downstream ids a task record holds inline at most, and per slice of the ``kids`` hash: a
 #: longer list lives in slices there (one fan-out call credits one slice, lua/register_kids.lua).
-KIDS_SLICE = 500
+KIDS_SLICE = 400
 
 
 def kids_slices(downstream_ids: Sequence[int]) -> list[str]:

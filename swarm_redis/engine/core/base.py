@@ -60,7 +60,7 @@ DEQUEUE_CHUNK = 250
 STATUS_PAGE = 1000
 #: Entries per ZRANGE page of the ready queue (a plain read, ~0.2 µs each).
 QUEUE_PAGE = 5000
-#: ``kids`` slices read per round trip (up to 500 ids each).
+#: ``kids`` slices read per round trip (up to 400 ids each).
 SLICE_READ = 50
 
 
@@ -303,7 +303,7 @@ class CoreBase:
 
     def fill_slices(self, states: list[cmd.TaskState]) -> Op[list[cmd.TaskState]]:
         """``states`` with the downstream ids of those kept in ``kids`` slices read in: at most
-        :data:`SLICE_READ` slices per round trip (each slice is up to 500 ids)."""
+        :data:`SLICE_READ` slices per round trip (each slice is up to 400 ids)."""
         wanted = [(i, s) for i, s in enumerate(states) if s.slices]
         if not wanted:
             return states
