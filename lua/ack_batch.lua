@@ -47,12 +47,14 @@ end
 local function of_batch(id)
   return in_batch[id]
 end
-local r, invalid = apply_changes(10, n, stamp, propagate, takes_answer, of_batch)
+local r, invalid, R = apply_changes(10, n, stamp, propagate, takes_answer, of_batch)
 if invalid then
   return invalid
 end
 report_changes(r, n)
-local back = close_batch(bid, b)
+local back = close_batch(bid, b, function(id)
+  return recs_status(R, id)
+end)
 redis.call('HINCRBY', K.counters, 'acks', 1)
 emit('type', 'ack', 'batch', bid, 'replica', rid, 'changed', #r.changed, 'requeued', #back)
 touch()

@@ -18,7 +18,7 @@
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 replica id, 5 incarnation, 6 max_size, 7 window,
 --       8 scan_limit (ignored since the per-array index; kept for compatibility)
 -- Returns: {version, batch id ("" when nothing can be claimed), array id, resource key,
---           redriven 1/0, {id, status, done, ...} in batch order}
+--           redriven 1/0, "id|status|done ..." in batch order}
 -- Errors: STATELOST, LEASELOST (the caller is not a live member; nothing is written).
 --!include prelude
 --!include queue
@@ -38,6 +38,8 @@ local rid, inc = ARGV[4], ARGV[5]
 local max_size, window = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- stale (final) entries dropped per array and call at most; joiner candidates read per step
 local STALE_MAX, PAGE = 64, 256
+-- a field no task id can be, and a value above any sane hash-max-listpack-value (default 64)
+local CLAIMS_HT, CLAIMS_HT_VALUE = '#ht', string.rep('-', 1024)
 local now = now_ms()
 local err = lease_error(rid, inc, now)
 if err then
@@ -68,7 +70,7 @@ while true do
     local ids = split_ids(b.ids)
     emit('type', 'redrive', 'batch', bid, 'replica', rid, 'n', #ids)
     touch()
-    return {finish(), bid, b.array, b.rkey, 1, task_triples(ids)}
+    return {finish(), bid, b.array, b.rkey, 1, task_heads(ids)}
   end
 end
 if popped > 0 then  -- only leftovers: none of them orphaned
@@ -76,7 +78,7 @@ if popped > 0 then  -- only leftovers: none of them orphaned
 end
 
 -- 2. form a new batch
-local nothing = {VERSION, '', '', '', 0, {}}
+local nothing = {VERSION, '', '', '', 0, ''}
 local limit = tonumber(redis.call('HGET', K.meta, 'limit') or '0')
 local active = 0
 for st in pairs(ACTIVE) do
@@ -138,7 +140,7 @@ end
 
 -- find the head: each array's first entry (qidx), the earliest of them wins
 local stale, stale_arrs = {}, {}
-local head_id, head_arr, head_pos, head_member
+local head_id, head_arr, head_pos, head_member, head_rec
 for _, aid in ipairs(free) do
   local dropped, off = 0, 0
   while off < STALE_MAX do
@@ -150,7 +152,7 @@ for _, aid in ipairs(free) do
     if claimable(recs[1]) then
       local pos = string.match(ms[1], '^[^|]*|(%d+)|')
       if not head_pos or pos < head_pos then
-        head_id, head_arr, head_pos, head_member = ids[1], aid, pos, ms[1]
+        head_id, head_arr, head_pos, head_member, head_rec = ids[1], aid, pos, ms[1], recs[1]
       end
       break
     end
@@ -169,13 +171,13 @@ if #stale > 0 then
   touch()
 end
 if not head_id then
-  return {finish(), '', '', '', 0, {}}
+  return {finish(), '', '', '', 0, ''}
 end
 
 -- gather the joiners: entries of the head's array within `window` entries after the head
 local cap = math.min(max_size, wcap, acap[head_arr])
 local rkey = redis.call('HGET', K.qres, head_id) or ''
-local members, mkeys = {head_id}, {head_member}
+local members, mkeys, mrecs = {head_id}, {head_member}, {head_rec}
 if cap > 1 and window > 0 then
   local rank = redis.call('ZRANK', K.ready, head_id)
   local upper = '(' .. head_arr .. '}'
@@ -196,6 +198,7 @@ if cap > 1 and window > 0 then
       if claimable(recs[j]) and (rks[j] or '') == rkey then
         members[#members + 1] = ids[j]
         mkeys[#mkeys + 1] = ms[j]
+        mrecs[#mrecs + 1] = recs[j]
         if #members >= cap then
           break
         end
@@ -212,7 +215,10 @@ multi('ZREM', K.ready, members)
 multi('ZREM', K.qidx, mkeys)
 local bid = tostring(redis.call('HINCRBY', K.counters, 'batches', 1))
 for i = 1, #members, 2000 do
-  local srem, hset = {}, {}
+  -- CLAIMS_HT: a value longer than hash-max-listpack-value in the same HSET makes Redis store
+  -- `claims` as a hash table before the fields go in (deleted at once): a listpack (what a hash
+  -- below 512 fields would be) costs a scan of the whole hash per field set, read or deleted
+  local srem, hset = {}, {CLAIMS_HT, CLAIMS_HT_VALUE}
   for j = i, math.min(i + 1999, #members) do
     srem[#srem + 1] = members[j]
     hset[#hset + 1] = members[j]
@@ -220,6 +226,7 @@ for i = 1, #members, 2000 do
   end
   redis.call('SREM', K.queued, unpack(srem))
   redis.call('HSET', K.claims, unpack(hset))
+  redis.call('HDEL', K.claims, CLAIMS_HT)
 end
 local b = {array = head_arr, rkey = rkey, ids = table.concat(members, ',')}
 redis.call('HSET', K.batches, bid, batch_join(rid, inc, b))
@@ -232,4 +239,4 @@ else
   emit('type', 'claim', 'batch', bid, 'replica', rid, 'array', head_arr, 'n', #members)
 end
 touch()
-return {finish(), bid, head_arr, rkey, 0, task_triples(members)}
+return {finish(), bid, head_arr, rkey, 0, task_heads(members, mrecs)}

@@ -28,7 +28,7 @@ local R, r = recs_new(), new_result()
 recs_load(R, ids)
 local done = {}
 for _, id in ipairs(ids) do
-  if R.map[id] and R.map[id].s == 'D' then
+  if R.map[id] and R.map[id][T_S] == 'D' then
     done[#done + 1] = id
   end
 end
@@ -43,12 +43,12 @@ for _, id in ipairs(ids) do
   if t then
     if count_completion(R, id, r) then
       propagated[#propagated + 1] = id
-    elseif t.s == 'G' then
-      if t.nd == t_nup(t) then
+    elseif t[T_S] == 'G' then
+      if t_done(t) == t_nup(t) then
         kind[id] = 'back'
         add_cand(r, id, false)
       end
-    elseif t.s == 'A' then
+    elseif t[T_S] == 'A' then
       kind[id] = 'front'
       fronts[#fronts + 1] = id
     end

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
     code = main(list(args))
     captured = capsys.readouterr()
     return CliResult(code, captured.out, captured.err)
+
+
+def cli_for(capsys: pytest.CaptureFixture[str], url: str, prefix: str) -> Callable[..., CliResult]:
+    """``cli("status", "7", "--json")``: the CLI against ``url`` under ``prefix``."""
+
+    def run(*args: str) -> CliResult:
+        return run_cli(capsys, "--url", url, "--prefix", prefix, *args)
+
+    return run
 
 
 def build_run(url: str, prefix: str, run_id: int, *, client: Any = None) -> RedisSwarmState:

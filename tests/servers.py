@@ -227,12 +227,16 @@ class SentinelGroup:
             for s in self.sentinels:
                 sc = s.client(decode_responses=True)
                 try:
-                    wait_until(
-                        lambda sc=sc: (
+
+                    def knows_all(sc: redis.Redis = sc) -> bool:
+                        return (
                             len(sc.execute_command("SENTINEL", "REPLICAS", self.master_name)) == 1
                             and len(sc.execute_command("SENTINEL", "SENTINELS", self.master_name))
                             == 2
-                        ),
+                        )
+
+                    wait_until(
+                        knows_all,
                         timeout,
                         "every sentinel to know the replica and the other sentinels",
                     )

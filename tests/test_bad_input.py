@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from replies import scored_members, stream_entries
 
 from swarm_redis import (
     ArrayRecord,
@@ -50,11 +51,11 @@ def dump_run(client: redis.Redis, keys: RunKeys) -> dict[str, tuple[str, Any]]:
         elif kind == "string":
             value = _s(client.get(key))
         elif kind == "zset":
-            value = [(_s(m), s) for m, s in client.zrange(key, 0, -1, withscores=True)]
+            value = [(_s(m), s) for m, s in scored_members(client, key)]
         elif kind == "stream":
             value = [
                 (_s(eid), sorted((_s(k), _s(v)) for k, v in fields.items()))
-                for eid, fields in client.xrange(key)
+                for eid, fields in stream_entries(client, key)
             ]
         else:
             raise AssertionError(f"unexpected type {kind} of {key}")
@@ -201,7 +202,7 @@ def test_bad_id_in_add_task(state: RedisSwarmState, check: Check, bad: Any) -> N
 
 def test_bad_downstream_id_in_add_task(state: RedisSwarmState, check: Check) -> None:
     task = TaskRecord(60)
-    task.downstream_swarm_tasks = {"x"}  # type: ignore[assignment]
+    task.downstream_swarm_tasks = {"x"}
     check(InvalidTypeError, "downstream id.*'x'", state.add_task, task)
 
 
@@ -227,7 +228,7 @@ def test_bad_id_in_enqueue(state: RedisSwarmState, check: Check) -> None:
 
 def test_bad_array_id(state: RedisSwarmState, check: Check) -> None:
     check(InvalidTypeError, "array id.*'7'", state.add_array, ArrayRecord("7", 3))  # type: ignore[arg-type]
-    update = StateUpdate(array_limits={"7": 3})
+    update = StateUpdate(array_limits={"7": 3})  # type: ignore[dict-item]
     check(InvalidTypeError, "array id.*'7'", state.apply_update, update)
 
 
@@ -242,7 +243,7 @@ def test_negative_limit_in_update(state: RedisSwarmState, check: Check) -> None:
 def test_non_int_limit_in_update(state: RedisSwarmState, check: Check) -> None:
     update = StateUpdate(task_statuses={5: "D"}, max_concurrently_running="9")  # type: ignore[arg-type]
     check(InvalidTypeError, "max_concurrently_running.*'9'", state.apply_update, update)
-    update = StateUpdate(max_concurrently_running=True)  # type: ignore[arg-type]
+    update = StateUpdate(max_concurrently_running=True)
     check(InvalidTypeError, "max_concurrently_running.*bool", state.apply_update, update)
 
 

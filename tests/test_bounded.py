@@ -18,6 +18,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from replies import as_bytes, scored_members
 
 from swarm_redis import (
     ArrayRecord,
@@ -70,17 +71,17 @@ class Timed:
     def __init__(self, state: RedisSwarmState) -> None:
         self.state = state
         self.calls: list[tuple[str, float]] = []
-        self._orig = state._transport.execute
-        state._transport.execute = self._execute  # type: ignore[method-assign]
+        self._orig: Callable[[list[Any]], list[Any]] = state._transport.execute
+        state._transport.execute = self._execute
 
     def _execute(self, calls: list[Any]) -> list[Any]:
         scripts = [c.script for c in calls if isinstance(c, ScriptCall)]
         if not scripts:
-            return self._orig(calls)  # type: ignore[no-any-return]
+            return self._orig(calls)
         before = _cpu_ms(self.state.redis)
         out = self._orig(calls)
         self.calls.append((",".join(scripts), _cpu_ms(self.state.redis) - before))
-        return out  # type: ignore[no-any-return]
+        return out
 
     def take(self) -> list[tuple[str, float]]:
         out, self.calls = self.calls, []
@@ -115,7 +116,7 @@ def _prequeue(client: redis.Redis, st: RedisSwarmState, ids: range, array: int) 
     for lo in range(ids.start, ids.stop, step):
         part = range(lo, min(lo + step, ids.stop))
         pipe = client.pipeline(transaction=False)
-        pipe.zadd(keys.ready, {i: i - ids.start + 1 for i in part})
+        pipe.zadd(keys.ready, {str(i): i - ids.start + 1 for i in part})
         pipe.zadd(keys.qidx, {qidx_member(array, i - ids.start + 1, i): 0 for i in part})
         pipe.sadd(keys.queued, *part)
         pipe.execute()
@@ -155,7 +156,7 @@ def test_enqueue_and_dequeue_on_a_200k_queue_stay_bounded(private: redis.Redis) 
     worst_in = timed.check("enqueue", min_calls=moved // 500)
     assert [t.task_id for t in queued] == [t.task_id for t in order]
     assert st.get_ready_to_run_count() == BIG
-    tail = [int(x) for x in private.zrange(st.keys.ready, -10, -1)]
+    tail = [int(as_bytes(x)) for x in private.zrange(st.keys.ready, -10, -1)]
     assert tail == [t.task_id for t in order[-10:]]
 
     out = st.dequeue_tasks(moved)
@@ -165,8 +166,8 @@ def test_enqueue_and_dequeue_on_a_200k_queue_stay_bounded(private: redis.Redis) 
     keys = st.keys
     sizes = private.zcard(keys.ready), private.zcard(keys.qidx), private.scard(keys.queued)
     assert sizes == (BIG - moved,) * 3
-    head = private.zrange(keys.ready, 0, 0, withscores=True)[0]
-    first = private.zrange(keys.qidx, "[1|", "(1}", bylex=True, offset=0, num=1)[0]
+    head = scored_members(private, keys.ready, 0, 0)[0]
+    first = as_bytes(private.zrange(keys.qidx, "[1|", "(1}", bylex=True, offset=0, num=1)[0])
     assert first.decode() == qidx_member(1, int(head[1]), int(head[0]))
     print(f"enqueue/dequeue of {moved} on {BIG}: worst {worst_in:.1f} / {worst_out:.1f} ms")
 
@@ -180,7 +181,7 @@ def test_front_enqueue_in_chunks_keeps_the_given_order(private: redis.Redis) -> 
     front = tasks[10:][::-1] + tasks[:3]  # the already queued ones are skipped
     st.enqueue_tasks(front, front=True)
     want = [t.task_id for t in tasks[10:][::-1]] + [t.task_id for t in tasks[:10]]
-    assert [int(x) for x in private.zrange(st.keys.ready, 0, -1)] == want
+    assert [int(as_bytes(x)) for x in private.zrange(st.keys.ready, 0, -1)] == want
     assert [t.task_id for t in st.ready_to_run] == want  # paged view, same order
     assert find_drift(private, st.keys).clean
 
@@ -210,13 +211,31 @@ def test_claim_behind_60k_tasks_of_a_full_array_is_bounded_and_not_starved(
     timed.check("claim_batch")
     st.release_batch(rep, second)  # back to the front, in batch order
     timed.check("release_batch")
-    assert [int(x) for x in private.zrange(st.keys.ready, 0, 2)] == [
+    assert [int(as_bytes(x)) for x in private.zrange(st.keys.ready, 0, 2)] == [
         blocked + 301,
         blocked + 302,
         blocked + 303,
     ]
     assert find_drift(private, st.keys).clean
     print(f"claim behind {blocked} queued tasks of a full array: {worst:.1f} ms")
+
+
+def test_claims_is_a_hash_table_from_the_first_claim(private: redis.Redis) -> None:
+    """A listpack ``claims`` would cost a scan of the hash per field set, read or deleted."""
+    private.config_set("hash-max-listpack-entries", 512)
+    st = _big_state(private, 4, limit=1000)
+    st.add_arrays([ArrayRecord(1, 1000)])
+    st.add_tasks([TaskRecord(i, 1, "G", 0, 0) for i in range(1, 11)])
+    st.enqueue_tasks(st._run(st._core.objects(list(range(1, 11)))))
+    rep = st.join_replica(60)
+    batch = st.claim_batch(rep, max_size=4)
+    assert batch is not None and list(batch.task_ids) == [1, 2, 3, 4]
+    assert private.object("encoding", st.keys.claims) == b"hashtable"
+    assert sorted(int(k) for k in private.hkeys(st.keys.claims)) == [1, 2, 3, 4]
+    assert set(private.hvals(st.keys.claims)) == {batch.batch_id.encode()}
+    st.ack_batch(rep, batch, dict.fromkeys(batch.task_ids, "Q"))
+    assert private.exists(st.keys.claims) == 0
+    assert find_drift(private, st.keys).clean
 
 
 def test_reading_a_big_set_while_it_changes_returns_only_tasks_in_that_status(
@@ -227,7 +246,7 @@ def test_reading_a_big_set_while_it_changes_returns_only_tasks_in_that_status(
     _fill(private, st, range(1, n + 1), 1, "G")
     other = RedisSwarmState.attach(private, 4, prefix="bounded")
     moved: list[int] = []
-    orig = st._transport.execute
+    orig: Callable[[list[Any]], list[Any]] = st._transport.execute
 
     def execute(calls: list[Any]) -> list[Any]:
         out = orig(calls)
@@ -236,11 +255,11 @@ def test_reading_a_big_set_while_it_changes_returns_only_tasks_in_that_status(
             batch = list(range(len(moved) * 50 + 1, len(moved) * 50 + 51))
             other.apply_update(StateUpdate(task_statuses={i: "R" for i in batch}))
             moved.extend(batch)
-        return out  # type: ignore[no-any-return]
+        return out
 
-    st._transport.execute = execute  # type: ignore[method-assign]
+    st._transport.execute = execute
     got = st.get_tasks_by_status("G")
-    st._transport.execute = orig  # type: ignore[method-assign]
+    st._transport.execute = orig
     ids = {t.task_id for t in got}
     assert len(moved) >= 500  # the read took many pages, with moves between them
     assert len(ids) == len(got)  # each once

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 from replica_procs import ReplicaProcs, layered_dag
+from replies import as_bytes
 
 from swarm_redis import ArrayRecord, RedisSwarmState
 from swarm_redis.demo.sim import SimConfig, SimReport, SimServer
@@ -148,7 +149,9 @@ def test_replicas_survive_sigkill_chaos(
     assert all(replicas.procs[n].returncode == 0 for n in survivors), replicas.tail(15)
     assert all(results[n]["reason"] == "final" for n in survivors), results
     assert kills >= 1
-    counters = {k.decode(): int(v) for k, v in client.hgetall(state.keys.counters).items()}
+    counters = {
+        as_bytes(k).decode(): int(v) for k, v in client.hgetall(state.keys.counters).items()
+    }
     print(
         f"kills: {kills} ({leader_kills} leaders), leader: {state.leader()}, "
         f"redrives: {counters.get('redrives', 0)}, resent: {report.resent}, "

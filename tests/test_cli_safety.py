@@ -34,9 +34,13 @@ from swarm_redis.engine.keys import (
 )
 from swarm_redis.errors import InvalidInputError
 from swarm_redis.ops import cli as cli_mod
+from swarm_redis.ops import handlers as handlers_mod
+from swarm_redis.ops import purge as purge_mod
+from swarm_redis.ops import reads as reads_mod
 from swarm_redis.ops import snapshot as snapshot_mod
 from swarm_redis.ops.exporter import serve
 from swarm_redis.ops.snapshot import KEY_TYPES, TRANSIENT_KEYS
+from swarm_redis.ops.snapshot import restore as restore_mod
 
 Capsys = pytest.CaptureFixture[str]
 Dump = dict[bytes, tuple[bytes | None, int]]
@@ -275,7 +279,7 @@ def test_purge_aborts_when_the_run_changes_under_it(
     """The liveness check and UNLINK are one WATCHed transaction: a write in between wins."""
     hood.finish(hood.main, 7)
     keys = RunKeys(hood.main, 7)
-    real = cli_mod.read_liveness  # type: ignore[attr-defined]
+    real = reads_mod.read_liveness  # what purge calls, until the test swaps it
     calls = []
 
     def racing(client: Any, k: RunKeys) -> Any:
@@ -285,7 +289,8 @@ def test_purge_aborts_when_the_run_changes_under_it(
             hood.states[(hood.main, 7)].join_replica(ttl_s=60, replica_id="rep-late")
         return out
 
-    monkeypatch.setattr(cli_mod, "read_liveness", racing)
+    monkeypatch.setattr(handlers_mod, "read_liveness", racing)
+    monkeypatch.setattr(purge_mod, "read_liveness", racing)
     before = hood.keys_of(hood.main, 7)
     res = cli(hood.main, "purge", "7", "--yes")
     assert res.code == cli_mod.EXIT_ERROR and "nothing deleted" in res.err
@@ -475,7 +480,7 @@ def test_a_failed_write_leaves_nothing_and_force_keeps_the_old_run(
     path = write(tmp_path, good)
     hood.finish(hood.main, 2)
     before = hood.dump()
-    real = snapshot_mod._write_temp
+    real = restore_mod._write_temp
     written: list[str] = []
 
     def failing(client: Any, key: str, entry: Any) -> None:
@@ -484,7 +489,7 @@ def test_a_failed_write_leaves_nothing_and_force_keeps_the_old_run(
         written.append(key)
         real(client, key, entry)
 
-    monkeypatch.setattr(snapshot_mod, "_write_temp", failing)
+    monkeypatch.setattr(restore_mod, "_write_temp", failing)
     for target in (["--run", "2", "--force"], ["--run", "9002"]):
         written.clear()
         res = cli(hood.main, "import", path, *target)
@@ -498,13 +503,13 @@ def test_import_aborts_when_the_run_appears_meanwhile(
 ) -> None:
     good = export_of(hood, cli, tmp_path, 1)
     path = write(tmp_path, good)
-    real = snapshot_mod._commit
+    real = restore_mod._commit
 
     def racing(client: Any, keys: RunKeys, *args: Any) -> Any:
         light_run(hood.url, hood.main, 9003)  # another process creates the run first
         return real(client, keys, *args)
 
-    monkeypatch.setattr(snapshot_mod, "_commit", racing)
+    monkeypatch.setattr(restore_mod, "_commit", racing)
     res = cli(hood.main, "import", path, "--run", "9003")
     assert res.code == cli_mod.EXIT_ERROR and "exists" in res.err
     created = hood.keys_of(hood.main, 9003)

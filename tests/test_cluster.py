@@ -13,6 +13,7 @@ import redis
 import redis.cluster
 from fronts import Front, FrontState
 from race_worker import run_workers
+from redis.crc import key_slot
 from servers import LocalCluster, runs_on_every_primary
 from test_fronts import replicas_scenario
 
@@ -124,12 +125,12 @@ def test_every_key_of_a_run_sits_in_one_slot(
             plain.close()
     assert set(found) == set(runs)
     for run_id, slots in found.items():
-        assert slots == {redis.cluster.key_slot(RunKeys(prefix, run_id).meta.encode())}
+        assert slots == {key_slot(RunKeys(prefix, run_id).meta.encode())}
         assert len(owner[run_id]) == 1  # the whole run on one primary
         assert f"127.0.0.1:{owner[run_id].pop()}" == runs[run_id]
     # And the declared key list of a run never leaves its slot either.
     for run_id in runs:
-        assert len({redis.cluster.key_slot(k.encode()) for k in RunKeys(prefix, run_id).all}) == 1
+        assert len({key_slot(k.encode()) for k in RunKeys(prefix, run_id).all}) == 1
 
 
 def test_scripts_reload_after_flush_on_every_node(

@@ -71,7 +71,16 @@ def _flags(cmd: list[str]) -> dict[str, str]:
 
 
 def test_expected_services(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("redis", "seed", "sim", "replica", "watch", "cluster-create"):
+    for name in (
+        "redis",
+        "seed",
+        "sim",
+        "replica",
+        "watch",
+        "verify",
+        "exporter",
+        "cluster-create",
+    ):
         assert name in services
     nodes = [n for n, s in services.items() if "--cluster-enabled" in s.get("command", [])]
     assert len(nodes) >= 3
@@ -107,6 +116,8 @@ def test_app_services_use_the_local_image(
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.\d+", dockerfile, re.M)
     assert re.search(r"pip install .*'\.\[", dockerfile)
+    (extras,) = re.findall(r"pip install '\.\[([a-z,]+)\]'", dockerfile)
+    assert "prometheus" in extras.split(",")  # the image can serve the exporter
 
 
 def test_every_command_parses(services: dict[str, dict[str, Any]]) -> None:
@@ -140,7 +151,7 @@ def test_dependencies_wait_for_health(services: dict[str, dict[str, Any]]) -> No
             if dep in ("redis", "sim") or "--cluster-enabled" in services[dep].get("command", []):
                 assert condition == "service_healthy", (name, dep)
                 assert "healthcheck" in services[dep], dep
-    for name in ("seed", "sim", "replica", "watch"):
+    for name in ("seed", "sim", "replica", "watch", "verify"):
         assert _depends(services[name])["redis"] == "service_healthy"
     replica = _depends(services["replica"])
     assert replica["sim"] == "service_healthy"
@@ -184,9 +195,54 @@ def test_cluster_profile(services: dict[str, dict[str, Any]]) -> None:
     assert "--cluster-yes" in script
     assert set(_depends(create)) == set(nodes)
     assert set(_depends(create).values()) == {"service_healthy"}
-    # Only the cluster's own services and the tools are behind a profile.
-    for name, service in services.items():
-        assert service.get("profiles", ["cluster"]) in (["cluster"], ["tools"]), name
+    # `--profile cluster up` starts the cluster and none of the demo.
+    started = _started_by_up(services, {"cluster"})
+    assert set(nodes) | {"cluster-create", "cluster-runs"} <= started
+    assert not started & {"seed", "sim", "replica", "watch", "verify", "exporter"}
+
+
+def _started_by_up(services: dict[str, dict[str, Any]], profiles: set[str]) -> set[str]:
+    """The services `docker compose [--profile P ...] up` starts: those without a profile or
+    with an active one. Compose refuses to start when one of them depends on a disabled
+    service, so that is checked here too."""
+    started = {
+        n for n, s in services.items() if not s.get("profiles") or profiles & set(s["profiles"])
+    }
+    for name in started:
+        missing = set(_depends(services[name])) - started
+        assert not missing, f"{name} depends on {missing}, not started with profiles {profiles}"
+    return started
+
+
+def _run_starts(services: dict[str, dict[str, Any]], name: str) -> None:
+    """`docker compose run NAME` enables NAME's profiles, not its dependencies' ones: each
+    dependency must be always on or share a profile with it."""
+    own = set(services[name].get("profiles", []))
+    for dep in _depends(services[name]):
+        theirs = set(services[dep].get("profiles", []))
+        assert not theirs or theirs & own, f"`run {name}` cannot start {dep} (profiles {theirs})"
+
+
+def test_profiles(services: dict[str, dict[str, Any]]) -> None:
+    assert _started_by_up(services, set()) == {"redis"}  # a plain `up`: Redis only, no watch
+    demo = _started_by_up(services, {"demo"})
+    assert demo == {"redis", "seed", "sim", "replica"}  # the live view is asked for, never implied
+    for name in ("watch", "verify", "exporter"):
+        assert name not in demo and services[name].get("profiles"), name
+        _run_starts(services, name)
+    exporter = services["exporter"]
+    _, args = _parse(_command(exporter))
+    assert args.command == "exporter" and args.prefix == PREFIX
+    assert exporter["ports"] == [f"127.0.0.1:${{SWARM_EXPORTER_PORT:-9108}}:{args.port}"]
+
+
+def test_redis_host_port_is_a_variable_with_a_default(services: dict[str, dict[str, Any]]) -> None:
+    (port,) = services["redis"]["ports"]
+    match = re.fullmatch(r"127\.0\.0\.1:\$\{SWARM_REDIS_PORT:-(\d+)\}:6379", port)
+    assert match, port
+    assert match.group(1) != "6379"  # the default leaves a local Redis on 6379 alone
+    header = (ROOT / "docker-compose.yml").read_text().split("services:")[0]
+    assert "SWARM_REDIS_PORT=" in header  # the override is documented where it is used
 
 
 def test_no_secret_in_the_file() -> None:

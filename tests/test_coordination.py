@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from fronts import Front
+from replies import as_bytes, stream_entries
 
 from swarm_redis import (
     ArrayRecord,
@@ -116,7 +117,7 @@ def snapshot(r: redis.Redis, state: Any) -> dict[str, Any]:
         elif kind == "string":
             out[key] = r.get(key)
         elif kind == "stream":
-            out[key] = [e[0] for e in r.xrange(key)]
+            out[key] = [eid for eid, _ in stream_entries(r, key)]
         else:
             out[key] = kind
     return out
@@ -159,13 +160,13 @@ def test_join_heartbeat_leave(run: Run) -> None:
     assert rep.ttl_ms == 5000 and rep.id and rep.incarnation
     raw = run.r.hget(st.keys.replicas, rep.id)
     assert raw is not None
-    inc, _, joined = raw.decode().split("|")
+    inc, _, joined = as_bytes(raw).decode().split("|")
     assert inc == rep.incarnation
     short = redis_ms(run.r) + 1000  # pretend the lease has only 1 s left
     run.r.hset(st.keys.replicas, rep.id, f"{inc}|{short}|{joined}")
     st.heartbeat(rep)
     raw = run.r.hget(st.keys.replicas, rep.id)
-    assert raw is not None and int(raw.decode().split("|")[1]) > short
+    assert raw is not None and int(as_bytes(raw).decode().split("|")[1]) > short
     st.leave(rep)
     assert run.r.hget(st.keys.replicas, rep.id) is None
     with pytest.raises(LeaseLostError, match="not a member"):
@@ -178,7 +179,7 @@ def test_join_sets_actor_in_events(run: Run) -> None:
     rep = st.join_replica(5.0, replica_id="alpha")
     assert rep.id == "alpha"
     st.claim_batch(rep)
-    events = run.r.xrange(st.keys.events)
+    events = stream_entries(run.r, st.keys.events)
     claim = [f for _, f in events if f[b"type"] == b"claim"]
     assert claim and claim[-1][b"actor"] == b"alpha"
 
@@ -207,11 +208,11 @@ def test_join_validates(run: Run) -> None:
     with pytest.raises(InvalidInputError):
         st.join_replica(0)
     with pytest.raises(InvalidTypeError):
-        st.join_replica("10")  # type: ignore[arg-type]
+        st.join_replica("10")
     with pytest.raises(InvalidInputError):
         st.join_replica(1.0, replica_id="a|b")
     with pytest.raises(InvalidTypeError):
-        st.claim_batch("not a replica")  # type: ignore[arg-type]
+        st.claim_batch("not a replica")
     assert run.r.hlen(st.keys.replicas) == 0
 
 
@@ -382,7 +383,7 @@ def test_ack_rejects_bad_input_before_writing(run: Run) -> None:
     with pytest.raises(InvalidInputError):
         st.ack_batch(rep, batch, {1: "X"})
     with pytest.raises(InvalidTypeError):
-        st.ack_batch(rep, batch, [1])  # type: ignore[arg-type]
+        st.ack_batch(rep, batch, [1])
     assert snapshot(run.r, st) == before
 
 

@@ -24,6 +24,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from replies import as_bytes
 
 from swarm_redis.engine import commands as cmd
 from swarm_redis.engine.core import run_sync
@@ -56,7 +57,7 @@ def _records(client: redis.Redis, keys: RunKeys) -> dict[int, cmd.TaskState]:
 
 
 def _queued(client: redis.Redis, keys: RunKeys) -> set[int]:
-    return {int(x) for x in client.zrange(keys.ready, 0, -1)}
+    return {int(as_bytes(x)) for x in client.zrange(keys.ready, 0, -1)}
 
 
 # --- late registration -------------------------------------------------------------------------
@@ -331,7 +332,7 @@ def test_huge_fanout_is_credited_in_bounded_calls(
 
     def execute(batch: list[Any]) -> list[Any]:
         nonlocal calls
-        out = s._transport.execute(batch)
+        out: list[Any] = s._transport.execute(batch)
         for c, reply in zip(batch, out):
             if isinstance(c, cmd.ScriptCall) and c.script in ("apply_update", "propagate"):
                 calls += 1
@@ -359,7 +360,8 @@ def test_abandoned_fanout_is_finished_exactly_once(
     assert rec[1].status == "D" and rec[1].propagated  # counted; its slices are on the way
     progress = client.hget(s.keys.fanout, "1")
     assert progress is not None
-    credited = int(progress.split(b":")[0])  # what the two slices the caller sent credited
+    # what the two slices the caller sent credited
+    credited = int(as_bytes(progress).split(b":")[0])
     assert credited == 2 * cmd.KIDS_SLICE  # slices of the kids hash
     assert sum(r.num_upstreams_done for r in rec.values()) == credited
     assert s.has_pending_work() is True and s.all_tasks_final() is False

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+from replies import as_bytes
 from test_bounded import Timed, private  # noqa: F401  (the private server fixture)
 from test_validation import assert_same, snapshot
 
@@ -134,8 +135,8 @@ def test_completion_credits_each_slice_once(
     other.propagate_completions([1])  # a replay changes nothing
     assert sum(_record(client, s, i).num_upstreams_done for i in range(2, N + 2)) == N
     # a lost credit below a sliced upstream: verify sees it, reconcile heals it
-    raw = client.hget(s.keys.task, "77")
-    assert raw is not None and raw.startswith(b"G|1|")
+    raw = as_bytes(client.hget(s.keys.task, "77"))
+    assert raw.startswith(b"G|1|")
     client.hset(s.keys.task, "77", b"G|0|" + raw[4:])
     assert verify.find_drift(client, s.keys).counts.get("done_count") == 1
     assert other.reconcile().credits_fixed == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -563,7 +563,7 @@ def test_compute_initial_upstream_done_counts_credits_done_tasks_only() -> None:
     link(done, down)
     link(running, down)
     state = make_state(done, running, down)
-    assert state.compute_initial_upstream_done_counts() is None
+    assert cast(object, state.compute_initial_upstream_done_counts()) is None  # returns nothing
     assert down.num_upstreams_done == 1
     assert not down.all_upstreams_done
 
@@ -595,9 +595,9 @@ def test_orchestrator_like_run_reaches_all_final() -> None:
     order: list[int] = []
     while state.has_pending_work():
         if state.get_available_capacity() and state.ready_to_run:
-            task = state.dequeue_task()
-            assert task is not None
-            state.apply_update(StateUpdate(task_statuses={task.task_id: "R"}))
+            dequeued = state.dequeue_task()
+            assert dequeued is not None
+            state.apply_update(StateUpdate(task_statuses={dequeued.task_id: "R"}))
             continue
         running = list(state.get_tasks_by_status("R"))
         changed = state.apply_update(StateUpdate(task_statuses={t.task_id: "D" for t in running}))

@@ -210,11 +210,14 @@ def test_adjust_resources_doubles_memory() -> None:
 # --- transient faults -----------------------------------------------------------------------------
 
 
-def _response(code: str, text: str) -> redis.exceptions.ResponseError:
-    """The error redis-py's parser builds for a ``-CODE text`` reply."""
+def _response(code: str, text: str) -> Exception:
+    """The error redis-py's parser builds for a ``-CODE text`` reply (not always a
+    ResponseError: LOADING gives a BusyLoadingError, a ConnectionError)."""
     from redis._parsers.base import BaseParser
 
-    return BaseParser.parse_error(f"{code} {text}")
+    error = BaseParser.parse_error(f"{code} {text}")
+    assert isinstance(error, Exception)
+    return error
 
 
 FAULTS: dict[str, Callable[[], Exception]] = {

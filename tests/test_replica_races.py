@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from replies import as_bytes, stream_entries
 from test_coordination import redis_ms, snapshot
 
 from swarm_redis import (
@@ -119,7 +120,7 @@ def make_run(
 def lease_deadline(client: redis.Redis, st: RedisSwarmState, replica_id: str) -> int:
     raw = client.hget(st.keys.replicas, replica_id)
     assert raw is not None
-    return int(raw.decode().split("|")[1])
+    return int(as_bytes(raw).decode().split("|")[1])
 
 
 def test_zombie_ack_is_refused_and_changes_nothing(
@@ -183,7 +184,7 @@ def test_leader_failover_and_fencing(
     # when the takeover happened, by Redis time: the stream id of its "leader" event
     takeover_ms = min(
         int(eid.decode().split("-")[0])
-        for eid, fields in client.xrange(st.keys.events)
+        for eid, fields in stream_entries(client, st.keys.events)
         if fields[b"type"] == b"leader" and int(fields[b"epoch"]) > old_epoch
     )
     assert takeover_ms - kill_ms <= 2 * TTL_S * 1000

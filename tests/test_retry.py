@@ -31,6 +31,7 @@ import redis
 import redis.asyncio
 from conftest import MakeClient
 from fronts import Front
+from replies import as_bytes
 
 from swarm_redis import RedisSwarmState, StateUpdate
 from swarm_redis.demo.embedded import RedisProcess, start_redis_server
@@ -123,7 +124,7 @@ def test_every_script_call_of_a_lifecycle_answers_the_same_twice(
     r = make_client()
     st = RedisSwarmState._for_existing_run(r, run_id, prefix=prefix)
     twice = Twice(st._transport, r, st.keys)
-    st._transport = twice  # type: ignore[assignment]
+    st._transport = twice
     st._run(st._core.create(1, run_id, 1, 100, "B"))
     st.add_arrays([ArrayRecord(1, 10)])
     tasks = chain(6)
@@ -314,8 +315,9 @@ class FailOnce:
         self.sent: list[str] = []
 
     def _trip(self, calls: Sequence[Call]) -> bool:
-        rids = [cmd.request_id(c) for c in calls if isinstance(c, ScriptCall)]
-        self.sent += [c.script + ":" + rid for c, rid in zip(calls, rids)]
+        self.sent += [
+            c.script + ":" + cmd.request_id(c) for c in calls if isinstance(c, ScriptCall)
+        ]
         if any(isinstance(c, ScriptCall) and c.script == self.script for c in calls):
             self.left -= 1
             return self.left == 0
@@ -462,7 +464,7 @@ def test_a_replay_after_later_writes_is_not_taken_for_lost_writes(
     st.enqueue_initial_fringe()
     rep = st.join_replica(60, replica_id="a")
     w = FailOnce(st._transport, "claim_batch")
-    st._transport = w  # type: ignore[assignment]
+    st._transport = w
     with pytest.raises(redis.TimeoutError):
         st.claim_batch(rep, max_size=2)  # A: landed, reply lost
     st._transport = w.inner
@@ -514,7 +516,7 @@ def cache_limits(**limits: int) -> Iterator[None]:
 
 def _cache_state(r: redis.Redis, keys: RunKeys) -> tuple[int, int, int, int]:
     """(entries in reply_at, replies in replies, #bytes, sum of reply sizes); checks #count."""
-    fields = [f for f in r.hkeys(keys.replies) if not f.startswith(b"#")]
+    fields = [f for f in map(as_bytes, r.hkeys(keys.replies)) if not f.startswith(b"#")]
     sizes = sum(int(r.hstrlen(keys.replies, f)) for f in fields)
     count = int(r.zcard(keys.reply_at))
     assert hint(r, keys.replies, "#count") == count
@@ -629,6 +631,7 @@ def test_stall_past_socket_timeout_during_claim_ack_apply_dequeue(
     client = redis.Redis(host="127.0.0.1", port=debug_server.port, protocol=3)  # defaults
     admin = redis.Redis(host="127.0.0.1", port=debug_server.port, protocol=3, socket_timeout=None)
     conn = client.connection_pool.make_connection()
+    assert isinstance(conn, redis.Connection)
     assert conn.socket_timeout == 5 and conn.retry.get_retries() == 10
     stall = 5.6
     _load_scripts(admin)
@@ -701,7 +704,9 @@ def test_stall_with_a_from_url_client_then_the_caller_retries(
     the caller gets TimeoutError although the claim ran; calling again returns that batch."""
     client = redis.Redis.from_url(debug_server.url, protocol=3)
     admin = redis.Redis(host="127.0.0.1", port=debug_server.port, protocol=3, socket_timeout=None)
-    assert client.connection_pool.make_connection().retry.get_retries() == 0
+    conn = client.connection_pool.make_connection()
+    assert isinstance(conn, redis.Connection)
+    assert conn.retry.get_retries() == 0
     _load_scripts(admin)
     try:
         st = RedisSwarmState(1, run_id, 1, 100, redis=client, prefix=prefix)

@@ -164,8 +164,9 @@ def test_failover_that_lost_writes_raises_state_lost(
         with pytest.raises(StateLostError) as info:
             retry_until_available(st.counts)
         assert (info.value.run_id, info.value.seen, info.value.found) == (run_id, seen, kept)
+        promoted = group.replica.port
         wait_until(
-            lambda: group.master_port() == group.replica.port,
+            lambda: group.master_port() == promoted,
             10,
             "the first sentinel to report the promoted replica",
         )

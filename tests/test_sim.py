@@ -526,7 +526,8 @@ def test_nothing_uses_pickle() -> None:
 def test_listeners_default_to_loopback(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     with SimServer.start(config()) as server:
         assert server.address.startswith("127.0.0.1:")
-    from swarm_redis.demo.cli import EXIT_USAGE, run_demo
+    from swarm_redis.demo.cli import run_demo
+    from swarm_redis.exit_codes import EXIT_USAGE
     from swarm_redis.ops.cli import build_parser
 
     args = build_parser().parse_args(["demo", "--role", "sim", "--run", "1"])

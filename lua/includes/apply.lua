@@ -15,32 +15,57 @@
 -- Records longer than this (bytes) are kept raw, see recs_load.
 local BIG_RECORD = 16384
 
+-- A loaded record is an array (no hash part: a call loads hundreds, and every table a script
+-- allocates is paid again by Lua's garbage collector): these are its slots.
+local T_S, T_ND, T_ST, T_FL, T_RAW, T_AT, T_KAT, T_S0, T_NUP, T_DIRTY = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+
 -- The immutable part of a loaded record (array|nup|start|children), copied only when written.
 local function t_rest(t)
-  return string.sub(t.raw, t.at)
+  return string.sub(t[T_RAW], t[T_AT])
 end
 
--- Number of upstreams and array id of a loaded record.
+-- Number of upstreams and array id of a loaded record, read from its definition when asked
+-- (most records a call touches need neither).
 local function t_nup(t)
-  return t.nup
+  if not t[T_NUP] then
+    t[T_NUP] = tonumber(string.match(t[T_RAW], '^%d+|(%d+)|', t[T_AT]))
+  end
+  return t[T_NUP]
 end
 
 local function t_array(t)
-  return t.arr
+  return string.match(t[T_RAW], '^(%d+)|', t[T_AT])
+end
+
+-- Upstreams done of a loaded record (t[T_ND] is its text: written back and reported as is).
+local function t_done(t)
+  return tonumber(t[T_ND])
+end
+
+-- The text of a small integer, each converted once per call (a number's text costs a sprintf).
+local NUM_TEXT = {}
+local function num_text_of(n)
+  local s = NUM_TEXT[n]
+  if not s then
+    s = tostring(n)
+    NUM_TEXT[n] = s
+  end
+  return s
 end
 
 -- The children list of a loaded record as (source string, index where the list starts): no copy.
 local function t_children(t)
-  return t.raw, t.kat
+  return t[T_RAW], t[T_KAT]
 end
 
--- The working set of task records of one call: id -> {s, nd, st, fl, raw, at, arr, nup, kat, s0}
--- (s0: the status in Redis; raw: the stored record, at/kat: where its definition and its children
--- list start), loaded on demand, written back by recs_flush; plan: what each completion of this
--- call credits (plan_completions); err: the INVALID reply for the first record that does not
--- parse (the caller answers it before its first write).
+-- The working set of task records of one call: id -> record (slots T_*: status, done count as
+-- text, stamp, flags, the stored record, where its definition and its children list start, the
+-- status in Redis, nup once t_nup read it, whether it must be written), loaded on demand,
+-- written back by recs_flush; plan: what each completion of this call credits
+-- (plan_completions); err: the INVALID reply for the first record that does not parse (the
+-- caller answers it before its first write).
 local function recs_new()
-  return {map = {}, dirty = {}, dirty_list = {}, plan = {}}
+  return {map = {}, dirty_list = {}, plan = {}}
 end
 
 -- Load the records of `ids` not loaded yet: one HMGET per 4,000 ids and one match per record,
@@ -60,12 +85,11 @@ local function recs_load(R, ids)
     for j = i, last do
       local raw = raws[j - i + 1]
       if raw then
-        local why, s, nd, st, fl, at, arr, nup, kat = record_fields(raw)
+        local why, s, nd, st, fl, at, _, _, kat = record_fields(raw)
         if why then
           R.err = R.err or corrupt(missing[j], raw, why)
         else
-          R.map[missing[j]] = {s = s, nd = tonumber(nd), st = st, fl = fl, raw = raw, at = at,
-            arr = arr, nup = tonumber(nup), kat = kat, s0 = s}
+          R.map[missing[j]] = {s, nd, st, fl, raw, at, kat, s, false, false}
         end
       end
     end
@@ -73,8 +97,9 @@ local function recs_load(R, ids)
 end
 
 local function recs_dirty(R, id)
-  if not R.dirty[id] then
-    R.dirty[id] = true
+  local t = R.map[id]
+  if not t[T_DIRTY] then
+    t[T_DIRTY] = true
     R.dirty_list[#R.dirty_list + 1] = id
   end
 end
@@ -87,21 +112,22 @@ local function recs_flush(R)
   local fields, moves, move_keys, deltas = {}, {}, {}, {}
   for _, id in ipairs(R.dirty_list) do
     local t = R.map[id]
+    t[T_DIRTY] = false
     fields[#fields + 1] = id
-    fields[#fields + 1] = rec_join(t.s, t.nd, t.st, t.fl, t_rest(t))
-    if t.s ~= t.s0 then
-      local key = t.s0 .. t.s
+    fields[#fields + 1] = rec_join(t[T_S], t[T_ND], t[T_ST], t[T_FL], t_rest(t))
+    if t[T_S] ~= t[T_S0] then
+      local key = t[T_S0] .. t[T_S]
       if not moves[key] then
         moves[key] = {}
         move_keys[#move_keys + 1] = key
       end
       table.insert(moves[key], id)
-      local step = (ACTIVE[t.s] and 1 or 0) - (ACTIVE[t.s0] and 1 or 0)
+      local step = (ACTIVE[t[T_S]] and 1 or 0) - (ACTIVE[t[T_S0]] and 1 or 0)
       if step ~= 0 then
         local arr = t_array(t)
         deltas[arr] = (deltas[arr] or 0) + step
       end
-      t.s0 = t.s
+      t[T_S0] = t[T_S]
     end
   end
   multi('HSET', K.task, fields)
@@ -114,7 +140,7 @@ local function recs_flush(R)
       redis.call('HINCRBY', K.active, arr, d)
     end
   end
-  R.dirty, R.dirty_list = {}, {}
+  R.dirty_list = {}
   touch()
 end
 
@@ -131,12 +157,12 @@ local function plan_completions(R, ids)
   local children = {}
   for _, id in ipairs(ids) do
     local t = R.map[id]
-    if t and R.plan[id] == nil and not string.find(t.fl, 'p', 1, true) then
-      if #t.raw > BIG_RECORD or kids_marker(t.raw, t.kat) then
+    if t and R.plan[id] == nil and not string.find(t[T_FL], 'p', 1, true) then
+      if #t[T_RAW] > BIG_RECORD or kids_marker(t[T_RAW], t[T_KAT]) then
         R.plan[id] = 'big'
       else
         local kids = {}
-        for child in string.gmatch(string.sub(t.raw, t.kat), '[^,]+') do
+        for child in string.gmatch(string.sub(t[T_RAW], t[T_KAT]), '[^,]+') do
           kids[#kids + 1] = child
         end
         if #kids > EDGE_LEFT then
@@ -169,13 +195,14 @@ local function credit_children(R, kids, r)
   for _, child in ipairs(kids) do
     local c = R.map[child]
     if c then
-      c.nd = c.nd + 1
+      local nd = t_done(c) + 1
+      c[T_ND] = num_text_of(nd)
       recs_dirty(R, child)
       if not r.credited[child] then
         r.credited[child] = true
         r.credited_list[#r.credited_list + 1] = child
       end
-      if c.s == 'G' and c.nd == t_nup(c) then
+      if c[T_S] == 'G' and nd == t_nup(c) then
         add_cand(r, child, false)
       end
     else
@@ -245,11 +272,11 @@ end
 -- r.unfinished. Credited ids go to r.credited. Returns true when it counted the completion.
 local function count_completion(R, id, r)
   local t = R.map[id]
-  if t.s ~= 'D' or string.find(t.fl, 'p', 1, true) then
+  if t[T_S] ~= 'D' or string.find(t[T_FL], 'p', 1, true) then
     return false
   end
   local p = R.plan[id]
-  t.fl = t.fl .. 'p'
+  t[T_FL] = t[T_FL] .. 'p'
   recs_dirty(R, id)
   r.propagated = r.propagated + 1
   if type(p) == 'table' then
@@ -349,7 +376,9 @@ local function finish_queue(R, r, enqueue)
   flush_credits(r, enqueue)
   unqueue_final(r.finals)
   if enqueue then
-    r.ready = queue_many(r.cands)
+    r.ready = queue_many(r.cands, function(id)
+      return t_array(R.map[id])
+    end)
   else
     for _, c in ipairs(r.cands) do
       r.ready[#r.ready + 1] = c[1]
@@ -357,7 +386,7 @@ local function finish_queue(R, r, enqueue)
   end
   for _, id in ipairs(r.credited_list) do
     local t = R.map[id]
-    r.touched[#r.touched + 1] = id .. ':' .. t.nd .. ':' .. t.s
+    r.touched[#r.touched + 1] = id .. ':' .. t[T_ND] .. ':' .. t[T_S]
   end
 end
 
@@ -369,7 +398,7 @@ end
 -- leaves nothing stranded (claimed tasks are never queued).
 -- Returns a table: changed ("id:new:done:old"), ready (ids), touched ("id:done:status"),
 -- into (status -> count), propagated (count); or nil and the INVALID reply when a record it
--- would touch does not parse (nothing written).
+-- would touch does not parse (nothing written); third, the records it loaded (see recs_new).
 local function apply_changes(first, n, stamp, propagate, may_change, consider)
   local stamp_n = tonumber(stamp)
   local r = new_result()
@@ -388,7 +417,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
     local completing = {}
     for k, id in ipairs(ids) do
       local t = R.map[id]
-      if t and (news[k] == 'D' or t.s == 'D') and not string.find(t.fl, 'p', 1, true) then
+      if t and (news[k] == 'D' or t[T_S] == 'D') and not string.find(t[T_FL], 'p', 1, true) then
         completing[#completing + 1] = id
       end
     end
@@ -402,18 +431,18 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   for k, id in ipairs(ids) do
     local t, new = R.map[id], news[k]
     if t then
-      local s0, st0 = t.s, t.st
-      if (stamp == '' or t.st == '' or stamp_n >= tonumber(t.st)) and may_change(t.s) then
+      local s0, st0 = t[T_S], t[T_ST]
+      if (stamp == '' or t[T_ST] == '' or stamp_n >= tonumber(t[T_ST])) and may_change(t[T_S]) then
         if stamp ~= '' then
-          t.st = stamp
+          t[T_ST] = stamp
         end
-        if t.s ~= new then
-          r.changed[#r.changed + 1] = id .. ':' .. new .. ':' .. t.nd .. ':' .. t.s
+        if t[T_S] ~= new then
+          r.changed[#r.changed + 1] = id .. ':' .. new .. ':' .. t[T_ND] .. ':' .. t[T_S]
           r.into[new] = (r.into[new] or 0) + 1
           if n <= DETAIL_MAX then
-            emit('type', 'task', 'task', id, 'from', t.s, 'to', new)
+            emit('type', 'task', 'task', id, 'from', t[T_S], 'to', new)
           end
-          t.s = new
+          t[T_S] = new
           if FINAL[new] then
             r.finals[#r.finals + 1] = id
             -- queued earlier in this call, then final: as if pushed and removed again
@@ -422,7 +451,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
               c[3] = true
             end
           elseif propagate and new == 'G' then
-            if t.nd == t_nup(t) then
+            if t_done(t) == t_nup(t) then
               add_cand(r, id, false)
             end
           elseif propagate and new == 'A' then
@@ -430,7 +459,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
           end
         end
       end
-      if t.s ~= s0 or t.st ~= st0 then
+      if t[T_S] ~= s0 or t[T_ST] ~= st0 then
         recs_dirty(R, id)
       end
       if propagate then
@@ -440,7 +469,13 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   end
   finish_queue(R, r, true)
   recs_flush(R)
-  return r
+  return r, nil, R
+end
+
+-- The status of a task whose record R holds (nil for the others).
+local function recs_status(R, id)
+  local t = R.map[id]
+  return t and t[T_S] or nil
 end
 
 -- Count the completions of the given task ids once (tasks not DONE are ignored) and credit
@@ -463,7 +498,7 @@ local function propagate_ids(ids, enqueue)
   recs_load(R, plain)
   local done = {}
   for _, id in ipairs(plain) do
-    if R.map[id] and R.map[id].s == 'D' then
+    if R.map[id] and R.map[id][T_S] == 'D' then
       done[#done + 1] = id
     end
   end

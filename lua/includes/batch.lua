@@ -49,20 +49,16 @@ local function held_batch(rid, inc, bid)
   return b, nil
 end
 
--- {id, status, done, ...} of the given ids (unknown ids are reported as G with 0 done).
-local function task_triples(ids)
+-- "id|status|done ..." of the given ids, from their records (`recs`, read when nil): one string,
+-- built without parsing a record or converting a number (ids without a readable record are
+-- reported as G with 0 done).
+local function task_heads(ids, recs)
+  recs = recs or multi_reply('HMGET', K.task, ids)
   local out = {}
-  local recs = multi_reply('HMGET', K.task, ids)
   for j = 1, #ids do
-    local s, nd = 'G', 0
-    if recs[j] then
-      s, nd = rec_parse(recs[j])
-    end
-    out[#out + 1] = ids[j]
-    out[#out + 1] = s
-    out[#out + 1] = tonumber(nd)
+    out[j] = ids[j] .. '|' .. (recs[j] and string.match(recs[j], '^%u|%d+') or 'G|0')
   end
-  return out
+  return table.concat(out, ' ')
 end
 
 local function add_reserved(field, delta)
@@ -83,14 +79,29 @@ local function live_holder_batch(rid, inc, bid)
 end
 
 -- Drop a batch: claims, reservation and record. Tasks still G or A go back to the FRONT of the
--- queue in batch order; the others lose their resource key. Returns the requeued ids.
-local function close_batch(bid, b)
+-- queue in batch order; the others lose their resource key. `loaded(id)` (optional): the
+-- current status of a task whose record the caller holds, nil for the others (their records
+-- are read). Returns the requeued ids.
+local function close_batch(bid, b, loaded)
   local ids = split_ids(b.ids)
   multi('HDEL', K.claims, ids)
-  local recs = multi_reply('HMGET', K.task, ids)
+  loaded = loaded or function()
+    return nil
+  end
+  local unknown = {}
+  for _, id in ipairs(ids) do
+    if not loaded(id) then
+      unknown[#unknown + 1] = id
+    end
+  end
+  local recs = multi_reply('HMGET', K.task, unknown)
+  local read = {}
+  for i, id in ipairs(unknown) do
+    read[id] = recs[i] and string.sub(recs[i], 1, 1)
+  end
   local again, done = {}, {}
-  for i, id in ipairs(ids) do
-    local s = recs[i] and string.sub(recs[i], 1, 1)
+  for _, id in ipairs(ids) do
+    local s = loaded(id) or read[id]
     if s == 'G' or s == 'A' then
       again[#again + 1] = id
     else

@@ -18,7 +18,7 @@ local function qpos_text(pos)
 end
 
 local function qidx_member(arr, pos, id)
-  return arr .. '|' .. qpos_text(pos) .. '|' .. id
+  return string.format('%s|%016d|%s', arr, pos + QOFF, id)  -- one string, no intermediate one
 end
 
 -- The array of each id as its record says ('' without a record): qidx is keyed by it.
@@ -99,8 +99,10 @@ end
 -- Back candidates are appended; front ones pushed to the head one after the other (so the last
 -- front candidate ends first, as separate LPUSHes would). A cancelled candidate (final by the
 -- end of the call) counts as queued and removed again: it is reported but not pushed.
+-- `array_of(id)` (optional): the array of a candidate, when the caller has its record loaded
+-- (else the records are read again).
 -- Returns the ids queued, in order, and whether a queued task's resource key changed.
-local function queue_many(cands)
+local function queue_many(cands, array_of)
   if #cands == 0 then
     return {}, false
   end
@@ -177,12 +179,22 @@ local function queue_many(cands)
   end
   multi('HSET', K.taskres, tres)
   multi('HSET', K.qres, qres)
-  qpush(back, false)
   local rev = {}
   for i = #front, 1, -1 do
     rev[#rev + 1] = front[i]
   end
-  qpush(rev, true)
+  local back_arrs, rev_arrs
+  if array_of then
+    back_arrs, rev_arrs = {}, {}
+    for i, id in ipairs(back) do
+      back_arrs[i] = array_of(id)
+    end
+    for i, id in ipairs(rev) do
+      rev_arrs[i] = array_of(id)
+    end
+  end
+  qpush(back, false, back_arrs)
+  qpush(rev, true, rev_arrs)
   return ok, changed
 end
 

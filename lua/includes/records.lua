@@ -4,9 +4,11 @@
 --!include prelude
 --!include check
 
--- A decimal integer text beyond 2^53-1 (a Lua number would not hold it exactly).
+-- A decimal integer text (digits only) beyond 2^53-1 (a Lua number would not hold it exactly):
+-- compared as text, no conversion (a 16-digit µs stamp is the common case).
+local MAX_SAFE_TEXT = '9007199254740991'
 local function big(x)
-  return #x > 15 and (#x > 16 or tonumber(x) > MAX_SAFE)
+  return #x > 15 and (#x > 16 or x > MAX_SAFE_TEXT)
 end
 
 -- Downstream ids in one slice of K.kids at most: crediting one (every child may become ready and be
@@ -39,7 +41,8 @@ local function record_fields(v)
   if not VALID[s] then
     return 'unknown status ' .. s
   end
-  if big(nd) or big(st) or big(arr) or big(nup) or big(start) then
+  if (#nd > 15 or #st > 15 or #arr > 15 or #nup > 15 or #start > 15)
+    and (big(nd) or big(st) or big(arr) or big(nup) or big(start)) then
     return 'a number exceeds 2^53-1'
   end
   return nil, s, nd, st, fl, at, arr, nup, kat

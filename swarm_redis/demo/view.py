@@ -1,8 +1,7 @@
 """The demo's live view: a panel redrawn on a terminal, else one plain line per second.
 
-The panel puts each part on its own line (the run, the progress bar, the status counts, the
-queue and replicas, the leader) and splits the numbers into two narrow tables, so that every
-column header stays whole on an 80-column terminal.
+The panel is the one ``swarm-redis watch`` shows (:func:`swarm_redis.ops.render.watch_view`: every
+part on its own line, fitting 80 columns) with one more line for the demo's replica processes.
 """
 
 from __future__ import annotations
@@ -13,66 +12,21 @@ from typing import IO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 
-from swarm_redis.constants import TASK_STATUSES
 from swarm_redis.ops.reads import RunSnapshot
-from swarm_redis.ops.render import run_status_name, watch_line
+from swarm_redis.ops.render import watch_line, watch_view
 
-__all__ = ["BAR_WIDTH", "LiveView", "demo_panel"]
-
-#: Widest progress bar, in columns (narrower on a narrower console).
-BAR_WIDTH = 60
-
-
-def _numbers(headers: list[str], values: list[str]) -> Table:
-    """One header row and one row of right-aligned numbers, columns as wide as their text."""
-    table = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 1))
-    for header in headers:
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_row(*values)
-    return table
-
-
-def _progress(done: int, total: int) -> Table:
-    """The bar and its percentage as one grid row (a bare ProgressBar ends without a newline)."""
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(max_width=BAR_WIDTH)
-    grid.add_column(no_wrap=True)
-    share = done / total if total else 0.0
-    grid.add_row(ProgressBar(total=max(total, 1), completed=done), f"{share:.0%}")
-    return grid
+__all__ = ["LiveView", "demo_panel"]
 
 
 def demo_panel(
     snap: RunSnapshot, rate: float | None, *, alive: int, wanted: int, kills: int
 ) -> RenderableType:
-    """The live panel of one snapshot: run line, bar, status counts, queue and replicas, leader."""
-    speed = "-" if rate is None else f"{rate:.1f}/s"
-    head = Text(
-        f"run {snap.run_id}: {run_status_name(snap.run_status)}  {snap.done}/{snap.tasks} done "
-        f"({snap.percent_done:.1f}%)  {speed}"
+    """The ``watch`` panel of one snapshot, then the demo's own line: processes and kills."""
+    return Group(
+        watch_view(snap, rate), Text(f"replica processes {alive}/{wanted} alive  kills {kills}")
     )
-    statuses = _numbers(list(TASK_STATUSES), [str(snap.counts[s]) for s in TASK_STATUSES])
-    work = _numbers(
-        ["ready", "claimed", "active/limit", "replicas", "leases", "kills"],
-        [
-            str(snap.ready),
-            str(snap.claimed),
-            f"{snap.active}/{snap.limit}",
-            f"{alive}/{wanted}",
-            str(snap.replicas_alive),
-            str(kills),
-        ],
-    )
-    lead = snap.leader
-    if lead is not None and lead.replica_id:
-        leader = Text(f"leader: {lead.replica_id}  epoch {lead.epoch}")
-    else:
-        leader = Text("leader: none")
-    return Group(head, _progress(snap.done, snap.tasks), statuses, work, leader)
 
 
 class LiveView:

@@ -317,6 +317,20 @@ def triples(flat: Sequence[Any]) -> list[tuple[int, str, int]]:
     return [(int(flat[i]), text(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
 
+def heads(packed: Any) -> list[tuple[int, str, int]]:
+    """``"id|status|done id|status|done ..."`` -> ``[(id, status, done), ...]``.
+
+    A list is the ``[id, status, done, ...]`` form a reply cached by an older build holds.
+    """
+    if isinstance(packed, list):
+        return triples(packed)
+    out = []
+    for item in text(packed).split():
+        tid, status, done = item.split("|")
+        out.append((int(tid), status, int(done)))
+    return out
+
+
 @dataclass(frozen=True)
 class ApplyReply:
     """Decoded reply of apply_update (also used for propagate, with empty changed)."""
@@ -585,7 +599,7 @@ def decode_claim(reply: Sequence[Any]) -> ClaimReply:
         array_id=int(text(reply[2])) if batch_id else 0,
         resource_key=text(reply[3]),
         redriven=int(reply[4]) == 1,
-        tasks=triples(reply[5]),
+        tasks=heads(reply[5]),
     )
 
 

@@ -26,7 +26,8 @@ queued         set     ids currently in ``ready`` (the at-most-once gate of the 
 qres           hash    task id -> resource key, for queued and claimed tasks
 arrays         hash    array id -> max_concurrently_running of the array
 active         hash    array id -> tasks of the array in Q/I/O/R (kept by the scripts, O(1))
-claims         hash    task id -> batch id, for tasks claimed and not yet acknowledged
+claims         hash    task id -> batch id, for tasks claimed and not yet acknowledged (written as
+                       a hash table, never a listpack: see claim_batch.lua)
 batches        hash    batch id -> ``holder|incarnation|array|resource key|id,id,...`` of claimed
                        batches (holder and incarnation empty: orphaned, waiting in ``orphans``)
 reserved       hash    "run" and array id -> capacity reserved by claimed batches

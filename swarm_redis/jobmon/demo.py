@@ -4,10 +4,12 @@ Starts a local jobmon server (sqlite) and, unless ``--url`` / ``$REDIS_URL`` is 
 ``redis-server``; builds a jobmon workflow of ``--tasks`` shell tasks (two arrays with their own
 limits, a fan-in, a task that fails once then succeeds), creates its run, starts ``--replicas``
 ``swarm-redis jobmon-replica`` processes, SIGKILLs the current leader every ``--kill-every``
-seconds (and starts a replacement), and when the run ends prints a verdict read from the jobmon
-server's database: run status, every task DONE, one task instance per attempt, the most tasks
-active at once per array against its limit (sampled from the server's records), and how many
-distributors ran.
+seconds (at least :data:`MIN_KILL_EVERY_S`: a replica takes seconds to start) and starts a
+replacement, and when the run ends prints a verdict read from the jobmon server's database: run
+status, every task DONE, one task instance per attempt, the most tasks active at once per array
+against its limit (sampled from the server's records), and how many distributors ran (from
+their log). ``--purge`` deletes the run's keys at the end (with ``--url``; a private Redis goes
+away with the demo).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ import time
 import uuid
 from typing import Any
 
-__all__ = ["run_jobmon_demo"]
+__all__ = ["MIN_KILL_EVERY_S", "run_jobmon_demo"]
+
+#: Shortest interval between leader kills (a replica needs seconds to load jobmon and the run).
+MIN_KILL_EVERY_S = 10.0
 
 _ACTIVE_SQL = (
     "select array_id, count(*) from task where workflow_id = ? and status in "
@@ -51,6 +56,15 @@ def _private_redis(tmp: str) -> tuple[str, subprocess.Popen[bytes]]:
             raise RuntimeError("private redis-server did not start")
         time.sleep(0.05)
     return f"unix://{sock}", proc
+
+
+def _count_in(path: str, text: str) -> int:
+    """Lines of the file at ``path`` that contain ``text`` (0 when there is no file)."""
+    try:
+        with open(path, errors="replace") as f:
+            return sum(text in line for line in f)
+    except OSError:
+        return 0
 
 
 def _workflow(tag: str, n: int, marker: str, limits: dict[str, int]) -> Any:
@@ -103,7 +117,9 @@ def run_jobmon_demo(args: argparse.Namespace) -> int:
         return 2
     import redis as redis_py
 
+    from swarm_redis.engine.keys import RunKeys
     from swarm_redis.jobmon.localserver import JobmonServer
+    from swarm_redis.ops.reads import scan_keys
     from swarm_redis.state import RedisSwarmState
 
     n_tasks = int(getattr(args, "tasks", 60) or 60)
@@ -111,6 +127,8 @@ def run_jobmon_demo(args: argparse.Namespace) -> int:
         n_tasks = 60  # the simulated demo's default is far too many for a local sqlite server
     replicas = max(1, int(getattr(args, "replicas", 3) or 3))
     kill_every = float(getattr(args, "kill_every", 20.0))
+    if kill_every > 0:
+        kill_every = max(kill_every, MIN_KILL_EVERY_S)
     limits = {"first": 3, "second": 2}
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-demo-")
     url = getattr(args, "url", None) or os.environ.get("REDIS_URL")
@@ -197,7 +215,13 @@ def run_jobmon_demo(args: argparse.Namespace) -> int:
                     p.kill()
             halt.set()
             sampler.join()
+            if redis_proc is None and getattr(args, "purge", False):
+                keys = list(scan_keys(client, RunKeys(prefix, run_id).match_all))
+                for first in range(0, len(keys), 500):
+                    client.unlink(*keys[first : first + 500])
+                say(f"  purged {len(keys)} keys of run {run_id}")
             client.close()
+            distributors = _count_in(os.path.join(tmp, "distributor.log"), "Distributor running")
             statuses = dict(
                 server.query(
                     "select status, count(*) from task where workflow_id = ? group by status",
@@ -238,6 +262,7 @@ def run_jobmon_demo(args: argparse.Namespace) -> int:
         if limit is not None:
             checks.append((peak <= limit, f"array {name}: at most {peak} active, limit {limit}"))
     checks.append((len(kills) > 0 or kill_every <= 0, f"leaders killed: {len(kills)} {kills}"))
+    checks.append((distributors >= 1, f"jobmon distributors started: {distributors}"))
     checks.append(
         (outcome.get("final_status") == "D", f"replica result: {outcome.get('final_status')}")
     )

@@ -20,7 +20,10 @@ task instances twice). So its life is a lease in Redis, independent of the repli
 jobmon's server has no R -> I transition for runs; a restarted distributor's own status updates
 (I, O) on a RUNNING run are refused by the server, which answers the status it holds and
 changes nothing, so the restarted distributor simply carries on: it re-reads its task instances
-from the database (QUEUED, INSTANTIATED, LAUNCHED, RUNNING ...) and continues.
+from the database (QUEUED, INSTANTIATED, LAUNCHED, RUNNING ...) and continues. It is jobmon's
+distributor run through :mod:`swarm_redis.jobmon.adopt`, which takes over what jobmon's own
+distributor cannot: the dead one's INSTANTIATED batches, and LAUNCHED or TRIAGING instances whose
+cluster job it never knew.
 """
 
 from __future__ import annotations
@@ -213,7 +216,7 @@ class _Supervisor:
         cmd = [
             sys.executable,
             "-m",
-            "jobmon.distributor.cli",
+            "swarm_redis.jobmon.adopt",
             "start",
             "--cluster_name",
             self.args.cluster,

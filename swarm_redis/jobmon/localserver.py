@@ -2,8 +2,9 @@
 (for the end-to-end tests and ``swarm-redis demo --jobmon``; not for production).
 
 ``JobmonServer(tmp_dir)`` sets jobmon's configuration in ``os.environ`` (inherited by every
-process started afterwards: replicas, distributors, worker nodes), initialises the database,
-starts uvicorn on a free port and waits for ``/health``.
+process started afterwards: replicas, distributors, worker nodes) until it stops, initialises
+the database, starts uvicorn on a free port and waits for ``/health``. jobmon's server loggers are set to
+``log_level`` (WARNING: jobmon logs every request at INFO, which slows a small machine).
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ import sqlite3
 # WAL: readers (syncs, the test's sampler) never block the server's writers
 _uri = os.environ["JOBMON__DB__SQLALCHEMY_DATABASE_URI"]
 sqlite3.connect(_uri[len("sqlite:///"):]).execute("PRAGMA journal_mode=WAL").close()
+import logging
 import uvicorn
 from jobmon.server.web.api import get_app
-uvicorn.run(get_app(versions=["v3"]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+app = get_app(versions=["v3"])
+# jobmon's server logs every request at INFO: on a small machine that costs the tests' pace
+_level = getattr(logging, sys.argv[2])
+for _name in ["jobmon", *logging.root.manager.loggerDict]:
+    if _name.startswith("jobmon"):
+        logging.getLogger(_name).setLevel(_level)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
@@ -61,12 +69,13 @@ def jobmon_env(db_path: str, port: int) -> dict[str, str]:
 class JobmonServer:
     """A jobmon server process and its sqlite database (see the module docstring)."""
 
-    def __init__(self, tmp_dir: str) -> None:
+    def __init__(self, tmp_dir: str, *, log_level: str = "WARNING") -> None:
         self.db_path = os.path.join(tmp_dir, "jobmon.sqlite")
         self.port = free_port()
         self.env = jobmon_env(self.db_path, self.port)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(tmp_dir, "server.log")
+        self.log_level = log_level.upper()
         self.proc: subprocess.Popen[bytes] | None = None
         self._saved: dict[str, str | None] = {}
 
@@ -75,7 +84,9 @@ class JobmonServer:
         os.environ.update(self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _SERVER, str(self.port)], stdout=log, stderr=log
+                [sys.executable, "-c", _SERVER, str(self.port), self.log_level],
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + 90
         while True:
@@ -90,13 +101,20 @@ class JobmonServer:
             time.sleep(0.3)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            if self.proc is not None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            for key, value in self._saved.items():  # jobmon's configuration as it was
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Read the server's database (read-only connection)."""

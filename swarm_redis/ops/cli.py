@@ -1,73 +1,73 @@
 """``swarm-redis``: look at and operate runs from a shell (also ``python -m swarm_redis``).
 
-A thin layer: it parses arguments, reads through :mod:`swarm_redis.ops.reads`,
-:mod:`swarm_redis.ops.events`, :mod:`swarm_redis.ops.verify` and :mod:`swarm_redis.ops.snapshot`, and
-prints rich tables (colour only on a terminal) or, with ``--json``, JSON for machines.
+This module holds the argument parser and :func:`main`; the commands are in
+:mod:`swarm_redis.ops.handlers`. Output is rich tables (colour only on a terminal; piped output
+is never wrapped, so ``| grep`` sees whole lines) or, with ``--json``, JSON for machines.
 
 The Redis URL comes from ``--url``, else ``REDIS_URL``, else a throw-away embedded server (empty;
 handy only to try the tool). Read commands (runs, status, watch, tasks, task, events, replicas,
 verify without --repair, export, exporter) use plain read commands only, so a read-only ACL user
-can run them (the README (Operating a run)).
+can run them.
 
 RUN is always an integer and --prefix a non-empty string without braces, and every SCAN pattern
 escapes the prefix (keys.glob_escape), so no argument can reach another run. ``purge`` deletes
 the run's key-table names only (no pattern) and refuses a live run (status not terminal, or a
 replica lease still valid by Redis's clock) unless --force. ``import`` checks the whole file
 first (snapshot.validate_snapshot), takes the prefix from --prefix (never from the file), and
-moves the keys into place in one transaction. The exporter listens on 127.0.0.1 unless --bind.
+moves the keys into place in one transaction. The exporter listens on 127.0.0.1 unless --bind,
+and starts whether or not Redis answers (a scrape while it is down reports ``swarm_up 0``).
 
-Exit codes (module constants):
-    0 EXIT_OK              done; verify found no drift
-    1 EXIT_ERROR           any other error (bad snapshot file, import onto an existing run,
-                           purge of a live run without --force, a run changed during purge ...)
-    2 EXIT_USAGE           bad arguments (RUN not an integer, bad --prefix ...); purge without
-                           --yes when stdin is not a terminal
-    3 EXIT_NOT_FOUND       the run (or the task) does not exist
-    4 EXIT_DRIFT           verify found drift (after --repair: drift is left)
-    5 EXIT_CONNECTION      Redis could not be reached (or refused the credentials)
-    6 EXIT_WRITE_REFUSED   Redis refused a command with NOPERM (e.g. a read-only ACL user)
+``events``: every kept event, oldest first; ``--count N`` the first N (oldest, or after
+``--since ID``), ``--last N`` the latest N; ``--follow`` then waits for new ones and, without
+``--since`` or ``--last``, starts at the end. ``watch --interval S`` pauses S seconds between
+refreshes, at least :data:`~swarm_redis.ops.handlers.MIN_INTERVAL` (so 0 does not spin).
+
+Exit codes (:mod:`swarm_redis.exit_codes`):
+    0   EXIT_OK              done; verify found no drift
+    1   EXIT_ERROR           any other error (bad snapshot file, import onto an existing run,
+                             purge of a live run without --force, a run changed during purge ...)
+    2   EXIT_USAGE           bad arguments (RUN not an integer, bad --prefix, --since,
+                             --interval ...); purge without --yes when stdin is not a terminal
+    3   EXIT_NOT_FOUND       the run (or the task) does not exist
+    4   EXIT_DRIFT           verify found drift (after --repair: drift is left)
+    5   EXIT_CONNECTION      Redis could not be reached (or refused the credentials, or
+                             --cluster names a node that is not in a cluster)
+    6   EXIT_WRITE_REFUSED   Redis answered NOPERM: a write this ACL user may not make, or a
+                             read outside its key pattern (the message says which)
+    141 EXIT_PIPE_CLOSED     stdout was closed early (``... | head``): the command stops
+                             quietly, as tools ended by SIGPIPE do
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import math
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 import redis
-from rich.console import Console, RenderableType
-from rich.live import Live
+from rich.console import Console
 
-from swarm_redis.constants import TASK_STATUSES
-from swarm_redis.demo.embedded import resolve_url
-from swarm_redis.engine.keys import RunKeys, check_prefix
+from swarm_redis.demo.embedded import EmbeddedRedis, resolve_url
+from swarm_redis.engine.keys import check_prefix
 from swarm_redis.errors import SwarmRedisError, UnknownRunError
 from swarm_redis.exit_codes import (
     EXIT_CONNECTION,
     EXIT_DRIFT,
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_PIPE_CLOSED,
     EXIT_USAGE,
     EXIT_WRITE_REFUSED,
 )
-from swarm_redis.ops import render
-from swarm_redis.ops.events import follow_events, format_event, read_events
-from swarm_redis.ops.reads import (
-    RunLiveness,
-    RunSnapshot,
-    list_runs,
-    list_tasks,
-    read_liveness,
-    read_snapshot,
-    task_detail,
-)
+from swarm_redis.ops.events import check_stream_id
+from swarm_redis.ops.handlers import DEFAULT_PREFIX, HANDLERS, MIN_INTERVAL, CliError, Ctx, writes
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -75,408 +75,16 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
+    "EXIT_PIPE_CLOSED",
     "EXIT_USAGE",
     "EXIT_WRITE_REFUSED",
     "build_parser",
     "main",
 ]
 
+#: Width of the console when stdout is not a terminal: wide enough that no line wraps.
+PIPE_WIDTH = 10_000
 
-DEFAULT_PREFIX = "swarm"
-
-
-class CliError(Exception):
-    """A failure with its exit code and the message for stderr."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclasses.dataclass
-class Ctx:
-    """What every command gets: parsed args, the client, the console and the output mode."""
-
-    args: argparse.Namespace
-    client: Any
-    console: Console
-    json: bool
-
-    @property
-    def prefix(self) -> str:
-        return DEFAULT_PREFIX if self.args.prefix is None else str(self.args.prefix)
-
-    def keys(self) -> RunKeys:
-        return RunKeys(self.prefix, self.args.run)
-
-    def emit(self, obj: Any) -> None:
-        """Print one JSON document (``--json``)."""
-        out = sys.stdout
-        out.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
-        out.write("\n")
-        out.flush()
-
-    def emit_line(self, obj: Any) -> None:
-        """Print one JSON object on one line (streams: events, watch)."""
-        sys.stdout.write(orjson.dumps(obj).decode() + "\n")
-        sys.stdout.flush()
-
-    def show(self, renderable: RenderableType) -> None:
-        self.console.print(renderable)
-
-
-# --- commands -----------------------------------------------------------------------------------
-
-
-def _require_run(ctx: Ctx) -> RunKeys:
-    keys = ctx.keys()
-    if int(ctx.client.exists(keys.meta)) == 0:
-        raise UnknownRunError(f"workflow run {keys.run_id} not found under prefix {keys.prefix!r}")
-    return keys
-
-
-def cmd_runs(ctx: Ctx) -> int:
-    runs = list_runs(ctx.client, ctx.prefix)
-    if ctx.json:
-        ctx.emit([r.to_json() for r in runs])
-    else:
-        ctx.show(render.runs_table(runs))
-    return EXIT_OK
-
-
-def cmd_status(ctx: Ctx) -> int:
-    snap = read_snapshot(ctx.client, ctx.keys())
-    if ctx.json:
-        ctx.emit(snap.to_json())
-    else:
-        ctx.show(render.status_view(snap))
-    return EXIT_OK
-
-
-def _watch_frames(ctx: Ctx) -> Iterator[tuple[RunSnapshot, float | None]]:
-    """Snapshots about every ``--interval`` s with the completion rate, until the run is final."""
-    keys = ctx.keys()
-    prev: tuple[int, float] | None = None
-    n = 0
-    while True:
-        snap = read_snapshot(ctx.client, keys)
-        now = time.monotonic()
-        rate = None
-        if prev is not None and now > prev[1]:
-            rate = max(0, snap.done - prev[0]) / (now - prev[1])
-        prev = (snap.done, now)
-        n += 1
-        yield snap, rate
-        if snap.all_final or snap.terminal or (ctx.args.count and n >= ctx.args.count):
-            return
-        time.sleep(ctx.args.interval)
-
-
-def cmd_watch(ctx: Ctx) -> int:
-    if ctx.json:
-        for snap, rate in _watch_frames(ctx):
-            ctx.emit_line({**snap.to_json(), "rate": rate})
-    elif not ctx.console.is_terminal:
-        for snap, rate in _watch_frames(ctx):
-            ctx.console.print(
-                render.watch_line(snap, rate), markup=False, highlight=False, soft_wrap=True
-            )
-    else:
-        frames = _watch_frames(ctx)
-        snap, rate = next(frames)
-        with Live(render.watch_view(snap, rate), console=ctx.console, auto_refresh=False) as live:
-            for snap, rate in frames:
-                live.update(render.watch_view(snap, rate), refresh=True)
-    return EXIT_OK
-
-
-def cmd_tasks(ctx: Ctx) -> int:
-    keys = _require_run(ctx)
-    status = ctx.args.status
-    if status is not None and status not in TASK_STATUSES:
-        raise CliError(
-            EXIT_USAGE, f"unknown task status {status!r} (one of {''.join(TASK_STATUSES)})"
-        )
-    rows, total = list_tasks(
-        ctx.client, keys, status=status, array_id=ctx.args.array, limit=ctx.args.limit
-    )
-    if ctx.json:
-        ctx.emit({"tasks": rows, "shown": len(rows), "total": total})
-    else:
-        ctx.show(render.tasks_table(rows, total))
-    return EXIT_OK
-
-
-def cmd_task(ctx: Ctx) -> int:
-    keys = _require_run(ctx)
-    detail = task_detail(ctx.client, keys, ctx.args.task_id)
-    if detail is None:
-        raise CliError(EXIT_NOT_FOUND, f"task {ctx.args.task_id} not found in run {keys.run_id}")
-    if ctx.json:
-        ctx.emit(detail.to_json())
-    else:
-        ctx.show(render.task_view(detail))
-    return EXIT_OK
-
-
-def cmd_events(ctx: Ctx) -> int:
-    keys = _require_run(ctx)
-    limit: int | None = ctx.args.count
-    shown = 0
-    last = ctx.args.since
-
-    def out(event: Any) -> None:
-        if ctx.json:
-            ctx.emit_line(event.to_json())
-        else:
-            ctx.console.print(format_event(event), markup=False, highlight=False, soft_wrap=True)
-
-    for event in read_events(ctx.client, keys, since=ctx.args.since, count=limit):
-        out(event)
-        shown += 1
-        last = event.id
-    if not ctx.args.follow or (limit is not None and shown >= limit):
-        return EXIT_OK
-    for new in follow_events(ctx.client, keys, after=last or "0-0"):
-        if new is None:
-            continue
-        out(new)
-        shown += 1
-        if limit is not None and shown >= limit:
-            break
-    return EXIT_OK
-
-
-def cmd_verify(ctx: Ctx) -> int:
-    from swarm_redis.ops.verify import find_drift, repair
-
-    keys = ctx.keys()
-    report = find_drift(ctx.client, keys)
-    before = report
-    if ctx.args.repair and not report.clean:
-        report = repair(ctx.client, keys, report, chunk=ctx.args.chunk)
-    if ctx.json:
-        if ctx.args.repair:
-            ctx.emit(
-                {
-                    "before": before.to_json(ctx.args.examples),
-                    "after": report.to_json(ctx.args.examples),
-                }
-            )
-        else:
-            ctx.emit(report.to_json(ctx.args.examples))
-    else:
-        if ctx.args.repair and before is not report:
-            ctx.show(render.drift_view(before, ctx.args.examples))
-            ctx.console.print("after repair:", markup=False)
-        ctx.show(render.drift_view(report, ctx.args.examples))
-    return EXIT_OK if report.clean else EXIT_DRIFT
-
-
-def cmd_replicas(ctx: Ctx) -> int:
-    snap = read_snapshot(ctx.client, ctx.keys())
-    if ctx.json:
-        data = snap.to_json()
-        ctx.emit({"replicas": data["replicas"], "leader": data["leader"], "now_ms": snap.now_ms})
-    else:
-        ctx.show(render.replicas_view(snap))
-    return EXIT_OK
-
-
-def cmd_reap(ctx: Ctx) -> int:
-    from swarm_redis.state import RedisSwarmState
-
-    keys = _require_run(ctx)
-    state = RedisSwarmState.attach(ctx.client, int(keys.run_id), prefix=ctx.prefix)
-    data = dataclasses.asdict(state.reap(force=True))
-    if ctx.json:
-        ctx.emit(data)
-    else:
-        shown = ", ".join(f"{k}={v}" for k, v in data.items())
-        ctx.console.print(f"reap of run {keys.run_id}: {shown}", markup=False, soft_wrap=True)
-    return EXIT_OK
-
-
-def _confirm(question: str) -> bool:
-    try:
-        answer = input(f"{question} [y/N] ")
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
-def _describe_liveness(life: RunLiveness) -> str:
-    """``status RUNNING (R); replicas: r1 (lease 12.3 s left), 2 expired`` for messages."""
-    status = "no meta key" if life.run_status is None else _run_status_name(life.run_status)
-    parts = [
-        f"{r.replica_id} (lease {(r.lease_left_ms or 0) / 1000:.1f} s left)"
-        for r in life.live_replicas
-    ]
-    parts += [
-        f"{rid} (lease unreadable: {v[:40]!r})" for rid, v in life.unreadable_replicas.items()
-    ]
-    replicas = ", ".join(parts) or "none alive"
-    if life.expired_replicas:
-        replicas += f", {len(life.expired_replicas)} expired"
-    return f"status {status}; replicas: {replicas}"
-
-
-def _run_status_name(letter: str) -> str:
-    from swarm_redis.constants import WORKFLOW_RUN_STATUS_NAMES
-
-    return f"{WORKFLOW_RUN_STATUS_NAMES.get(letter, 'unknown')} ({letter})"
-
-
-def cmd_purge(ctx: Ctx) -> int:
-    """Delete the run's own keys (the key table's names, no pattern), refusing a live run.
-
-    The liveness check and the deletion are one WATCHed MULTI/EXEC: a replica that joins or a
-    status that changes in between aborts the purge instead of being deleted under it.
-    """
-    from swarm_redis.ops.snapshot import run_keys_present
-
-    keys = ctx.keys()
-    force = bool(ctx.args.force)
-    found = run_keys_present(ctx.client, keys)
-    if not found:
-        raise UnknownRunError(
-            f"workflow run {keys.run_id} has no keys under prefix {keys.prefix!r}"
-        )
-    life = read_liveness(ctx.client, keys)
-    described = _describe_liveness(life)
-    if life.live and not force:
-        why = []
-        if life.status_live:
-            why.append("its status is not terminal")
-        if life.live_replicas:
-            why.append(f"{len(life.live_replicas)} replica(s) hold a valid lease")
-        if life.unreadable_replicas:
-            why.append(f"{len(life.unreadable_replicas)} replica lease(s) cannot be read")
-        raise CliError(
-            EXIT_ERROR,
-            f"refusing to purge run {keys.run_id}: it is live ({' and '.join(why)}; "
-            f"{described}); stop it first, or pass --force",
-        )
-    if not ctx.args.yes:
-        if not sys.stdin.isatty():
-            raise CliError(
-                EXIT_USAGE,
-                f"refusing to purge run {keys.run_id} ({len(found)} keys; {described}) "
-                "without --yes: stdin is not a terminal",
-            )
-        live_note = " IT IS LIVE (--force)." if life.live else ""
-        if not _confirm(
-            f"delete all {len(found)} keys of run {keys.run_id} under {keys.prefix!r} "
-            f"({described})?{live_note}"
-        ):
-            ctx.console.print("purge cancelled", markup=False)
-            return EXIT_ERROR
-    deleted = _unlink_run(ctx.client, keys, life if not force else None)
-    if ctx.json:
-        ctx.emit(
-            {
-                "run_id": str(keys.run_id),
-                "prefix": keys.prefix,
-                "deleted": deleted,
-                "run_status": life.run_status,
-                "live": life.live,
-                "forced": force,
-            }
-        )
-    else:
-        ctx.console.print(f"deleted {deleted} keys of run {keys.run_id}", markup=False)
-    return EXIT_OK
-
-
-def _unlink_run(client: Any, keys: RunKeys, checked: RunLiveness | None) -> int:
-    """UNLINK the run's key-table keys in one MULTI/EXEC, WATCHing them all.
-
-    With ``checked`` (no --force) the liveness is read again under WATCH and must still say
-    "not live"; any write to the run before EXEC aborts the transaction (nothing deleted).
-    """
-    with client.pipeline(transaction=True) as pipe:
-        pipe.watch(*keys.all)
-        if checked is not None:
-            again = read_liveness(client, keys)  # any connection: WATCH covers it
-            if again.live:
-                raise CliError(
-                    EXIT_ERROR,
-                    f"refusing to purge run {keys.run_id}: it became live "
-                    f"({_describe_liveness(again)}); nothing deleted",
-                )
-        pipe.multi()
-        pipe.unlink(*keys.all)
-        try:
-            (deleted,) = pipe.execute()
-        except redis.WatchError:
-            raise CliError(
-                EXIT_ERROR,
-                f"run {keys.run_id} changed during the purge: nothing deleted, try again",
-            ) from None
-    return int(deleted)
-
-
-def cmd_export(ctx: Ctx) -> int:
-    from swarm_redis.ops.snapshot import export_run, save_snapshot
-
-    snap = export_run(ctx.client, ctx.keys())
-    if ctx.args.file == "-":
-        sys.stdout.write(orjson.dumps(snap).decode() + "\n")
-        return EXIT_OK
-    save_snapshot(snap, ctx.args.file)
-    n = len(snap["keys"])
-    if ctx.json:
-        ctx.emit({"run_id": snap["run_id"], "file": ctx.args.file, "keys": n})
-    else:
-        ctx.console.print(
-            f"exported run {snap['run_id']}: {n} keys to {ctx.args.file}", markup=False
-        )
-    return EXIT_OK
-
-
-def cmd_import(ctx: Ctx) -> int:
-    """Check the whole snapshot, then write it so it appears whole or not at all."""
-    from swarm_redis.ops.snapshot import (
-        MAX_FILE_BYTES,
-        import_run,
-        load_snapshot,
-        validate_snapshot,
-    )
-
-    max_bytes = MAX_FILE_BYTES if ctx.args.max_bytes is None else ctx.args.max_bytes
-    snap = load_snapshot(ctx.args.file, max_bytes=max_bytes)
-    plan = validate_snapshot(snap, prefix=ctx.prefix, run_id=ctx.args.run)
-    for note in plan.notes:
-        print(f"swarm-redis: note: {note}", file=sys.stderr)
-    keys = import_run(ctx.client, plan, force=ctx.args.force)
-    n = plan.key_count
-    if ctx.json:
-        ctx.emit(
-            {"run_id": str(keys.run_id), "prefix": keys.prefix, "keys": n, "notes": plan.notes}
-        )
-    else:
-        ctx.console.print(
-            f"imported run {keys.run_id} under prefix {keys.prefix!r}: {n} keys", markup=False
-        )
-    return EXIT_OK
-
-
-def cmd_exporter(ctx: Ctx) -> int:
-    try:
-        from swarm_redis.ops.exporter import serve
-    except ImportError as e:
-        raise CliError(
-            EXIT_ERROR,
-            f"the exporter needs prometheus-client: pip install 'swarm-redis[prometheus]' ({e})",
-        ) from None
-    runs = [str(r) for r in ctx.args.runs] if ctx.args.runs else None
-    print(f"serving metrics on http://{ctx.args.addr}:{ctx.args.port}/metrics", file=sys.stderr)
-    serve(ctx.client, ctx.args.port, addr=ctx.args.addr, prefix=ctx.prefix, runs=runs)
-    return EXIT_OK
-
-
-# --- parser ---------------------------------------------------------------------------------------
 
 _INT64_MAX = (1 << 63) - 1
 
@@ -490,6 +98,42 @@ def _run_arg(value: str) -> int:
     if abs(number) > _INT64_MAX:
         raise argparse.ArgumentTypeError(f"workflow run id {value} is out of range")
     return number
+
+
+def _interval_arg(value: str) -> float:
+    """argparse type of --interval: seconds, a finite number >= 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(
+            f"interval must be a number of seconds >= 0, got {value!r}"
+        )
+    return number
+
+
+def _count_arg(least: int) -> Callable[[str], int]:
+    """argparse type of a count: an integer >= ``least``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
+        return number
+
+    return parse
+
+
+def _since_arg(value: str) -> str:
+    """argparse type of --since: an event id as ``events`` prints it."""
+    try:
+        return check_stream_id(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _prefix_arg(value: str) -> str:
@@ -534,27 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="swarm-redis",
         description="Inspect and operate swarm_redis workflow runs.",
         epilog="exit codes: 0 ok, 1 error, 2 usage, 3 run not found, 4 drift found, "
-        "5 connection failed, 6 write refused (NOPERM)",
+        "5 connection failed, 6 refused by an ACL (NOPERM), 141 stdout closed early",
     )
     _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands: dict[str, tuple[Callable[[Ctx], int], str]] = {
-        "runs": (cmd_runs, "list the runs with status, task count and percent done"),
-        "status": (cmd_status, "counts, queue, claims, limits, replicas and leader of a run"),
-        "watch": (cmd_watch, "live progress of a run until it is final"),
-        "tasks": (cmd_tasks, "list tasks of a run"),
-        "task": (cmd_task, "one task: state, neighbours, queue/claim, why it is not running"),
-        "events": (cmd_events, "the run's event stream"),
-        "verify": (cmd_verify, "check (and --repair) the run's consistency"),
-        "replicas": (cmd_replicas, "the run's replicas and leader"),
-        "reap": (cmd_reap, "take over the claimed work of dead replicas"),
-        "purge": (cmd_purge, "delete every key of a run"),
-        "export": (cmd_export, "write a run to a JSON snapshot"),
-        "import": (cmd_import, "load a run from a JSON snapshot"),
-        "exporter": (cmd_exporter, "serve Prometheus metrics"),
-    }
     subs: dict[str, argparse.ArgumentParser] = {}
-    for name, (func, text) in commands.items():
+    for name, (func, text, _) in HANDLERS.items():
         p = sub.add_parser(name, help=text, description=text)
         _global_options(p, top=False)
         p.set_defaults(func=func)
@@ -573,18 +202,36 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         subs[name].add_argument("run", type=_run_arg, help="workflow run id (an integer)")
     subs["watch"].add_argument(
-        "--interval", type=float, default=1.0, help="seconds between refreshes"
+        "--interval",
+        type=_interval_arg,
+        default=1.0,
+        help=f"seconds between refreshes (default 1; at least {MIN_INTERVAL}, also for 0)",
     )
     subs["watch"].add_argument(
-        "--count", type=int, default=0, help="stop after N refreshes (0: never)"
+        "--count", type=_count_arg(0), default=0, help="stop after N refreshes (0: never)"
     )
     subs["tasks"].add_argument("--status", help="only tasks in this status (a letter)")
     subs["tasks"].add_argument("--array", type=int, help="only tasks of this array")
-    subs["tasks"].add_argument("--limit", type=int, default=50, help="show at most N tasks")
+    subs["tasks"].add_argument(
+        "--limit", type=_count_arg(1), default=50, help="show at most N tasks"
+    )
     subs["task"].add_argument("task_id", type=int, help="task id")
-    subs["events"].add_argument("--follow", "-f", action="store_true", help="wait for new events")
-    subs["events"].add_argument("--since", help="only events after this stream id")
-    subs["events"].add_argument("--count", type=int, help="stop after N events")
+    subs["events"].add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="wait for new events; starts at the end unless --since or --last",
+    )
+    subs["events"].add_argument(
+        "--since", type=_since_arg, help="only events after this id (<ms>-<seq> or <ms>)"
+    )
+    which = subs["events"].add_mutually_exclusive_group()
+    which.add_argument(
+        "--count",
+        type=_count_arg(1),
+        help="the first N events (oldest kept, or after --since), then stop",
+    )
+    which.add_argument("--last", type=_count_arg(1), help="the latest N events")
     subs["verify"].add_argument("--repair", action="store_true", help="fix the drift found")
     subs["verify"].add_argument("--chunk", type=int, default=500, help="repairs per script call")
     subs["verify"].add_argument("--examples", type=int, default=3, help="examples per drift kind")
@@ -671,55 +318,115 @@ def _bench_argv(argv: Sequence[str]) -> list[str] | None:
     return None
 
 
-# --- main -----------------------------------------------------------------------------------------
+# --- main ---------------------------------------------------------------------------------------
 
 
-def _connect(args: argparse.Namespace) -> tuple[Any, Callable[[], None]]:
-    url, embedded = resolve_url(args.url)
-    if embedded is not None:
-        print(
-            f"swarm-redis: no --url and no REDIS_URL: using an empty embedded Redis ({embedded.backend})",
-            file=sys.stderr,
-        )
-    client: Any
-    if args.cluster:
+class _Connection:
+    """The Redis client, made on first use (the exporter starts before Redis is up)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.client: Any = None
+        self.embedded: EmbeddedRedis | None = None
+
+    def get(self) -> Any:
+        if self.client is None:
+            self.client = self._make()
+        return self.client
+
+    def _make(self) -> Any:
+        if self.embedded is None:
+            url, self.embedded = resolve_url(self.args.url)
+            if self.embedded is not None:
+                print(
+                    "swarm-redis: no --url and no REDIS_URL: using an empty embedded Redis "
+                    f"({self.embedded.backend})",
+                    file=sys.stderr,
+                )
+        else:
+            url = self.embedded.url
+        if not self.args.cluster:
+            return redis.Redis.from_url(url, protocol=3, socket_connect_timeout=5)
         from redis.cluster import RedisCluster
 
-        client = RedisCluster.from_url(url, protocol=3, socket_connect_timeout=5)
-    else:
-        client = redis.Redis.from_url(url, protocol=3, socket_connect_timeout=5)
+        try:
+            return RedisCluster.from_url(url, protocol=3, socket_connect_timeout=5)
+        except redis.exceptions.RedisClusterException as e:
+            if "cluster mode is not enabled" in str(e).lower():
+                raise CliError(
+                    EXIT_CONNECTION,
+                    "--cluster: the node is not part of a Redis Cluster (cluster mode is not "
+                    "enabled there); leave out --cluster",
+                ) from None
+            raise CliError(EXIT_CONNECTION, f"cannot connect to the Redis Cluster: {e}") from None
 
-    def close() -> None:
-        with contextlib.suppress(Exception):
-            client.close()
-        if embedded is not None:
-            embedded.stop()
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
+        if self.embedded is not None:
+            self.embedded.stop()
 
-    return client, close
+
+class _Console(Console):
+    """A rich console that leaves a closed stdout to :func:`main` (rich alone exits with 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
 
 
 def _console() -> Console:
-    tty = sys.stdout.isatty()
-    return Console(file=sys.stdout, width=None if tty else max(100, _columns()), soft_wrap=False)
-
-
-def _columns() -> int:
-    try:
-        return int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        return 0
+    """Rich output on a terminal; on a pipe, no colour and no wrapping (PIPE_WIDTH)."""
+    if sys.stdout.isatty():
+        return _Console(file=sys.stdout, soft_wrap=False)
+    return _Console(file=sys.stdout, width=PIPE_WIDTH, soft_wrap=False)
 
 
 def _fail(code: int, message: str, as_json: bool) -> int:
     print(f"swarm-redis: {message}", file=sys.stderr)
     if as_json:
         sys.stdout.write(orjson.dumps({"error": message, "exit_code": code}).decode() + "\n")
+        sys.stdout.flush()
     return code
+
+
+def _refused(args: argparse.Namespace, error: Exception) -> str:
+    """The message for NOPERM: a refused read, or a refused write, and what to do."""
+    what = str(error)
+    if not writes(args):
+        prefix = args.prefix or DEFAULT_PREFIX
+        if "key" in what.lower():
+            return (
+                f"read refused: Redis answered NOPERM ({what}); this user's ACL key pattern "
+                f"does not cover the keys under prefix {prefix!r} (it needs ~{prefix}:*)"
+            )
+        return f"read refused: Redis answered NOPERM ({what}); this user may not run that read"
+    return (
+        f"write refused: Redis answered NOPERM ({what}); this user may not run that "
+        "command (a read-only user can run runs, status, watch, tasks, task, events, "
+        "replicas, export, verify without --repair, and the exporter)"
+    )
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away: point stdout at /dev/null (no error at exit), stop."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_PIPE_CLOSED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _main(argv: list[str]) -> int:
     bench_argv = _bench_argv(argv)
     if bench_argv is not None:
         from swarm_redis.bench.cli import main as bench_main
@@ -745,27 +452,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_jobmon_replica_cli(args)
     as_json = bool(args.json)
+    connection = _Connection(args)
+    ctx = Ctx(args=args, connect=connection.get, console=_console(), json=as_json)
     try:
-        client, close = _connect(args)
-    except (redis.ConnectionError, SwarmRedisError, ValueError) as e:
-        return _fail(EXIT_CONNECTION, f"cannot connect to Redis: {e}", as_json)
-    ctx = Ctx(args=args, client=client, console=_console(), json=as_json)
-    try:
-        client.ping()
+        if HANDLERS[args.command][2]:
+            ctx.client.ping()
         code: int = args.func(ctx)
         return code
+    except BrokenPipeError:
+        raise
     except CliError as e:
         return _fail(e.code, e.message, as_json)
     except UnknownRunError as e:
         return _fail(EXIT_NOT_FOUND, str(e), as_json)
     except redis.exceptions.NoPermissionError as e:
-        return _fail(
-            EXIT_WRITE_REFUSED,
-            f"write refused: Redis answered NOPERM ({e}); this user may not run that "
-            "command (a read-only user can run runs, status, watch, tasks, task, events, "
-            "replicas, export, verify without --repair, and the exporter)",
-            as_json,
-        )
+        return _fail(EXIT_WRITE_REFUSED, _refused(args, e), as_json)
     except (redis.ConnectionError, redis.TimeoutError) as e:
         return _fail(EXIT_CONNECTION, f"Redis connection failed: {e}", as_json)
     except SwarmRedisError as e:
@@ -773,6 +474,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (redis.RedisError, OSError, ValueError) as e:  # e.g. a hand-edited, broken record
         return _fail(EXIT_ERROR, f"{type(e).__name__}: {e}", as_json)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
-        close()
+        connection.close()

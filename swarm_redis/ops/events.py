@@ -8,6 +8,7 @@ stream ids (``<ms>-<seq>``), so the id also tells when the event happened (Redis
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,32 @@ from typing import Any
 from swarm_redis.engine.commands import text
 from swarm_redis.engine.keys import RunKeys
 
-__all__ = ["Event", "follow_events", "format_event", "read_events"]
+__all__ = [
+    "Event",
+    "check_stream_id",
+    "follow_events",
+    "format_event",
+    "read_events",
+    "read_last_events",
+]
 
 _PAGE = 1000
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_U64_MAX = (1 << 64) - 1
+
+
+def check_stream_id(value: str) -> str:
+    """``<ms>-<seq>`` or ``<ms>`` (both parts unsigned 64-bit), as XRANGE takes it.
+
+    Raises:
+        ValueError: Anything else, with a message for the command line.
+    """
+    match = _STREAM_ID.fullmatch(value.strip())
+    if match is None or any(int(p) > _U64_MAX for p in match.groups() if p is not None):
+        raise ValueError(
+            f"{value!r} is not an event id: expected <ms>-<seq> or <ms> (as `events` prints)"
+        )
+    return value.strip()
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,27 @@ def read_events(
         start = f"({event.id}"
         if len(entries) < page:
             return
+
+
+def read_last_events(
+    client: Any, keys: RunKeys, count: int, *, since: str | None = None
+) -> list[Event]:
+    """The latest ``count`` events (after ``since``, exclusive, when given), oldest first.
+
+    Read newest first with XREVRANGE in pages of at most 1000 entries.
+    """
+    stop = "-" if since is None else f"({since}"
+    start = "+"
+    out: list[Event] = []
+    while len(out) < count:
+        page = min(_PAGE, count - len(out))
+        entries = client.xrevrange(keys.events, max=start, min=stop, count=page)
+        out += [_event(entry) for entry in entries]
+        if len(entries) < page:
+            break
+        start = f"({out[-1].id}"
+    out.reverse()
+    return out
 
 
 def follow_events(

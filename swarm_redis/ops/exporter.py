@@ -2,16 +2,20 @@
 
 :class:`RunCollector` is a custom prometheus-client collector: each scrape reads the runs'
 figures with :func:`swarm_redis.ops.reads.read_snapshot` (plain reads only, so a read-only ACL
-user will do) and turns them into gauges and counters labelled by ``run``. the README (Operating a run)
-lists the metrics. ``swarm-redis exporter --port P`` serves them over HTTP, on 127.0.0.1
-unless ``--bind`` says otherwise.
+user will do) and turns them into gauges and counters labelled by ``run``.
+``swarm-redis exporter --port P`` serves them over HTTP, on 127.0.0.1 unless ``--bind`` says
+otherwise. It starts whether or not Redis is up: a scrape that cannot read Redis answers
+``swarm_up 0`` (and nothing else), the next one tries again.
+
+Progress is ``swarm_run_done_ratio``, the share of tasks DONE as a 0-1 ratio (Prometheus
+convention: ratios, not percentages; multiply by 100 in a dashboard).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -31,14 +35,14 @@ logger = logging.getLogger(__name__)
 #: ``swarm_run_transitions_total{status="S"}``.
 COUNTERS: dict[str, str] = {
     "propagations": "Completions counted and credited to downstream tasks.",
-    "claims": "Batches claimed by replicas.",
+    "claims": "Batches claimed by replicas (re-driven orphans included).",
     "acks": "Claimed batches acknowledged.",
     "releases": "Claimed batches put back unqueued.",
-    "reaps": "Batches taken over from dead replicas.",
+    "reaps": "Replicas reaped: removed because their lease expired (their batches orphaned).",
     "leader_changes": "Leadership takeovers.",
     "joins": "Replica joins.",
     "redrives": "Orphaned batches handed to a live replica.",
-    "orphaned": "Batches orphaned by reaps.",
+    "orphaned": "Batches orphaned by reaps, to be re-driven to a live replica.",
     "reconciled": "Items fixed by reconcile().",
     "batches": "Batches formed (also the sequence of batch ids).",
     "repairs": "Items fixed by verify --repair.",
@@ -55,24 +59,41 @@ class RunCollector:
     """Collects the metrics of some or all runs under a prefix, on each scrape.
 
     Args:
-        client: A redis-py client (any protocol, decoded or not; Cluster clients too).
+        client: A redis-py client (any protocol, decoded or not; Cluster clients too), or None
+            with ``connect``.
         prefix: Key prefix of the runs.
         runs: Run ids to export; None: every run found by SCAN at each scrape.
+        connect: Makes the client at the first scrape that needs it, and again at the next
+            scrape while it raises (a Cluster client connects when it is made).
     """
 
-    def __init__(self, client: Any, prefix: str = "swarm", runs: Sequence[str] | None = None):
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "swarm",
+        runs: Sequence[str] | None = None,
+        *,
+        connect: Callable[[], Any] | None = None,
+    ):
+        if client is None and connect is None:
+            raise ValueError("RunCollector needs a client or a connect function")
         self.client = client
+        self.connect = connect
         self.prefix = prefix
         self.runs = list(runs) if runs is not None else None
 
     def _snapshots(self) -> list[RunSnapshot]:
+        client = self.client
+        if client is None:
+            assert self.connect is not None
+            client = self.connect()
         run_ids = self.runs
         if run_ids is None:
-            run_ids = [r.run_id for r in list_runs(self.client, self.prefix)]
+            run_ids = [r.run_id for r in list_runs(client, self.prefix)]
         out = []
         for run_id in run_ids:
             try:
-                out.append(read_snapshot(self.client, RunKeys(self.prefix, run_id)))
+                out.append(read_snapshot(client, RunKeys(self.prefix, run_id)))
             except UnknownRunError:
                 continue  # purged or not created yet
         return out
@@ -111,7 +132,7 @@ class RunCollector:
         replicas = gauge("swarm_run_replicas", "Replicas registered (alive or not).")
         epoch = gauge("swarm_run_leader_epoch", "Leadership epoch (0: never led).")
         leader_alive = gauge("swarm_run_leader_alive", "1 when the leader's lease is valid.")
-        percent = gauge("swarm_run_percent_done", "Share of tasks DONE, in percent.")
+        ratio = gauge("swarm_run_done_ratio", "Share of the run's tasks that are DONE (0 to 1).")
         info = gauge("swarm_run_info", "Always 1; the run status as a label.", ["run_status"])
         version = gauge("swarm_run_version", "The run's write version.")
         events = gauge("swarm_run_events", "Entries kept in the run's event stream.")
@@ -149,7 +170,7 @@ class RunCollector:
             replicas.add_metric([run], len(s.replicas))
             epoch.add_metric([run], s.leader.epoch if s.leader else 0)
             leader_alive.add_metric([run], 1 if s.leader and s.leader.alive else 0)
-            percent.add_metric([run], s.percent_done)
+            ratio.add_metric([run], s.done / s.tasks if s.tasks else 0.0)
             info.add_metric([run, s.run_status], 1)
             version.add_metric([run], s.version)
             events.add_metric([run], s.events)
@@ -162,13 +183,19 @@ class RunCollector:
                     counter(name).add_metric([run], value)
         yield from (tasks, total, ready, claimed, batches, orphans, reserved, active, limit)
         yield from (a_active, a_limit, a_reserved, alive, replicas, epoch, leader_alive)
-        yield from (percent, info, version, events, transitions, *counters.values())
+        yield from (ratio, info, version, events, transitions, *counters.values())
 
 
-def make_registry(client: Any, prefix: str = "swarm", runs: Sequence[str] | None = None) -> Any:
+def make_registry(
+    client: Any,
+    prefix: str = "swarm",
+    runs: Sequence[str] | None = None,
+    *,
+    connect: Callable[[], Any] | None = None,
+) -> Any:
     """A fresh registry holding only a :class:`RunCollector` (no process metrics)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RunCollector(client, prefix, runs))
+    registry.register(RunCollector(client, prefix, runs, connect=connect))
     return registry
 
 
@@ -179,12 +206,15 @@ def serve(
     addr: str = "127.0.0.1",
     prefix: str = "swarm",
     runs: Sequence[str] | None = None,
+    connect: Callable[[], Any] | None = None,
 ) -> None:
-    """Serve ``/metrics`` on ``addr:port`` until interrupted.
+    """Serve ``/metrics`` on ``addr:port`` until interrupted (``connect``: see RunCollector).
 
     ``addr`` defaults to 127.0.0.1 (this machine only): the metrics name every run and replica,
     so listening on other interfaces (``0.0.0.0``) is a choice the caller makes explicitly.
     """
-    start_http_server(port, addr=addr, registry=make_registry(client, prefix, runs))
+    start_http_server(
+        port, addr=addr, registry=make_registry(client, prefix, runs, connect=connect)
+    )
     while True:
         time.sleep(3600)

@@ -8,6 +8,7 @@ reads of one run go out as one pipeline; they are not a point-in-time snapshot o
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,20 +17,15 @@ from typing import Any
 from swarm_redis.constants import (
     ACTIVE_TASK_STATUSES,
     FINAL_TASK_STATUSES,
-    TASK_STATUS_NAMES,
     TASK_STATUSES,
     TERMINAL_RUN_STATUSES,
+    WORKFLOW_RUN_STATUS_NAMES,
 )
-from swarm_redis.engine.commands import (
-    TaskState,
-    decode_record,
-    slice_names,
-    text,
-    with_slices,
-)
+from swarm_redis.engine.commands import text
 from swarm_redis.engine.coordination import LeaderInfo
 from swarm_redis.engine.keys import RunKeys, meta_pattern, run_id_from_meta_key
 from swarm_redis.engine.transport import is_cluster
+from swarm_redis.engine.validation import decode_sync_time
 from swarm_redis.errors import UnknownRunError
 
 __all__ = [
@@ -40,17 +36,16 @@ __all__ = [
     "RunLiveness",
     "RunSnapshot",
     "RunSummary",
-    "TaskDetail",
     "is_cluster",
     "list_runs",
-    "list_tasks",
     "parse_batch",
     "read_liveness",
     "read_only_acl_rules",
     "read_snapshot",
+    "run_status_name",
     "scan_keys",
     "str_map",
-    "task_detail",
+    "sync_text",
 ]
 
 _SCAN_COUNT = 1000
@@ -116,6 +111,25 @@ def _opt_int(value: Any) -> int | None:
         return int(text(value))
     except ValueError:
         return None
+
+
+def run_status_name(letter: str) -> str:
+    """``R`` -> ``RUNNING (R)``; an unknown letter as ``unknown (X)``."""
+    name = WORKFLOW_RUN_STATUS_NAMES.get(letter)
+    return f"{name} ({letter})" if name else f"unknown ({letter or '?'})"
+
+
+def sync_text(raw: str | None) -> str | None:
+    """The run's stored ``last_sync`` as a time to show: the value as the server gave it (an
+    ISO date-time, or jobmon's text), without the storage tag; a value that does not decode is
+    shown as stored."""
+    try:
+        value = decode_sync_time(raw)
+    except ValueError:
+        return raw
+    if value is None:
+        return None
+    return value.isoformat(sep=" ") if isinstance(value, datetime.datetime) else value
 
 
 def _time_ms(reply: Any) -> int:
@@ -335,7 +349,7 @@ def read_snapshot(client: Any, keys: RunKeys) -> RunSnapshot:
         run_status=meta.get("status", ""),
         version=_int(meta.get("version")),
         limit=_int(meta.get("limit")),
-        last_sync=meta.get("last_sync") or None,
+        last_sync=sync_text(meta.get("last_sync")),
         tasks=tasks,
         counts=counts,
         ready=_int(ready),
@@ -459,282 +473,14 @@ def list_runs(client: Any, prefix: str) -> list[RunSummary]:
     return out
 
 
-# --- tasks ----------------------------------------------------------------------------------
+_MOVED_TO_TASKS = frozenset({"TaskDetail", "list_tasks", "task_detail"})
 
 
-def _record_dict(state: TaskState) -> dict[str, Any]:
-    return {
-        "task_id": state.task_id,
-        "status": state.status,
-        "done": state.num_upstreams_done,
-        "upstreams": state.num_upstreams,
-        "start": state.start,
-        "array_id": state.array_id,
-        "propagated": state.propagated,
-        "stamp": state.stamp,
-        "downstream": list(state.downstream_ids),
-    }
+def __getattr__(name: str) -> Any:
+    """``TaskDetail``, ``list_tasks`` and ``task_detail`` live in :mod:`swarm_redis.ops.tasks`;
+    imports from here (and from the old ``swarm_redis.inspect``) keep working."""
+    if name in _MOVED_TO_TASKS:
+        from swarm_redis.ops import tasks
 
-
-def _with_kids(client: Any, keys: RunKeys, state: TaskState) -> TaskState:
-    """``state`` with its downstream ids read from its ``kids`` slices, if it has some."""
-    if not state.slices:
-        return state
-    names = slice_names(state.task_id, state.slices)
-    raws: list[Any] = []
-    for at in range(0, len(names), 50):
-        raws += client.execute_command("HMGET", keys.kids, *names[at : at + 50])
-    return with_slices(state, raws)
-
-
-def _scan_records(client: Any, key: str, count: int = _SCAN_COUNT) -> Iterator[TaskState]:
-    for field_, raw in client.hscan_iter(key, count=count):
-        yield decode_record(int(text(field_)), raw)
-
-
-def list_tasks(
-    client: Any,
-    keys: RunKeys,
-    *,
-    status: str | None = None,
-    array_id: int | None = None,
-    limit: int = 50,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Up to ``limit`` tasks (sorted by id) matching the filters, and the total when known.
-
-    With ``status`` it scans that status set (total = its size); otherwise it scans the task
-    records (total known only without ``array_id``).
-    """
-    found: list[TaskState] = []
-    total: int | None
-    if status is not None:
-        total = _int(client.execute_command("SCARD", keys.status_set(status)))
-        ids: list[int] = []
-        for member in client.sscan_iter(keys.status_set(status), count=_SCAN_COUNT):
-            ids.append(int(text(member)))
-        ids.sort()
-        if array_id is not None:
-            total = None
-        for start in range(0, len(ids), _SCAN_COUNT):
-            batch = ids[start : start + _SCAN_COUNT]
-            raws = client.execute_command("HMGET", keys.task, *batch)
-            for task_id, raw in zip(batch, raws):
-                if raw is None:
-                    continue
-                state = decode_record(task_id, raw)
-                if array_id is None or state.array_id == array_id:
-                    found.append(state)
-            if len(found) >= limit:
-                break
-    else:
-        total = _int(client.execute_command("HLEN", keys.task)) if array_id is None else None
-        for state in _scan_records(client, keys.task):
-            if array_id is None or state.array_id == array_id:
-                found.append(state)
-    found.sort(key=lambda s: s.task_id)
-    return [_record_dict(s) for s in found[:limit]], total
-
-
-@dataclass(frozen=True)
-class TaskDetail:
-    """Everything ``task`` shows about one task, and the verdict on why it is not running."""
-
-    task: dict[str, Any]
-    downstream: list[dict[str, Any]]
-    upstream: list[dict[str, Any]]
-    scanned_records: int
-    queue_position: int | None
-    queue_length: int
-    claim_batch: str | None
-    claim_replica: str | None
-    claim_replica_alive: bool | None
-    run_status: str
-    run_active: int
-    run_limit: int
-    run_reserved: int
-    array_active: int
-    array_limit: int | None
-    array_reserved: int
-    verdict: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _brief(state: TaskState | None, task_id: int) -> dict[str, Any]:
-    if state is None:
-        return {"task_id": task_id, "status": None}
-    return {
-        "task_id": task_id,
-        "status": state.status,
-        "done": state.num_upstreams_done,
-        "upstreams": state.num_upstreams,
-        "propagated": state.propagated,
-    }
-
-
-def _verdict(d: dict[str, Any]) -> str:
-    """One line that answers "why is this task not running?"."""
-    s = d["status"]
-    name = TASK_STATUS_NAMES.get(s, s)
-    if s == "D":
-        return "DONE: it ran and finished"
-    if s == "F":
-        return "ERROR_FATAL: it failed for good and will not run again in this run"
-    if s in ACTIVE_TASK_STATUSES:
-        return f"{name}: it is on the cluster (queued there, starting or running)"
-    if d["claim_batch"] is not None:
-        who = d["claim_replica"]
-        if who == "":
-            return (
-                f"claimed in batch {d['claim_batch']}, orphaned by a dead replica: the next "
-                "claim_batch of any replica re-drives it"
-            )
-        if who is None:
-            return f"claimed in batch {d['claim_batch']}, which does not exist: drift, run `verify`"
-        if d["claim_replica_alive"] is False:
-            return (
-                f"claimed by replica {who} in batch {d['claim_batch']}, whose lease expired: "
-                "a reap hands the batch to a live replica"
-            )
-        return (
-            f"claimed by replica {who} in batch {d['claim_batch']}: "
-            "being sent to the server right now"
-        )
-    if d["queue_position"] is not None:
-        where = f"queued at position {d['queue_position']} of {d['queue_length']}"
-        if d["run_active"] + d["run_reserved"] >= d["run_limit"]:
-            return f"{where}, blocked by the workflow limit ({d['run_active']} active, limit {d['run_limit']})"
-        if (
-            d["array_limit"] is not None
-            and d["array_active"] + d["array_reserved"] >= d["array_limit"]
-        ):
-            return f"{where}, blocked by its array's limit ({d['array_active']} active, limit {d['array_limit']})"
-        return f"{where}: waiting for the next batch to be claimed"
-    if s == "E":
-        return "ERROR_RECOVERABLE: waiting for the server to retry it"
-    if s == "A":
-        return "ADJUSTING_RESOURCES: waiting to be queued again with new resources"
-    done, nup = d["done"], d["upstreams"]
-    if done < nup:
-        waiting = [u["task_id"] for u in d["upstream_list"] if u.get("status") != "D"]
-        shown = ", ".join(map(str, waiting[:5])) + (" ..." if len(waiting) > 5 else "")
-        return f"waiting for upstreams: {done} of {nup} done" + (
-            f" (not done: {shown})" if shown else ""
-        )
-    if done > nup:
-        return f"counter drift: {done} upstreams done of {nup}: run `verify`"
-    return (
-        "all upstreams done but neither queued nor claimed: stalled; `verify` and the "
-        "replicas' reconcile() re-queue it"
-    )
-
-
-def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
-    """A task's record, neighbours, queue and claim state; None when the run has no such task.
-
-    Upstream tasks are found by scanning every record for ``task_id`` among its children (the
-    record keeps only downstream ids), so this costs a full HSCAN of the run.
-    """
-    raw, queue_len, batch, meta = _pipeline(
-        client,
-        [
-            ("HGET", keys.task, task_id),
-            ("ZCARD", keys.ready),
-            ("HGET", keys.claims, task_id),
-            ("HMGET", keys.meta, "status", "limit"),
-        ],
-    )
-    if raw is None:
-        return None
-    state = _with_kids(client, keys, decode_record(task_id, raw))
-    children = list(state.downstream_ids)
-    reads: list[tuple[Any, ...]] = [
-        ("ZRANK", keys.ready, task_id),
-        ("HGET", keys.arrays, state.array_id),
-        ("HGET", keys.active, state.array_id),
-        ("HGET", keys.reserved, state.array_id),
-        ("HGET", keys.reserved, "run"),
-        *(("SCARD", keys.status_set(s)) for s in ACTIVE_TASK_STATUSES),
-        ("TIME",),
-    ]
-    if children:
-        reads.append(("HMGET", keys.task, *children))
-    replies = _pipeline(client, reads)
-    pos, a_limit, a_active, a_reserved, r_reserved = replies[:5]
-    n_active = len(ACTIVE_TASK_STATUSES)
-    active_total = sum(_int(v) for v in replies[5 : 5 + n_active])
-    now = _time_ms(replies[5 + n_active])
-    child_raws = replies[6 + n_active] if children else []
-    downstream = [
-        _brief(None if r is None else decode_record(c, r), c) for c, r in zip(children, child_raws)
-    ]
-    upstream: list[dict[str, Any]] = []
-    scanned = 0
-    sliced: list[TaskState] = []
-    for other in _scan_records(client, keys.task):
-        scanned += 1
-        if task_id in other.downstream_ids:
-            upstream.append(_brief(other, other.task_id))
-        elif other.slices:
-            sliced.append(other)
-    if sliced:  # downstream ids kept in ``kids`` slices: one scan of that hash
-        holders = {
-            int(text(name).partition("#")[0])
-            for name, ids in client.hscan_iter(keys.kids, count=_SCAN_COUNT)
-            if str(task_id) in text(ids).split(",")
-        }
-        upstream += [_brief(o, o.task_id) for o in sliced if o.task_id in holders]
-    upstream.sort(key=lambda u: u["task_id"])
-    batch_id = None if batch is None else text(batch)
-    replica: str | None = None
-    alive: bool | None = None
-    if batch_id is not None:
-        b_raw, replicas_raw = _pipeline(
-            client, [("HGET", keys.batches, batch_id), ("HGETALL", keys.replicas)]
-        )
-        if b_raw is not None:
-            replica = parse_batch(text(b_raw)).holder
-            lease = str_map(replicas_raw).get(replica)
-            if replica == "":
-                alive = None
-            elif lease is not None:
-                deadline = _opt_int(lease.split("|")[1]) if "|" in lease else None
-                alive = deadline is not None and deadline > now
-            else:
-                alive = False
-    run_status = "" if meta[0] is None else text(meta[0])
-    info: dict[str, Any] = {
-        **_record_dict(state),
-        "queue_position": None if pos is None else _int(pos),
-        "queue_length": _int(queue_len),
-        "claim_batch": batch_id,
-        "claim_replica": replica,
-        "claim_replica_alive": alive,
-        "run_active": active_total,
-        "run_limit": _int(meta[1]),
-        "run_reserved": _int(r_reserved),
-        "array_active": _int(a_active),
-        "array_limit": _opt_int(a_limit),
-        "array_reserved": _int(a_reserved),
-        "upstream_list": upstream,
-    }
-    return TaskDetail(
-        task=_record_dict(state),
-        downstream=downstream,
-        upstream=upstream,
-        scanned_records=scanned,
-        queue_position=info["queue_position"],
-        queue_length=info["queue_length"],
-        claim_batch=batch_id,
-        claim_replica=replica,
-        claim_replica_alive=alive,
-        run_status=run_status,
-        run_active=active_total,
-        run_limit=info["run_limit"],
-        run_reserved=info["run_reserved"],
-        array_active=info["array_active"],
-        array_limit=info["array_limit"],
-        array_reserved=info["array_reserved"],
-        verdict=_verdict(info),
-    )
+        return getattr(tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

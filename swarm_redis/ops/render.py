@@ -1,7 +1,10 @@
 """Human renderings of the CLI's views: rich tables and plain lines, no I/O.
 
-Each function turns what :mod:`swarm_redis.ops.reads` or :mod:`swarm_redis.ops.verify` read into a
-rich renderable; the CLI prints it on a console that shows colour only on a terminal.
+Each function turns what :mod:`swarm_redis.ops.reads`, :mod:`swarm_redis.ops.tasks` or
+:mod:`swarm_redis.ops.verify` read into a rich renderable; the CLI prints it on a console that
+shows colour only on a terminal. Every view fits an 80-column terminal: table cells wrap (fold)
+instead of being cut, and no header is wider than its column needs. The live view of ``watch``
+(:func:`watch_view`) is also what the demo shows.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from rich.text import Text
 from swarm_redis.constants import (
     TASK_STATUS_NAMES,
     TASK_STATUSES,
-    WORKFLOW_RUN_STATUS_NAMES,
 )
-from swarm_redis.ops.reads import RunSnapshot, RunSummary, TaskDetail
+from swarm_redis.engine.coordination import ReapReport
+from swarm_redis.ops.reads import RunSnapshot, RunSummary, run_status_name
+from swarm_redis.ops.tasks import TaskDetail
 from swarm_redis.ops.verify import DRIFT_KINDS, DriftReport
 
 __all__ = [
     "drift_view",
+    "reap_summary",
     "replicas_view",
     "run_status_name",
     "runs_table",
@@ -34,12 +39,6 @@ __all__ = [
     "watch_line",
     "watch_view",
 ]
-
-
-def run_status_name(letter: str) -> str:
-    """``R`` -> ``RUNNING (R)``."""
-    name = WORKFLOW_RUN_STATUS_NAMES.get(letter)
-    return f"{name} ({letter})" if name else (letter or "?")
 
 
 def _secs(ms: int | None) -> str:
@@ -55,10 +54,29 @@ def _when(ms: int | None) -> str:
     return f"{t:%Y-%m-%d %H:%M:%S} UTC"
 
 
+def _age(ms: int | None) -> str:
+    """A duration in the largest unit that keeps it short: ``45s``, ``12m``, ``3h05m``, ``2d``."""
+    if ms is None or ms < 0:
+        return "-"
+    secs = ms // 1000
+    if secs < 120:
+        return f"{secs}s"
+    if secs < 7200:
+        return f"{secs // 60}m"
+    if secs < 172800:
+        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+    return f"{secs // 86400}d"
+
+
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
 def _table(*columns: str) -> Table:
+    """A borderless table; cells fold (wrap inside a word) rather than being cut with "…"."""
     table = Table(show_edge=False, pad_edge=False)
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     return table
 
 
@@ -97,15 +115,16 @@ def _limits(s: RunSnapshot) -> RenderableType:
 
 
 def _replicas(s: RunSnapshot) -> RenderableType:
+    """One row per replica: lease left, age (time since it joined), batches and tasks held."""
     if not s.replicas:
         return Text("replicas: none registered")
-    table = _table("replica", "alive", "lease left", "joined", "batches", "claimed")
+    table = _table("replica", "alive", "lease", "age", "batches", "claimed")
     for r in s.replicas:
         table.add_row(
             r.replica_id,
             "yes" if r.alive else "NO",
             _secs(r.lease_left_ms),
-            _when(r.joined_ms),
+            _age(None if r.joined_ms is None else s.now_ms - r.joined_ms),
             str(r.batches),
             str(r.claimed),
         )
@@ -136,8 +155,8 @@ def status_view(s: RunSnapshot) -> RenderableType:
         counts.add_row(status, TASK_STATUS_NAMES[status], str(s.counts[status]))
     counts.add_row("", "total", str(s.tasks))
     queue = Text(
-        f"ready queue: {s.ready} (queued set {s.queued})   claimed: {s.claimed} in "
-        f"{s.batches} batches ({s.orphans} orphaned)   events kept: {s.events}"
+        f"ready queue: {s.ready} (queued set {s.queued})   events kept: {s.events}\n"
+        f"claimed: {s.claimed} in {_batches(s.batches)} ({s.orphans} orphaned)"
     )
     parts: list[RenderableType] = [
         head,
@@ -193,8 +212,9 @@ def task_view(d: TaskDetail) -> RenderableType:
     t = d.task
     lines = [
         f"task {t['task_id']}: {t['status']} {TASK_STATUS_NAMES.get(t['status'], '?')}"
-        f"   array {t['array_id']}   upstreams done {t['done']}/{t['upstreams']}"
-        f" (start {t['start']})   propagated: {'yes' if t['propagated'] else 'no'}",
+        f"  array {t['array_id']}",
+        f"upstreams done {t['done']}/{t['upstreams']} (start {t['start']})"
+        f"  propagated: {'yes' if t['propagated'] else 'no'}",
     ]
     if d.queue_position is not None:
         lines.append(f"queued: position {d.queue_position} of {d.queue_length}")
@@ -207,8 +227,8 @@ def task_view(d: TaskDetail) -> RenderableType:
         lines.append("claimed: no")
     limit = "-" if d.array_limit is None else str(d.array_limit)
     lines.append(
-        f"capacity: workflow {d.run_active} active + {d.run_reserved} reserved of {d.run_limit};"
-        f" array {d.array_active} active + {d.array_reserved} reserved of {limit}"
+        f"capacity (active + reserved of limit): workflow {d.run_active} + {d.run_reserved}"
+        f" of {d.run_limit}, array {d.array_active} + {d.array_reserved} of {limit}"
     )
     return Group(
         Text("\n".join(lines)),
@@ -262,17 +282,47 @@ def watch_line(s: RunSnapshot, rate: float | None) -> str:
 
 
 def watch_view(s: RunSnapshot, rate: float | None) -> RenderableType:
-    """The live view: progress bar, per-status counts and completion rate."""
-    bar = ProgressBar(total=max(s.tasks, 1), completed=s.done, width=50)
+    """The live view: a head line, the progress bar on a line of its own, the per-status counts
+    (one column per status), then queue, claims and capacity, and the leader.
+
+    The widest part is the counts table: nine columns of at most seven digits fit 80 columns.
+    """
     head = Text(
         f"run {s.run_id}: {run_status_name(s.run_status)}  {s.done}/{s.tasks} done "
         f"({s.percent_done:.1f}%)  {_rate(rate)}"
     )
-    counts = _table(*TASK_STATUSES, "ready", "claimed", "active/limit")
-    counts.add_row(
-        *(str(s.counts[st]) for st in TASK_STATUSES),
-        str(s.ready),
-        str(s.claimed),
-        f"{s.active}/{s.limit}",
+    bar = Table.grid(padding=(0, 1))
+    bar.add_column(width=50)
+    bar.add_column()
+    bar.add_row(ProgressBar(total=max(s.tasks, 1), completed=s.done), f"{s.percent_done:.0f}%")
+    counts = Table(show_edge=False, pad_edge=False, box=None, show_header=True)
+    for st in TASK_STATUSES:
+        counts.add_column(st, justify="right", overflow="fold")
+    counts.add_row(*(str(s.counts[st]) for st in TASK_STATUSES))
+    flow = Text(
+        f"ready {s.ready}  claimed {s.claimed} ({_batches(s.batches)})  "
+        f"active {s.active}/{s.limit}  replicas alive {s.replicas_alive}"
     )
-    return Group(head, bar, counts, _leader_line(s))
+    return Group(head, bar, counts, flow, _leader_line(s))
+
+
+def reap_summary(run_id: str, report: ReapReport) -> str:
+    """What one ``reap`` did, in a sentence."""
+    if report.skipped:
+        return (
+            f"reap of run {run_id}: skipped, another reap ran a moment ago "
+            "(the reap mutex is held); try again shortly"
+        )
+    if not report.dead_replicas:
+        return f"reap of run {run_id}: nothing to do, no replica lease has expired"
+    n = len(report.dead_replicas)
+    names = ", ".join(report.dead_replicas[:5]) + (" ..." if n > 5 else "")
+    text = (
+        f"reap of run {run_id}: {n} dead replica{'s' if n != 1 else ''} removed ({names}); "
+        f"{report.batches} claimed batch{'es' if report.batches != 1 else ''} "
+        f"({report.tasks} task{'s' if report.tasks != 1 else ''}) orphaned, to be re-driven by "
+        "the next claim of a live replica"
+    )
+    if report.leader_cleared:
+        text += "; the dead leader's lease was cleared"
+    return text

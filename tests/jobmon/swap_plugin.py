@@ -79,7 +79,7 @@ if _SWAP:
                 return super().get_cached_resources(resource_hash)
 
         jstate.SwarmState = SwarmState  # type: ignore[misc]
-        jbuilder.SwarmState = SwarmState  # type: ignore[misc]
+        jbuilder.SwarmState = SwarmState  # type: ignore[attr-defined]
         _patch = SwarmState
 
     _install()

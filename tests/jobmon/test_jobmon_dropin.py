@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from jobmon_env import require_jobmon
@@ -20,6 +20,7 @@ from jobmon.client.swarm.state import StateUpdate as JobmonUpdate  # noqa: E402
 from jobmon.client.swarm.state import SwarmState as MemoryState  # noqa: E402
 from jobmon.client.swarm.task import SwarmTask  # noqa: E402
 from jobmon.client.task_resources import TaskResources  # noqa: E402
+from jobmon.core.requester import Requester  # noqa: E402
 from jobmon.plugins.sequential.seq_queue import SequentialQueue  # noqa: E402
 
 from swarm_redis.engine.core import DEQUEUE_CHUNK  # noqa: E402
@@ -47,7 +48,9 @@ QUEUE = SequentialQueue(1, "null.q", {})
 
 
 def resources(cores: int) -> Any:
-    tr = TaskResources({"cores": cores, "memory": 1, "runtime": 60}, QUEUE, object())
+    tr = TaskResources(
+        {"cores": cores, "memory": 1, "runtime": 60}, QUEUE, cast(Requester, object())
+    )
     tr._id = cores
     return tr
 
@@ -150,7 +153,7 @@ def test_a_tick_takes_a_few_round_trips_not_one_per_task(
     # dequeues go in bounded chunks (each script call stays short): a few trips per chunk of
     # DEQUEUE_CHUNK tasks, never one per task
     assert trips[0] <= 4 + math.ceil(1200 / DEQUEUE_CHUNK), trips[0]
-    st.apply_update(update)
+    st.apply_update(update)  # type: ignore[arg-type]  # jobmon's own StateUpdate, read by field
     assert st.get_ready_to_run_count() == 0 and st.counts()["Q"] == 1200
 
 

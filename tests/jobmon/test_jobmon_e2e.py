@@ -1,12 +1,14 @@
 """End to end: a real jobmon workflow on jobmon's real server and distributor, run by N replicas.
 
 One jobmon server (sqlite, in a subprocess, as jobmon's fixtures start it) serves the session.
-The workflow (204 tasks: two arrays with their own limits and a fan-in between them, a task that
-fails once and then succeeds, a task that fails for good and its blocked child, and a final
-fan-in task) runs twice at the same time: once with jobmon's stock orchestrator
-(``Workflow.run()``) and once by three ``swarm-redis jobmon-replica`` processes sharing Redis,
-whose leader is SIGKILLed mid-run and whose next leader is SIGKILLed later. A sampler thread
-reads the server's database all along. Then we compare, from the server's records.
+The workflow (34 tasks, 204 with ``SWARM_REDIS_JOBMON_FULL=1``: two arrays with their own
+limits and a fan-in between them, a task that fails once and then succeeds, a task that fails
+for good and its blocked child, and a final fan-in task) runs twice at the same time: once with
+jobmon's stock orchestrator (``Workflow.run()``) and once by three ``swarm-redis
+jobmon-replica`` processes sharing Redis, whose leader is SIGKILLed mid-run and whose next
+leader is SIGKILLed later. A sampler thread reads the server's database all along. Then we
+compare, from the server's records. Also here: a resumed run, a distributor killed mid-run,
+and ``swarm-redis demo --jobmon``.
 
 Needs jobmon 3.6 (see README, "Use with jobmon") and a real Redis; skipped without them, failed
 without them when CI=true.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +31,7 @@ from typing import Any
 
 import pytest
 import redis
+from background import BackgroundProcess
 from jobmon_env import require_jobmon
 
 from swarm_redis.state import RedisSwarmState
@@ -41,13 +45,13 @@ pytestmark = pytest.mark.timeout(3600)
 ACTIVE = ("Q", "I", "O", "R")
 WF_LIMIT = 8
 LIMITS = {"prep": 3, "work": 4}
-
-
-@pytest.fixture(scope="session")
-def jobmon_server() -> Iterator[JobmonServer]:
-    tmp = tempfile.mkdtemp(prefix="swarm-jobmon-")
-    with JobmonServer(tmp) as server:
-        yield server
+#: Tasks of the arrays ``prep`` and ``work``: the same shape and limits at either size; the
+#: small one keeps the CI run short (the server's round trips per task set the pace).
+FULL = os.environ.get("SWARM_REDIS_JOBMON_FULL") == "1"
+N_PREP, N_WORK = (120, 80) if FULL else (18, 12)
+N_TASKS = N_PREP + N_WORK + 4
+#: Quick tasks of the resume and distributor-restart workflows (plus a gate task and its child).
+N_QUICK = 4
 
 
 @pytest.fixture()
@@ -55,9 +59,24 @@ def redis_url(real_redis_url: str) -> str:
     return real_redis_url
 
 
+@pytest.fixture()
+def prefixes(real_redis_url: str) -> Iterator[list[str]]:
+    """Key prefixes a test's runs use in the shared Redis; their keys are deleted afterwards."""
+    used: list[str] = []
+    yield used
+    client = redis.Redis.from_url(real_redis_url)
+    try:
+        for prefix in used:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            for first in range(0, len(keys), 500):
+                client.unlink(*keys[first : first + 500])
+    finally:
+        client.close()
+
+
 def build_workflow(tag: str, marker_dir: str, cluster: str = "sequential") -> tuple[Any, list[Any]]:
     """The test workflow; its tasks in creation order (the same order for every build)."""
-    from jobmon.client.api import Tool
+    from jobmon.client.tool import Tool
 
     tool = Tool(name=f"swarm-e2e-{tag}")
     tool.set_default_compute_resources_from_dict(
@@ -79,15 +98,17 @@ def build_workflow(tag: str, marker_dir: str, cluster: str = "sequential") -> tu
     wf = tool.create_workflow(
         name=f"e2e-{tag}", workflow_args=f"e2e-{tag}", max_concurrently_running=WF_LIMIT
     )
-    a = [prep.create_task(arg=f"echo {tag} a{i}", max_attempts=3) for i in range(120)]
+    a = [prep.create_task(arg=f"echo {tag} a{i}", max_attempts=3) for i in range(N_PREP)]
     # fan-in: every work task waits for three prep tasks
     b = [
         work.create_task(
             arg=f"echo {tag} b{j}",
-            upstream_tasks=[a[j], a[j + 40], a[(j * 7) % 120]],
+            upstream_tasks=list(
+                {a[j % N_PREP], a[(j + N_PREP // 3) % N_PREP], a[(j * 7) % N_PREP]}
+            ),
             max_attempts=3,
         )
-        for j in range(80)
+        for j in range(N_WORK)
     ]
     marker = os.path.join(marker_dir, f"flaky-{tag}")
     f1 = flaky.create_task(
@@ -212,7 +233,7 @@ def wait_until(pred: Any, timeout: float, what: str) -> None:
 
 
 def test_replicas_with_kills_match_the_stock_orchestrator(
-    jobmon_server: JobmonServer, redis_url: str
+    jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
 ) -> None:
     from jobmon.client.workflow_run import WorkflowRunFactory
     from jobmon.core.constants import WorkflowRunStatus
@@ -221,6 +242,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     tag = uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-e2e-")  # not tmp_path: kept for the logs
     prefix = f"e2e{tag}"
+    prefixes.append(prefix)
     sampler = Sampler(jobmon_server)
     sampler.start()
 
@@ -265,8 +287,11 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
                 return None
             return info.replica_id if info is not None else None
 
+        first_kill, second_kill = N_TASKS // 5, (N_TASKS * 3) // 5
         wait_until(
-            lambda: done_count(jobmon_server, int(wf.workflow_id)) >= 40, 1500, "40 tasks done"
+            lambda: done_count(jobmon_server, int(wf.workflow_id)) >= first_kill,
+            1500,
+            f"{first_kill} tasks done",
         )
         first = leader()
         assert first in procs, first
@@ -275,10 +300,10 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
         wait_until(
             lambda: (
                 leader() not in (None, first)
-                and done_count(jobmon_server, int(wf.workflow_id)) >= 120
+                and done_count(jobmon_server, int(wf.workflow_id)) >= second_kill
             ),
             1500,
-            "a new leader and 120 tasks done",
+            f"a new leader and {second_kill} tasks done",
         )
         second = leader()
         assert second in procs and second != first
@@ -317,22 +342,23 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     theirs = [stock_status[t.task_id] for t in stock_tasks]
     assert ours == theirs
     assert outcome["final_status"] == stock["status"] == "E"
-    assert outcome["done_count"] == ours.count("D") == 202
+    assert len(tasks) == N_TASKS
+    assert outcome["done_count"] == ours.count("D") == N_TASKS - 2
     assert outcome["failed_count"] == ours.count("F") == 1
     (run_status,) = jobmon_server.query("select status from workflow_run where id = ?", (run_id,))[
         0
     ]
     assert run_status == "E"
-    flaky_id = tasks[200].task_id
+    flaky, doomed, child = (t.task_id for t in tasks[N_PREP + N_WORK : N_PREP + N_WORK + 3])
 
     # --- one task instance per attempt ------------------------------------------------------------
     rows = attempts_and_instances(jobmon_server, int(wf.workflow_id))
     bad = [(t, a, n) for t, a, n in rows if a != n]
     assert not bad, bad
     by_id = {t: (a, n) for t, a, n in rows}
-    assert by_id[flaky_id][0] >= 2  # failed once, then succeeded (a lost heartbeat may add one)
-    assert by_id[tasks[201].task_id] == (2, 2)  # the doomed task: max_attempts 2
-    assert by_id[tasks[202].task_id] == (0, 0)  # its child never ran
+    assert by_id[flaky][0] >= 2  # failed once, then succeeded (a lost heartbeat may add one)
+    assert by_id[doomed] == (2, 2)  # the doomed task: max_attempts 2
+    assert by_id[child] == (0, 0)  # its child never ran
     stock_rows = attempts_and_instances(jobmon_server, int(stock_wf.workflow_id))
     assert all(a == n for _, a, n in stock_rows)
 
@@ -373,9 +399,26 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     client.close()
 
 
-def resume_workflow(tag: str, marker: str) -> Any:
-    """Ten quick tasks, one that needs ``marker`` (no retries) and its child."""
-    from jobmon.client.api import Tool
+def instances_in(server: JobmonServer, wf_id: int, status: str) -> int:
+    """Task instances of the workflow in ``status`` (0 while the database is busy)."""
+    try:
+        return int(
+            server.query(
+                "select count(*) from task_instance ti join task t on ti.task_id = t.id "
+                "where t.workflow_id = ? and ti.status = ?",
+                (wf_id, status),
+            )[0][0]
+        )
+    except Exception:
+        return 0
+
+
+def resume_workflow(
+    tag: str, marker: str, seconds: float = 0.0, gate_attempts: int = 1, n_quick: int = N_QUICK
+) -> Any:
+    """``n_quick`` quick tasks (each sleeping ``seconds``), one that needs ``marker``
+    (``gate_attempts`` attempts) and its child."""
+    from jobmon.client.tool import Tool
 
     tool = Tool(name=f"swarm-resume-{tag}")
     tool.set_default_compute_resources_from_dict(
@@ -385,19 +428,25 @@ def resume_workflow(tag: str, marker: str) -> Any:
         template_name="step", command_template="{arg}", node_args=["arg"], task_args=[], op_args=[]
     )
     wf = tool.create_workflow(name=f"resume-{tag}", workflow_args=f"resume-{tag}")
-    quick = [tt.create_task(arg=f"echo {tag} q{i}", max_attempts=3) for i in range(10)]
-    gate = tt.create_task(arg=f"test -f {marker}", max_attempts=1, upstream_tasks=quick[:2])
+    nap = f"sleep {seconds}; " if seconds else ""
+    quick = [tt.create_task(arg=f"{nap}echo {tag} q{i}", max_attempts=3) for i in range(n_quick)]
+    gate = tt.create_task(
+        arg=f"test -f {marker}", max_attempts=gate_attempts, upstream_tasks=quick[:2]
+    )
     after = tt.create_task(arg=f"echo {tag} after", max_attempts=3, upstream_tasks=[gate])
     wf.add_tasks([*quick, gate, after])
     return wf
 
 
-def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redis_url: str) -> None:
+def test_resumed_run_continues_on_shared_state(
+    jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
+) -> None:
     from swarm_redis.jobmon.run import run
 
     tag = uuid.uuid4().hex[:8]
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-resume-")
     marker = os.path.join(tmp, "marker")
+    prefixes.extend([f"rs1{tag}", f"rs2{tag}"])
     first = run(
         resume_workflow(tag, marker),
         redis_url=redis_url,
@@ -406,7 +455,7 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
         distributor_log=os.path.join(tmp, "distributor.log"),
     )
     assert first.final_status == "E"
-    assert (first.done_count, first.failed_count, first.num_previously_complete) == (10, 1, 0)
+    assert (first.done_count, first.failed_count, first.num_previously_complete) == (N_QUICK, 1, 0)
     open(marker, "w").close()  # the user fixes the cause, then resumes
     wf = resume_workflow(tag, marker)
     runs: list[int] = []
@@ -415,14 +464,15 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
         redis_url=redis_url,
         prefix=f"rs2{tag}",
         resume=True,
+        resume_timeout=10,  # jobmon waits a tenth of it before it looks whether it may resume
         poll_s=0.1,
         on_run_created=runs.append,
         distributor_log=os.path.join(tmp, "distributor.log"),
     )
     assert second.final_status == "D"
-    assert second.num_previously_complete == 10  # the DONE tasks of the first run
-    assert second.done_count == second.total_tasks == 12
-    assert wf._num_previously_completed == 10
+    assert second.num_previously_complete == N_QUICK  # the DONE tasks of the first run
+    assert second.done_count == second.total_tasks == N_QUICK + 2
+    assert wf._num_previously_completed == N_QUICK
     # only the failed task and its child ran again, once each, in the new run
     instances = jobmon_server.query(
         "select task_id from task_instance where workflow_run_id = ?", (runs[0],)
@@ -431,24 +481,19 @@ def test_resumed_run_continues_on_shared_state(jobmon_server: JobmonServer, redi
     client = redis.Redis.from_url(redis_url, protocol=3)
     try:
         state = RedisSwarmState.attach(client, runs[0], prefix=f"rs2{tag}")
-        assert state.status == "D" and state.num_previously_complete == 10
+        assert state.status == "D" and state.num_previously_complete == N_QUICK
     finally:
         client.close()
 
 
-@pytest.mark.skipif(
-    os.environ.get("SWARM_REDIS_JOBMON_FULL") != "1",
-    reason="known failure, not yet fixed: when the supervisor dies while its distributor holds "
-    "INSTANTIATED task instances, jobmon 3.6's replacement distributor crashes at start "
-    "(AttributeError: 'DistributorTaskInstance' object has no attribute '_batch') and the "
-    "leader restarts it in a loop (docs/jobmon.md); SWARM_REDIS_JOBMON_FULL=1 runs it",
-)
 @pytest.mark.timeout(900)
 def test_dead_distributor_is_restarted_by_the_leader(
-    jobmon_server: JobmonServer, redis_url: str
+    jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
 ) -> None:
-    """SIGKILL the distributor's supervisor mid-run: its jobmon distributor stops with it, the
-    lease expires, the leader starts exactly one new distributor, and the run ends DONE."""
+    """SIGKILL the distributor's supervisor mid-run, while its jobmon distributor holds task
+    instances INSTANTIATED (and one RUNNING): the distributor dies with it, the lease expires,
+    the leader starts exactly one new distributor, which takes over the dead one's task
+    instances (swarm_redis.jobmon.adopt), and the run ends DONE."""
     from swarm_redis.jobmon import distributor as dist
     from swarm_redis.jobmon.run import ReplicaOutcome, run
 
@@ -456,8 +501,10 @@ def test_dead_distributor_is_restarted_by_the_leader(
     tmp = tempfile.mkdtemp(prefix="swarm-jobmon-dist-")
     marker = os.path.join(tmp, "marker")
     open(marker, "w").close()
-    wf = resume_workflow(tag, marker)
+    n_quick = 8  # one batch: while one runs, the others wait INSTANTIATED
+    wf = resume_workflow(tag, marker, seconds=0.5, gate_attempts=3, n_quick=n_quick)
     prefix = f"dk{tag}"
+    prefixes.append(prefix)
     runs: list[int] = []
     outcomes: list[ReplicaOutcome] = []
     box: dict[str, Any] = {}
@@ -482,11 +529,19 @@ def test_dead_distributor_is_restarted_by_the_leader(
     try:
         wait_until(lambda: bool(runs), 120, "the run to be created")
         wf_id = int(wf.workflow_id)
-        wait_until(lambda: done_count(jobmon_server, wf_id) >= 3, 300, "3 tasks done")
+        wait_until(
+            lambda: (
+                done_count(jobmon_server, wf_id) >= 1
+                and instances_in(jobmon_server, wf_id, "I") >= 2
+            ),
+            300,
+            "a task done and task instances INSTANTIATED",
+        )
         keys = RedisSwarmState.attach(client, runs[0], prefix=prefix).keys
         lease = dist.read_lease(client, keys)
         assert lease is not None and lease.pid > 0
         os.kill(lease.pid, signal.SIGKILL)
+        orphans = instances_in(jobmon_server, wf_id, "I")
         wait_until(
             lambda: (dist.read_lease(client, keys) or lease).token != lease.token,
             120,
@@ -497,11 +552,50 @@ def test_dead_distributor_is_restarted_by_the_leader(
         assert "error" not in box, box.get("error")
         result = box["result"]
         assert result.final_status == "D"
-        assert result.done_count == result.total_tasks == 12
-        assert outcomes[0].distributors_started == 2
+        assert result.done_count == result.total_tasks == n_quick + 2
+        assert outcomes[0].distributors_started == 2  # no restart loop
+        assert orphans >= 1  # the dead distributor left INSTANTIATED task instances behind
         rows = attempts_and_instances(jobmon_server, wf_id)
         assert all(a == n for _, a, n in rows), rows
         # the supervisor sees the run is over, stops its distributor and gives the lease back
         wait_until(lambda: dist.read_lease(client, keys) is None, 120, "the lease given back")
+    finally:
+        client.close()
+
+
+# --- swarm-redis demo --jobmon ---------------------------------------------------------------
+# A small run (6 tasks, 2 replicas, no kills: the tests above kill) through the command line, on
+# the real Redis with --purge: the verdict passes, every line of it, and the run's keys are gone
+# afterwards.
+
+
+def start_demo(redis_url: str) -> BackgroundProcess:
+    """The demo run of the test below, started."""
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    cmd = [
+        sys.executable, "-m", "swarm_redis", "demo", "--jobmon", "--tasks", "6",
+        "--replicas", "2", "--kill-every", "0", "--url", redis_url, "--purge",
+    ]  # fmt: skip
+    return BackgroundProcess(cmd, env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_demo_runs_a_real_workflow_and_passes_its_verdict(real_redis_url: str) -> None:
+    code, out, err = start_demo(real_redis_url).result(timeout_s=540)
+    assert code == 0, out[-3000:] + err[-3000:]
+    verdict = out.split("verdict (from the jobmon server's database):", 1)[1]
+    lines = [line.strip() for line in verdict.strip().splitlines()]
+    assert lines and all(line.startswith("PASS") for line in lines), verdict
+    assert any("6/6 tasks DONE" in line for line in lines), verdict
+    assert any("jobmon distributors started: 1" in line for line in lines), verdict
+    assert any(re.search(r"array first: at most [123] active, limit 3", x) for x in lines)
+    prefix = re.search(r"prefix (\S+)", out)
+    assert prefix is not None, out
+    assert re.search(r"purged [1-9]\d* keys", out), out
+    client = redis.Redis.from_url(real_redis_url)
+    try:
+        assert not list(client.scan_iter(match=f"{prefix.group(1)}:*", count=1000))
     finally:
         client.close()

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -16,6 +16,7 @@ from jobmon_env import require_jobmon
 require_jobmon()
 
 from jobmon.client.task_resources import TaskResources  # noqa: E402
+from jobmon.core.requester import Requester  # noqa: E402
 from jobmon.plugins.multiprocess.multiproc_queue import MultiprocessQueue  # noqa: E402
 from jobmon.plugins.sequential.seq_queue import SequentialQueue  # noqa: E402
 
@@ -35,7 +36,8 @@ class _NoRequester:
 
 
 def _tr(resources: dict[str, Any], queue: Any = None, bound: int | None = None) -> Any:
-    tr = TaskResources(dict(resources), queue or SequentialQueue(3, "null.q", {}), _NoRequester())
+    queue = queue or SequentialQueue(3, "null.q", {})
+    tr = TaskResources(dict(resources), queue, cast(Requester, _NoRequester()))
     if bound is not None:
         tr._id = bound
     return tr
@@ -79,14 +81,21 @@ def test_digest_is_the_same_in_every_process() -> None:
         " SequentialQueue(3, 'null.q', {}), object())\n"
         "print(task_resources_digest(tr), hash(tr))\n"
     )
-    outs = []
-    for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
-        res = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    procs = [  # both at once: each spends seconds importing jobmon
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        assert res.returncode == 0, res.stderr
-        outs.append(res.stdout.split())
+        for seed in ("1", "2")
+    ]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outs.append(out.split())
     here = task_resources_digest(_tr({"memory": "2G", "runtime": 60, "cores": 1}))
     assert outs[0][0] == outs[1][0] == str(here)
     assert outs[0][1] != outs[1][1]  # jobmon's own hash() is salted per process

@@ -7,7 +7,8 @@ Each test runs a part of jobmon's test suite (from jobmon's source tree: ``$JOBM
 the ones docs/jobmon.md lists as deliberate differences ("fails"); a test listed "flaky" may
 fail or pass. A new failure fails this suite, and so does a listed one that passes.
 
-* ``test_unit_suite``: jobmon's ``tests/unit/swarm`` (about a minute): in CI.
+* ``test_unit_suite``: jobmon's ``tests/unit/swarm`` (about a minute): in CI. It starts beside
+  the end-to-end tests when they run in the same session (``tests/jobmon/conftest.py``).
 * ``test_integration_subset``: a part of ``tests/integration/swarm`` (a real jobmon server on
   sqlite, the sequential distributor, real shell tasks), chosen for its time: in CI.
 * ``test_integration_suite``: all of ``tests/integration/swarm`` (about 2 minutes on a quiet
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from background import BackgroundProcess
 from jobmon_env import HOW_TO_GET_JOBMON, require_jobmon
 
 require_jobmon()
@@ -82,55 +83,71 @@ JOBMON_SIDE = HERE / "jobmon_side"
 JOBMON_SIDE_DEST = "tests/integration/swarm"
 
 
-def run_suite(paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str]:
-    """Run jobmon's tests at ``paths`` with the swap; test id -> PASSED/FAILED/ERROR.
+class SuiteRun:
+    """A run of jobmon's tests at ``paths`` with the swap, in a subprocess (started at once).
 
     Our jobmon-side tests (tests/jobmon/jobmon_side/) run along when ``paths`` include
     jobmon's integration tests.
     """
-    src = jobmon_src()
-    copied: list[Path] = []
-    if any(p.startswith("tests/integration") for p in paths):
-        whole_folder = any(p.rstrip("/") == JOBMON_SIDE_DEST for p in paths)
-        for f in sorted(JOBMON_SIDE.glob("*.py")):  # not test_*.py: our own run skips them
-            name = f"test_zz_{f.name}"
-            dest = src / JOBMON_SIDE_DEST / name
-            dest.write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
-            copied.append(dest)
-            if not whole_folder:
-                paths = [*paths, f"{JOBMON_SIDE_DEST}/{name}"]
-    try:
-        return _run(src, paths, redis_url, timeout_s)
-    finally:
-        for dest in copied:
+
+    def __init__(self, paths: list[str], redis_url: str) -> None:
+        src = jobmon_src()
+        self.copied: list[Path] = []
+        if any(p.startswith("tests/integration") for p in paths):
+            whole_folder = any(p.rstrip("/") == JOBMON_SIDE_DEST for p in paths)
+            for f in sorted(JOBMON_SIDE.glob("*.py")):  # not test_*.py: our own run skips them
+                name = f"test_zz_{f.name}"
+                dest = src / JOBMON_SIDE_DEST / name
+                dest.write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+                self.copied.append(dest)
+                if not whole_folder:
+                    paths = [*paths, f"{JOBMON_SIDE_DEST}/{name}"]
+        env = dict(os.environ)
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        env["PYTHONPATH"] = str(HERE) + os.pathsep + env.get("PYTHONPATH", "")
+        env["SWARM_REDIS_URL"] = redis_url
+        env.pop("PYTEST_ADDOPTS", None)
+        cmd = [
+            sys.executable, "-m", "pytest", "-q", "-rA", "-p", "swap_plugin",
+            "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "addopts=", *paths,
+        ]  # fmt: skip
+        self.process = BackgroundProcess(cmd, env=env, cwd=src)
+
+    def outcomes(self, timeout_s: float) -> dict[str, str]:
+        """Wait for the run; test id -> PASSED/FAILED/ERROR."""
+        try:
+            returncode, stdout, stderr = self.process.result(timeout_s)
+        finally:
+            self.stop()
+        outcomes: dict[str, str] = {}
+        for line in stdout.splitlines():
+            m = _OUTCOME.match(line)
+            if m:
+                outcome, test_id = m.groups()
+                if outcome == "ERROR" and test_id in outcomes:
+                    continue  # a teardown error after a pass/fail: the test's own outcome stands
+                outcomes[test_id] = outcome
+        assert returncode in (0, 1), (
+            f"jobmon's suite did not run (exit {returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}"
+        )
+        assert "swarm_redis swap: jobmon SwarmState" in stdout or outcomes, stdout[-2000:]
+        return outcomes
+
+    def stop(self) -> None:
+        """End the run if it still runs; remove the copied jobmon-side tests."""
+        self.process.stop()
+        for dest in self.copied:
             dest.unlink(missing_ok=True)
 
 
-def _run(src: Path, paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = str(HERE) + os.pathsep + env.get("PYTHONPATH", "")
-    env["SWARM_REDIS_URL"] = redis_url
-    env.pop("PYTEST_ADDOPTS", None)
-    cmd = [
-        sys.executable, "-m", "pytest", "-q", "-rA", "-p", "swap_plugin",
-        "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "addopts=", *paths,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True, timeout=timeout_s)
-    outcomes: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
-        m = _OUTCOME.match(line)
-        if m:
-            outcome, test_id = m.groups()
-            if outcome == "ERROR" and test_id in outcomes:
-                continue  # a teardown error after a pass/fail: the test's own outcome stands
-            outcomes[test_id] = outcome
-    assert proc.returncode in (0, 1), (
-        f"jobmon's suite did not run (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-        f"{proc.stderr[-3000:]}"
-    )
-    assert "swarm_redis swap: jobmon SwarmState" in proc.stdout or outcomes, proc.stdout[-2000:]
-    return outcomes
+def start_unit_suite(redis_url: str) -> SuiteRun:
+    """jobmon's unit tests with the swap, started (tests/jobmon/conftest.py starts it early)."""
+    return SuiteRun(UNIT, redis_url)
+
+
+def run_suite(paths: list[str], redis_url: str, timeout_s: int) -> dict[str, str]:
+    """Run jobmon's tests at ``paths`` with the swap; test id -> PASSED/FAILED/ERROR."""
+    return SuiteRun(paths, redis_url).outcomes(timeout_s)
 
 
 def check(paths: list[str], outcomes: dict[str, str]) -> None:
@@ -153,8 +170,8 @@ def check(paths: list[str], outcomes: dict[str, str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(660)
-def test_unit_suite(real_redis_url: str) -> None:
-    check(UNIT, run_suite(UNIT, real_redis_url, timeout_s=600))
+def test_unit_suite(background_run: SuiteRun) -> None:
+    check(UNIT, background_run.outcomes(timeout_s=600))
 
 
 @pytest.mark.slow

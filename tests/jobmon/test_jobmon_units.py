@@ -31,6 +31,8 @@ class Task:
     downstream_swarm_tasks: set[Any] = field(default_factory=set)
     current_task_resources: Any = None
     cluster: Any = None
+    resource_scales: dict[str, Any] = field(default_factory=dict)
+    fallback_queues: list[Any] = field(default_factory=list)
 
     def __hash__(self) -> int:
         return self.task_id
@@ -130,9 +132,16 @@ def test_distributor_lease_claim_renew_release(r: redis.Redis, run_id: int, pref
 class Requester:
     """Records jobmon requests and answers like the server."""
 
-    def __init__(self, fail: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        fail: set[str] | None = None,
+        statuses: dict[str, list[int]] | None = None,
+        run_status: str | None = None,
+    ) -> None:
         self.sent: list[tuple[str, dict[str, Any], str]] = []
         self.fail = fail or set()
+        self.statuses = {"D": [1]} if statuses is None else statuses  # task status updates
+        self.run_status = run_status  # what the server holds (None: what it was told)
 
     def send_request(self, app_route: str, message: dict[str, Any], request_type: str) -> Any:
         self.sent.append((app_route, message, request_type))
@@ -143,13 +152,17 @@ class Requester:
         if app_route.endswith("/queue_task_batch"):
             return 200, {"tasks_by_status": {"Q": message["task_ids"]}}
         if app_route.endswith("/task_status_updates"):
-            return 200, {"time": "2026-11-30 07:00:01", "tasks_by_status": {"D": [1]}}
+            return 200, {"time": "2026-11-30 07:00:01", "tasks_by_status": self.statuses}
         if app_route.endswith("/get_max_concurrently_running"):
             return 200, {"max_concurrently_running": 5}
         if "get_array_max_concurrently_running" in app_route:
             return 200, {"max_concurrently_running": 2}
-        if app_route.endswith(("/log_heartbeat", "/update_status")):
-            return 200, {"status": message["status"]}
+        if app_route.endswith("/log_heartbeat"):
+            return 200, {"status": self.run_status or message["status"]}
+        if app_route.endswith("/update_status"):
+            if self.run_status is None or message["status"] in ("D", "E", "T"):
+                self.run_status = message["status"]
+            return 200, {"status": self.run_status}
         return 200, {}
 
 
@@ -269,3 +282,98 @@ def test_fail_fast_ends_the_run(r: redis.Redis, run_id: int, prefix: str) -> Non
     state.apply(StateUpdate(task_statuses={1: "F"}))
     assert loop.lead("R") == "E"
     assert state.status == "E"
+
+
+def _routes(req: Requester, suffix: str) -> list[dict[str, Any]]:
+    return [m for route, m, _ in req.sent if route.endswith(suffix)]
+
+
+def _lead(loop: JobmonLoop) -> None:
+    replica = loop.join()
+    loop.epoch = loop.state.acquire_leadership(replica)
+    loop.state.set_run_status("R", epoch=loop.epoch)
+
+
+def test_adjusting_resources_are_scaled_shared_and_queued_first(
+    r: redis.Redis, run_id: int, prefix: str
+) -> None:
+    """A resource error (ADJUSTING_RESOURCES from the server's sync): jobmon's
+    adjust_resources runs once, the result is cached in the run for every replica, and the
+    task goes to the front of the ready queue."""
+    from jobmon.client.task_resources import TaskResources
+    from jobmon.plugins.sequential.seq_queue import SequentialQueue
+
+    from swarm_redis.jobmon.replica import adjust_jobmon_resources
+
+    queue = SequentialQueue(8642, "null.q", {})  # an id of its own: queues are per process
+
+    def resources() -> Any:
+        return TaskResources({"memory": "1G", "cores": 1, "runtime": 60}, queue, None)
+
+    js = diamond(run_id)
+    js.tasks[5] = Task(5)  # another root: ready before the adjusted task comes back
+    js.tasks[1].status = "R"  # running, then it hits its memory limit
+    for task in js.tasks.values():
+        task.current_task_resources = resources()
+        task.resource_scales = {"memory": 0.5}
+    expected = resources().adjust_resources(resource_scales={"memory": 0.5}, fallback_queues=[])
+    assert expected != resources()
+    state, _ = share(js, r, prefix=prefix)
+    req = Requester(statuses={"A": [1]})
+    loop = _loop(state, req, adjust=adjust_jobmon_resources(state))
+    _lead(loop)
+    assert state.enqueue_initial_fringe() == 1  # task 5
+    loop.sync()
+    assert [t.task_id for t in state.ready_to_run] == [1, 5]  # the adjusted task first
+    adjusted = state.get_task(1).current_task_resources
+    assert adjusted == expected and state.get_task(5).current_task_resources == resources()
+    # another replica finds the adjusted resources under the task's resource key
+    key = int(state._core.resource_key(state.get_task(1)), 16)
+    other = RedisSwarmState.attach(r, run_id, prefix=prefix)
+    shared = other.get_cached_resources(key)
+    assert isinstance(shared, TaskResources) and shared == expected
+    assert state.get_task(1).status == "A"
+
+
+@pytest.mark.parametrize("signal", ["C", "H"])
+def test_resume_signal_terminates_stops_scheduling_and_ends_terminated(
+    r: redis.Redis, run_id: int, prefix: str, signal: str
+) -> None:
+    """The server answers a heartbeat with COLD_RESUME (or HOT_RESUME: jobmon 3.6 handles both
+    alike): the leader asks it to terminate the running task instances, no replica queues
+    another batch, and once the run has drained the leader finalizes it TERMINATED (jobmon's
+    _handle_termination and _finalize)."""
+    js = diamond(run_id)
+    js.tasks[5] = Task(5)
+    js.tasks[1].status = "R"
+    state, _ = share(js, r, prefix=prefix)
+    req = Requester(statuses={}, run_status=signal)
+    loop = _loop(state, req)
+    _lead(loop)
+    assert state.enqueue_initial_fringe() == 1  # task 5 is ready
+    assert loop.lead("R") == signal
+    assert state.status == signal
+    assert len(_routes(req, "/terminate_task_instances")) == 1
+    assert not loop.step()  # a round of the loop: nothing scheduled while terminating
+    assert not _routes(req, "/queue_task_batch")
+    assert [t.task_id for t in state.ready_to_run] == [5]
+    # the server stopped task 1 (its task instance was killed; the task awaits a new run)
+    req.statuses = {"G": [1]}
+    loop.next_sync = 0.0
+    assert loop.lead(signal) == "T"
+    assert state.status == "T"
+    assert [m["status"] for m in _routes(req, "/update_status")] == ["T"]
+    assert not _routes(req, "/queue_task_batch")
+
+
+def test_server_stop_status_stops_every_replica(r: redis.Redis, run_id: int, prefix: str) -> None:
+    """The server holds ERROR (e.g. the run was stopped elsewhere): the leader stores it and
+    every replica's loop ends, without telling the server anything more."""
+    state, _ = share(diamond(run_id), r, prefix=prefix)
+    req = Requester(statuses={}, run_status="E")
+    leader = _loop(state, req)
+    _lead(leader)
+    assert leader.lead("R") == "E"
+    other = _loop(RedisSwarmState.attach(r, run_id, prefix=prefix), Requester())
+    assert other.step()  # its next round sees the terminal status and ends
+    assert not _routes(req, "/update_status") and not _routes(req, "/queue_task_batch")

@@ -5,16 +5,27 @@ jobmon's tests/integration/swarm/ as test_zz_<name> for the run with the swap pl
 removes it after.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from jobmon.client.swarm.builder import SwarmBuilder
 from jobmon.client.swarm.task import SwarmTask
 from jobmon.client.task_resources import TaskResources
+from jobmon.client.task_template import TaskTemplate
+from jobmon.client.tool import Tool
 from jobmon.client.workflow_run import WorkflowRunFactory
 from jobmon.core.requester import Requester
 
 from swarm_redis.jobmon import JobmonSwarmState, attach_jobmon
 
+if TYPE_CHECKING:
+    from jobmon.client.swarm.state import StateUpdate
 
-def test_resume_on_redis_then_attach_with_jobmon_objects(tool, task_template):
+
+def test_resume_on_redis_then_attach_with_jobmon_objects(
+    tool: Tool, task_template: TaskTemplate
+) -> None:
     workflow = tool.create_workflow()
     #  t1 -> t2, t3 -> t4 (t3 fails for good: t4 never runs)
     t1 = task_template.create_task(arg="echo 1")
@@ -33,13 +44,14 @@ def test_resume_on_redis_then_attach_with_jobmon_objects(tool, task_template):
     factory.set_workflow_resume()
     factory.reset_task_statuses()
     wfr = factory.create_workflow_run()
+    assert wfr.status is not None  # the property raises rather than answer None
     builder = SwarmBuilder(
         requester=Requester.from_defaults(),
         workflow_run_id=wfr.workflow_run_id,
         initial_status=wfr.status,
     )
     builder.build_from_workflow_id(workflow_id=workflow.workflow_id, edge_chunk_size=1)
-    state = builder.state
+    state: object = builder.state  # jobmon's SwarmState class, swapped at run time
     assert isinstance(state, JobmonSwarmState)
     # the builder registered every task before wiring the edges; its first use (or seal())
     # writes the final DAG
@@ -57,7 +69,8 @@ def test_resume_on_redis_then_attach_with_jobmon_objects(tool, task_template):
     assert isinstance(j3, SwarmTask) and isinstance(j4, SwarmTask)
     assert isinstance(j4.current_task_resources, TaskResources)
     assert j4.current_task_resources.requested_resources == {"foo": "bar"}
-    assert j4.cluster is not None and len(j4.fallback_queues) == 1
+    assert j4.cluster is not None and j4.fallback_queues is not None
+    assert len(j4.fallback_queues) == 1
     assert j3.status == "G" and j4.status == "G"
     # the edges jobmon's resume path wired after add_task reached Redis (sealed at first use)
     assert j3.downstream_swarm_tasks == {j4}
@@ -68,13 +81,13 @@ def test_resume_on_redis_then_attach_with_jobmon_objects(tool, task_template):
     # completing t3 through the joined state makes t4 ready, and it is reported for validation
     joined.enqueue_task(j3)
     assert joined.dequeue_task() is j3
-    changed = joined.apply_update(_done(j3.task_id))
+    changed = joined.apply_update(_done(j3.task_id))  # type: ignore[arg-type]  # read by field
     assert j3 in changed
     assert [t.task_id for t in joined.propagate_completions({j3})] == [t4.task_id]
     assert [t.task_id for t in joined.ready_to_run] == [t4.task_id]
 
 
-def _done(task_id):
+def _done(task_id: int) -> StateUpdate:
     from jobmon.client.swarm.state import StateUpdate
 
     return StateUpdate(task_statuses={task_id: "D"})

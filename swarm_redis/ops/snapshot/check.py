@@ -1,127 +1,38 @@
-"""Export a run to a JSON snapshot and import it back, key by key.
-
-The snapshot holds the run's keys of the key table (:data:`swarm_redis.engine.keys.RUN_KEY_NAMES`,
-read by name: no SCAN), each with its Redis type, its remaining TTL in milliseconds (-1: none)
-and its full content:
-
-* hash: ``[[field, value], ...]`` sorted by field; set: sorted members; list: the elements in
-  order; zset: ``[[member, score], ...]`` by score then member, scores as decimal strings;
-  string: the value;
-* stream: ``{"entries": [[id, [[field, value], ...]], ...], "last_id", "entries_added",
-  "max_deleted_id"}``; import re-adds the entries with their ids and restores the stream's
-  last id and counters with XSETID, so new events keep ascending ids. Consumer groups are not
-  kept (swarm_redis creates none).
-
-Byte strings that are valid UTF-8 are stored as JSON strings, others as ``{"b64": "..."}``.
-Keys are stored by their name after the run's base (``meta``, ``s:G`` ...). Keys of
-:data:`TRANSIENT_KEYS` (keys with a TTL that matter only to live processes: the reap mutex, the
-reply cache of retried calls) are neither exported nor imported. An export of
-a live run reads each key as it is at that moment, not the whole run at one instant: export a run
-that is quiet (or stopped).
-
-Import never trusts the file (DESIGN section 9, rules 1 and 4: "check everything, then write"):
-:func:`load_snapshot` + :func:`validate_snapshot` check the WHOLE file before anything is
-written:
-
-* the key prefix comes from the caller (the command line), never from the file; the run id comes
-  from the caller or the file, and must be an integer;
-* key names only from :data:`KEY_TYPES`, each with the Redis type the key table gives it, and no
-  TTL (run keys never expire);
-* ``meta.workflow_run_id`` is set to the run id imported as;
-* sizes bounded: the file at most ``max_bytes`` (:data:`MAX_FILE_BYTES` by default), each
-  string (field, value, member, entry field) at most :data:`MAX_VALUE_BYTES`, at most
-  :data:`MAX_ELEMENTS` elements in all (hash pairs, members, list items, stream entries);
-* record formats parseable: task records ``S|done|stamp|flags|array|nup|start|children`` with
-  a known status and integers, task ids as integers wherever a key holds them (status sets,
-  ``queued``, ``ready``, ``claims``, ``qres``, ``taskres``), integer counters and limits,
-  ``replicas`` leases ``incarnation|deadline ms|joined ms``, ``batches`` records, stream ids
-  ascending and below the stream's last id.
-
-:func:`import_run` then writes into temporary keys in the run's hash slot (they carry a TTL, so
-an import killed half way leaves nothing that lasts) and moves them into place with RENAMEs in one
-MULTI/EXEC, WATCHing the run's keys: the run appears whole or not at all. With ``force`` the old
-run's keys are renamed away in the same transaction (then UNLINKed), so the old run is replaced
-atomically and stays untouched when anything fails before. (``force`` does not check whether
-the old run is live: stop it first, as for ``purge``.)
-"""
+"""Load and check a snapshot file in full before anything is written (see the package doc)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import re
-import secrets
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 
 from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES
-from swarm_redis.engine.commands import KIDS_SLICE, text
+from swarm_redis.engine.commands import KIDS_SLICE
 from swarm_redis.engine.keys import RUN_KEY_NAMES, RunKeys, check_prefix
-from swarm_redis.engine.replies import hash_items
-from swarm_redis.errors import SwarmRedisError, UnknownRunError
+from swarm_redis.errors import SwarmRedisError
+from swarm_redis.ops.snapshot.format import (
+    _INT64_MAX,
+    FORMAT,
+    FORMAT_VERSION,
+    KEY_TYPES,
+    MAX_ELEMENTS,
+    MAX_FILE_BYTES,
+    MAX_VALUE_BYTES,
+    TRANSIENT_KEYS,
+    ImportPlan,
+    SnapshotError,
+    _Entry,
+    parse_run_id,
+)
 
-__all__ = [
-    "FORMAT",
-    "KEY_TYPES",
-    "MAX_ELEMENTS",
-    "MAX_FILE_BYTES",
-    "MAX_VALUE_BYTES",
-    "TRANSIENT_KEYS",
-    "ImportPlan",
-    "RunExistsError",
-    "SnapshotError",
-    "export_run",
-    "import_run",
-    "load_snapshot",
-    "parse_run_id",
-    "run_keys_present",
-    "save_snapshot",
-    "validate_snapshot",
-]
-
-FORMAT = "swarm-redis-snapshot"
-FORMAT_VERSION = 1
-_CHUNK = 500
-
-#: Redis type of each key of the key table that a snapshot carries (see keys.py). Only names that
-#: are in RUN_KEY_NAMES count; a name appended there needs its type here (or a place in
-#: TRANSIENT_KEYS): tests/test_cli_safety.py checks it.
-KEY_TYPES: dict[str, str] = {
-    "meta": "hash",
-    "task": "hash",
-    **{f"s:{status}": "set" for status in TASK_STATUSES},
-    "ready": "zset",
-    "queued": "set",
-    "qres": "hash",
-    "arrays": "hash",
-    "active": "hash",
-    "claims": "hash",
-    "batches": "hash",
-    "reserved": "hash",
-    "orphans": "list",
-    "replicas": "hash",
-    "leader": "hash",
-    "events": "stream",
-    "counters": "hash",
-    "resources": "hash",
-    "taskres": "hash",
-    "pcredit": "hash",
-    "fanout": "hash",
-    "qidx": "zset",
-    "build_lock": "string",
-    "kids": "hash",
-}
-#: Keys of the key table that snapshots leave out: keys with a TTL whose meaning ends with the
-#: processes that wrote them (the reap mutex; the reply cache of retried calls; the lease of a
-#: jobmon run's distributor). Import skips them with a note.
-TRANSIENT_KEYS: frozenset[str] = frozenset({"reap_lock", "replies", "reply_at", "distributor"})
+_INT_RE = re.compile(rb"-?[0-9]{1,19}")
+_STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_SCORE_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
 
 
 def _table_types() -> dict[str, str]:
@@ -129,165 +40,8 @@ def _table_types() -> dict[str, str]:
     return {name: KEY_TYPES[name] for name in RUN_KEY_NAMES if name in KEY_TYPES}
 
 
-#: Largest snapshot file import reads (bytes); the CLI's ``import --max-bytes`` changes it.
-MAX_FILE_BYTES = 1 << 30
-#: Largest single string (hash field or value, member, list item, stream field or value).
-MAX_VALUE_BYTES = 1 << 20
-#: Most elements (hash pairs, members, list items, stream entries) in one snapshot.
-MAX_ELEMENTS = 20_000_000
-#: TTL of the temporary keys an import writes before it moves them into place.
-TEMP_TTL_MS = 3_600_000
-
-_INT64_MAX = (1 << 63) - 1
-_INT_RE = re.compile(rb"-?[0-9]{1,19}")
-_RUN_ID_RE = re.compile(r"-?[0-9]{1,19}")
-_STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-_SCORE_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
-
-
-class SnapshotError(SwarmRedisError, ValueError):
-    """The file is not a snapshot this version can import (nothing was written)."""
-
-
 class _Bad(Exception):
     """A value check failed; the caller adds where (kept off the hot path)."""
-
-
-class RunExistsError(SwarmRedisError, FileExistsError):
-    """Import refused: the run already has keys (pass ``force=True`` to replace them)."""
-
-
-def _enc(value: Any) -> Any:
-    if isinstance(value, str):
-        return value
-    try:
-        return bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return {"b64": base64.b64encode(bytes(value)).decode("ascii")}
-
-
-def _sort_key(item: Any) -> Any:
-    first = item[0] if isinstance(item, list) else item
-    return (1, first["b64"]) if isinstance(first, dict) else (0, first)
-
-
-def parse_run_id(value: Any, *, what: str = "run id") -> int:
-    """A workflow run id given as an int or a decimal string (int64), else SnapshotError."""
-    if isinstance(value, bool):
-        raise SnapshotError(f"{what} must be an integer, got {value!r}")
-    if isinstance(value, int) and -_INT64_MAX <= value <= _INT64_MAX:
-        return value
-    if isinstance(value, str) and _RUN_ID_RE.fullmatch(value):
-        number = int(value)
-        if -_INT64_MAX <= number <= _INT64_MAX:
-            return number
-    raise SnapshotError(f"{what} must be an integer, got {value!r}")
-
-
-def run_keys_present(client: Any, keys: RunKeys) -> list[str]:
-    """The keys of the key table that exist for this run (by name, no SCAN)."""
-    pipe = client.pipeline(transaction=False)
-    for key in keys.all:
-        pipe.exists(key)
-    return [key for key, n in zip(keys.all, pipe.execute()) if int(n)]
-
-
-# --- export ----------------------------------------------------------------------------------
-
-
-def _read_list(client: Any, key: str) -> list[Any]:
-    out: list[Any] = []
-    while True:
-        page = client.lrange(key, len(out), len(out) + _CHUNK * 4 - 1)
-        out += page
-        if len(page) < _CHUNK * 4:
-            return out
-
-
-def _read_stream(client: Any, key: str) -> dict[str, Any]:
-    info = client.xinfo_stream(key)
-    entries: list[Any] = []
-    start = "-"
-    while True:
-        page = client.xrange(key, min=start, max="+", count=_CHUNK * 4)
-        for entry_id, fields in page:
-            entries.append([text(entry_id), [[_enc(f), _enc(v)] for f, v in hash_items(fields)]])
-        if len(page) < _CHUNK * 4:
-            break
-        start = f"({text(page[-1][0])}"
-    return {
-        "entries": entries,
-        "last_id": text(info["last-generated-id"]),
-        "entries_added": int(info.get("entries-added", len(entries))),
-        "max_deleted_id": text(info.get("max-deleted-entry-id", "0-0")),
-    }
-
-
-def _score(value: Any) -> str:
-    """A zset score as a decimal string: integral scores without a fraction (exact to 2^53)."""
-    number = float(value)
-    return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
-
-
-def _dump(client: Any, key: str) -> dict[str, Any] | None:
-    kind, pttl = client.pipeline(transaction=False).type(key).pttl(key).execute()
-    kind = text(kind)
-    value: Any
-    if kind == "none":
-        return None
-    if kind == "string":
-        value = _enc(client.get(key))
-    elif kind == "hash":
-        value = sorted(
-            ([_enc(f), _enc(v)] for f, v in client.hscan_iter(key, count=_CHUNK * 4)), key=_sort_key
-        )
-    elif kind == "set":
-        value = sorted((_enc(m) for m in client.sscan_iter(key, count=_CHUNK * 4)), key=_sort_key)
-    elif kind == "list":
-        value = [_enc(v) for v in _read_list(client, key)]
-    elif kind == "zset":
-        value = sorted(
-            ([_enc(m), _score(s)] for m, s in client.zscan_iter(key, count=_CHUNK * 4)),
-            key=lambda pair: (float(pair[1]), _sort_key([pair[0]])),
-        )
-    elif kind == "stream":
-        value = _read_stream(client, key)
-    else:
-        raise SnapshotError(f"key {key} has type {kind}, which snapshots do not support")
-    return {"type": kind, "pttl": int(pttl), "value": value}
-
-
-def export_run(client: Any, keys: RunKeys) -> dict[str, Any]:
-    """The run as a JSON-ready snapshot dict: the keys of the key table, read by name.
-
-    Raises:
-        UnknownRunError: The run has no keys at all.
-    """
-    dumped = {}
-    for name, key in zip(RUN_KEY_NAMES, keys.all):
-        if name in TRANSIENT_KEYS:
-            continue
-        entry = _dump(client, key)
-        if entry is not None:
-            dumped[name] = entry
-    if not dumped:
-        raise UnknownRunError(f"workflow run {keys.run_id} not found under prefix {keys.prefix!r}")
-    return {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "prefix": keys.prefix,
-        "run_id": str(keys.run_id),
-        "exported_ms": int(time.time() * 1000),
-        "keys": dumped,
-    }
-
-
-def save_snapshot(snapshot: Mapping[str, Any], path: str | Path) -> None:
-    """Write a snapshot as JSON (``-`` is not special: pass a real path)."""
-    Path(path).write_bytes(orjson.dumps(snapshot, option=orjson.OPT_APPEND_NEWLINE))
-
-
-# --- load and validate -----------------------------------------------------------------------
 
 
 def load_snapshot(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> dict[str, Any]:
@@ -323,29 +77,6 @@ def load_snapshot(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> dict[
     if not isinstance(data.get("keys"), dict):
         raise SnapshotError(f"{path}: 'keys' must be an object of key name -> entry")
     return data
-
-
-@dataclass
-class _Entry:
-    """One key to write: its name in the key table, Redis type and decoded content."""
-
-    name: str
-    kind: str
-    items: list[Any]  # hash: (field, value) pairs; set/list: members; string: [value]
-    stream: dict[str, Any] | None = None
-
-
-@dataclass
-class ImportPlan:
-    """A snapshot checked in full: where it goes and what to write (see :func:`import_run`)."""
-
-    keys: RunKeys
-    entries: list[_Entry]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def key_count(self) -> int:
-        return len(self.entries)
 
 
 class _Checker:
@@ -746,161 +477,3 @@ def validate_snapshot(
     wanted = str(run_id).encode()
     meta.items = [(f, wanted if f == b"workflow_run_id" else v) for f, v in meta.items]
     return ImportPlan(RunKeys(prefix, run_id), entries, notes)
-
-
-# --- import ----------------------------------------------------------------------------------
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _side_key(keys: RunKeys, kind: str, token: str, name: str) -> str:
-    """A temporary key in the run's hash slot that no run listing or purge ever matches."""
-    return f"{keys.prefix}:{kind}-{token}:{{{keys.run_id}}}:{name}"
-
-
-def _write_temp(client: Any, key: str, entry: _Entry) -> None:
-    """Write one key's content into ``key`` (a temporary name) in bounded commands."""
-    commands: list[tuple[Any, ...]] = []
-    if entry.kind == "string":
-        commands.append(("SET", key, entry.items[0]))
-    elif entry.kind == "hash":
-        for part in _chunks(entry.items, _CHUNK):
-            commands.append(("HSET", key, *(x for pair in part for x in pair)))
-    elif entry.kind == "set":
-        for part in _chunks(entry.items, _CHUNK):
-            commands.append(("SADD", key, *part))
-    elif entry.kind == "list":
-        for part in _chunks(entry.items, _CHUNK):
-            commands.append(("RPUSH", key, *part))
-    elif entry.kind == "zset":
-        for part in _chunks(entry.items, _CHUNK):
-            commands.append(("ZADD", key, *(x for member, score in part for x in (score, member))))
-    else:
-        stream = entry.stream
-        assert stream is not None
-        if not stream["entries"]:  # an empty stream still exists: a placeholder entry
-            commands.append(("XADD", key, "0-1", "_", "_"))
-            commands.append(("XDEL", key, "0-1"))
-        for entry_id, flat in stream["entries"]:
-            commands.append(("XADD", key, entry_id, *flat))
-    for part in _chunks(commands, _CHUNK // 10 or 1):
-        pipe = client.pipeline(transaction=False)
-        for command in part:
-            pipe.execute_command(*command)
-        pipe.execute_command("PEXPIRE", key, TEMP_TTL_MS)
-        pipe.execute()
-    if entry.stream is not None:
-        _set_stream_id(client, key, entry.stream)
-
-
-def _set_stream_id(client: Any, key: str, stream: Mapping[str, Any]) -> None:
-    """XSETID: the stream's last id and counters as exported (new events keep ascending ids).
-
-    A server without XSETID (fakeredis, the embedded default) is fine when the last id is the
-    last entry's (the usual case: events are trimmed from the head); otherwise refused.
-    """
-    try:
-        client.execute_command(
-            "XSETID",
-            key,
-            stream["last_id"],
-            "ENTRIESADDED",
-            stream["entries_added"],
-            "MAXDELETEDID",
-            stream["max_deleted_id"],
-        )
-    except redis.ResponseError as e:
-        if "unknown command" not in str(e).lower():
-            raise
-        entries = stream["entries"]
-        if not entries or entries[-1][0] != stream["last_id"]:
-            raise SnapshotError(
-                "this server has no XSETID, needed to restore the event stream's last id "
-                f"{stream['last_id']}; nothing was imported"
-            ) from None
-
-
-def import_run(client: Any, plan: ImportPlan, *, force: bool = False) -> RunKeys:
-    """Write a checked snapshot (:func:`validate_snapshot`) as the run ``plan.keys``.
-
-    Everything goes to temporary keys first; one WATCHed MULTI/EXEC then renames them into
-    place (and, with ``force``, the old run's keys out of the way), so the run is imported whole
-    or not at all, and the old run stays as it was when anything fails.
-
-    Raises:
-        RunExistsError: The run has keys already and ``force`` is False.
-        SnapshotError: Redis refused a write, or the run changed during the import (nothing
-            was imported; the temporary keys are deleted).
-    """
-    keys = plan.keys
-    present = run_keys_present(client, keys)
-    if present and not force:
-        raise _exists(keys, present)
-    token = secrets.token_hex(6)
-    temp = {e.name: _side_key(keys, "import", token, e.name) for e in plan.entries}
-    trash: list[str] = []
-    try:
-        for entry in plan.entries:
-            _write_temp(client, temp[entry.name], entry)
-        trash = _commit(client, keys, plan, temp, token, force)
-    except redis.WatchError:
-        raise SnapshotError(
-            f"workflow run {keys.run_id} changed while it was being imported: nothing was "
-            "imported, try again"
-        ) from None
-    except redis.exceptions.NoPermissionError:
-        raise  # the CLI turns it into "write refused"
-    except redis.ResponseError as e:
-        raise SnapshotError(
-            f"Redis refused the snapshot's content: {e}; nothing was imported"
-        ) from None
-    finally:
-        # After a commit these names no longer exist (a no-op); after a failure they go now,
-        # or at the latest when their TTL ends if Redis cannot be reached.
-        with contextlib.suppress(redis.RedisError):
-            for part in _chunks(list(temp.values()), _CHUNK):
-                client.unlink(*part)
-    for part in _chunks(trash, _CHUNK):
-        client.unlink(*part)
-    return keys
-
-
-def _exists(keys: RunKeys, present: Sequence[str]) -> RunExistsError:
-    return RunExistsError(
-        f"workflow run {keys.run_id} exists under prefix {keys.prefix!r} "
-        f"({len(present)} keys): purge it first, or import with --force"
-    )
-
-
-def _commit(
-    client: Any,
-    keys: RunKeys,
-    plan: ImportPlan,
-    temp: Mapping[str, str],
-    token: str,
-    force: bool,
-) -> list[str]:
-    """Rename the temporary keys into place in one MULTI/EXEC; the old keys' trash names."""
-    with client.pipeline(transaction=True) as pipe:
-        pipe.watch(*keys.all)
-        existing = [k for k in keys.all if int(pipe.exists(k))]
-        if existing and not force:
-            raise _exists(keys, existing)
-        for key in temp.values():  # fresh TTLs: none may expire before EXEC
-            if int(pipe.pexpire(key, TEMP_TTL_MS)) != 1:
-                raise SnapshotError(f"temporary key {key} vanished during the import")
-        names = dict(zip(keys.all, RUN_KEY_NAMES))
-        trash = [_side_key(keys, "replaced", token, names[k]) for k in existing]
-        pipe.multi()
-        for old, gone in zip(existing, trash):
-            pipe.execute_command("RENAME", old, gone)  # (the Cluster pipeline blocks .rename)
-            pipe.pexpire(gone, TEMP_TTL_MS)
-        for entry in plan.entries:
-            real = keys.key(entry.name)
-            pipe.execute_command("RENAME", temp[entry.name], real)
-            pipe.persist(real)
-        pipe.execute()
-    return trash
