@@ -25,6 +25,7 @@
 --!include coord
 --!include batch
 --!include check
+--!include records
 -- validation (check.lua): nothing below may fail after a write
 local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_int(ARGV[6], 'max_size', 1) or chk_int(ARGV[7], 'window') or chk_int(ARGV[8], 'scan_limit', 1)
@@ -45,25 +46,35 @@ if err then
   return err
 end
 
--- 1. re-drive an orphan
+-- 1. re-drive an orphan. The list is read first (LINDEX): entries whose batch is gone or held
+-- again are trimmed with the first orphaned batch, once that batch's task records are checked
+-- (a record that does not parse answers INVALID with nothing written).
+local popped = 0
 while true do
-  local bid = redis.call('LPOP', K.orphans)
+  local bid = redis.call('LINDEX', K.orphans, popped)
   if not bid then
     break
   end
+  popped = popped + 1
   local v = redis.call('HGET', K.batches, bid)
-  if v then
-    local b = batch_parse(v)
-    if b.holder == '' then
-      redis.call('HSET', K.batches, bid, batch_join(rid, inc, b))
-      redis.call('HINCRBY', K.counters, 'claims', 1)
-      redis.call('HINCRBY', K.counters, 'redrives', 1)
-      local ids = split_ids(b.ids)
-      emit('type', 'redrive', 'batch', bid, 'replica', rid, 'n', #ids)
-      touch()
-      return {finish(), bid, b.array, b.rkey, 1, task_heads(ids)}
+  local b = v and batch_parse(v)
+  if b and b.holder == '' then
+    bad = chk_records(split_ids(b.ids))
+    if bad then
+      return bad
     end
+    redis.call('LTRIM', K.orphans, popped, -1)
+    redis.call('HSET', K.batches, bid, batch_join(rid, inc, b))
+    redis.call('HINCRBY', K.counters, 'claims', 1)
+    redis.call('HINCRBY', K.counters, 'redrives', 1)
+    local ids = split_ids(b.ids)
+    emit('type', 'redrive', 'batch', bid, 'replica', rid, 'n', #ids)
+    touch()
+    return {finish(), bid, b.array, b.rkey, 1, task_heads(ids)}
   end
+end
+if popped > 0 then  -- only leftovers: none of them orphaned
+  redis.call('LTRIM', K.orphans, popped, -1)
 end
 
 -- 2. form a new batch
@@ -115,21 +126,29 @@ local function qidx_page(lo, hi, off, count)
   return ms, ids, recs
 end
 
--- A queue entry may be claimed: its task has a record that is not final (DONE/ERROR_FATAL).
+-- A queue entry may be claimed: its task has a record that is not final (DONE/ERROR_FATAL) and
+-- whose head parses (status, done count: what the reply reports). A record that does not parse
+-- is neither claimed nor dropped: it stays where it is (verify reports it).
 local function claimable(rec)
-  return rec and not FINAL[string.sub(rec, 1, 1)]
+  return rec and not FINAL[string.sub(rec, 1, 1)] and VALID[string.match(rec, '^(%u)|%d+|')] or false
+end
+
+-- A stale entry: no record, or a final one (dropped from the queue on the way).
+local function stale_entry(rec)
+  return not rec or FINAL[string.sub(rec, 1, 1)]
 end
 
 -- find the head: each array's first entry (qidx), the earliest of them wins
 local stale, stale_arrs = {}, {}
 local head_id, head_arr, head_pos, head_member, head_rec
 for _, aid in ipairs(free) do
-  local dropped = 0
-  while dropped < STALE_MAX do
-    local ms, ids, recs = qidx_page('[' .. aid .. '|', '(' .. aid .. '}', dropped, 1)
+  local dropped, off = 0, 0
+  while off < STALE_MAX do
+    local ms, ids, recs = qidx_page('[' .. aid .. '|', '(' .. aid .. '}', off, 1)
     if not ms[1] then
       break
     end
+    off = off + 1
     if claimable(recs[1]) then
       local pos = string.match(ms[1], '^[^|]*|(%d+)|')
       if not head_pos or pos < head_pos then
@@ -137,9 +156,11 @@ for _, aid in ipairs(free) do
       end
       break
     end
-    stale[#stale + 1] = ids[1]
-    stale_arrs[#stale_arrs + 1] = aid
-    dropped = dropped + 1
+    if stale_entry(recs[1]) then
+      stale[#stale + 1] = ids[1]
+      stale_arrs[#stale_arrs + 1] = aid
+      dropped = dropped + 1
+    end
   end
 end
 if #stale > 0 then

@@ -9,8 +9,11 @@
 -- (K.pcredit) raised to what its propagated upstreams say. A leftover pending credit of a task
 -- that has a record is dropped (the record counts). A REGISTERING task whose count now equals
 -- its number of upstreams, neither queued nor claimed, is queued at the back.
+-- An upstream whose downstream ids live in K.kids (record marker "*<m>") is named once per
+-- slice that holds the task, as "<upstream id>#<slice>": its occurrences are counted there.
 -- KEYS: the run's keys.
--- ARGV: 1 seen, 2 actor, 3 epoch, 4 n, then n groups: task id, k, then k upstream ids
+-- ARGV: 1 seen, 2 actor, 3 epoch, 4 n, then n groups: task id, k, then k upstream ids (or
+--       "<upstream id>#<slice>")
 -- Returns: {version, {id, old done, new done, ...} fixed counts, {id, ...} skipped (fan-out in
 --           progress), {id, ...} queued, {id, old, new, ...} pending credits fixed}
 -- Errors: STATELOST, INVALID (malformed groups).
@@ -57,20 +60,32 @@ end
 local fixed, skipped, pfixed, cands = {}, {}, {}, {}
 for _, g in ipairs(groups) do
   local raw = redis.call('HGET', K.task, g.id)
-  local skip, got, distinct = false, 0, {}
+  local skip, got, distinct, tokens = false, 0, {}, {}
   if #g.ups > 0 then
-    local praws = multi_reply('HMGET', K.task, g.ups)
-    local progress = multi_reply('HMGET', K.fanout, g.ups)
-    for j, up in ipairs(g.ups) do
+    local upids, slices = {}, {}
+    for j, token in ipairs(g.ups) do
+      local up, k = string.match(token, '^(.-)#(%d+)$')
+      upids[j], slices[j] = up or token, k
+    end
+    local praws = multi_reply('HMGET', K.task, upids)
+    local progress = multi_reply('HMGET', K.fanout, upids)
+    for j, up in ipairs(upids) do
       local pr = praws[j]
-      if pr and not distinct[up] then
+      if pr and not tokens[g.ups[j]] then
+        tokens[g.ups[j]] = true
         distinct[up] = true
         local s, _, _, fl, at = string.match(pr, '^(%a)|(%d+)|([^|]*)|([^|]*)|()')
         if progress[j] then
           skip = true
         elseif s and string.find(fl, 'p', 1, true) then
           local from = string.match(pr, '^[^|]*|%d+|%d+|()', at)
-          got = got + occurrences(pr, from, g.id)
+          local marked = from and string.byte(pr, from) == 42
+          if marked and slices[j] then
+            local list = redis.call('HGET', K.kids, g.ups[j]) or ''
+            got = got + occurrences(list, 1, g.id)
+          elseif from and not marked and not slices[j] then
+            got = got + occurrences(pr, from, g.id)
+          end
         end
       end
     end

@@ -59,6 +59,7 @@ def test_quick_suite_writes_every_figure(real_redis_url: str, tmp_path: Path) ->
     for path in (
         ("flatness", "ratio"),
         ("blocking", "max_ms"),
+        ("blocking", "fanout", "register_max_ms"),
         ("memory", "bytes_per_task"),
         ("redis_share", "ratio"),
         ("lifecycle", "redis", "us_per_task_redis"),

@@ -129,6 +129,9 @@ def test_every_script_call_of_a_lifecycle_answers_the_same_twice(
     st.add_arrays([ArrayRecord(1, 10)])
     tasks = chain(6)
     st.add_tasks(tasks)
+    # the first slice of a long downstream list (register_kids), its task registered later
+    slices = [(99, 1, ",".join(map(str, range(100, 100 + cmd.KIDS_SLICE))))]
+    st._run(st._core.scripts([cmd.register_kids(st.keys, st._core.caller(), "new", slices)]))
     st.num_previously_complete = 2
     assert st.enqueue_initial_fringe() > 0
     st.cache_resources(7, {"mem": "1G"})

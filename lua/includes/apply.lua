@@ -158,7 +158,7 @@ local function plan_completions(R, ids)
   for _, id in ipairs(ids) do
     local t = R.map[id]
     if t and R.plan[id] == nil and not string.find(t[T_FL], 'p', 1, true) then
-      if #t[T_RAW] > BIG_RECORD then
+      if #t[T_RAW] > BIG_RECORD or kids_marker(t[T_RAW], t[T_KAT]) then
         R.plan[id] = 'big'
       else
         local kids = {}
@@ -215,12 +215,21 @@ local function credit_children(R, kids, r)
   end
 end
 
--- Cut the children list of the loaded task `id` into slices of about EDGE_MAX ids, stored in
--- K.fanout as id#1..id#m with the progress "n:k:m" (n credited, next slice k of m). Slices are
--- cut at byte offsets (one search per slice, no copy of the whole list); their length comes
--- from the average id length at the head of the list.
+-- Start the fan-out of the loaded task `id` with the progress "n:k:m" in K.fanout (n credited,
+-- next slice k of m). Children kept in K.kids (marker "*<m>") are credited from their slices
+-- there; an inline list is cut into slices of about EDGE_MAX ids, stored in K.fanout as
+-- id#1..id#m, at byte offsets (one search per slice, no copy of the whole list); their length
+-- comes from the average id length at the head of the list. Inline lists hold at most
+-- KIDS_SLICE ids when registered by this version, so the cut stays small.
 local function start_fanout(R, id, r)
   local src, base = t_children(R.map[id])
+  local slices = kids_marker(src, base)
+  if slices then  -- already sliced in K.kids: credited from there, nothing to cut
+    redis.call('HSET', K.fanout, id, '0:1:' .. slices)
+    r.unfinished[#r.unfinished + 1] = id
+    touch()
+    return
+  end
   local len = #src
   -- bytes per id, from samples at the head, the middle and the tail of the list
   local sampled, commas = 0, 0
@@ -279,7 +288,8 @@ local function count_completion(R, id, r)
 end
 
 -- The next slice of each fan-out in progress among `ids` (progress as read from K.fanout, in
--- the same order), within this call's edge allowance: its children's records are loaded (so
+-- the same order; the slice is a cut one in K.fanout, else one of K.kids, which stays: it is
+-- the task's definition), within this call's edge allowance: its children's records are loaded (so
 -- they are checked before anything is written); credit_fanouts credits them. Ids left for later
 -- calls go to r.unfinished.
 local function load_fanouts(R, ids, progress, r)
@@ -296,7 +306,8 @@ local function load_fanouts(R, ids, progress, r)
   local work, children = {}, {}
   for _, f in ipairs(todo) do
     if EDGE_LEFT > 0 and f.k <= f.m then
-      local list = redis.call('HGET', K.fanout, f.id .. '#' .. f.k) or ''
+      local slice = f.id .. '#' .. f.k
+      local list = redis.call('HGET', K.fanout, slice) or redis.call('HGET', K.kids, slice) or ''
       local kids = {}
       for child in string.gmatch(list, '[^,]+') do
         kids[#kids + 1] = child

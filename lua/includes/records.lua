@@ -11,15 +11,31 @@ local function big(x)
   return #x > 15 and (#x > 16 or x > MAX_SAFE_TEXT)
 end
 
+-- Downstream ids in one slice of K.kids at most: crediting one (every child may become ready and be
+-- queued, ~25 µs each) stays near 10 ms; commands.KIDS_SLICE is the same number.
+local KIDS_SLICE = 400
+-- Slices one task's downstream ids may fill in K.kids (4M ids).
+local KIDS_SLICES_MAX = 10000
+
+-- The number of slices when the children list starting at `kat` in `v` is the marker "*<m>"
+-- (the ids live in K.kids as <id>#1..<id>#<m>), else nil (the ids are inline).
+local function kids_marker(v, kat)
+  if string.byte(v, kat) == 42 then  -- '*'
+    return tonumber(string.match(v, '^%*(%d+)$', kat))
+  end
+  return nil
+end
+
 -- The one reader of the record grammar S|done|stamp|flags|array|nup|start|children: nil and
 -- the reason when `v` does not parse (unknown status, a number beyond 2^53-1, a children list
--- that is not ids joined by ","); else nil, then status, done, stamp, flags (strings), the
--- position where the definition starts, array id, nup (strings) and the position where the
--- children list starts. One match, no copy of the definition or of the children list.
+-- that is neither ids joined by "," nor the marker "*<m>" of m slices in K.kids); else nil, then
+-- status, done, stamp, flags (strings), the position where the definition starts, array id, nup
+-- (strings) and the position where the children list starts. One match, no copy of the
+-- definition or of the children list.
 local function record_fields(v)
   local s, nd, st, fl, at, arr, nup, start, kat =
     string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()(%d+)|(%d+)|(%d+)|()')
-  if not s or not string.find(v, '^[%d,%-]*$', kat) then
+  if not s or not (string.find(v, '^[%d,%-]*$', kat) or string.find(v, '^%*[1-9]%d?%d?%d?%d?$', kat)) then
     return 'does not match S|done|stamp|flags|array|nup|start|children'
   end
   if not VALID[s] then
@@ -54,9 +70,36 @@ local function chk_records(ids)
   return nil
 end
 
+-- A children list as register and redefine take it: ids joined by ",", or the marker "*<m>"
+-- (1 <= m <= KIDS_SLICES_MAX) of ids registered in K.kids first (register_kids).
+local function chk_children(v, what)
+  if string.match(v, '^[%d,%-]*$') then
+    return nil
+  end
+  local m = string.match(v, '^%*(%d+)$')
+  if m and #m <= 5 and tonumber(m) >= 1 and tonumber(m) <= KIDS_SLICES_MAX then
+    return nil
+  end
+  return fail('INVALID', 'downstream ids of ' .. what .. ' must be integers joined by "," or *<slices>')
+end
+
+-- The slices 1..m of task `id` in K.kids (a marker "*<m>" about to be stored): an error reply
+-- naming the first one missing, or nil. One HEXISTS per slice (m <= KIDS_SLICES_MAX).
+local function chk_slices(id, children)
+  local m = tonumber(string.match(children, '^%*(%d+)$') or '0')
+  for k = 1, m do
+    if redis.call('HEXISTS', K.kids, id .. '#' .. k) == 0 then
+      return fail('INVALID', 'task ' .. id .. ': slice ' .. k .. ' of ' .. m
+        .. ' of its downstream ids is not registered (register_kids first); nothing was written')
+    end
+  end
+  return nil
+end
+
 -- register's ARGV from `first` on: n, then per task id, status, array id, nup, done, children,
 -- resource key; then n arrays, then per array id, limit. Definition numbers in 0..2^53-1 with
--- done <= nup; the records of tasks that exist already parse (they are reported back).
+-- done <= nup; a new task whose children are the marker "*<m>" has its m slices in K.kids; the
+-- records of tasks that exist already parse (they are reported back).
 local function chk_register(first)
   local e = chk_int(ARGV[first], 'number of tasks')
   if e then
@@ -66,7 +109,7 @@ local function chk_register(first)
   if first + n * 7 > #ARGV then
     return fail('INVALID', 'register: ' .. n .. ' tasks announced, fewer sent')
   end
-  local ids = {}
+  local ids, marked = {}, {}
   for i = 0, n - 1 do
     local j = first + 1 + i * 7
     local id = ARGV[j]
@@ -81,10 +124,14 @@ local function chk_register(first)
       return fail('INVALID', 'num_upstreams_done of ' .. what .. ' (' .. ARGV[j + 4]
         .. ') exceeds its num_upstreams (' .. ARGV[j + 3] .. ')')
     end
-    if not string.match(ARGV[j + 5], '^[%d,%-]*$') then
-      return fail('INVALID', 'downstream ids of ' .. what .. ' must be integers joined by ","')
+    e = chk_children(ARGV[j + 5], what)
+    if e then
+      return e
     end
     ids[#ids + 1] = id
+    if string.byte(ARGV[j + 5], 1) == 42 then
+      marked[#marked + 1] = j
+    end
   end
   local a = first + 1 + n * 7
   e = chk_int(ARGV[a], 'number of arrays')
@@ -99,6 +146,15 @@ local function chk_register(first)
     e = chk_int(ARGV[a + 1 + i * 2], 'array id') or chk_int(ARGV[a + 2 + i * 2], 'limit of array ' .. ARGV[a + 1 + i * 2])
     if e then
       return e
+    end
+  end
+  -- a new record with a marker needs every slice of its downstream ids (an existing one is kept)
+  for _, j in ipairs(marked) do
+    if redis.call('HEXISTS', K.task, ARGV[j]) == 0 then
+      e = chk_slices(ARGV[j], ARGV[j + 5])
+      if e then
+        return e
+      end
     end
   end
   return chk_records(ids)

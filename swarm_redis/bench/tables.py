@@ -217,12 +217,13 @@ def _blocking_fanout(r: dict[str, Any]) -> Grid:
     t = table(
         f"blocking: one completion with {x['children']:,} children (PINGs from another process)",
         "seconds", "queued", "PINGs", "max ms", "p99 ms", "BUSY", "longest command ms",
-        "script calls", "Redis CPU ms/call",
+        "script calls", "Redis CPU ms/call", "register s", "register max ms",
     )  # fmt: skip
     t.add_row(
         fmt(x["seconds"], 2), fmt(x["queued"]), fmt(x["pings"]), fmt(x["max_ms"], 2),
         fmt(x["p99_ms"], 2), fmt(x["busy"]), fmt(x["slowlog_max_ms"], 2),
         fmt(x.get("script_calls")), fmt(x.get("redis_cpu_ms_per_call"), 2),
+        fmt(x.get("register_s"), 1), fmt(x.get("register_max_ms"), 2),
     )  # fmt: skip
     return t
 

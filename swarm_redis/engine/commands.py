@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swarm_redis.engine.keys import RunKeys
@@ -153,12 +153,45 @@ class TaskDef:
     resource_key: str = ""
 
 
+#: Downstream ids a task record holds inline at most, and per slice of the ``kids`` hash: a
+#: longer list lives in slices there (one fan-out call credits one slice, lua/register_kids.lua).
+KIDS_SLICE = 400
+
+
+def kids_slices(downstream_ids: Sequence[int]) -> list[str]:
+    """The ``kids`` slices of a list longer than :data:`KIDS_SLICE` ids (else none), of the ids
+    in ascending order: replicas registering the same DAG write the same slices, whatever
+    order their objects list the downstreams in (the slices of one task may come from several
+    replicas' calls)."""
+    if len(downstream_ids) <= KIDS_SLICE:
+        return []
+    ids = sorted(downstream_ids)
+    return [",".join(map(str, ids[i : i + KIDS_SLICE])) for i in range(0, len(ids), KIDS_SLICE)]
+
+
+def children_field(downstream_ids: Sequence[int]) -> str:
+    """The children part of a record: the ids joined by ",", or ``*<m>`` for m slices."""
+    if len(downstream_ids) > KIDS_SLICE:
+        return f"*{-(-len(downstream_ids) // KIDS_SLICE)}"
+    return ",".join(map(str, downstream_ids))
+
+
+def register_kids(
+    keys: RunKeys, caller: Caller, mode: str, slices: Sequence[tuple[int, int, str]]
+) -> ScriptCall:
+    """Store ``(task id, slice number, ids)`` slices; mode "new" (registration) or "redef"."""
+    args: list[Arg] = [*caller.head(), mode, len(slices)]
+    for task_id, k, ids in slices:
+        args += [task_id, k, ids]
+    return ScriptCall("register_kids", keys.all, args)
+
+
 def register(
     keys: RunKeys, caller: Caller, tasks: Sequence[TaskDef], arrays: Sequence[tuple[int, int]]
 ) -> ScriptCall:
     args: list[Arg] = [*caller.head(), len(tasks)]
     for t in tasks:
-        children = ",".join(map(str, t.downstream_ids))
+        children = children_field(t.downstream_ids)
         args += [t.task_id, t.status, t.array_id, t.num_upstreams, t.num_upstreams_done, children]
         args.append(t.resource_key)
     args.append(len(arrays))
@@ -254,7 +287,7 @@ def redefine(
     """Set registered tasks' DAG part: ``(task id, number of upstreams, downstream ids)``."""
     args: list[Arg] = [*caller.head(), len(defs)]
     for task_id, num_upstreams, downstream_ids in defs:
-        args += [task_id, num_upstreams, ",".join(map(str, downstream_ids))]
+        args += [task_id, num_upstreams, children_field(downstream_ids)]
     return ScriptCall("redefine", keys.all, args)
 
 
@@ -366,12 +399,32 @@ class TaskState:
     num_upstreams: int
     start: int
     downstream_ids: tuple[int, ...]
+    #: m when the downstream ids live in m slices of ``kids`` (the record holds ``*<m>``):
+    #: ``downstream_ids`` is empty until :func:`with_slices` fills it.
+    slices: int = 0
+
+
+def slice_names(task_id: int, slices: int) -> list[str]:
+    """The ``kids`` field names of a task's slices, in order."""
+    return [f"{task_id}#{k}" for k in range(1, slices + 1)]
+
+
+def with_slices(state: TaskState, slices: Sequence[Any]) -> TaskState:
+    """``state`` with the downstream ids read from its ``kids`` slices (ValueError when one is
+    missing or malformed)."""
+    ids: list[int] = []
+    for raw in slices:
+        if raw is None:
+            raise ValueError(f"task {state.task_id}: a slice of its downstream ids is missing")
+        ids += (int(c) for c in text(raw).split(","))
+    return replace(state, downstream_ids=tuple(ids))
 
 
 def decode_record(task_id: int, raw: Any) -> TaskState:
-    """Parse ``S|done|stamp|flags|array|nup|start|children``."""
+    """Parse ``S|done|stamp|flags|array|nup|start|children`` (children: ids or ``*<m>``)."""
     parts = text(raw).split("|")
     children = parts[7]
+    slices = int(children[1:]) if children.startswith("*") else 0
     return TaskState(
         task_id=task_id,
         status=parts[0],
@@ -381,7 +434,8 @@ def decode_record(task_id: int, raw: Any) -> TaskState:
         array_id=int(parts[4]),
         num_upstreams=int(parts[5]),
         start=int(parts[6]),
-        downstream_ids=tuple(int(c) for c in children.split(",")) if children else (),
+        downstream_ids=() if slices or not children else tuple(map(int, children.split(","))),
+        slices=slices,
     )
 
 
@@ -489,9 +543,10 @@ def reconcile_tasks(keys: RunKeys, caller: Caller, task_ids: Iterable[int]) -> S
 
 
 def reconcile_credits(
-    keys: RunKeys, caller: Caller, groups: Sequence[tuple[int, Sequence[int]]]
+    keys: RunKeys, caller: Caller, groups: Sequence[tuple[int, Sequence[int | str]]]
 ) -> ScriptCall:
-    """Heal the done counts of tasks from the upstreams named for each (see the script)."""
+    """Heal the done counts of tasks from the upstreams named for each (see the script; an
+    upstream with ``kids`` slices is named "<id>#<slice>")."""
     args: list[Arg] = [*caller.head(), len(groups)]
     for task_id, ups in groups:
         args += [task_id, len(ups), *ups]

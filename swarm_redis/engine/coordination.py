@@ -448,11 +448,28 @@ def _scan_set(core: StateCore, key: str) -> Op[list[int]]:
             return ids
 
 
+def _check_records(core: StateCore, ids: list[int]) -> Op[None]:
+    """InvalidInputError naming the first of ``ids`` whose record does not parse (bounded
+    HMGET reads); records that are gone are fine (the scripts skip them)."""
+    for at in range(0, len(ids), _CHUNK * 4):
+        part = ids[at : at + _CHUNK * 4]
+        (raws,) = yield from core.read(("HMGET", core.keys.task, *part))
+        for tid, raw in zip(part, raws):
+            if raw is not None and (problem := record_problem(raw)) is not None:
+                raise InvalidInputError(
+                    f"task {tid} has a corrupt record ({problem}): {text(raw)[:200]!r}; "
+                    "nothing was written (see swarm-redis verify)"
+                )
+
+
 def enqueue_initial_fringe(core: StateCore) -> Op[int]:
     """Once per run: ADJUSTING_RESOURCES tasks to the front, ready REGISTERING tasks to the back.
 
     Returns how many tasks this call queued (0 when another replica did the fringe). If the
-    caller dies half-way, ``reconcile`` queues the rest.
+    caller dies half-way, ``reconcile`` queues the rest. Every record it will queue is read and
+    checked before the first call takes the run's ``fringe_done`` flag: a record that does not
+    parse raises InvalidInputError with nothing written (each chunk checks its records again,
+    atomically, before its first write).
     """
     yield from core.seal()  # readiness reads the final DAG of tasks registered here
     done = yield from core.meta_field("fringe_done")
@@ -460,6 +477,7 @@ def enqueue_initial_fringe(core: StateCore) -> Op[int]:
         return 0
     adjusting = sorted((yield from _scan_set(core, core.keys.status_set("A"))))
     registering = sorted((yield from _scan_set(core, core.keys.status_set("G"))))
+    yield from _check_records(core, adjusting + registering)
 
     def items(ids: list[int]) -> list[tuple[int, str]]:
         return [(i, core.resource_key(core.tasks[i]) if i in core.tasks else "") for i in ids]
@@ -540,7 +558,19 @@ def _record_parts(raw: Any) -> list[str] | None:
 
 
 def _children(parts: list[str]) -> list[int]:
+    if parts[7].startswith("*"):  # in ``kids`` slices, see _slices
+        return []
     return [int(c) for c in parts[7].split(",") if c]
+
+
+def _slices(core: StateCore) -> Op[dict[str, list[tuple[str, list[str]]]]]:
+    """The ``kids`` slices by task id (as text): [("<id>#<k>", ids), ...]."""
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    for k, v in (yield from _scan_hash(core, core.keys.kids)):
+        name = text(k)
+        tid, _, _ = name.partition("#")
+        out.setdefault(tid, []).append((name, text(v).split(",")))
+    return out
 
 
 class _CreditScan:
@@ -552,6 +582,8 @@ class _CreditScan:
         self.credit: Counter[str] = Counter()
         self.have: dict[str, int] = {}
         self.below_progress: set[str] = set()
+        self.marked = False  # a record keeps its downstream ids in ``kids`` slices
+        self.sliced: set[str] = set()  # ... and its completion was propagated
 
     def feed(self, items: Iterable[tuple[Any, Any]]) -> None:
         for k, v in items:
@@ -560,8 +592,21 @@ class _CreditScan:
                 continue
             tid = text(k)
             self.have[tid] = int(parts[1]) - int(parts[6])
-            if parts[7] and "p" in parts[3]:
+            if parts[7].startswith("*"):
+                self.marked = True
+                if "p" in parts[3]:
+                    self.sliced.add(tid)
+            elif parts[7] and "p" in parts[3]:
                 kids = parts[7].split(",")
+                if tid in self.progress:
+                    self.below_progress.update(kids)
+                else:
+                    self.credit.update(kids)
+
+    def feed_slices(self, slices: Mapping[str, list[tuple[str, list[str]]]]) -> None:
+        """Credits of the propagated tasks whose downstream ids are in ``kids`` slices."""
+        for tid in self.sliced:
+            for _, kids in slices.get(tid, ()):
                 if tid in self.progress:
                     self.below_progress.update(kids)
                 else:
@@ -592,6 +637,8 @@ def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
             scan.feed(hash_items(entries))
             if int(cursor) == 0:
                 break
+    slices = (yield from _slices(core)) if scan.marked else {}
+    scan.feed_slices(slices)
     pending: dict[int, int] = {}
     for k, v in (yield from _scan_hash(core, core.keys.pcredit)):
         count = text(v).rstrip("q")
@@ -599,16 +646,18 @@ def heal_credits(core: StateCore, scan: _CreditScan | None = None) -> Op[int]:
     suspects = scan.suspects(pending)
     if not suspects:
         return 0
-    parents, sizes = yield from _upstreams(core, suspects)
+    parents, sizes = yield from _upstreams(core, suspects, slices)
     return (yield from _fix_credits(core, parents, sizes))
 
 
 def _upstreams(
-    core: StateCore, suspects: set[int]
-) -> Op[tuple[dict[int, list[int]], dict[int, int]]]:
-    """Pass 2 over the records: the upstreams of each suspect, and their list sizes."""
-    parents: dict[int, list[int]] = {t: [] for t in suspects}
-    sizes: dict[int, int] = {}
+    core: StateCore, suspects: set[int], slices: Mapping[str, list[tuple[str, list[str]]]]
+) -> Op[tuple[dict[int, list[int | str]], dict[int | str, int]]]:
+    """Pass 2 over the records: the upstreams of each suspect, and their list sizes (an
+    upstream with ``kids`` slices is named once per slice holding the suspect, "<id>#<k>")."""
+    parents: dict[int, list[int | str]] = {t: [] for t in suspects}
+    sizes: dict[int | str, int] = {}
+    wanted = {str(t) for t in suspects}
     cursor: Any = 0
     while True:
         (page,) = yield from core.read(("HSCAN", core.keys.task, cursor, "COUNT", _CHUNK))
@@ -622,15 +671,21 @@ def _upstreams(
             for c in set(kids) & suspects:
                 parents[c].append(tid)
                 sizes[tid] = len(kids)
+            for name, members in slices.get(text(k), ()) if parts[7].startswith("*") else ():
+                for m in set(members) & wanted:
+                    parents[int(m)].append(name)
+                    sizes[name] = len(members)
         if int(cursor) == 0:
             break
     return parents, sizes
 
 
-def _fix_credits(core: StateCore, parents: dict[int, list[int]], sizes: dict[int, int]) -> Op[int]:
+def _fix_credits(
+    core: StateCore, parents: dict[int, list[int | str]], sizes: dict[int | str, int]
+) -> Op[int]:
     """reconcile_credits on each suspect with its upstreams, in calls of bounded cost."""
     fixed = 0
-    group: list[tuple[int, list[int]]] = []
+    group: list[tuple[int, list[int | str]]] = []
     cost = 0
     todo = sorted(parents.items())
     for n, (tid, ups) in enumerate(todo):

@@ -18,6 +18,7 @@ task           hash    task id -> record ``S|done|stamp|flags|array|nup|start|ch
                        letter, upstreams done, last applied sync stamp (µs, may be empty), flags
                        ("p" once its completion was propagated), array id, number of upstreams,
                        starting done count at registration, comma-separated downstream ids
+                       (more than 400: the marker ``*<m>``, the ids are in ``kids``)
 s:G .. s:F     set     task ids per status, one set for each of the nine task statuses
 ready          zset    the ready-to-run queue: task id -> position (integer score); ZRANGE 0 -1
                        is the queue order, head first (front pushes score below the lowest)
@@ -64,6 +65,9 @@ build_lock     string  jobmon extra: ``building|<token>`` (with a TTL) while one
                        a jobmon run's definitions, ``built`` once they are all registered
 distributor    string  jobmon extra: the lease of the run's one distributor,
                        ``<token>|<host>|<pid>|<state>`` with a TTL (see swarm_redis.jobmon.distributor)
+kids           hash    ``<id>#<k>`` -> slice k (of m, at most 400 ids) of the downstream ids of a
+                       task whose record holds the marker ``*<m>``: written before the record
+                       (register_kids), read by fan-outs one slice per call, kept with the record
 =============  ======  =============================================================================
 
 One redis-cli command reads a task's status and done count (the first two fields of its record),
@@ -109,6 +113,7 @@ RUN_KEY_NAMES: tuple[str, ...] = (
     "fanout",
     "build_lock",
     "distributor",
+    "kids",
 )
 
 

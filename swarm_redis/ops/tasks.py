@@ -16,7 +16,13 @@ from swarm_redis.constants import (
     TASK_STATUS_NAMES,
     TERMINAL_RUN_STATUSES,
 )
-from swarm_redis.engine.commands import TaskState, decode_record, text
+from swarm_redis.engine.commands import (
+    TaskState,
+    decode_record,
+    slice_names,
+    text,
+    with_slices,
+)
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.ops.reads import (
     _SCAN_COUNT,
@@ -269,6 +275,17 @@ def _task_verdict(d: dict[str, Any]) -> str:
     )
 
 
+def _with_kids(client: Any, keys: RunKeys, state: TaskState) -> TaskState:
+    """``state`` with its downstream ids read from its ``kids`` slices, if it has some."""
+    if not state.slices:
+        return state
+    names = slice_names(state.task_id, state.slices)
+    raws: list[Any] = []
+    for at in range(0, len(names), 50):
+        raws += client.execute_command("HMGET", keys.kids, *names[at : at + 50])
+    return with_slices(state, raws)
+
+
 def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     """A task's record, neighbours, queue and claim state; None when the run has no such task.
 
@@ -288,7 +305,7 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     )
     if raw is None:
         return None
-    state = decode_record(task_id, raw)
+    state = _with_kids(client, keys, decode_record(task_id, raw))
     children = list(state.downstream_ids)
     reads: list[tuple[Any, ...]] = [
         ("ZRANK", keys.ready, task_id),
@@ -313,11 +330,21 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     upstream: list[dict[str, Any]] = []
     ancestry = _Ancestry()
     scanned = 0
+    sliced: list[TaskState] = []
     for other in _scan_records(client, keys.task):
         scanned += 1
         ancestry.add(other)
         if task_id in other.downstream_ids:
             upstream.append(_brief(other, other.task_id))
+        elif other.slices:
+            sliced.append(other)
+    if sliced:  # downstream ids kept in ``kids`` slices: one scan of that hash
+        holders = {
+            int(text(name).partition("#")[0])
+            for name, ids in client.hscan_iter(keys.kids, count=_SCAN_COUNT)
+            if str(task_id) in text(ids).split(",")
+        }
+        upstream += [_brief(o, o.task_id) for o in sliced if o.task_id in holders]
     upstream.sort(key=lambda u: u["task_id"])
     batch_id = None if batch is None else text(batch)
     replica: str | None = None

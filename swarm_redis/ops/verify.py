@@ -9,7 +9,11 @@ downstream ids). Everything else is derived and can drift after a bug or a hand 
 * done counts: start + number of upstreams whose record carries the propagated flag (plus the
   children already credited by a fan-out in progress, ``fanout``);
 * pending credits (``pcredit``): only for ids without a record, each equal to the credits of
-  its propagated upstreams; fan-out progress only for flagged DONE tasks;
+  its propagated upstreams (none expected once the run is finalized: finalize drops them);
+  fan-out progress only for flagged DONE tasks;
+* downstream ids kept in ``kids`` slices: a record with the marker ``*<m>`` whose slice is
+  missing is a ``bad_record``; slices no record points at (a registration under way, or left
+  by a replica that died before writing the record) are counted, not drift (``kids_unused``);
 * the ready queue and the queued set: same ids, none final, none claimed, none without a
   record; resource keys (``qres``) only for queued or claimed tasks; the per-array queue index
   (``qidx``) holds exactly one ``array|position|id`` member per queue entry;
@@ -36,7 +40,13 @@ from typing import Any
 
 from swarm_redis.constants import ACTIVE_TASK_STATUSES, FINAL_TASK_STATUSES, TASK_STATUSES
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.commands import TaskState, decode_record, text
+from swarm_redis.engine.commands import (
+    TaskState,
+    decode_record,
+    slice_names,
+    text,
+    with_slices,
+)
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.engine.validation import record_problem
@@ -129,6 +139,10 @@ class RunData:
     pcredit: dict[int, int] = field(default_factory=dict)
     #: fan-outs in progress (``fanout``): id -> children credited so far (-1: unparseable)
     fanout: dict[int, int] = field(default_factory=dict)
+    #: the run was finalized: its pending credits were dropped (ids never registered)
+    finalized: bool = False
+    #: ``kids`` slices that no record's marker points at
+    kids_unused: int = 0
 
 
 @dataclass
@@ -263,7 +277,7 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         pend = data.pcredit.get(tid, 0)
         if tid in recs:
             items["pending_registered"].append(Drift("pending_registered", str(tid), str(pend)))
-        elif pend != credit[tid]:
+        elif pend != credit[tid] and not (data.finalized and pend == 0):
             want = str(credit[tid])
             items["pending_credit"].append(Drift("pending_credit", str(tid), str(pend), want))
     for tid, n in sorted(data.fanout.items()):
@@ -351,6 +365,7 @@ def check(data: RunData, run_id: str = "") -> DriftReport:
         "stalled_ready": stalled,
         "fanout_in_progress": len(data.fanout),
         "pending_credits": len(data.pcredit),
+        "kids_unused": data.kids_unused,
     }
     return DriftReport(run_id, len(recs), data.consistent, items, info)
 
@@ -395,12 +410,13 @@ def _ready_pairs(raw: Sequence[Any]) -> list[tuple[int, int]]:
     return [(int(text(m)), int(float(sc if isinstance(sc, float) else text(sc)))) for m, sc in raw]
 
 
-def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
+def _decode(replies: Sequence[Any], consistent: bool, finalized: bool) -> RunData:
     records_raw, *set_raws = replies[: 1 + len(TASK_STATUSES)]
     ready_raw, queued, qres, active, claims, batches, reserved, orphans, qidx = replies[
         1 + len(TASK_STATUSES) : 10 + len(TASK_STATUSES)
     ]
-    pcredit_raw, fanout_raw = replies[10 + len(TASK_STATUSES) :]
+    pcredit_raw, fanout_raw, kids_raw = replies[10 + len(TASK_STATUSES) :]
+    kids = {text(k): v for k, v in dict(kids_raw).items()}
     ready = _ready_pairs(ready_raw)
     records: dict[int, TaskState] = {}
     bad: dict[int | str, str] = {}
@@ -412,7 +428,14 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
         if tid is None or record_problem(v) is not None:
             bad[tid if tid is not None else key] = text(v)
             continue
-        records[tid] = decode_record(tid, v)
+        rec = decode_record(tid, v)
+        if rec.slices:
+            try:
+                rec = with_slices(rec, [kids.get(n) for n in slice_names(tid, rec.slices)])
+            except ValueError:
+                bad[tid] = f"{text(v)} (a slice of its downstream ids in kids is missing)"
+                continue
+        records[tid] = rec
     return RunData(
         records=records,
         sets={s: set(_ids(raw)) for s, raw in zip(TASK_STATUSES, set_raws)},
@@ -425,6 +448,8 @@ def _decode(replies: Sequence[Any], consistent: bool) -> RunData:
         reserved=_int_map(reserved),
         orphans=[text(b) for b in orphans],
         consistent=consistent,
+        finalized=finalized,
+        kids_unused=len(kids) - sum(r.slices for r in records.values()),
         bad=bad,
         ready_pos=dict(ready),
         qidx=[text(m) for m in qidx],
@@ -461,7 +486,10 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
     Raises:
         UnknownRunError: The run has no meta key.
     """
-    exists, n_tasks = client.pipeline(transaction=False).exists(keys.meta).hlen(keys.task).execute()
+    pipe = client.pipeline(transaction=False)
+    exists, n_tasks, fin = (
+        pipe.exists(keys.meta).hlen(keys.task).hget(keys.meta, "finalized").execute()
+    )
     if int(exists) == 0:
         raise UnknownRunError(f"workflow run {keys.run_id} not found under prefix {keys.prefix!r}")
     if int(n_tasks) <= atomic_max:
@@ -472,8 +500,8 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         pipe.zrange(keys.ready, 0, -1, withscores=True).smembers(keys.queued).hkeys(keys.qres)
         pipe.hgetall(keys.active).hgetall(keys.claims).hgetall(keys.batches)
         pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1).zrange(keys.qidx, 0, -1)
-        pipe.hgetall(keys.pcredit).hgetall(keys.fanout)
-        return _decode(pipe.execute(), consistent=True)
+        pipe.hgetall(keys.pcredit).hgetall(keys.fanout).hgetall(keys.kids)
+        return _decode(pipe.execute(), consistent=True, finalized=fin is not None)
     replies: list[Any] = [dict(client.hscan_iter(keys.task, count=_SCAN))]
     replies += [list(client.sscan_iter(keys.status_set(s), count=_SCAN)) for s in TASK_STATUSES]
     ready: list[tuple[Any, float]] = []
@@ -504,8 +532,9 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         qidx,
         dict(client.hscan_iter(keys.pcredit, count=_SCAN)),
         dict(client.hscan_iter(keys.fanout, count=_SCAN)),
+        dict(client.hscan_iter(keys.kids, count=_SCAN)),
     ]
-    return _decode(replies, consistent=False)
+    return _decode(replies, consistent=False, finalized=fin is not None)
 
 
 def find_drift(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> DriftReport:

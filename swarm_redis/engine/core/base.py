@@ -60,6 +60,8 @@ DEQUEUE_CHUNK = 250
 STATUS_PAGE = 1000
 #: Entries per ZRANGE page of the ready queue (a plain read, ~0.2 µs each).
 QUEUE_PAGE = 5000
+#: ``kids`` slices read per round trip (up to 400 ids each).
+SLICE_READ = 50
 
 
 def int_attr(obj: Any, name: str, default: int, what: str) -> int:
@@ -299,6 +301,27 @@ class CoreBase:
         self.bad_records[key] = shown
         return None
 
+    def fill_slices(self, states: list[cmd.TaskState]) -> Op[list[cmd.TaskState]]:
+        """``states`` with the downstream ids of those kept in ``kids`` slices read in: at most
+        :data:`SLICE_READ` slices per round trip (each slice is up to 400 ids)."""
+        wanted = [(i, s) for i, s in enumerate(states) if s.slices]
+        if not wanted:
+            return states
+        out = list(states)
+        names = [(i, n) for i, s in wanted for n in cmd.slice_names(s.task_id, s.slices)]
+        got: dict[int, list[Any]] = {i: [] for i, _ in wanted}
+        for at in range(0, len(names), SLICE_READ):
+            part = names[at : at + SLICE_READ]
+            (raws,) = yield from self.read(("HMGET", self.keys.kids, *(n for _, n in part)))
+            for (i, _), raw in zip(part, raws):
+                got[i].append(raw)
+        for i, s in wanted:
+            try:
+                out[i] = cmd.with_slices(s, got[i])
+            except ValueError as exc:
+                logger.warning("workflow run %s: %s (see swarm-redis verify)", self.run_id, exc)
+        return out
+
     def load(self, task_ids: Iterable[int]) -> Op[None]:
         """Load tasks missing from the registry, and their descendants (to link them)."""
         pending = [i for i in dict.fromkeys(task_ids) if i not in self.tasks]
@@ -307,7 +330,7 @@ class CoreBase:
             batch, pending = pending[:LOAD_BATCH], pending[LOAD_BATCH:]
             (raws,) = yield from self.read(("HMGET", self.keys.task, *batch))
             decoded = [self.decode(i, raw) for i, raw in zip(batch, raws) if raw is not None]
-            fresh = [s for s in decoded if s is not None]
+            fresh = yield from self.fill_slices([s for s in decoded if s is not None])
             loaded += fresh
             self._build(fresh)
             pending += [c for s in fresh for c in s.downstream_ids if c not in self.tasks]
@@ -333,6 +356,7 @@ class CoreBase:
             ]
             if int(cursor) == 0:
                 break
+        states = yield from self.fill_slices(states)
         self._build(states)
         self.mirror((s.task_id, s.status, s.num_upstreams_done) for s in states)
         (raw_arrays,) = yield from self.read(("HGETALL", self.keys.arrays))

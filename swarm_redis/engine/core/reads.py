@@ -68,6 +68,7 @@ class Reads(CoreBase):
             if cursor == "0":
                 break
         fresh = [s for s in found.values() if s.task_id not in self.tasks]
+        fresh = yield from self.fill_slices(fresh)
         if fresh:  # records just read: no second read, only their missing descendants
             self._build(fresh)
             kids = [c for s in fresh for c in s.downstream_ids if c not in self.tasks]

@@ -29,6 +29,12 @@ from swarm_redis.errors import InvalidInputError, InvalidTypeError, UnknownRunEr
 logger = logging.getLogger(__name__)
 
 
+def _edge_cost(downstream_ids: tuple[int, ...]) -> int:
+    """The chunk cost of one record: its inline ids, or one slice check per ``kids`` slice."""
+    n = len(downstream_ids)
+    return CHANGE_COST + (n if n <= cmd.KIDS_SLICE else -(-n // cmd.KIDS_SLICE))
+
+
 class Registration(CoreBase):
     """Operations that create the run and register what it holds."""
 
@@ -141,14 +147,16 @@ class Registration(CoreBase):
         """Register tasks idempotently; objects become the registry's objects."""
         objs = list(tasks)
         defs = [self._task_def(t) for t in objs]  # validate everything before any write
+        slices = self._slice_calls("new", [(d.task_id, d.downstream_ids) for d in defs])
         calls: list[Call] = [
             cmd.register(self.keys, self.caller(), chunk, ())
-            for chunk in self.chunks(defs, lambda d: CHANGE_COST + len(d.downstream_ids))
+            for chunk in self.chunks(defs, lambda d: _edge_cost(d.downstream_ids))
         ]
         if not calls:
             return
         for obj, d in zip(objs, defs):
             self.tasks[d.task_id] = obj
+        yield from self._one_by_one(slices)  # before the records that point at them
         replies = yield from self._one_by_one(calls)
         for d in defs:
             self.unsealed[d.task_id] = (d.num_upstreams, d.downstream_ids)
@@ -157,6 +165,19 @@ class Registration(CoreBase):
             self.mirror(found)
             for task_id, _, _ in found:
                 self.unsealed[task_id] = None  # registered before: its stored DAG is unknown
+
+    def _slice_calls(self, mode: str, lists: list[tuple[int, tuple[int, ...]]]) -> list[Call]:
+        """register_kids calls for the downstream lists too long for a record, one slice of
+        up to KIDS_SLICE ids, sent before the records they belong to."""
+        slices = [
+            (task_id, k, ids)
+            for task_id, kids in lists
+            for k, ids in enumerate(cmd.kids_slices(kids), start=1)
+        ]
+        return [
+            cmd.register_kids(self.keys, self.caller(), mode, chunk)
+            for chunk in self.chunks(slices, lambda _: cmd.KIDS_SLICE)
+        ]
 
     @staticmethod
     def _dag_def(task: Any) -> tuple[int, tuple[int, ...]]:
@@ -187,13 +208,15 @@ class Registration(CoreBase):
             now = self._dag_def(obj)
             if sent is None or now[0] != sent[0] or sorted(now[1]) != sorted(sent[1]):
                 changed.append((task_id, now[0], now[1]))
+        slices = self._slice_calls("redef", [(t, kids) for t, _, kids in changed])
         calls: list[Call] = [
             cmd.redefine(self.keys, self.caller(), chunk)
-            for chunk in self.chunks(changed, lambda item: CHANGE_COST + len(item[2]))
+            for chunk in self.chunks(changed, lambda item: _edge_cost(item[2]))
         ]
         written = 0
         refused: list[int] = []
         if calls:
+            yield from self._one_by_one(slices)
             replies = yield from self._one_by_one(calls)
             for reply in replies:
                 n, late = cmd.decode_redefine(reply)

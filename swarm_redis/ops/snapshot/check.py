@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES
+from swarm_redis.engine.commands import KIDS_SLICE
 from swarm_redis.engine.keys import RUN_KEY_NAMES, RunKeys, check_prefix
 from swarm_redis.errors import SwarmRedisError
 from swarm_redis.ops.snapshot.format import (
@@ -252,7 +253,7 @@ _TASK_RECORD_RE = re.compile(
     rb"["
     + "".join(TASK_STATUSES).encode()
     + rb"]\|(-?[0-9]{1,19})\|(-?[0-9]{1,19})?\|[a-z]*\|(-?[0-9]{1,19})\|"
-    rb"(-?[0-9]{1,19})\|(-?[0-9]{1,19})\|(?:-?[0-9]{1,19}(?:,-?[0-9]{1,19})*)?"
+    rb"(-?[0-9]{1,19})\|(-?[0-9]{1,19})\|(?:(?:-?[0-9]{1,19}(?:,-?[0-9]{1,19})*)?|\*[1-9][0-9]{0,4})"
 )
 
 
@@ -272,7 +273,7 @@ def _task_record_problem(raw: bytes) -> str | None:
     if not all(97 <= c <= 122 for c in flags):  # lower-case letters ("p": propagated)
         return f"unknown flags {flags!r}"
     if children and not all(_is_int(c) for c in children.split(b",")):
-        return "the downstream ids must be integers"
+        return "the downstream ids must be integers or the marker *<slices>"
     return "malformed"
 
 
@@ -294,6 +295,18 @@ def _batch_problem(raw: bytes) -> str | None:
 
 
 _Check = Callable[[bytes], "str | None"]
+
+
+def _slice_name_problem(raw: bytes) -> str | None:
+    tid, sep, k = raw.partition(b"#")
+    return None if sep and _is_int(tid) and k.isdigit() else "expected <task id>#<slice>"
+
+
+def _slice_problem(raw: bytes) -> str | None:
+    ids = raw.split(b",")
+    if len(ids) > KIDS_SLICE or not all(_is_int(i) for i in ids):
+        return f"expected 1..{KIDS_SLICE} task ids joined by ','"
+    return None
 
 
 def _int_problem(raw: bytes) -> str | None:
@@ -320,6 +333,7 @@ _RECORD_CHECKS: dict[str, tuple[_Check | None, _Check | None]] = {
     "active": (None, _int_problem),
     "reserved": (None, _int_problem),
     "counters": (None, _int_problem),
+    "kids": (_slice_name_problem, _slice_problem),
 }
 #: meta/leader fields that must hold integers (or be empty) when present.
 _INT_FIELDS: dict[str, frozenset[bytes]] = {

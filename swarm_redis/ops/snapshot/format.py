@@ -42,6 +42,7 @@ KEY_TYPES: dict[str, str] = {
     "fanout": "hash",
     "qidx": "zset",
     "build_lock": "string",
+    "kids": "hash",
 }
 #: Keys of the key table that snapshots leave out: keys with a TTL whose meaning ends with the
 #: processes that wrote them (the reap mutex; the reply cache of retried calls; the lease of a
