@@ -12,10 +12,10 @@ from swarm_redis.engine.coordination import (
     Batch,
     LeaderInfo,
     ReapReport,
-    ReconcileReport,
     Replica,
 )
 from swarm_redis.engine.core import ApplyResult
+from swarm_redis.engine.reconcile import ReconcileReport
 from swarm_redis.errors import (
     FencedError,
     InvalidInputError,

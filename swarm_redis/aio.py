@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 
 from swarm_redis.constants import ACTIVE_TASK_STATUSES
 from swarm_redis.engine import coordination as coord
-from swarm_redis.engine.coordination import Batch, LeaderInfo, ReapReport, ReconcileReport, Replica
+from swarm_redis.engine import reconcile as sweeps
+from swarm_redis.engine.coordination import Batch, LeaderInfo, ReapReport, Replica
 from swarm_redis.engine.core import ApplyResult, Op, run_async
 from swarm_redis.engine.front import StateFront
+from swarm_redis.engine.reconcile import ReconcileReport
 from swarm_redis.engine.transport import AsyncTransport
 from swarm_redis.update import StateUpdate
 
@@ -347,8 +349,8 @@ class AsyncRedisSwarmState(StateFront):
 
     async def enqueue_initial_fringe(self) -> int:
         """Once per run: A tasks to the front, ready G tasks to the back; how many queued."""
-        return await self._run(coord.enqueue_initial_fringe(self._core))
+        return await self._run(sweeps.enqueue_initial_fringe(self._core))
 
     async def reconcile(self) -> ReconcileReport:
         """Heal every crash window (idempotent, bounded chunks); what it fixed."""
-        return await self._run(coord.reconcile(self._core))
+        return await self._run(sweeps.reconcile(self._core))

@@ -13,15 +13,16 @@ from swarm_redis.constants import (
     TERMINATING_STATUSES,
 )
 from swarm_redis.engine import coordination as coord
+from swarm_redis.engine import reconcile as sweeps
 from swarm_redis.engine.coordination import (
     Batch,
     LeaderInfo,
     ReapReport,
-    ReconcileReport,
     Replica,
 )
 from swarm_redis.engine.core import ApplyResult, Op, run_sync
 from swarm_redis.engine.front import StateFront
+from swarm_redis.engine.reconcile import ReconcileReport
 from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.engine.validation import (
     check_mapping,
@@ -387,8 +388,8 @@ class RedisSwarmState(StateFront):
 
     def enqueue_initial_fringe(self) -> int:
         """Once per run: A tasks to the front, ready G tasks to the back; how many queued."""
-        return self._run(coord.enqueue_initial_fringe(self._core))
+        return self._run(sweeps.enqueue_initial_fringe(self._core))
 
     def reconcile(self) -> ReconcileReport:
         """Heal every crash window (idempotent, bounded chunks); what it fixed."""
-        return self._run(coord.reconcile(self._core))
+        return self._run(sweeps.reconcile(self._core))
