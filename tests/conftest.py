@@ -29,13 +29,14 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
+from servers import MakeClient
 
 try:
     import swarm_redis  # noqa: F401
@@ -43,8 +44,6 @@ except ImportError:  # a checkout that is not pip-installed: import from the rep
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError
-
-MakeClient = Callable[..., redis.Redis]
 
 _DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
 _used_run_ids: set[int] = set()

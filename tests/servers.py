@@ -28,6 +28,9 @@ from swarm_redis.demo.embedded import free_port
 from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
 from swarm_redis.engine.keys import RunKeys
 
+#: The ``make_client`` fixture's type: builds a client of the test's backend.
+MakeClient = Callable[..., redis.Redis]
+
 CLUSTER_SLOTS = 16384
 
 

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from conftest import MakeClient
 from fronts import Front
 from replies import as_bytes
+from servers import MakeClient
 
 from swarm_redis import RedisSwarmState, StateUpdate
 from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
