@@ -85,7 +85,7 @@ local function recs_load(R, ids)
     for j = i, last do
       local raw = raws[j - i + 1]
       if raw then
-        local why, s, nd, st, fl, at, _, _, kat = record_fields(raw)
+        local why, s, nd, st, fl, at, kat = record_fields(raw)
         if why then
           R.err = R.err or corrupt(missing[j], raw, why)
         else
