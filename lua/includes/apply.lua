@@ -19,11 +19,6 @@ local BIG_RECORD = 16384
 -- allocates is paid again by Lua's garbage collector): these are its slots.
 local T_S, T_ND, T_ST, T_FL, T_RAW, T_AT, T_KAT, T_S0, T_NUP, T_DIRTY = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
--- The immutable part of a loaded record (array|nup|start|children), copied only when written.
-local function t_rest(t)
-  return string.sub(t[T_RAW], t[T_AT])
-end
-
 -- Number of upstreams and array id of a loaded record, read from its definition when asked
 -- (most records a call touches need neither).
 local function t_nup(t)
@@ -42,16 +37,9 @@ local function t_done(t)
   return tonumber(t[T_ND])
 end
 
--- The text of a small integer, each converted once per call (a number's text costs a sprintf).
+-- The text of small integers (done counts), each converted once per call (a number's text
+-- costs a sprintf); filled by credit_children.
 local NUM_TEXT = {}
-local function num_text_of(n)
-  local s = NUM_TEXT[n]
-  if not s then
-    s = tostring(n)
-    NUM_TEXT[n] = s
-  end
-  return s
-end
 
 -- The children list of a loaded record as (source string, index where the list starts): no copy.
 local function t_children(t)
@@ -105,35 +93,48 @@ local function recs_dirty(R, id)
 end
 
 -- Write every dirty record, move it between status sets and keep the active counters.
+-- The record is rebuilt inline (one concatenation per record, no helper call): this loop runs
+-- for every record a call writes.
 local function recs_flush(R)
-  if #R.dirty_list == 0 then
+  local dirty = R.dirty_list
+  if #dirty == 0 then
     return
   end
-  local fields, moves, move_keys, deltas = {}, {}, {}, {}
-  for _, id in ipairs(R.dirty_list) do
-    local t = R.map[id]
+  local map, sub = R.map, string.sub
+  local fields, moves, move_list, deltas, nf = {}, {}, {}, {}, 0
+  for _, id in ipairs(dirty) do
+    local t = map[id]
+    local s, s0 = t[T_S], t[T_S0]
     t[T_DIRTY] = false
-    fields[#fields + 1] = id
-    fields[#fields + 1] = rec_join(t[T_S], t[T_ND], t[T_ST], t[T_FL], t_rest(t))
-    if t[T_S] ~= t[T_S0] then
-      local key = t[T_S0] .. t[T_S]
-      if not moves[key] then
-        moves[key] = {}
-        move_keys[#move_keys + 1] = key
+    fields[nf + 1] = id
+    fields[nf + 2] = s .. '|' .. t[T_ND] .. '|' .. t[T_ST] .. '|' .. t[T_FL] .. '|'
+      .. sub(t[T_RAW], t[T_AT])
+    nf = nf + 2
+    if s ~= s0 then
+      local from = moves[s0]
+      if not from then
+        from = {}
+        moves[s0] = from
       end
-      table.insert(moves[key], id)
-      local step = (ACTIVE[t[T_S]] and 1 or 0) - (ACTIVE[t[T_S0]] and 1 or 0)
+      local list = from[s]
+      if not list then
+        list = {}
+        from[s] = list
+        move_list[#move_list + 1] = {s0, s, list}
+      end
+      list[#list + 1] = id
+      local step = (ACTIVE[s] and 1 or 0) - (ACTIVE[s0] and 1 or 0)
       if step ~= 0 then
         local arr = t_array(t)
         deltas[arr] = (deltas[arr] or 0) + step
       end
-      t[T_S0] = t[T_S]
+      t[T_S0] = s
     end
   end
   multi('HSET', K.task, fields)
-  for _, key in ipairs(move_keys) do
-    multi('SREM', SK[string.sub(key, 1, 1)], moves[key])
-    multi('SADD', SK[string.sub(key, 2, 2)], moves[key])
+  for _, mv in ipairs(move_list) do
+    multi('SREM', SK[mv[1]], mv[3])
+    multi('SADD', SK[mv[2]], mv[3])
   end
   for arr, d in pairs(deltas) do
     if d ~= 0 then
@@ -192,17 +193,27 @@ end
 -- REGISTERING downstream whose count reaches its number of upstreams became ready: added to
 -- r.cands (queued by finish_queue when `enqueue`, else reported as ready).
 local function credit_children(R, kids, r)
+  local map, dirty, credited, credited_list = R.map, R.dirty_list, r.credited, r.credited_list
   for _, child in ipairs(kids) do
-    local c = R.map[child]
+    local c = map[child]
     if c then
-      local nd = t_done(c) + 1
-      c[T_ND] = num_text_of(nd)
-      recs_dirty(R, child)
-      if not r.credited[child] then
-        r.credited[child] = true
-        r.credited_list[#r.credited_list + 1] = child
+      -- recs_dirty, t_done and num_text_of inlined: this runs once per edge
+      local nd = tonumber(c[T_ND]) + 1
+      local text = NUM_TEXT[nd]
+      if not text then
+        text = tostring(nd)
+        NUM_TEXT[nd] = text
       end
-      if c[T_S] == 'G' and nd == t_nup(c) then
+      c[T_ND] = text
+      if not c[T_DIRTY] then
+        c[T_DIRTY] = true
+        dirty[#dirty + 1] = child
+      end
+      if not credited[child] then
+        credited[child] = true
+        credited_list[#credited_list + 1] = child
+      end
+      if c[T_S] == 'G' and nd == (c[T_NUP] or t_nup(c)) then
         add_cand(r, child, false)
       end
     else
