@@ -428,23 +428,24 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   end
   -- one task after the other, in update order, as if each were its own call: the result does
   -- not depend on how an update is cut into chunks
+  local map, dirty, changed, into, finals = R.map, R.dirty_list, r.changed, r.into, r.finals
   for k, id in ipairs(ids) do
-    local t, new = R.map[id], news[k]
+    local t, new = map[id], news[k]
     if t then
       local s0, st0 = t[T_S], t[T_ST]
-      if (stamp == '' or t[T_ST] == '' or stamp_n >= tonumber(t[T_ST])) and may_change(t[T_S]) then
+      if (stamp == '' or st0 == '' or stamp_n >= tonumber(st0)) and may_change(s0) then
         if stamp ~= '' then
           t[T_ST] = stamp
         end
-        if t[T_S] ~= new then
-          r.changed[#r.changed + 1] = id .. ':' .. new .. ':' .. t[T_ND] .. ':' .. t[T_S]
-          r.into[new] = (r.into[new] or 0) + 1
+        if s0 ~= new then
+          changed[#changed + 1] = id .. ':' .. new .. ':' .. t[T_ND] .. ':' .. s0
+          into[new] = (into[new] or 0) + 1
           if n <= DETAIL_MAX then
-            emit('type', 'task', 'task', id, 'from', t[T_S], 'to', new)
+            emit('type', 'task', 'task', id, 'from', s0, 'to', new)
           end
           t[T_S] = new
           if FINAL[new] then
-            r.finals[#r.finals + 1] = id
+            finals[#finals + 1] = id
             -- queued earlier in this call, then final: as if pushed and removed again
             local c = r.cand_of[id]
             if c then
@@ -459,10 +460,12 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
           end
         end
       end
-      if t[T_S] ~= s0 or t[T_ST] ~= st0 then
-        recs_dirty(R, id)
+      -- recs_dirty inlined (once per task of the call)
+      if (t[T_S] ~= s0 or t[T_ST] ~= st0) and not t[T_DIRTY] then
+        t[T_DIRTY] = true
+        dirty[#dirty + 1] = id
       end
-      if propagate then
+      if propagate and t[T_S] == 'D' then
         count_completion(R, id, r)
       end
     end
