@@ -37,9 +37,9 @@ local function t_done(t)
   return tonumber(t[T_ND])
 end
 
--- The text of small integers (done counts), each converted once per call (a number's text
--- costs a sprintf); filled by credit_children.
-local NUM_TEXT = {}
+-- Done counts converted once per call each way (text -> number costs a strtod, number -> text
+-- a sprintf); filled by credit_children.
+local NUM_TEXT, TEXT_NUM = {}, {}
 
 -- The children list of a loaded record as (source string, index where the list starts): no copy.
 local function t_children(t)
@@ -198,7 +198,13 @@ local function credit_children(R, kids, r)
     local c = map[child]
     if c then
       -- recs_dirty, t_done and num_text_of inlined: this runs once per edge
-      local nd = tonumber(c[T_ND]) + 1
+      local have = c[T_ND]
+      local nd = TEXT_NUM[have]
+      if not nd then
+        nd = tonumber(have)
+        TEXT_NUM[have] = nd
+      end
+      nd = nd + 1
       local text = NUM_TEXT[nd]
       if not text then
         text = tostring(nd)
