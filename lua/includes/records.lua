@@ -19,8 +19,8 @@ end
 -- found by position and copied only when one is long enough to exceed 2^53-1.
 local function record_fields(v)
   local s, nd, st, fl, at, pn, ps, kat =
-    string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()%d+|()%d+|()%d+|()')
-  if not s or not string.find(v, '^[%d,%-]*$', kat) then
+    string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()%d+|()%d+|()%d+|()[%d,%-]*$')
+  if not s then
     return 'does not match S|done|stamp|flags|array|nup|start|children'
   end
   if not VALID[s] then
