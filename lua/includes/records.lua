@@ -17,9 +17,10 @@ end
 -- position where the definition starts and the position where the children list starts. One
 -- match, no copy of the definition or of the children list: the definition's numbers are
 -- found by position and copied only when one is long enough to exceed 2^53-1.
+local str_match = string.match  -- an upvalue: no two table lookups per record
 local function record_fields(v)
   local s, nd, st, fl, at, pn, ps, kat =
-    string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()%d+|()%d+|()%d+|()[%d,%-]*$')
+    str_match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()%d+|()%d+|()%d+|()[%d,%-]*$')
   if not s then
     return 'does not match S|done|stamp|flags|array|nup|start|children'
   end
