@@ -36,8 +36,9 @@ local b, err = live_holder_batch(rid, inc, bid)
 if err then
   return err
 end
+local batch_ids = split_ids(b.ids)
 local in_batch = {}
-for _, id in ipairs(split_ids(b.ids)) do
+for _, id in ipairs(batch_ids) do
   in_batch[id] = true
 end
 
@@ -54,7 +55,7 @@ end
 report_changes(r, n)
 local back = close_batch(bid, b, function(id)
   return recs_status(R, id)
-end)
+end, batch_ids)
 redis.call('HINCRBY', K.counters, 'acks', 1)
 emit('type', 'ack', 'batch', bid, 'replica', rid, 'changed', #r.changed, 'requeued', #back)
 touch()

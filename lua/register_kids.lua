@@ -66,7 +66,7 @@ for i = 0, n - 1 do
   if mode == 'new' then
     ok = not rec
   else
-    local _, _, _, fl = record_fields(rec or '')
+    local _, _, _, _, fl = record_fields(rec or '')
     ok = rec and not string.find(fl or 'p', 'p', 1, true) and not progress[i + 1]
   end
   if ok then

@@ -19,11 +19,6 @@ local BIG_RECORD = 16384
 -- allocates is paid again by Lua's garbage collector): these are its slots.
 local T_S, T_ND, T_ST, T_FL, T_RAW, T_AT, T_KAT, T_S0, T_NUP, T_DIRTY = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
--- The immutable part of a loaded record (array|nup|start|children), copied only when written.
-local function t_rest(t)
-  return string.sub(t[T_RAW], t[T_AT])
-end
-
 -- Number of upstreams and array id of a loaded record, read from its definition when asked
 -- (most records a call touches need neither).
 local function t_nup(t)
@@ -42,16 +37,9 @@ local function t_done(t)
   return tonumber(t[T_ND])
 end
 
--- The text of a small integer, each converted once per call (a number's text costs a sprintf).
-local NUM_TEXT = {}
-local function num_text_of(n)
-  local s = NUM_TEXT[n]
-  if not s then
-    s = tostring(n)
-    NUM_TEXT[n] = s
-  end
-  return s
-end
+-- Done counts converted once per call each way (text -> number costs a strtod, number -> text
+-- a sprintf); filled by credit_children.
+local NUM_TEXT, TEXT_NUM = {}, {}
 
 -- The children list of a loaded record as (source string, index where the list starts): no copy.
 local function t_children(t)
@@ -85,7 +73,7 @@ local function recs_load(R, ids)
     for j = i, last do
       local raw = raws[j - i + 1]
       if raw then
-        local why, s, nd, st, fl, at, _, _, kat = record_fields(raw)
+        local why, s, nd, st, fl, at, kat = record_fields(raw)
         if why then
           R.err = R.err or corrupt(missing[j], raw, why)
         else
@@ -105,35 +93,48 @@ local function recs_dirty(R, id)
 end
 
 -- Write every dirty record, move it between status sets and keep the active counters.
+-- The record is rebuilt inline (one concatenation per record, no helper call): this loop runs
+-- for every record a call writes.
 local function recs_flush(R)
-  if #R.dirty_list == 0 then
+  local dirty = R.dirty_list
+  if #dirty == 0 then
     return
   end
-  local fields, moves, move_keys, deltas = {}, {}, {}, {}
-  for _, id in ipairs(R.dirty_list) do
-    local t = R.map[id]
+  local map, sub = R.map, string.sub
+  local fields, moves, move_list, deltas, nf = {}, {}, {}, {}, 0
+  for _, id in ipairs(dirty) do
+    local t = map[id]
+    local s, s0 = t[T_S], t[T_S0]
     t[T_DIRTY] = false
-    fields[#fields + 1] = id
-    fields[#fields + 1] = rec_join(t[T_S], t[T_ND], t[T_ST], t[T_FL], t_rest(t))
-    if t[T_S] ~= t[T_S0] then
-      local key = t[T_S0] .. t[T_S]
-      if not moves[key] then
-        moves[key] = {}
-        move_keys[#move_keys + 1] = key
+    fields[nf + 1] = id
+    fields[nf + 2] = s .. '|' .. t[T_ND] .. '|' .. t[T_ST] .. '|' .. t[T_FL] .. '|'
+      .. sub(t[T_RAW], t[T_AT])
+    nf = nf + 2
+    if s ~= s0 then
+      local from = moves[s0]
+      if not from then
+        from = {}
+        moves[s0] = from
       end
-      table.insert(moves[key], id)
-      local step = (ACTIVE[t[T_S]] and 1 or 0) - (ACTIVE[t[T_S0]] and 1 or 0)
+      local list = from[s]
+      if not list then
+        list = {}
+        from[s] = list
+        move_list[#move_list + 1] = {s0, s, list}
+      end
+      list[#list + 1] = id
+      local step = (ACTIVE[s] and 1 or 0) - (ACTIVE[s0] and 1 or 0)
       if step ~= 0 then
         local arr = t_array(t)
         deltas[arr] = (deltas[arr] or 0) + step
       end
-      t[T_S0] = t[T_S]
+      t[T_S0] = s
     end
   end
   multi('HSET', K.task, fields)
-  for _, key in ipairs(move_keys) do
-    multi('SREM', SK[string.sub(key, 1, 1)], moves[key])
-    multi('SADD', SK[string.sub(key, 2, 2)], moves[key])
+  for _, mv in ipairs(move_list) do
+    multi('SREM', SK[mv[1]], mv[3])
+    multi('SADD', SK[mv[2]], mv[3])
   end
   for arr, d in pairs(deltas) do
     if d ~= 0 then
@@ -192,17 +193,33 @@ end
 -- REGISTERING downstream whose count reaches its number of upstreams became ready: added to
 -- r.cands (queued by finish_queue when `enqueue`, else reported as ready).
 local function credit_children(R, kids, r)
+  local map, dirty, credited, credited_list = R.map, R.dirty_list, r.credited, r.credited_list
   for _, child in ipairs(kids) do
-    local c = R.map[child]
+    local c = map[child]
     if c then
-      local nd = t_done(c) + 1
-      c[T_ND] = num_text_of(nd)
-      recs_dirty(R, child)
-      if not r.credited[child] then
-        r.credited[child] = true
-        r.credited_list[#r.credited_list + 1] = child
+      -- recs_dirty, t_done and num_text_of inlined: this runs once per edge
+      local have = c[T_ND]
+      local nd = TEXT_NUM[have]
+      if not nd then
+        nd = tonumber(have)
+        TEXT_NUM[have] = nd
       end
-      if c[T_S] == 'G' and nd == t_nup(c) then
+      nd = nd + 1
+      local text = NUM_TEXT[nd]
+      if not text then
+        text = tostring(nd)
+        NUM_TEXT[nd] = text
+      end
+      c[T_ND] = text
+      if not c[T_DIRTY] then
+        c[T_DIRTY] = true
+        dirty[#dirty + 1] = child
+      end
+      if not credited[child] then
+        credited[child] = true
+        credited_list[#credited_list + 1] = child
+      end
+      if c[T_S] == 'G' and nd == (c[T_NUP] or t_nup(c)) then
         add_cand(r, child, false)
       end
     else
@@ -428,23 +445,24 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   end
   -- one task after the other, in update order, as if each were its own call: the result does
   -- not depend on how an update is cut into chunks
+  local map, dirty, changed, into, finals = R.map, R.dirty_list, r.changed, r.into, r.finals
   for k, id in ipairs(ids) do
-    local t, new = R.map[id], news[k]
+    local t, new = map[id], news[k]
     if t then
       local s0, st0 = t[T_S], t[T_ST]
-      if (stamp == '' or t[T_ST] == '' or stamp_n >= tonumber(t[T_ST])) and may_change(t[T_S]) then
+      if (stamp == '' or st0 == '' or stamp_n >= tonumber(st0)) and may_change(s0) then
         if stamp ~= '' then
           t[T_ST] = stamp
         end
-        if t[T_S] ~= new then
-          r.changed[#r.changed + 1] = id .. ':' .. new .. ':' .. t[T_ND] .. ':' .. t[T_S]
-          r.into[new] = (r.into[new] or 0) + 1
+        if s0 ~= new then
+          changed[#changed + 1] = id .. ':' .. new .. ':' .. t[T_ND] .. ':' .. s0
+          into[new] = (into[new] or 0) + 1
           if n <= DETAIL_MAX then
-            emit('type', 'task', 'task', id, 'from', t[T_S], 'to', new)
+            emit('type', 'task', 'task', id, 'from', s0, 'to', new)
           end
           t[T_S] = new
           if FINAL[new] then
-            r.finals[#r.finals + 1] = id
+            finals[#finals + 1] = id
             -- queued earlier in this call, then final: as if pushed and removed again
             local c = r.cand_of[id]
             if c then
@@ -459,10 +477,12 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
           end
         end
       end
-      if t[T_S] ~= s0 or t[T_ST] ~= st0 then
-        recs_dirty(R, id)
+      -- recs_dirty inlined (once per task of the call)
+      if (t[T_S] ~= s0 or t[T_ST] ~= st0) and not t[T_DIRTY] then
+        t[T_DIRTY] = true
+        dirty[#dirty + 1] = id
       end
-      if propagate then
+      if propagate and t[T_S] == 'D' then
         count_completion(R, id, r)
       end
     end

@@ -81,27 +81,27 @@ end
 -- Drop a batch: claims, reservation and record. Tasks still G or A go back to the FRONT of the
 -- queue in batch order; the others lose their resource key. `loaded(id)` (optional): the
 -- current status of a task whose record the caller holds, nil for the others (their records
--- are read). Returns the requeued ids.
-local function close_batch(bid, b, loaded)
-  local ids = split_ids(b.ids)
+-- are read); `ids` (optional): the batch's ids when the caller split them already.
+-- Returns the requeued ids.
+local function close_batch(bid, b, loaded, ids)
+  ids = ids or split_ids(b.ids)
   multi('HDEL', K.claims, ids)
-  loaded = loaded or function()
-    return nil
-  end
-  local unknown = {}
+  local cur, unknown = {}, {}
   for _, id in ipairs(ids) do
-    if not loaded(id) then
+    local s = loaded and loaded(id)
+    if s then
+      cur[id] = s
+    else
       unknown[#unknown + 1] = id
     end
   end
   local recs = multi_reply('HMGET', K.task, unknown)
-  local read = {}
   for i, id in ipairs(unknown) do
-    read[id] = recs[i] and string.sub(recs[i], 1, 1)
+    cur[id] = recs[i] and string.sub(recs[i], 1, 1)
   end
   local again, done = {}, {}
   for _, id in ipairs(ids) do
-    local s = loaded(id) or read[id]
+    local s = cur[id]
     if s == 'G' or s == 'A' then
       again[#again + 1] = id
     else

@@ -154,11 +154,14 @@ local function chk_pairs(first, n)
   if first + 2 * n - 1 > #ARGV then
     return fail('INVALID', 'expected ' .. n .. ' (id, status) pairs, got ' .. math.floor((#ARGV - first + 1) / 2))
   end
-  for i = 0, n - 1 do
-    local id, st = ARGV[first + 2 * i], ARGV[first + 2 * i + 1]
-    local e = chk_id(id, 'task id') or chk_status(st, 'task ' .. tostring(id))
-    if e then
-      return e
+  for i = first, first + 2 * n - 1, 2 do
+    local id, st = ARGV[i], ARGV[i + 1]
+    -- the usual case in one match and one lookup; the messages are built only on a failure
+    if not (VALID[st] and #id <= 20 and string.find(id, '^%-?%d+$')) then
+      local e = chk_id(id, 'task id') or chk_status(st, 'task ' .. tostring(id))
+      if e then
+        return e
+      end
     end
   end
   return nil

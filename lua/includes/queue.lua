@@ -54,7 +54,7 @@ local function qpush(ids, front, arrs)
       local pos = first + j - 1
       zr[#zr + 1] = pos
       zr[#zr + 1] = ids[j]
-      zi[#zi + 1] = 0
+      zi[#zi + 1] = '0'  -- text: a Lua number would be converted with a sprintf per entry
       zi[#zi + 1] = qidx_member(arrs[j], pos, ids[j])
     end
     redis.call('ZADD', K.ready, unpack(zr))

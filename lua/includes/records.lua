@@ -29,23 +29,30 @@ end
 -- The one reader of the record grammar S|done|stamp|flags|array|nup|start|children: nil and
 -- the reason when `v` does not parse (unknown status, a number beyond 2^53-1, a children list
 -- that is neither ids joined by "," nor the marker "*<m>" of m slices in K.kids); else nil, then
--- status, done, stamp, flags (strings), the position where the definition starts, array id, nup
--- (strings) and the position where the children list starts. One match, no copy of the
--- definition or of the children list.
+-- status, done, stamp, flags (strings), the position where the definition starts and the
+-- position where the children list starts. One match, no copy of the definition or of the
+-- children list: the definition's numbers are found by position and copied only when one is
+-- long enough to exceed 2^53-1. A marker record (rare: a big fan-out) takes a second match.
+local str_match = string.match  -- an upvalue: no two table lookups per record
 local function record_fields(v)
-  local s, nd, st, fl, at, arr, nup, start, kat =
-    string.match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()(%d+)|(%d+)|(%d+)|()')
-  if not s or not (string.find(v, '^[%d,%-]*$', kat) or string.find(v, '^%*[1-9]%d?%d?%d?%d?$', kat)) then
+  local s, nd, st, fl, at, pn, ps, kat =
+    str_match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()%d+|()%d+|()%d+|()[%d,%-]*$')
+  if not s then
+    s, nd, st, fl, at, pn, ps, kat =
+      str_match(v, '^(%u)|(%d+)|(%d*)|([^|]*)|()%d+|()%d+|()%d+|()%*[1-9]%d?%d?%d?%d?$')
+  end
+  if not s then
     return 'does not match S|done|stamp|flags|array|nup|start|children'
   end
   if not VALID[s] then
     return 'unknown status ' .. s
   end
-  if (#nd > 15 or #st > 15 or #arr > 15 or #nup > 15 or #start > 15)
-    and (big(nd) or big(st) or big(arr) or big(nup) or big(start)) then
+  if (#nd > 15 or #st > 15 or pn - at > 16 or ps - pn > 16 or kat - ps > 16)
+    and (big(nd) or big(st) or big(string.sub(v, at, pn - 2)) or big(string.sub(v, pn, ps - 2))
+      or big(string.sub(v, ps, kat - 2))) then
     return 'a number exceeds 2^53-1'
   end
-  return nil, s, nd, st, fl, at, arr, nup, kat
+  return nil, s, nd, st, fl, at, kat
 end
 
 local function corrupt(id, v, why)
