@@ -76,7 +76,8 @@ def test_prefix_cleanup_on_real_backend(real_redis_url: str, tmp_path: Path) -> 
     (tmp_path / "conftest.py").write_text(conftest.read_text())
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER_TEST))
     repo = str(Path(__file__).resolve().parents[1])
-    pythonpath = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
+    helpers = str(Path(__file__).parent)  # the conftest imports its helper modules (servers)
+    pythonpath = os.pathsep.join(filter(None, [repo, helpers, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "REDIS_URL": real_redis_url, "PYTHONPATH": pythonpath}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
