@@ -110,6 +110,18 @@ local function chk_rkey(s, what)
   return nil
 end
 
+-- `n` (array id, limit) pairs of ARGV from index `at`: both integers.
+local function chk_array_pairs(at, n)
+  for i = 0, n - 1 do
+    local id = ARGV[at + i * 2]
+    local e = chk_int(id, 'array id') or chk_int(ARGV[at + 1 + i * 2], 'limit of array ' .. tostring(id))
+    if e then
+      return e
+    end
+  end
+  return nil
+end
+
 -- apply_update's tail at ARGV[t]: "0", or "1" then limit (or ""), n array limits, n pairs
 -- (array id, limit), run status (or ""), last sync encoded (or ""), last sync µs (or "");
 -- the stored last_sync_us it is compared with must be an integer.
@@ -129,11 +141,9 @@ local function chk_apply_tail(t)
   if t + 5 + na * 2 ~= #ARGV then
     return fail('INVALID', 'apply_update: malformed tail')
   end
-  for i = 0, na - 1 do
-    e = chk_int(ARGV[t + 3 + i * 2], 'array id') or chk_int(ARGV[t + 4 + i * 2], 'limit of array ' .. ARGV[t + 3 + i * 2])
-    if e then
-      return e
-    end
+  e = chk_array_pairs(t + 3, na)
+  if e then
+    return e
   end
   local rs, enc, us = ARGV[t + 3 + na * 2], ARGV[t + 4 + na * 2], ARGV[t + 5 + na * 2]
   e = (rs ~= '' and chk_run_status(rs, 'the run')) or nil

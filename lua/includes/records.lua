@@ -149,11 +149,9 @@ local function chk_register(first)
   if a + na * 2 ~= #ARGV then
     return fail('INVALID', 'register: ' .. na .. ' arrays announced, ' .. ((#ARGV - a) / 2) .. ' sent')
   end
-  for i = 0, na - 1 do
-    e = chk_int(ARGV[a + 1 + i * 2], 'array id') or chk_int(ARGV[a + 2 + i * 2], 'limit of array ' .. ARGV[a + 1 + i * 2])
-    if e then
-      return e
-    end
+  e = chk_array_pairs(a + 1, na)
+  if e then
+    return e
   end
   -- a new record with a marker needs every slice of its downstream ids (an existing one is kept)
   for _, j in ipairs(marked) do

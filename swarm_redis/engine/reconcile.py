@@ -57,17 +57,6 @@ class ReconcileReport:
         return all(getattr(self, f.name) == 0 for f in fields(self))
 
 
-def _scan_set(core: StateCore, key: str) -> Op[list[int]]:
-    ids: list[int] = []
-    cursor: Any = 0
-    while True:
-        (page,) = yield from core.read(("SSCAN", key, cursor, "COUNT", _CHUNK))
-        cursor, members = page
-        ids += [int(text(m)) for m in members]
-        if int(cursor) == 0:
-            return ids
-
-
 def _check_records(core: StateCore, ids: list[int]) -> Op[None]:
     """InvalidInputError naming the first of ``ids`` whose record does not parse (bounded
     HMGET reads); records that are gone are fine (the scripts skip them)."""
@@ -95,8 +84,8 @@ def enqueue_initial_fringe(core: StateCore) -> Op[int]:
     done = yield from core.meta_field("fringe_done")
     if done:
         return 0
-    adjusting = sorted((yield from _scan_set(core, core.keys.status_set("A"))))
-    registering = sorted((yield from _scan_set(core, core.keys.status_set("G"))))
+    adjusting = sorted((yield from core.scan_ids(core.keys.status_set("A"), _CHUNK)))
+    registering = sorted((yield from core.scan_ids(core.keys.status_set("G"), _CHUNK)))
     yield from _check_records(core, adjusting + registering)
 
     def items(ids: list[int]) -> list[tuple[int, str]]:

@@ -259,10 +259,7 @@ class JobmonLoop(_Loop):
             if time.monotonic() - self.started > self.timeout:
                 logger.error("run timeout (%ss) exceeded: ending the run", self.timeout)
                 return self.finalize("E")
-            if now >= self.next_reconcile:
-                self.next_reconcile = now + self.reconcile_s
-                self.reconcile()
-            status = self.maybe_finalize(status)
+            status = self.end_round(status, now)
         except GatewayError as e:
             logger.warning("leader: server call failed: %s", e)
         return status

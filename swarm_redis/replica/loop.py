@@ -253,13 +253,17 @@ class _Loop:
                 if answer != status:
                     logger.info("server holds run status %s (we had %s)", answer, status)
                     status = self.set_status(answer)
-            if now >= self.next_reconcile:
-                self.next_reconcile = now + self.reconcile_s
-                self.reconcile()
-            status = self.maybe_finalize(status)
+            status = self.end_round(status, now)
         except GatewayError as e:
             logger.warning("leader: server call failed: %s", e)
         return status
+
+    def end_round(self, status: str, now: float) -> str:
+        """The close of a leader round: reconcile when due, then finalize when the run is over."""
+        if now >= self.next_reconcile:
+            self.next_reconcile = now + self.reconcile_s
+            self.reconcile()
+        return self.maybe_finalize(status)
 
     def set_status(self, status: str) -> str:
         """Move the run status (fenced); the status Redis holds afterwards."""

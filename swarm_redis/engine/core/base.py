@@ -251,6 +251,17 @@ class CoreBase:
         self.observe(int(version or 0), cmd.opt_text(token))
         return replies[1:]
 
+    def scan_ids(self, key: str, count: int = 1000) -> Op[list[int]]:
+        """Every member of the id set ``key``, read in SSCAN pages (each call bounded)."""
+        ids: list[int] = []
+        cursor: Any = 0
+        while True:
+            (page,) = yield from self.read(("SSCAN", key, cursor, "COUNT", count))
+            cursor, members = page
+            ids += [int(text(m)) for m in members]
+            if int(cursor) == 0:
+                return ids
+
     # --- objects from Redis ----------------------------------------------------------------------
 
     def _build(self, states: Sequence[cmd.TaskState]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.commands import Call, UpdateTail, text
+from swarm_redis.engine.commands import Call, UpdateTail
 from swarm_redis.engine.core.base import CHANGE_COST
 from swarm_redis.engine.core.driver import Op
 from swarm_redis.engine.core.registration import Registration
@@ -206,17 +206,9 @@ class Writes(Registration):
     def compute_initial_counts(self) -> Op[None]:
         """Propagate every DONE task through the once-only gate (idempotent)."""
         yield from self.seal()
-        cursor: Any = 0
-        while True:
-            (page,) = yield from self.read(
-                ("SSCAN", self.keys.status_set("D"), cursor, "COUNT", 1000)
-            )
-            cursor, members = page
-            ids = [int(text(m)) for m in members]
-            if ids:
-                yield from self._propagate(ids, enqueue=False)
-            if int(cursor) == 0:
-                return
+        done = yield from self.scan_ids(self.keys.status_set("D"))
+        for at in range(0, len(done), 1000):
+            yield from self._propagate(done[at : at + 1000], enqueue=False)
 
     def set_status_map(self, buckets: Mapping[str, Iterable[Any]]) -> Op[None]:
         """Register every task of bucket S with status S; move known ones there (no propagation)."""
