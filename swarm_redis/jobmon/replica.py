@@ -45,6 +45,11 @@ from swarm_redis.replica.loop import ReplicaResult, _Loop
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.update import StateUpdate
 
+#: The server's run statuses on the way to LAUNCHED, in jobmon's order (its distributor's steps).
+LAUNCH_STEPS = ("B", "I", "O")
+#: Seconds between the leader's requests to start the run while the server has not launched it.
+START_RETRY_S = 0.5
+
 __all__ = ["JobmonLoop", "orchestrator_result", "run_jobmon_replica"]
 
 logger = logging.getLogger(__name__)
@@ -146,6 +151,7 @@ class JobmonLoop(_Loop):
         self.next_limits = 0.0
         self.next_terminate = 0.0
         self.next_distributor = 0.0
+        self.next_start = 0.0
         self.distributors_started = 0
         self.cluster_name = _cluster_name(state)
         self.max_stall_s = max_stall_s
@@ -217,6 +223,32 @@ class JobmonLoop(_Loop):
             "started the distributor of run %s (token %s)", self.state.workflow_run_id, token
         )
 
+    def start_run(self, status: str) -> str:
+        """Leader: move the server's run to RUNNING once the distributor has launched it.
+
+        jobmon's distributor moves the run B -> I -> O as it starts, in two requests that can
+        race on the server: the second one may be read before the first one is committed
+        ("Cannot transition ... from B to O"), and the run then stays INSTANTIATED for good.
+        A distributor whose lease says ``alive`` has had both requests answered, so the leader
+        sends the missing steps itself. Tried every :data:`START_RETRY_S` at most.
+        """
+        now = time.monotonic()
+        if now < self.next_start:
+            return status
+        self.next_start = now + START_RETRY_S
+        answer = self.gateway.update_run_status("R")
+        if answer in LAUNCH_STEPS[:-1] and self.distributor_alive():
+            logger.warning("the server holds run status %s after the distributor launched", answer)
+            for step in LAUNCH_STEPS[LAUNCH_STEPS.index(answer) + 1 :]:
+                answer = self.gateway.update_run_status(step)
+            answer = self.gateway.update_run_status("R")
+        return self.set_status(answer) if answer != status else status
+
+    def distributor_alive(self) -> bool:
+        """True when the run's distributor lease says jobmon's distributor said ALIVE."""
+        lease = dist.read_lease(self.state.redis, self.state.keys)
+        return lease is not None and lease.state == "alive"
+
     # --- leader duties --------------------------------------------------------------------------
 
     def lead(self, status: str) -> str:
@@ -226,10 +258,7 @@ class JobmonLoop(_Loop):
             if status not in TERMINAL_RUN_STATUSES:
                 self.keep_distributor()
             if status in PRE_RUN_STATUSES:
-                # the distributor moves the server's run B -> I -> O; then we may start it
-                answer = self.gateway.update_run_status("R")
-                if answer != status:
-                    status = self.set_status(answer)
+                status = self.start_run(status)
                 if status in PRE_RUN_STATUSES:
                     return status
             now = time.monotonic()

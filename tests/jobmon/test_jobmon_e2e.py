@@ -1,14 +1,13 @@
 """End to end: a real jobmon workflow on jobmon's real server and distributor, run by N replicas.
 
-One jobmon server (sqlite, in a subprocess, as jobmon's fixtures start it) serves the session.
-The workflow (34 tasks, 204 with ``SWARM_REDIS_JOBMON_FULL=1``: two arrays with their own
-limits and a fan-in between them, a task that fails once and then succeeds, a task that fails
-for good and its blocked child, and a final fan-in task) runs twice at the same time: once with
-jobmon's stock orchestrator (``Workflow.run()``) and once by three ``swarm-redis
-jobmon-replica`` processes sharing Redis, whose leader is SIGKILLed mid-run and whose next
-leader is SIGKILLed later. A sampler thread reads the server's database all along. Then we
-compare, from the server's records. Also here: a resumed run, a distributor killed mid-run,
-and ``swarm-redis demo --jobmon``.
+One jobmon server (sqlite, in a subprocess, as jobmon's fixtures start it) serves the session. The
+workflow (204 tasks: two arrays with their own limits and a fan-in between them, a task that fails
+once and then succeeds, a task that fails for good and its blocked child, and a final fan-in task)
+runs twice at the same time: once with jobmon's stock orchestrator (``Workflow.run()``) and once by
+three ``swarm-redis jobmon-replica`` processes sharing Redis, whose leader is SIGKILLed mid-run and
+whose next leader is SIGKILLed later. A sampler thread reads the server's database all along. Then
+we compare, from the server's records. Also here: a resumed run, a distributor killed mid-run, and
+``swarm-redis demo --jobmon``.
 
 Needs jobmon 3.6 (see README, "Use with jobmon") and a real Redis; skipped without them, failed
 without them when CI=true.
@@ -40,16 +39,20 @@ require_jobmon()  # skip (fail under CI=true) without jobmon, saying how to get 
 
 from swarm_redis.jobmon.localserver import JobmonServer  # noqa: E402
 
-pytestmark = pytest.mark.timeout(3600)
-
 ACTIVE = ("Q", "I", "O", "R")
 WF_LIMIT = 8
 LIMITS = {"prep": 3, "work": 4}
-#: Tasks of the arrays ``prep`` and ``work``: the same shape and limits at either size; the
-#: small one keeps the CI run short (the server's round trips per task set the pace).
-FULL = os.environ.get("SWARM_REDIS_JOBMON_FULL") == "1"
-N_PREP, N_WORK = (120, 80) if FULL else (18, 12)
+#: Tasks of the arrays ``prep`` and ``work``: 204 tasks in all with the four below.
+N_PREP, N_WORK = 120, 80
 N_TASKS = N_PREP + N_WORK + 4
+#: Seconds any one wait of the replicated run may take, so that a stuck run fails in minutes:
+#: the whole run takes about 65 s on a quiet 2-core machine.
+WAIT_S = 60 + N_TASKS
+
+pytestmark = pytest.mark.timeout(4 * WAIT_S)
+#: Seconds a quick workflow (resume, distributor restart) may run before jobmon's own run
+#: timeout ends it in ERROR: a stuck run fails its test with the reason instead of hanging.
+QUICK_RUN_S = 240
 #: Quick tasks of the resume and distributor-restart workflows (plus a gate task and its child).
 N_QUICK = 4
 
@@ -252,7 +255,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
 
     def run_stock() -> None:
         try:
-            stock["status"] = stock_wf.run(seconds_until_timeout=3000)
+            stock["status"] = stock_wf.run(seconds_until_timeout=3 * WAIT_S)
         except BaseException as e:  # reported by the assertions below
             stock["error"] = e
 
@@ -290,7 +293,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
         first_kill, second_kill = N_TASKS // 5, (N_TASKS * 3) // 5
         wait_until(
             lambda: done_count(jobmon_server, int(wf.workflow_id)) >= first_kill,
-            1500,
+            WAIT_S,
             f"{first_kill} tasks done",
         )
         first = leader()
@@ -302,7 +305,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
                 leader() not in (None, first)
                 and done_count(jobmon_server, int(wf.workflow_id)) >= second_kill
             ),
-            1500,
+            WAIT_S,
             f"a new leader and {second_kill} tasks done",
         )
         second = leader()
@@ -310,7 +313,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
         procs[second].send_signal(signal.SIGKILL)
         kills.append((second, done_count(jobmon_server, int(wf.workflow_id))))
         survivor = next(n for n in names if n not in (first, second))
-        out, _ = procs[survivor].communicate(timeout=2400)
+        out, _ = procs[survivor].communicate(timeout=WAIT_S)
         with open(os.path.join(tmp, f"{survivor}.log")) as f:
             assert procs[survivor].returncode == 0, f.read()[-4000:]
         outcome = json.loads(out.decode().strip().splitlines()[-1])
@@ -320,7 +323,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
                 p.kill()
             p.wait()
     replicated_s = time.monotonic() - t_shared
-    stock_thread.join(timeout=3000)
+    stock_thread.join(timeout=WAIT_S)
     stock_s = time.monotonic() - t_stock
     assert "error" not in stock, stock.get("error")
     sampler.halt.set()
@@ -438,6 +441,7 @@ def resume_workflow(
     return wf
 
 
+@pytest.mark.timeout(3 * QUICK_RUN_S)
 def test_resumed_run_continues_on_shared_state(
     jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
 ) -> None:
@@ -452,6 +456,7 @@ def test_resumed_run_continues_on_shared_state(
         redis_url=redis_url,
         prefix=f"rs1{tag}",
         poll_s=0.1,
+        seconds_until_timeout=QUICK_RUN_S,
         distributor_log=os.path.join(tmp, "distributor.log"),
     )
     assert first.final_status == "E"
@@ -466,6 +471,7 @@ def test_resumed_run_continues_on_shared_state(
         resume=True,
         resume_timeout=10,  # jobmon waits a tenth of it before it looks whether it may resume
         poll_s=0.1,
+        seconds_until_timeout=QUICK_RUN_S,
         on_run_created=runs.append,
         distributor_log=os.path.join(tmp, "distributor.log"),
     )
@@ -486,7 +492,7 @@ def test_resumed_run_continues_on_shared_state(
         client.close()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(3 * QUICK_RUN_S)
 def test_dead_distributor_is_restarted_by_the_leader(
     jobmon_server: JobmonServer, redis_url: str, prefixes: list[str]
 ) -> None:
@@ -516,6 +522,7 @@ def test_dead_distributor_is_restarted_by_the_leader(
                 redis_url=redis_url,
                 prefix=prefix,
                 poll_s=0.1,
+                seconds_until_timeout=QUICK_RUN_S,
                 on_run_created=runs.append,
                 outcome=outcomes,
                 distributor_log=os.path.join(tmp, "distributor.log"),
@@ -547,7 +554,7 @@ def test_dead_distributor_is_restarted_by_the_leader(
             120,
             "a new distributor lease",
         )
-        thread.join(timeout=600)
+        thread.join(timeout=QUICK_RUN_S)
         assert not thread.is_alive()
         assert "error" not in box, box.get("error")
         result = box["result"]

@@ -377,3 +377,42 @@ def test_server_stop_status_stops_every_replica(r: redis.Redis, run_id: int, pre
     other = _loop(RedisSwarmState.attach(r, run_id, prefix=prefix), Requester())
     assert other.step()  # its next round sees the terminal status and ends
     assert not _routes(req, "/update_status") and not _routes(req, "/queue_task_batch")
+
+
+class StuckLaunchRequester(Requester):
+    """A server whose run stayed INSTANTIATED: the distributor's I -> O request lost the race
+    with its B -> I request. Only jobmon's transitions B -> I -> O -> R are accepted."""
+
+    def __init__(self) -> None:
+        super().__init__(statuses={})
+        self.run_status = "I"
+
+    def send_request(self, app_route: str, message: dict[str, Any], request_type: str) -> Any:
+        if app_route.endswith("/update_status"):
+            self.sent.append((app_route, message, request_type))
+            step = {"B": "I", "I": "O", "O": "R"}.get(self.run_status or "")
+            if message["status"] == step:
+                self.run_status = step
+            return 200, {"status": self.run_status}
+        return super().send_request(app_route, message, request_type)
+
+
+def test_leader_finishes_a_launch_the_distributor_lost_to_a_race(
+    r: redis.Redis, run_id: int, prefix: str
+) -> None:
+    state, _ = share(diamond(run_id), r, prefix=prefix)
+    req = StuckLaunchRequester()
+    loop = _loop(state, req)
+    loop.epoch = state.acquire_leadership(loop.join())
+    # the distributor has not said ALIVE yet: the leader waits for it, asking for R only
+    assert loop.start_run("G") == "I"
+    assert [m["status"] for m in _routes(req, "/update_status")] == ["R"]
+    assert loop.start_run("I") == "I"  # within START_RETRY_S: no request at all
+    assert len(_routes(req, "/update_status")) == 1
+    # the distributor said ALIVE (its supervisor's lease), yet the server still holds I
+    assert dist.claim(r, state.keys, "tok", ttl_s=5)
+    assert dist.renew(r, state.keys, "tok", "alive", ttl_s=5)
+    loop.next_start = 0.0
+    assert loop.start_run("I") == "R"
+    assert state.status == "R"
+    assert [m["status"] for m in _routes(req, "/update_status")] == ["R", "R", "O", "R"]
