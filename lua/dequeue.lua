@@ -9,8 +9,9 @@
 --!include queue
 --!include check
 --!include records
--- validation (check.lua): nothing below may fail after a write
-local bad = chk_int(ARGV[4], 'dequeue count', 1) or chk_queue_head(tonumber(ARGV[4]))
+-- validation (check.lua): nothing below may fail after a write; the records of the taken ids
+-- are checked in the loop that reads them, before the first write
+local bad = chk_int(ARGV[4], 'dequeue count', 1)
 if bad then
   return bad
 end
@@ -21,14 +22,16 @@ if #ids > 0 then
   local recs = multi_reply('HMGET', K.task, ids)
   local arrs = {}
   for i, id in ipairs(ids) do
-    local s, nd, rest = 'G', 0, nil
-    if recs[i] then
-      local s1, nd1, _, _, rest1 = rec_parse(recs[i])
-      if s1 then
-        s, nd, rest = s1, nd1, rest1
+    local v = recs[i]
+    local s, nd, arr = 'G', 0, ''
+    if v then
+      local why, s1, nd1, _, _, at = record_fields(v)
+      if why then
+        return corrupt(id, v, why)
       end
+      s, nd, arr = s1, nd1, string.match(v, '^%d+', at)
     end
-    arrs[i] = rest and rec_array(rest) or ''
+    arrs[i] = arr
     out[#out + 1] = id
     out[#out + 1] = s
     out[#out + 1] = tonumber(nd)

@@ -1,4 +1,4 @@
-"""Shared by the process tests (chaos, faults): replica OS processes and a random layered DAG.
+"""Shared by the process tests (chaos, faults, signals): replica OS processes, a random layered DAG.
 
 :class:`ReplicaProcs` starts ``python -m swarm_redis.replica`` processes against a simulated
 server, each writing its log and its JSON result to its own files, and kills, collects and
@@ -21,6 +21,13 @@ from typing import Any
 from swarm_redis import TaskRecord
 from swarm_redis.demo.sim import AUTHKEY_ENV, SimServer
 from swarm_redis.testing.dags import random_layered, upstreams_of
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a child that a test stops with SIGINT: SIGINT back to its default, so
+    Python raises KeyboardInterrupt there even when the test run ignores SIGINT (a background
+    job of a non-interactive shell starts with SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @dataclass

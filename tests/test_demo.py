@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from replica_procs import interruptible
 from rich.console import Console
 
 from swarm_redis.demo.dag import RESOURCE_SHAPES, SHAPES, array_limits, build_dag
@@ -218,6 +219,7 @@ def test_sigint_stops_everything(demo_tmpdir: Path) -> None:
         env=_env(TMPDIR=str(demo_tmpdir)),
         cwd=ROOT,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     lines: queue.Queue[str] = queue.Queue()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from replica_procs import interruptible
 
 from swarm_redis.demo.embedded import (
     EmbeddedRedis,
@@ -283,6 +284,7 @@ def test_signalled_child_leaves_no_server(sig: signal.Signals, where: str) -> No
         stderr=subprocess.PIPE,
         env=env,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert child.stdout is not None

@@ -4,6 +4,7 @@
   run's ``fringe_done`` flag: a corrupt record in a later chunk writes nothing;
 * claim_batch leaves a queued task whose record does not parse where it is (the next task is
   claimed), and refuses to re-drive an orphaned batch with such a record, writing nothing;
+* dequeue refuses a corrupt record among the tasks it would take, writing nothing;
 * finalize("D") is refused while a fan-out is still being credited, with nothing written;
   finalize drops the pending credits of ids never registered, and verify stays clean.
 """
@@ -68,6 +69,22 @@ def test_claim_skips_a_corrupt_queued_record_and_refuses_a_corrupt_orphan(
     with pytest.raises(InvalidInputError, match="task 1 has a corrupt record"):
         s.claim_batch(replica, 2)
     assert_same(before, snapshot(client, s.keys))
+
+
+def test_dequeue_refuses_a_corrupt_record_in_what_it_would_take(
+    make_client: MakeClient, run_id: int, prefix: str
+) -> None:
+    client = make_client()
+    s = _run(client, run_id, prefix, 600)
+    s.enqueue_initial_fringe()
+    client.hset(s.keys.task, "300", CORRUPT)  # in the second call of 250 of a dequeue of 600
+    assert [t.task_id for t in s.dequeue_tasks(250)] == list(range(1, 251))
+    before = snapshot(client, s.keys)
+    with pytest.raises(InvalidInputError, match="task 300 has a corrupt record"):
+        s.dequeue_tasks(100)
+    assert_same(before, snapshot(client, s.keys))
+    client.hset(s.keys.task, "300", b"G|0|||0|0|0|")
+    assert [t.task_id for t in s.dequeue_tasks(350)] == list(range(251, 601))
 
 
 def test_finalize_waits_for_fanouts_and_drops_pending_credits(

@@ -45,14 +45,36 @@ NAN = float("nan")
 INF = float("inf")
 
 
-def snapshot(client: Any, keys: RunKeys) -> dict[bytes, tuple[bytes, bool]]:
-    """Every key of the run: DUMP and whether it has a TTL (PTTL only ever shrinks)."""
+def snapshot(client: Any, keys: RunKeys) -> dict[bytes, tuple[Any, bool]]:
+    """Every key of the run: its content and whether it has a TTL (PTTL only ever shrinks).
+
+    Hashes and sets are compared by their sorted members, everything else by DUMP: the DUMP of
+    a hash or set in a hash table follows the table's order, which an incremental rehash moves
+    on reads alone.
+    """
     names = sorted(client.scan_iter(match=keys.match_all, count=1000))
     pipe = client.pipeline(transaction=False)
     for key in names:
-        pipe.dump(key).pttl(key)
-    replies = pipe.execute()
-    return {key: (replies[2 * i], replies[2 * i + 1] >= 0) for i, key in enumerate(names)}
+        pipe.type(key).pttl(key)
+    meta = pipe.execute()
+    for i, key in enumerate(names):
+        kind = meta[2 * i].decode() if isinstance(meta[2 * i], bytes) else meta[2 * i]
+        if kind == "hash":
+            pipe.hgetall(key)
+        elif kind == "set":
+            pipe.smembers(key)
+        else:
+            pipe.dump(key)
+    contents = pipe.execute()
+    out: dict[bytes, tuple[Any, bool]] = {}
+    for i, key in enumerate(names):
+        value = contents[i]
+        if isinstance(value, dict):
+            value = sorted(value.items())
+        elif isinstance(value, set):
+            value = sorted(value)
+        out[key] = (value, meta[2 * i + 1] >= 0)
+    return out
 
 
 def assert_same(before: dict[bytes, Any], after: dict[bytes, Any]) -> None:

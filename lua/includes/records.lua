@@ -181,12 +181,6 @@ local function chk_queue_pairs(first)
   return chk_records(ids)
 end
 
--- The first n entries of the ready queue have records that parse (dequeue reports them).
-local function chk_queue_head(n)
-  local ids = redis.call('ZRANGE', K.ready, 0, n - 1)
-  return chk_records(ids)
-end
-
 -- repair ops from ARGV[first]: n, then per op code, subject, a, b; counter ops carry integers.
 local function chk_repair(first)
   local e = chk_int(ARGV[first], 'number of repair ops')
