@@ -313,6 +313,31 @@ def _int_problem(raw: bytes) -> str | None:
     return None if _is_int(raw) else "not an integer"
 
 
+_CREDIT_RE = re.compile(rb"[0-9]{1,16}q?")
+_PROGRESS_RE = re.compile(rb"[0-9]{1,16}:[0-9]{1,16}:[0-9]{1,16}")
+_QIDX_RE = re.compile(rb"-?[0-9]{1,19}\|[0-9]{16}\|-?[0-9]{1,19}")
+
+
+def _credit_problem(raw: bytes) -> str | None:
+    return None if _CREDIT_RE.fullmatch(raw) else "expected <credits> or <credits>q"
+
+
+def _fanout_name_problem(raw: bytes) -> str | None:
+    if _is_int(raw) or _slice_name_problem(raw) is None:
+        return None
+    return "expected <task id> or <task id>#<slice>"
+
+
+def _fanout_problem(raw: bytes) -> str | None:
+    if _PROGRESS_RE.fullmatch(raw) or all(_is_int(i) for i in raw.split(b",")):
+        return None
+    return "expected <done>:<slice>:<slices> or task ids joined by ','"
+
+
+def _qidx_problem(raw: bytes) -> str | None:
+    return None if _QIDX_RE.fullmatch(raw) else "expected <array>|<16-digit position>|<task id>"
+
+
 def _run_status_problem(raw: bytes) -> str | None:
     return None if raw.decode("latin-1") in WORKFLOW_RUN_STATUSES else "unknown run status"
 
@@ -334,6 +359,9 @@ _RECORD_CHECKS: dict[str, tuple[_Check | None, _Check | None]] = {
     "reserved": (None, _int_problem),
     "counters": (None, _int_problem),
     "kids": (_slice_name_problem, _slice_problem),
+    "pcredit": (_int_problem, _credit_problem),
+    "fanout": (_fanout_name_problem, _fanout_problem),
+    "qidx": (_qidx_problem, None),
 }
 #: meta/leader fields that must hold integers (or be empty) when present.
 _INT_FIELDS: dict[str, frozenset[bytes]] = {
