@@ -181,3 +181,28 @@ def test_out_of_range_options_are_usage_errors(
 def test_a_run_id_past_int64_is_called_out_of_range(cli: Callable[..., CliResult]) -> None:
     res = cli("status", "9" * 20)
     assert res.code == EXIT_USAGE and "out of range" in res.err
+
+
+def test_exporter_skips_a_damaged_run_and_keeps_the_others(
+    r: redis.Redis, prefix: str, run_id: int
+) -> None:
+    """Before: the damaged run's ValueError made the whole scrape ``swarm_up 0``."""
+    pytest.importorskip("prometheus_client")
+    from swarm_redis.ops.exporter import RunCollector
+
+    build_run("", prefix, run_id, client=r)
+    build_run("", prefix, run_id + 1, client=r)
+    r.hset(RunKeys(prefix, run_id + 1).batches, "1", "r|i|1||x,y")
+    got = {
+        (f.name, tuple(sorted(s.labels.items()))): s.value
+        for f in RunCollector(r, prefix=prefix).collect()
+        for s in f.samples
+    }
+    assert got[("swarm_up", ())] == 1
+    assert got[("swarm_run_unreadable", (("run", str(run_id + 1)),))] == 1
+    assert got[("swarm_run_task_count", (("run", str(run_id)),))] == 10
+    assert not any(
+        labels == (("run", str(run_id + 1)),)
+        for name, labels in got
+        if name != "swarm_run_unreadable"
+    )
