@@ -206,3 +206,30 @@ def test_exporter_skips_a_damaged_run_and_keeps_the_others(
         for name, labels in got
         if name != "swarm_run_unreadable"
     )
+
+
+def test_tasks_keeps_only_the_rows_it_shows(
+    real_only: redis.Redis, prefix: str, run_id: int
+) -> None:
+    """``tasks`` without --status held every record of the run before it cut to --limit
+    (~210 bytes per task: 2 GB at 10M tasks); now the ``limit`` lowest ids only."""
+    import tracemalloc
+
+    from swarm_redis import ArrayRecord, RedisSwarmState
+    from swarm_redis.testing.dags import from_edges
+
+    n = 30_000
+    state = RedisSwarmState(1, run_id, 1, redis=real_only, prefix=prefix)
+    state.add_arrays([ArrayRecord(1, 3)])
+    state.add_tasks(from_edges(n, [], arrays=[1] * n))
+    keys = RunKeys(prefix, run_id)
+    tracemalloc.start()
+    try:
+        rows, total = list_tasks(real_only, keys, limit=5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [row["task_id"] for row in rows] == [1, 2, 3, 4, 5] and total == n
+    assert peak < 3_000_000, peak  # before: ~6 MB for 30k tasks
+    rows, total = list_tasks(real_only, keys, array_id=1, limit=3)
+    assert [row["task_id"] for row in rows] == [1, 2, 3] and total is None

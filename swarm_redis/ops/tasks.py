@@ -6,6 +6,7 @@ read-only ACL user can run ``tasks`` and ``task``.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -112,9 +113,12 @@ def list_tasks(
                 break
     else:
         total = _int(client.execute_command("HLEN", keys.task)) if array_id is None else None
-        for state in _scan_records(client, keys.task):
-            if array_id is None or state.array_id == array_id:
-                found.append(state)
+        matching = (
+            state
+            for state in _scan_records(client, keys.task)
+            if array_id is None or state.array_id == array_id
+        )  # only the ``limit`` lowest ids are kept: memory bounded at any run size
+        found = heapq.nsmallest(limit, matching, key=lambda s: s.task_id)
     found.sort(key=lambda s: s.task_id)
     return [_record_dict(s) for s in found[:limit]], total
 
