@@ -233,3 +233,19 @@ def test_tasks_keeps_only_the_rows_it_shows(
     assert peak < 3_000_000, peak  # before: ~6 MB for 30k tasks
     rows, total = list_tasks(real_only, keys, array_id=1, limit=3)
     assert [row["task_id"] for row in rows] == [1, 2, 3] and total is None
+
+
+def test_runs_passes_over_meta_keys_of_no_run_id_the_cli_takes(
+    r: redis.Redis, prefix: str, run_id: int
+) -> None:
+    """A meta key with thousands of digits made ``runs`` (and the exporter) fail with int()'s
+    digit limit; one past int64 was listed though no command could name it."""
+    from swarm_redis.engine.keys import run_id_from_meta_key
+    from swarm_redis.ops.reads import list_runs
+
+    r.hset(RunKeys(prefix, run_id).meta, "status", "D")
+    for odd in ("9" * 5000, "9" * 20, str(1 << 63), "-0", "007"):
+        r.hset(f"{prefix}:{{{odd}}}:meta", "status", "R")
+        assert run_id_from_meta_key(prefix, f"{prefix}:{{{odd}}}:meta") is None
+    assert run_id_from_meta_key(prefix, RunKeys(prefix, (1 << 63) - 1).meta) == str((1 << 63) - 1)
+    assert [run.run_id for run in list_runs(r, prefix)] == [str(run_id)]
