@@ -166,6 +166,7 @@ def test_cli_names_a_damaged_record_and_writes_no_file(
         ("watch", "1", "--interval", "1e308"),
         ("verify", "1", "--chunk", "0"),
         ("verify", "1", "--repair", "--chunk", "-1"),
+        ("verify", "1", "--repair", "--chunk", "5001"),  # one script call would be unbounded
         ("verify", "1", "--examples", "-1"),
         ("import", "f.json", "--max-bytes", "-1"),
     ],
@@ -249,3 +250,18 @@ def test_runs_passes_over_meta_keys_of_no_run_id_the_cli_takes(
         assert run_id_from_meta_key(prefix, f"{prefix}:{{{odd}}}:meta") is None
     assert run_id_from_meta_key(prefix, RunKeys(prefix, (1 << 63) - 1).meta) == str((1 << 63) - 1)
     assert [run.run_id for run in list_runs(r, prefix)] == [str(run_id)]
+
+
+def test_repair_chunks_are_bounded(r: redis.Redis, prefix: str, run_id: int) -> None:
+    from swarm_redis.errors import InvalidInputError
+    from swarm_redis.ops.verify import REPAIR_CHUNK_MAX, repair
+
+    build_run("", prefix, run_id, client=r)
+    keys = RunKeys(prefix, run_id)
+    r.hset(keys.active, "1", "7")
+    report = find_drift(r, keys)
+    for chunk in (0, REPAIR_CHUNK_MAX + 1, 10**9):
+        with pytest.raises(InvalidInputError, match="chunk must be 1 to"):
+            repair(r, keys, report, chunk=chunk)
+    assert r.hget(keys.active, "1") == b"7"  # nothing written
+    assert repair(r, keys, report, chunk=REPAIR_CHUNK_MAX).clean

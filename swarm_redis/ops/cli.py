@@ -68,6 +68,7 @@ from swarm_redis.exit_codes import (
 )
 from swarm_redis.ops.events import check_stream_id
 from swarm_redis.ops.handlers import DEFAULT_PREFIX, HANDLERS, MIN_INTERVAL, CliError, Ctx, writes
+from swarm_redis.ops.verify import REPAIR_CHUNK_MAX
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -239,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--last", type=_count_arg(1), help="the latest N events")
     subs["verify"].add_argument("--repair", action="store_true", help="fix the drift found")
     subs["verify"].add_argument(
-        "--chunk", type=_count_arg(1), default=500, help="repairs per script call"
+        "--chunk",
+        type=_count_arg(1, REPAIR_CHUNK_MAX),
+        default=500,
+        help=f"repairs per script call (1 to {REPAIR_CHUNK_MAX})",
     )
     subs["verify"].add_argument(
         "--examples", type=_count_arg(0), default=3, help="examples per drift kind"

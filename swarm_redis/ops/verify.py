@@ -50,12 +50,13 @@ from swarm_redis.engine.commands import (
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.engine.validation import record_problem
-from swarm_redis.errors import UnknownRunError
+from swarm_redis.errors import InvalidInputError, UnknownRunError
 from swarm_redis.ops.reads import BatchRecord, _display, parse_batch, parse_int, shown
 
 __all__ = [
     "ATOMIC_MAX",
     "DRIFT_KINDS",
+    "REPAIR_CHUNK_MAX",
     "Drift",
     "DriftReport",
     "RunData",
@@ -71,6 +72,9 @@ __all__ = [
 
 #: Runs with at most this many tasks are read in one MULTI/EXEC (a point-in-time snapshot).
 ATOMIC_MAX = 50_000
+#: Most repairs in one script call (``verify --chunk``): a few thousand, so a repair of a big
+#: drift never blocks Redis for long (DESIGN: bounded work per call).
+REPAIR_CHUNK_MAX = 5000
 _SCAN = 2000
 
 #: Drift kinds, what each means, and the repair op that fixes it (None: reported only).
@@ -576,8 +580,8 @@ def repair(
         A fresh report of the run after the repair, with ``repaired`` (fixed per kind) and
         ``skipped`` (items whose value changed since they were read, left alone) filled in.
     """
-    if chunk < 1:
-        raise ValueError("chunk must be >= 1")
+    if not 1 <= chunk <= REPAIR_CHUNK_MAX:
+        raise InvalidInputError(f"chunk must be 1 to {REPAIR_CHUNK_MAX} repairs, got {chunk}")
     work: list[tuple[str, tuple[str, str, str, str]]] = []
     seen: set[tuple[str, str]] = set()
     for kind, drifts in report.items.items():
