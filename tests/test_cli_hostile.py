@@ -265,3 +265,16 @@ def test_repair_chunks_are_bounded(r: redis.Redis, prefix: str, run_id: int) -> 
             repair(r, keys, report, chunk=chunk)
     assert r.hget(keys.active, "1") == b"7"  # nothing written
     assert repair(r, keys, report, chunk=REPAIR_CHUNK_MAX).clean
+
+
+@pytest.mark.parametrize("last_id", ["18446744073709551615-18446744073709551615", f"{1 << 48}-0"])
+def test_import_refuses_an_event_id_no_clock_wrote(
+    r: redis.Redis, prefix: str, run_id: int, last_id: str
+) -> None:
+    """Imported with a last id of 2^64-1, the stream took no new event: every write of the run
+    failed (``The stream has exhausted the last possible ID``)."""
+    build_run("", prefix, run_id, client=r)
+    snap = export_run(r, RunKeys(prefix, run_id))
+    snap["keys"]["events"]["value"]["last_id"] = last_id
+    with pytest.raises(SnapshotError, match=r"keys\.events\.last_id: .*no Redis time"):
+        validate_snapshot(snap, prefix=prefix, run_id=run_id + 1)

@@ -32,6 +32,8 @@ from swarm_redis.ops.snapshot.format import (
 
 _INT_RE = re.compile(rb"-?[0-9]{1,19}")
 _STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+#: Event ids are Redis times in ms (``<ms>-<seq>``); 2^48 ms is past the year 10000.
+_STREAM_MS_MAX = 1 << 48
 _SCORE_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
 
 
@@ -233,6 +235,11 @@ def _stream_id(value: Any, where: str) -> tuple[int, int]:
     ms, seq = int(match[1]), int(match[2])
     if ms >= 1 << 64 or seq >= 1 << 64:
         raise SnapshotError(f"{where}: bad stream id {value!r}")
+    if ms >= _STREAM_MS_MAX:
+        raise SnapshotError(
+            f"{where}: stream id {value!r} is no Redis time in ms (past the year 10000); a "
+            "last id near 2^64 leaves the stream unable to take new events, so every write fails"
+        )
     return ms, seq
 
 
