@@ -197,14 +197,17 @@ def meta_pattern(prefix: str) -> str:
 def run_id_from_meta_key(prefix: str, key: str) -> str | None:
     """The run id inside a meta key found by :func:`meta_pattern`.
 
-    None unless the key is exactly ``<prefix>:{<integer>}:meta``: a key that only looks like one
-    (``p:{1}:x:{2}:meta``, a run id that is not an integer) names no run.
+    None unless the key is exactly ``<prefix>:{<integer>}:meta`` with an int64 run id, as the
+    CLI takes it: a key that only looks like one (``p:{1}:x:{2}:meta``, a run id that is not an
+    integer, or one of thousands of digits, which ``int()`` refuses) names no run.
     """
     start = len(prefix) + 2
     if not key.startswith(prefix + ":{") or not key.endswith("}:meta"):
         return None
     run_id = key[start : -len("}:meta")]
     digits = run_id[1:] if run_id.startswith("-") else run_id
-    if not digits.isascii() or not digits.isdigit() or str(int(run_id)) != run_id:
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+        return None
+    if str(int(run_id)) != run_id or abs(int(run_id)) > (1 << 63) - 1:
         return None
     return run_id

@@ -68,6 +68,7 @@ from swarm_redis.exit_codes import (
 )
 from swarm_redis.ops.events import check_stream_id
 from swarm_redis.ops.handlers import DEFAULT_PREFIX, HANDLERS, MIN_INTERVAL, CliError, Ctx, writes
+from swarm_redis.ops.verify import REPAIR_CHUNK_MAX
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -92,29 +93,32 @@ _INT64_MAX = (1 << 63) - 1
 def _run_arg(value: str) -> int:
     """argparse type of RUN: a decimal integer, so no run id can be a pattern or a key part."""
     digits = value[1:] if value.startswith("-") else value
-    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+    if not digits or not digits.isascii() or not digits.isdigit():
         raise argparse.ArgumentTypeError(f"workflow run id must be an integer, got {value!r}")
-    number = int(value)
-    if abs(number) > _INT64_MAX:
-        raise argparse.ArgumentTypeError(f"workflow run id {value} is out of range")
-    return number
+    if len(digits) > 19 or abs(int(value)) > _INT64_MAX:  # (length first: int() of a huge str)
+        raise argparse.ArgumentTypeError(f"workflow run id {value} is out of range (int64)")
+    return int(value)
+
+
+#: Longest ``watch --interval`` (a day): time.sleep overflows on huge values.
+MAX_INTERVAL = 86_400.0
 
 
 def _interval_arg(value: str) -> float:
-    """argparse type of --interval: seconds, a finite number >= 0."""
+    """argparse type of --interval: seconds, a finite number in 0..MAX_INTERVAL."""
     try:
         number = float(value)
     except ValueError:
         number = float("nan")
-    if not math.isfinite(number) or number < 0:
+    if not math.isfinite(number) or not 0 <= number <= MAX_INTERVAL:
         raise argparse.ArgumentTypeError(
-            f"interval must be a number of seconds >= 0, got {value!r}"
+            f"interval must be a number of seconds from 0 to {MAX_INTERVAL:g}, got {value!r}"
         )
     return number
 
 
-def _count_arg(least: int) -> Callable[[str], int]:
-    """argparse type of a count: an integer >= ``least``."""
+def _count_arg(least: int, most: int | None = None) -> Callable[[str], int]:
+    """argparse type of a count: an integer >= ``least`` (and <= ``most``)."""
 
     def parse(value: str) -> int:
         try:
@@ -123,6 +127,8 @@ def _count_arg(least: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
         if number < least:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
+        if most is not None and number > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {number}")
         return number
 
     return parse
@@ -233,8 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which.add_argument("--last", type=_count_arg(1), help="the latest N events")
     subs["verify"].add_argument("--repair", action="store_true", help="fix the drift found")
-    subs["verify"].add_argument("--chunk", type=int, default=500, help="repairs per script call")
-    subs["verify"].add_argument("--examples", type=int, default=3, help="examples per drift kind")
+    subs["verify"].add_argument(
+        "--chunk",
+        type=_count_arg(1, REPAIR_CHUNK_MAX),
+        default=500,
+        help=f"repairs per script call (1 to {REPAIR_CHUNK_MAX})",
+    )
+    subs["verify"].add_argument(
+        "--examples", type=_count_arg(0), default=3, help="examples per drift kind"
+    )
     subs["purge"].add_argument("--yes", "-y", action="store_true", help="do not ask")
     subs["purge"].add_argument(
         "--force",
@@ -253,11 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subs["import"].add_argument(
         "--max-bytes",
-        type=int,
+        type=_count_arg(0),
         default=None,
         help="largest snapshot file to read (default: 1 GiB)",
     )
-    subs["exporter"].add_argument("--port", type=int, required=True, help="HTTP port")
+    subs["exporter"].add_argument(
+        "--port", type=_count_arg(0, 65535), required=True, help="HTTP port (0-65535)"
+    )
     subs["exporter"].add_argument(
         "--bind",
         "--host",

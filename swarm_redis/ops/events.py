@@ -15,6 +15,7 @@ from typing import Any
 
 from swarm_redis.engine.commands import text
 from swarm_redis.engine.keys import RunKeys
+from swarm_redis.ops.reads import str_map
 
 __all__ = [
     "Event",
@@ -66,12 +67,7 @@ class Event:
 
 def _event(entry: Any) -> Event:
     entry_id, raw = entry
-    if isinstance(raw, Mapping):
-        fields = {text(k): text(v) for k, v in raw.items()}
-    else:
-        items = list(raw)
-        fields = {text(items[i]): text(items[i + 1]) for i in range(0, len(items), 2)}
-    return Event(text(entry_id), fields)
+    return Event(text(entry_id), str_map(raw))  # (str_map escapes bytes that are not UTF-8)
 
 
 def _unwrap(entries: Any) -> list[Any]:

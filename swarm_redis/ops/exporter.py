@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from swarm_redis.constants import TASK_STATUSES
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.errors import UnknownRunError
-from swarm_redis.ops.reads import RunSnapshot, list_runs, read_snapshot
+from swarm_redis.ops.reads import CorruptValueError, RunSnapshot, list_runs, read_snapshot
 
 __all__ = ["COUNTERS", "RunCollector", "make_registry", "serve"]
 
@@ -82,7 +82,9 @@ class RunCollector:
         self.prefix = prefix
         self.runs = list(runs) if runs is not None else None
 
-    def _snapshots(self) -> list[RunSnapshot]:
+    def _snapshots(self) -> tuple[list[RunSnapshot], list[str]]:
+        """The runs' figures, and the runs skipped because a stored value is damaged (one
+        damaged run must not blank every other run's metrics, nor read as Redis down)."""
         client = self.client
         if client is None:
             assert self.connect is not None
@@ -91,18 +93,22 @@ class RunCollector:
         if run_ids is None:
             run_ids = [r.run_id for r in list_runs(client, self.prefix)]
         out = []
+        damaged = []
         for run_id in run_ids:
             try:
                 out.append(read_snapshot(client, RunKeys(self.prefix, run_id)))
             except UnknownRunError:
                 continue  # purged or not created yet
-        return out
+            except CorruptValueError as e:
+                logger.warning("swarm-redis exporter: run %s skipped: %s", run_id, e)
+                damaged.append(str(run_id))
+        return out, damaged
 
     def collect(self) -> Iterator[Metric]:
         """Read Redis and yield every metric family (``swarm_up`` 0 when Redis fails)."""
         up = GaugeMetricFamily("swarm_up", "1 when the last read of Redis succeeded.")
         try:
-            snaps = self._snapshots()
+            snaps, damaged = self._snapshots()
         except Exception as e:  # a scrape must answer even when Redis does not
             logger.warning("swarm-redis exporter: reading Redis failed: %s", e)
             up.add_metric([], 0)
@@ -110,6 +116,14 @@ class RunCollector:
             return
         up.add_metric([], 1)
         yield up
+        unreadable = GaugeMetricFamily(
+            "swarm_run_unreadable",
+            "1 for a run skipped because a stored value does not parse (see swarm-redis verify).",
+            labels=["run"],
+        )
+        for run_id in damaged:
+            unreadable.add_metric([run_id], 1)
+        yield unreadable
         yield from self._families(snaps)
 
     def _families(self, snaps: Sequence[RunSnapshot]) -> Iterator[Metric]:

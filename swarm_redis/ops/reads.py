@@ -26,11 +26,12 @@ from swarm_redis.engine.coordination import LeaderInfo
 from swarm_redis.engine.keys import RunKeys, meta_pattern, run_id_from_meta_key
 from swarm_redis.engine.transport import is_cluster
 from swarm_redis.engine.validation import decode_sync_time
-from swarm_redis.errors import UnknownRunError
+from swarm_redis.errors import SwarmRedisError, UnknownRunError
 
 __all__ = [
     "ArrayUsage",
     "BatchRecord",
+    "CorruptValueError",
     "LeaderInfo",
     "ReplicaInfo",
     "RunLiveness",
@@ -39,16 +40,43 @@ __all__ = [
     "is_cluster",
     "list_runs",
     "parse_batch",
+    "parse_int",
     "read_liveness",
     "read_only_acl_rules",
     "read_snapshot",
     "run_status_name",
     "scan_keys",
+    "shown",
     "str_map",
     "sync_text",
 ]
 
 _SCAN_COUNT = 1000
+
+
+class CorruptValueError(SwarmRedisError, ValueError):
+    """A value read from Redis does not parse (hand-edited or damaged): the message names the
+    key, the field and the value, and points to ``verify``."""
+
+    def __init__(self, key: str, where: str, value: Any, problem: str) -> None:
+        super().__init__(
+            f"corrupt value in {key} at {where}: {shown(value)} ({problem}); "
+            "run `swarm-redis verify` (or repair the key by hand)"
+        )
+
+
+def shown(value: Any, limit: int = 120) -> str:
+    """A stored value for a message: quoted, non-UTF-8 bytes escaped, cut at ``limit``."""
+    out = repr(_display(value))
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def parse_int(value: Any, key: str, where: str) -> int:
+    """A stored integer (field, member or value), else :class:`CorruptValueError`."""
+    try:
+        return int(text(value))
+    except (TypeError, ValueError):
+        raise CorruptValueError(key, where, value, "not an integer") from None
 
 
 def read_only_acl_rules(prefix: str = "swarm") -> list[str]:
@@ -87,14 +115,22 @@ def scan_keys(client: Any, match: str, count: int = _SCAN_COUNT) -> Iterator[str
         yield text(key)
 
 
+def _display(value: Any) -> str:
+    """A reply element as str; bytes that are not UTF-8 escaped (``\\xff``), so a damaged
+    value is shown (and then fails its parse by name) instead of stopping the read."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
 def str_map(raw: Any) -> dict[str, str]:
     """A hash reply (dict in RESP2 and RESP3, or a flat list) as a str -> str dict."""
     if raw is None:
         return {}
     if isinstance(raw, Mapping):
-        return {text(k): text(v) for k, v in raw.items()}
+        return {_display(k): _display(v) for k, v in raw.items()}
     items = list(raw)
-    return {text(items[i]): text(items[i + 1]) for i in range(0, len(items), 2)}
+    return {_display(items[i]): _display(items[i + 1]) for i in range(0, len(items), 2)}
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -160,11 +196,16 @@ class BatchRecord:
     task_ids: tuple[int, ...]
 
 
-def parse_batch(raw: str) -> BatchRecord:
-    """Decode a ``batches`` value."""
-    parts = raw.split("|", 4)
-    parts += [""] * (5 - len(parts))
-    ids = tuple(int(i) for i in parts[4].split(",") if i)
+def parse_batch(raw: Any, key: str, batch_id: Any) -> BatchRecord:
+    """Decode a ``batches`` value (CorruptValueError naming the batch when it does not parse)."""
+    try:
+        parts = text(raw).split("|", 4)
+        parts += [""] * (5 - len(parts))
+        ids = tuple(int(i) for i in parts[4].split(",") if i)
+    except ValueError:  # (UnicodeDecodeError is one)
+        raise CorruptValueError(
+            key, f"batch {shown(batch_id)}", raw, "expected holder|incarnation|array|key|ids"
+        ) from None
     return BatchRecord(parts[0], parts[1], parts[2], parts[3], ids)
 
 
@@ -260,10 +301,12 @@ class RunSnapshot:
         return out
 
 
-def _replicas(raw: Mapping[str, str], batches: Mapping[str, str], now: int) -> list[ReplicaInfo]:
+def _replicas(
+    raw: Mapping[str, str], batches: Mapping[str, str], now: int, batches_key: str = ""
+) -> list[ReplicaInfo]:
     held: dict[str, list[int]] = {}
-    for value in batches.values():
-        b = parse_batch(value)
+    for batch_id, value in batches.items():
+        b = parse_batch(value, batches_key, batch_id)
         entry = held.setdefault(b.holder, [0, 0])
         entry[0] += 1
         entry[1] += len(b.task_ids)
@@ -359,7 +402,7 @@ def read_snapshot(client: Any, keys: RunKeys) -> RunSnapshot:
         orphans=_int(orphans),
         reserved=_int(reserved_map.get("run")),
         arrays=usage,
-        replicas=_replicas(str_map(replicas), batches, now),
+        replicas=_replicas(str_map(replicas), batches, now, keys.batches),
         leader=_leader(str_map(leader), now),
         counters={k: _int(v) for k, v in sorted(str_map(counters).items())},
         events=_int(events),
@@ -404,7 +447,7 @@ def read_liveness(client: Any, keys: RunKeys) -> RunLiveness:
     unreadable = {rid: v for rid, v in leases.items() if _LEASE_RE.fullmatch(v) is None}
     infos = _replicas({k: v for k, v in leases.items() if k not in unreadable}, {}, now)
     return RunLiveness(
-        run_status=None if status is None else text(status),
+        run_status=None if status is None else _display(status),
         live_replicas=[r for r in infos if r.alive],
         expired_replicas=[r for r in infos if not r.alive],
         now_ms=now,
@@ -463,7 +506,7 @@ def list_runs(client: Any, prefix: str) -> list[RunSummary]:
         out.append(
             RunSummary(
                 run_id,
-                "" if status is None else text(status),
+                "" if status is None else _display(status),
                 _int(tasks),
                 _int(done),
                 _int(failed),

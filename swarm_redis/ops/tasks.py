@@ -6,6 +6,7 @@ read-only ACL user can run ``tasks`` and ``task``.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,14 +25,19 @@ from swarm_redis.engine.commands import (
     with_slices,
 )
 from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.validation import record_problem
 from swarm_redis.ops.reads import (
     _SCAN_COUNT,
+    CorruptValueError,
+    _display,
     _int,
     _opt_int,
     _pipeline,
     _time_ms,
     parse_batch,
+    parse_int,
     run_status_name,
+    shown,
     str_map,
 )
 
@@ -56,9 +62,19 @@ def _record_dict(state: TaskState) -> dict[str, Any]:
     }
 
 
+def _decode(key: str, task_id: Any, raw: Any) -> TaskState:
+    """A stored task record, checked first (never trust what is stored): a record that does
+    not parse raises CorruptValueError naming the task and the value."""
+    tid = parse_int(task_id, key, "field (task id)")
+    problem = record_problem(raw)
+    if problem is not None:
+        raise CorruptValueError(key, f"task {tid}", raw, problem)
+    return decode_record(tid, raw)
+
+
 def _scan_records(client: Any, key: str, count: int = _SCAN_COUNT) -> Iterator[TaskState]:
     for field_, raw in client.hscan_iter(key, count=count):
-        yield decode_record(int(text(field_)), raw)
+        yield _decode(key, field_, raw)
 
 
 def list_tasks(
@@ -80,7 +96,7 @@ def list_tasks(
         total = _int(client.execute_command("SCARD", keys.status_set(status)))
         ids: list[int] = []
         for member in client.sscan_iter(keys.status_set(status), count=_SCAN_COUNT):
-            ids.append(int(text(member)))
+            ids.append(parse_int(member, keys.status_set(status), "a member"))
         ids.sort()
         if array_id is not None:
             total = None
@@ -90,16 +106,19 @@ def list_tasks(
             for task_id, raw in zip(batch, raws):
                 if raw is None:
                     continue
-                state = decode_record(task_id, raw)
+                state = _decode(keys.task, task_id, raw)
                 if array_id is None or state.array_id == array_id:
                     found.append(state)
             if len(found) >= limit:
                 break
     else:
         total = _int(client.execute_command("HLEN", keys.task)) if array_id is None else None
-        for state in _scan_records(client, keys.task):
-            if array_id is None or state.array_id == array_id:
-                found.append(state)
+        matching = (
+            state
+            for state in _scan_records(client, keys.task)
+            if array_id is None or state.array_id == array_id
+        )  # only the ``limit`` lowest ids are kept: memory bounded at any run size
+        found = heapq.nsmallest(limit, matching, key=lambda s: s.task_id)
     found.sort(key=lambda s: s.task_id)
     return [_record_dict(s) for s in found[:limit]], total
 
@@ -283,7 +302,10 @@ def _with_kids(client: Any, keys: RunKeys, state: TaskState) -> TaskState:
     raws: list[Any] = []
     for at in range(0, len(names), 50):
         raws += client.execute_command("HMGET", keys.kids, *names[at : at + 50])
-    return with_slices(state, raws)
+    try:
+        return with_slices(state, raws)
+    except ValueError as e:  # a slice missing, or not integers
+        raise CorruptValueError(keys.kids, f"task {state.task_id}", raws, str(e)) from None
 
 
 def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
@@ -305,7 +327,7 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     )
     if raw is None:
         return None
-    state = _with_kids(client, keys, decode_record(task_id, raw))
+    state = _with_kids(client, keys, _decode(keys.task, task_id, raw))
     children = list(state.downstream_ids)
     reads: list[tuple[Any, ...]] = [
         ("ZRANK", keys.ready, task_id),
@@ -325,7 +347,8 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
     now = _time_ms(replies[5 + n_active])
     child_raws = replies[6 + n_active] if children else []
     downstream = [
-        _brief(None if r is None else decode_record(c, r), c) for c, r in zip(children, child_raws)
+        _brief(None if r is None else _decode(keys.task, c, r), c)
+        for c, r in zip(children, child_raws)
     ]
     upstream: list[dict[str, Any]] = []
     ancestry = _Ancestry()
@@ -340,9 +363,9 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
             sliced.append(other)
     if sliced:  # downstream ids kept in ``kids`` slices: one scan of that hash
         holders = {
-            int(text(name).partition("#")[0])
+            parse_int(_display(name).partition("#")[0], keys.kids, f"field {shown(name)}")
             for name, ids in client.hscan_iter(keys.kids, count=_SCAN_COUNT)
-            if str(task_id) in text(ids).split(",")
+            if str(task_id) in _display(ids).split(",")
         }
         upstream += [_brief(o, o.task_id) for o in sliced if o.task_id in holders]
     upstream.sort(key=lambda u: u["task_id"])
@@ -354,7 +377,7 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
             client, [("HGET", keys.batches, batch_id), ("HGETALL", keys.replicas)]
         )
         if b_raw is not None:
-            replica = parse_batch(text(b_raw)).holder
+            replica = parse_batch(b_raw, keys.batches, batch_id).holder
             lease = str_map(replicas_raw).get(replica)
             if replica == "":
                 alive = None
@@ -363,7 +386,7 @@ def task_detail(client: Any, keys: RunKeys, task_id: int) -> TaskDetail | None:
                 alive = deadline is not None and deadline > now
             else:
                 alive = False
-    run_status = "" if meta[0] is None else text(meta[0])
+    run_status = "" if meta[0] is None else _display(meta[0])
     info: dict[str, Any] = {
         **_record_dict(state),
         "queue_position": None if pos is None else _int(pos),

@@ -50,12 +50,13 @@ from swarm_redis.engine.commands import (
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.transport import SyncTransport
 from swarm_redis.engine.validation import record_problem
-from swarm_redis.errors import UnknownRunError
-from swarm_redis.ops.reads import BatchRecord, parse_batch
+from swarm_redis.errors import InvalidInputError, UnknownRunError
+from swarm_redis.ops.reads import BatchRecord, _display, parse_batch, parse_int, shown
 
 __all__ = [
     "ATOMIC_MAX",
     "DRIFT_KINDS",
+    "REPAIR_CHUNK_MAX",
     "Drift",
     "DriftReport",
     "RunData",
@@ -71,6 +72,9 @@ __all__ = [
 
 #: Runs with at most this many tasks are read in one MULTI/EXEC (a point-in-time snapshot).
 ATOMIC_MAX = 50_000
+#: Most repairs in one script call (``verify --chunk``): a few thousand, so a repair of a big
+#: drift never blocks Redis for long (DESIGN: bounded work per call).
+REPAIR_CHUNK_MAX = 5000
 _SCAN = 2000
 
 #: Drift kinds, what each means, and the repair op that fixes it (None: reported only).
@@ -377,12 +381,12 @@ _INT = re.compile(r"-?[0-9]+")
 
 
 def _ids(raw: Iterable[Any]) -> list[int]:
-    return [int(text(x)) for x in raw if _INT.fullmatch(text(x))]
+    return [int(x) for x in map(_display, raw) if _INT.fullmatch(x)]
 
 
-def _int_map(raw: Any) -> dict[str, int]:
+def _int_map(raw: Any, key: str) -> dict[str, int]:
     items = raw.items() if isinstance(raw, Mapping) else []
-    return {text(k): int(text(v)) for k, v in items}
+    return {_display(k): parse_int(v, key, f"field {shown(k)}") for k, v in items}
 
 
 _QUEUE_KINDS = (
@@ -403,37 +407,40 @@ def qidx_member(array_id: int | str, position: int, task_id: int) -> str:
     return f"{array_id}|{position + QIDX_OFFSET:016d}|{task_id}"
 
 
-def _ready_pairs(raw: Sequence[Any]) -> list[tuple[int, int]]:
+def _ready_pairs(raw: Sequence[Any], key: str) -> list[tuple[int, int]]:
     """(id, position) in queue order from a ZRANGE WITHSCORES reply (any protocol)."""
     if raw and not isinstance(raw[0], (list, tuple)):
         raw = [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
-    return [(int(text(m)), int(float(sc if isinstance(sc, float) else text(sc)))) for m, sc in raw]
+    return [
+        (parse_int(m, key, "a member"), int(float(sc if isinstance(sc, float) else text(sc))))
+        for m, sc in raw
+    ]
 
 
-def _decode(replies: Sequence[Any], consistent: bool, finalized: bool) -> RunData:
+def _decode(keys: RunKeys, replies: Sequence[Any], consistent: bool, finalized: bool) -> RunData:
     records_raw, *set_raws = replies[: 1 + len(TASK_STATUSES)]
     ready_raw, queued, qres, active, claims, batches, reserved, orphans, qidx = replies[
         1 + len(TASK_STATUSES) : 10 + len(TASK_STATUSES)
     ]
     pcredit_raw, fanout_raw, kids_raw = replies[10 + len(TASK_STATUSES) :]
-    kids = {text(k): v for k, v in dict(kids_raw).items()}
-    ready = _ready_pairs(ready_raw)
+    kids = {_display(k): v for k, v in dict(kids_raw).items()}
+    ready = _ready_pairs(ready_raw, keys.ready)
     records: dict[int, TaskState] = {}
     bad: dict[int | str, str] = {}
     for k, v in dict(records_raw).items():
         # never trust what is stored: a record the scripts could not parse back (a number past
         # 2^53, an exponent, a wrong field count) or a non-integer field name is reported
-        key = text(k)
+        key = _display(k)
         tid = int(key) if _INT.fullmatch(key) else None
         if tid is None or record_problem(v) is not None:
-            bad[tid if tid is not None else key] = text(v)
+            bad[tid if tid is not None else key] = _display(v)
             continue
         rec = decode_record(tid, v)
         if rec.slices:
             try:
                 rec = with_slices(rec, [kids.get(n) for n in slice_names(tid, rec.slices)])
             except ValueError:
-                bad[tid] = f"{text(v)} (a slice of its downstream ids in kids is missing)"
+                bad[tid] = f"{_display(v)} (a slice of its downstream ids in kids is missing)"
                 continue
         records[tid] = rec
     return RunData(
@@ -442,38 +449,38 @@ def _decode(replies: Sequence[Any], consistent: bool, finalized: bool) -> RunDat
         ready=[tid for tid, _ in ready],
         queued=set(_ids(queued)),
         qres=set(_ids(qres)),
-        active=_int_map(active),
-        claims={int(text(k)): text(v) for k, v in dict(claims).items()},
-        batches={text(k): parse_batch(text(v)) for k, v in dict(batches).items()},
-        reserved=_int_map(reserved),
-        orphans=[text(b) for b in orphans],
+        active=_int_map(active, keys.active),
+        claims={parse_int(k, keys.claims, "a field"): _display(v) for k, v in dict(claims).items()},
+        batches={_display(k): parse_batch(v, keys.batches, k) for k, v in dict(batches).items()},
+        reserved=_int_map(reserved, keys.reserved),
+        orphans=[_display(b) for b in orphans],
         consistent=consistent,
         finalized=finalized,
         kids_unused=len(kids) - sum(r.slices for r in records.values()),
         bad=bad,
         ready_pos=dict(ready),
-        qidx=[text(m) for m in qidx],
-        pcredit=_pending(pcredit_raw),
-        fanout=_progress(fanout_raw),
+        qidx=[_display(m) for m in qidx],
+        pcredit=_pending(pcredit_raw, keys.pcredit),
+        fanout=_progress(fanout_raw, keys.fanout),
     )
 
 
-def _pending(raw: Any) -> dict[int, int]:
+def _pending(raw: Any, key: str) -> dict[int, int]:
     out = {}
     for k, v in dict(raw).items():
-        count = text(v).rstrip("q")
-        out[int(text(k))] = int(count) if count.isdigit() else -1
+        count = _display(v).rstrip("q")
+        out[parse_int(k, key, "a field")] = int(count) if count.isdigit() else -1
     return out
 
 
-def _progress(raw: Any) -> dict[int, int]:
+def _progress(raw: Any, key: str) -> dict[int, int]:
     out = {}
     for k, v in dict(raw).items():
-        name = text(k)
+        name = _display(k)
         if "#" in name:  # a slice of children, not a progress
             continue
-        n = text(v).split(":")[0]
-        out[int(name)] = int(n) if n.isdigit() else -1
+        n = _display(v).split(":")[0]
+        out[parse_int(name, key, "a field")] = int(n) if n.isdigit() else -1
     return out
 
 
@@ -501,7 +508,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         pipe.hgetall(keys.active).hgetall(keys.claims).hgetall(keys.batches)
         pipe.hgetall(keys.reserved).lrange(keys.orphans, 0, -1).zrange(keys.qidx, 0, -1)
         pipe.hgetall(keys.pcredit).hgetall(keys.fanout).hgetall(keys.kids)
-        return _decode(pipe.execute(), consistent=True, finalized=fin is not None)
+        return _decode(keys, pipe.execute(), consistent=True, finalized=fin is not None)
     replies: list[Any] = [dict(client.hscan_iter(keys.task, count=_SCAN))]
     replies += [list(client.sscan_iter(keys.status_set(s), count=_SCAN)) for s in TASK_STATUSES]
     ready: list[tuple[Any, float]] = []
@@ -534,7 +541,7 @@ def read_run(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> Run
         dict(client.hscan_iter(keys.fanout, count=_SCAN)),
         dict(client.hscan_iter(keys.kids, count=_SCAN)),
     ]
-    return _decode(replies, consistent=False, finalized=fin is not None)
+    return _decode(keys, replies, consistent=False, finalized=fin is not None)
 
 
 def find_drift(client: Any, keys: RunKeys, *, atomic_max: int = ATOMIC_MAX) -> DriftReport:
@@ -573,8 +580,8 @@ def repair(
         A fresh report of the run after the repair, with ``repaired`` (fixed per kind) and
         ``skipped`` (items whose value changed since they were read, left alone) filled in.
     """
-    if chunk < 1:
-        raise ValueError("chunk must be >= 1")
+    if not 1 <= chunk <= REPAIR_CHUNK_MAX:
+        raise InvalidInputError(f"chunk must be 1 to {REPAIR_CHUNK_MAX} repairs, got {chunk}")
     work: list[tuple[str, tuple[str, str, str, str]]] = []
     seen: set[tuple[str, str]] = set()
     for kind, drifts in report.items.items():

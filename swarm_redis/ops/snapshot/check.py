@@ -32,6 +32,8 @@ from swarm_redis.ops.snapshot.format import (
 
 _INT_RE = re.compile(rb"-?[0-9]{1,19}")
 _STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+#: Event ids are Redis times in ms (``<ms>-<seq>``); 2^48 ms is past the year 10000.
+_STREAM_MS_MAX = 1 << 48
 _SCORE_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
 
 
@@ -233,6 +235,11 @@ def _stream_id(value: Any, where: str) -> tuple[int, int]:
     ms, seq = int(match[1]), int(match[2])
     if ms >= 1 << 64 or seq >= 1 << 64:
         raise SnapshotError(f"{where}: bad stream id {value!r}")
+    if ms >= _STREAM_MS_MAX:
+        raise SnapshotError(
+            f"{where}: stream id {value!r} is no Redis time in ms (past the year 10000); a "
+            "last id near 2^64 leaves the stream unable to take new events, so every write fails"
+        )
     return ms, seq
 
 
@@ -313,6 +320,31 @@ def _int_problem(raw: bytes) -> str | None:
     return None if _is_int(raw) else "not an integer"
 
 
+_CREDIT_RE = re.compile(rb"[0-9]{1,16}q?")
+_PROGRESS_RE = re.compile(rb"[0-9]{1,16}:[0-9]{1,16}:[0-9]{1,16}")
+_QIDX_RE = re.compile(rb"-?[0-9]{1,19}\|[0-9]{16}\|-?[0-9]{1,19}")
+
+
+def _credit_problem(raw: bytes) -> str | None:
+    return None if _CREDIT_RE.fullmatch(raw) else "expected <credits> or <credits>q"
+
+
+def _fanout_name_problem(raw: bytes) -> str | None:
+    if _is_int(raw) or _slice_name_problem(raw) is None:
+        return None
+    return "expected <task id> or <task id>#<slice>"
+
+
+def _fanout_problem(raw: bytes) -> str | None:
+    if _PROGRESS_RE.fullmatch(raw) or all(_is_int(i) for i in raw.split(b",")):
+        return None
+    return "expected <done>:<slice>:<slices> or task ids joined by ','"
+
+
+def _qidx_problem(raw: bytes) -> str | None:
+    return None if _QIDX_RE.fullmatch(raw) else "expected <array>|<16-digit position>|<task id>"
+
+
 def _run_status_problem(raw: bytes) -> str | None:
     return None if raw.decode("latin-1") in WORKFLOW_RUN_STATUSES else "unknown run status"
 
@@ -334,6 +366,9 @@ _RECORD_CHECKS: dict[str, tuple[_Check | None, _Check | None]] = {
     "reserved": (None, _int_problem),
     "counters": (None, _int_problem),
     "kids": (_slice_name_problem, _slice_problem),
+    "pcredit": (_int_problem, _credit_problem),
+    "fanout": (_fanout_name_problem, _fanout_problem),
+    "qidx": (_qidx_problem, None),
 }
 #: meta/leader fields that must hold integers (or be empty) when present.
 _INT_FIELDS: dict[str, frozenset[bytes]] = {

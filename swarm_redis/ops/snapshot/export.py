@@ -13,6 +13,7 @@ from swarm_redis.engine.commands import text
 from swarm_redis.engine.keys import RUN_KEY_NAMES, RunKeys
 from swarm_redis.engine.replies import hash_items
 from swarm_redis.errors import UnknownRunError
+from swarm_redis.ops.snapshot.check import validate_snapshot
 from swarm_redis.ops.snapshot.format import (
     _CHUNK,
     FORMAT,
@@ -91,6 +92,8 @@ def export_run(client: Any, keys: RunKeys) -> dict[str, Any]:
 
     Raises:
         UnknownRunError: The run has no keys at all.
+        SnapshotError: A key fails the checks of import (a damaged record, a key of the wrong
+            type): the message names it.
     """
     dumped = {}
     for name, key in zip(RUN_KEY_NAMES, keys.all):
@@ -101,7 +104,7 @@ def export_run(client: Any, keys: RunKeys) -> dict[str, Any]:
             dumped[name] = entry
     if not dumped:
         raise UnknownRunError(f"workflow run {keys.run_id} not found under prefix {keys.prefix!r}")
-    return {
+    snapshot = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "prefix": keys.prefix,
@@ -109,6 +112,14 @@ def export_run(client: Any, keys: RunKeys) -> dict[str, Any]:
         "exported_ms": int(time.time() * 1000),
         "keys": dumped,
     }
+    try:  # the checks import makes: a file import would refuse is not written
+        validate_snapshot(snapshot, prefix=keys.prefix)
+    except SnapshotError as e:
+        raise SnapshotError(
+            f"refusing to export workflow run {keys.run_id} under prefix {keys.prefix!r}: "
+            f"{e} (import would refuse it; `swarm-redis verify` reports damaged records)"
+        ) from None
+    return snapshot
 
 
 def save_snapshot(snapshot: Mapping[str, Any], path: str | Path) -> None:
