@@ -26,8 +26,9 @@ from swarm_redis.engine.validation import (
     check_events_maxlen,
     check_int,
     record_problem,
+    stored_int,
 )
-from swarm_redis.errors import StateLostError
+from swarm_redis.errors import InvalidInputError, StateLostError
 from swarm_redis.records import ArrayRecord, TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,20 @@ def scalar_attr(obj: Any, name: str, default: int) -> Any:
     value = getattr(obj, name, default)
     if value is not None and not isinstance(value, (int, float, str, bytes)):
         return default
+    return value
+
+
+def stored_version(raw: Any, run_id: Any) -> int:
+    """The run's stored write version (absent: 0); InvalidInputError when it does not parse,
+    as the scripts refuse it (comparing versions with a guess would misreport lost writes)."""
+    if raw is None:
+        return 0
+    value = stored_int(raw, -1)
+    if not 0 <= value <= MAX_SAFE_INT:
+        raise InvalidInputError(
+            f"workflow run {run_id}: stored write version {text(raw)[:100]!r} is not an integer"
+            " (see swarm-redis verify)"
+        )
     return value
 
 
@@ -248,7 +263,7 @@ class CoreBase:
         calls += [Command(c) for c in commands]
         replies = yield calls
         version, token = replies[0]
-        self.observe(int(version or 0), cmd.opt_text(token))
+        self.observe(stored_version(version, self.run_id), cmd.opt_text(token))
         return replies[1:]
 
     def scan_ids(self, key: str, count: int = 1000) -> Op[list[int]]:
@@ -379,7 +394,19 @@ class CoreBase:
         return [self.tasks[i] for i in task_ids if i in self.tasks]
 
     def _absorb_arrays(self, raw: Any) -> dict[int, int]:
-        limits = {int(text(k)): int(text(v)) for k, v in dict(raw).items()}
+        limits: dict[int, int] = {}
+        for k, v in dict(raw).items():
+            array_id, limit = stored_int(k, -1), stored_int(v, -1)
+            if array_id < 0 or limit < 0:  # never trust what is stored: skipped, as tasks are
+                logger.warning(
+                    "workflow run %s: array %r has an unparseable limit %r, skipped"
+                    " (see swarm-redis verify)",
+                    self.run_id,
+                    text(k)[:100],
+                    text(v)[:100],
+                )
+                continue
+            limits[array_id] = limit
         for array_id, limit in limits.items():
             obj = self.arrays.get(array_id)
             if obj is None:
