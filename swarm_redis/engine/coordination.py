@@ -158,6 +158,12 @@ def _check_replica(replica: Any) -> Replica:
     return replica
 
 
+def _check_batch(batch: Any) -> Batch:
+    if not isinstance(batch, Batch):
+        raise InvalidTypeError(f"expected a Batch from claim_batch(), got {batch!r}")
+    return batch
+
+
 def _check_epoch(epoch: Any) -> int:
     if isinstance(epoch, bool) or not isinstance(epoch, int):
         raise InvalidTypeError(f"epoch must be an int >= 1, got {epoch!r}")
@@ -286,6 +292,7 @@ def ack_batch(
     in the core's ``last_ready``. LeaseLostError (nothing changed) if the batch is not held.
     """
     r = _check_replica(replica)
+    batch = _check_batch(batch)
     changes = _answer(task_statuses)  # validate before any write
     stamp = core.sync_us(sync_time) if sync_time is not None else None
     yield from core.seal()  # the final DAG of tasks registered here before it propagates
@@ -310,6 +317,7 @@ def ack_batch(
 def release_batch(core: StateCore, replica: Replica, batch: Batch) -> Op[None]:
     """Give back an unqueued batch: its G/A tasks return to the queue front in order."""
     r = _check_replica(replica)
+    batch = _check_batch(batch)
     call = cmd.release_batch(core.keys, core.caller(), r.id, r.incarnation, batch.batch_id)
     yield from core.scripts([call])
 

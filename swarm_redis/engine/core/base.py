@@ -24,6 +24,7 @@ from swarm_redis.engine.validation import (
     check_clock_skew,
     check_detail_max,
     check_events_maxlen,
+    check_flag,
     check_int,
     record_problem,
     stored_int,
@@ -134,7 +135,7 @@ class CoreBase:
         self.run_id = keys.run_id
         self.codec: ResourceCodec = codec or DefaultCodec()
         self.chunk_budget = chunk_budget
-        self.propagate_on_apply = propagate_on_apply
+        self.propagate_on_apply = check_flag(propagate_on_apply, "propagate_on_apply")
         self.events_maxlen = events_maxlen
         self.event_detail_max = event_detail_max
         self.seen = 0

@@ -13,6 +13,8 @@ from swarm_redis.engine.core.registration import Registration
 from swarm_redis.engine.replies import score_pairs
 from swarm_redis.engine.validation import (
     MAX_SAFE_INT,
+    check_flag,
+    check_int,
     coerce_task_id,
 )
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
@@ -31,6 +33,7 @@ class Queue(Registration):
         it (as one call would). At the front the chunks go last first, so the given order is
         the queue order at the end, as with one call.
         """
+        front = check_flag(front, "front")
         unknown = [
             t for t in tasks if coerce_task_id(getattr(t, "task_id", None)) not in self.tasks
         ]
@@ -121,6 +124,8 @@ class Queue(Registration):
         change: entries pushed at the front meanwhile are not seen, removed ones not returned,
         and the order of what is returned is the queue order.
         """
+        start = check_int(start, "start", lo=-MAX_SAFE_INT)
+        stop = check_int(stop, "stop", lo=-MAX_SAFE_INT)
         (n,) = yield from self.read(("ZCARD", self.keys.ready))
         first = start + n if start < 0 else start
         last = stop + n if stop < 0 else stop
