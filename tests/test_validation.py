@@ -34,7 +34,7 @@ from swarm_redis import (
     TaskRecord,
 )
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.coordination import Batch, Replica
+from swarm_redis.engine.coordination import MAX_CLAIM_SIZE, Batch, Replica
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.scripts import load
 from swarm_redis.engine.validation import MAX_SAFE_INT, record_problem
@@ -407,6 +407,12 @@ def _cases() -> list[Case]:
             "scan_limit",
         ),
         ("array capacity -1", lambda c: c.st.get_array_capacity(-1), InvalidInputError, "array"),
+        (
+            "claim max_size=MAX+1",
+            lambda c: c.st.claim_batch(c.replica, MAX_CLAIM_SIZE + 1),
+            InvalidInputError,
+            "max_size",
+        ),
         (
             "ack batch=None",
             lambda c: c.st.ack_batch(c.replica, None, {}),
