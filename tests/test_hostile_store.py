@@ -139,3 +139,18 @@ def test_unparseable_limits_are_refused_or_read_safely(
     st.apply_update(StateUpdate({3: "Q"}, max_concurrently_running=9))
     assert st.get_task(3).status == "Q"
     assert st.get_available_capacity() > 0
+
+
+def test_members_that_are_not_ids_are_skipped_by_reads(
+    make_client: MakeClient, run_id: int, prefix: str
+) -> None:
+    """A status set or the queue holding a member that is not a task id: reads skip it (they
+    raised a bare ValueError: the fringe, reconcile, ready_to_run_list)."""
+    client = make_client()
+    st, _, _ = _run(client, run_id, prefix)
+    client.sadd(st.keys.status_set("G"), "x")
+    client.zadd(st.keys.ready, {"y": 0.5})  # at the head
+    assert st.ready_to_run_list() == [st.get_task(6)]  # (5 is claimed)
+    assert st.ready_to_run_list(0, 0) == []  # rank 0 is the member that is not an id
+    assert st.enqueue_initial_fringe() >= 1
+    st.reconcile()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from swarm_redis.records import ArrayRecord, TaskRecord
 
 logger = logging.getLogger(__name__)
 _STATUS_SET = frozenset(TASK_STATUSES)
+_ID = re.compile(r"-?[0-9]{1,20}")
 X = TypeVar("X")
 
 #: Default Redis work per script call. A task costs CHANGE_COST units (about 10 µs of Redis
@@ -82,6 +84,17 @@ def scalar_attr(obj: Any, name: str, default: int) -> Any:
     if value is not None and not isinstance(value, (int, float, str, bytes)):
         return default
     return value
+
+
+def id_members(members: Iterable[Any]) -> list[int]:
+    """The task ids among set or queue members read back; a member that is not a decimal id
+    (written by hand) is skipped, as the scripts would refuse it (verify reports it)."""
+    out = []
+    for m in members:
+        s = text(m)
+        if _ID.fullmatch(s):
+            out.append(int(s))
+    return out
 
 
 def stored_version(raw: Any, run_id: Any) -> int:
@@ -274,7 +287,7 @@ class CoreBase:
         while True:
             (page,) = yield from self.read(("SSCAN", key, cursor, "COUNT", count))
             cursor, members = page
-            ids += [int(text(m)) for m in members]
+            ids += id_members(members)
             if int(cursor) == 0:
                 return ids
 

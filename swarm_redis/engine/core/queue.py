@@ -6,8 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.commands import Call, text
-from swarm_redis.engine.core.base import DEQUEUE_CHUNK, ENQUEUE_CHUNK, LOAD_BATCH, QUEUE_PAGE
+from swarm_redis.engine.commands import Call
+from swarm_redis.engine.core.base import (
+    DEQUEUE_CHUNK,
+    ENQUEUE_CHUNK,
+    LOAD_BATCH,
+    QUEUE_PAGE,
+    id_members,
+)
 from swarm_redis.engine.core.driver import Op
 from swarm_redis.engine.core.registration import Registration
 from swarm_redis.engine.replies import score_pairs
@@ -134,7 +140,7 @@ class Queue(Registration):
             return []
         if last - first < QUEUE_PAGE:
             (raw,) = yield from self.read(("ZRANGE", self.keys.ready, first, last))
-            return [int(text(x)) for x in raw]
+            return id_members(raw)
         out: list[int] = []
         (raw,) = yield from self.read(
             ("ZRANGE", self.keys.ready, first, first + QUEUE_PAGE - 1, "WITHSCORES")
@@ -142,7 +148,7 @@ class Queue(Registration):
         want = last - first + 1
         while True:
             pairs = score_pairs(raw)
-            out += [int(text(m)) for m, _ in pairs[: want - len(out)]]
+            out += id_members(m for m, _ in pairs)[: want - len(out)]
             if len(out) >= want or len(pairs) < QUEUE_PAGE:
                 return out
             after = f"({pairs[-1][1]}"
