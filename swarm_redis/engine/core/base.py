@@ -86,6 +86,15 @@ def scalar_attr(obj: Any, name: str, default: int) -> Any:
     return value
 
 
+def _rechecks(call: ScriptCall) -> bool:
+    """A lease extension (heartbeat, leadership renew) is sent again after an in-doubt error
+    rather than answered from the reply cache: extending twice is harmless, and the caller
+    learns whether it still holds the lease now (LeaseLostError, FencedError), where a replay
+    would report a success of seconds ago (renew is the fence before a final status goes to
+    the server)."""
+    return call.script == "heartbeat" or (call.script == "leadership" and call.args[3] == "renew")
+
+
 def id_members(members: Iterable[Any]) -> list[int]:
     """The task ids among set or queue members read back; a member that is not a decimal id
     (written by hand) is skipped, as the scripts would refuse it (verify reports it)."""
@@ -202,7 +211,7 @@ class CoreBase:
             replies = yield calls
         except IN_DOUBT_ERRORS:
             for c in calls:
-                if isinstance(c, ScriptCall):
+                if isinstance(c, ScriptCall) and not _rechecks(c):
                     key = cmd.retry_key(c)
                     self.in_doubt.pop(key, None)  # re-inserted last: forgotten last
                     self.in_doubt[key] = cmd.request_id(c)
