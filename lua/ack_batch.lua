@@ -25,6 +25,7 @@ local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
   or chk_opt_int(ARGV[8], 'sync stamp') or chk_int(ARGV[9], 'number of changes')
   or chk_pairs(10, tonumber(ARGV[9]))
   or chk_int_hash(K.reserved, 'reserved') or chk_int_hash(K.active, 'active')
+  or chk_int_hash(K.counters, 'counter')
 if bad then
   return bad
 end

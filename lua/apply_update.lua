@@ -25,6 +25,14 @@ local bad = chk_flag(ARGV[4], 'propagate') or chk_opt_int(ARGV[5], 'sync stamp')
   or chk_int(ARGV[6], 'number of changes') or chk_pairs(7, tonumber(ARGV[6]))
   or chk_apply_tail(7 + 2 * tonumber(ARGV[6])) or chk_int_hash(K.active, 'active')
   or chk_int_hash(K.counters, 'counter')
+-- the reply carries the stored limit: one that does not parse is refused, unless this call
+-- replaces it
+if not bad then
+  local t0 = 7 + 2 * tonumber(ARGV[6])
+  if not (ARGV[t0] == '1' and ARGV[t0 + 1] ~= '') then
+    bad = chk_meta_int('limit')
+  end
+end
 if bad then
   return bad
 end

@@ -60,10 +60,12 @@ local batches = {}
 local all = redis.call('HGETALL', K.batches)
 for i = 1, #all, 2 do
   local b = batch_parse(all[i + 1])
-  local n = #split_ids(b.ids)
   batches[all[i]] = true
-  reserved.run = (reserved.run or 0) + n
-  reserved[b.array] = (reserved[b.array] or 0) + n
+  if b.holder then -- a record that does not parse is left alone (verify reports it)
+    local n = #split_ids(b.ids)
+    reserved.run = (reserved.run or 0) + n
+    reserved[b.array] = (reserved[b.array] or 0) + n
+  end
 end
 
 local stale = 0

@@ -107,7 +107,9 @@ class SyncFrontState(FrontState):
     def ready_to_run_len(self) -> int:
         return len(self._state.ready_to_run)
 
-    def ready_to_run_list(self) -> list[Any]:
+    def ready_to_run_list(self, *start_stop: Any) -> list[Any]:
+        if start_stop:  # a range: the method itself
+            return self._state.ready_to_run_list(*start_stop)
         return list(self._state.ready_to_run)
 
     def resource_keys(self) -> list[Any]:

@@ -31,6 +31,8 @@ from swarm_redis import (
 )
 from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError
 from swarm_redis.engine.commands import ScriptCall
+from swarm_redis.engine.coordination import MAX_CLAIM_SIZE
+from swarm_redis.errors import InvalidInputError
 from swarm_redis.ops.verify import find_drift, qidx_member
 
 #: The most Redis CPU one script call may take (ms).
@@ -218,6 +220,28 @@ def test_claim_behind_60k_tasks_of_a_full_array_is_bounded_and_not_starved(
     ]
     assert find_drift(private, st.keys).clean
     print(f"claim behind {blocked} queued tasks of a full array: {worst:.1f} ms")
+
+
+def test_the_largest_claim_and_its_ack_are_bounded(private: redis.Redis) -> None:
+    """max_size is capped (a claim of 60k tasks took ~180 ms in one script), and ack_batch sends
+    only the batch's tasks, whatever the answer mapping holds (200k pairs were one call)."""
+    st = _big_state(private, 8, limit=10**6)
+    st.add_array(ArrayRecord(1, 10**6))
+    n = 60_000
+    _fill(private, st, range(1, n + 1), 1, "G")
+    _prequeue(private, st, range(1, n + 1), 1)
+    replica = st.join_replica(60.0, replica_id="big")
+    timed = Timed(st)
+    with pytest.raises(InvalidInputError, match="max_size"):
+        st.claim_batch(replica, MAX_CLAIM_SIZE + 1)
+    batch = st.claim_batch(replica, MAX_CLAIM_SIZE)
+    assert batch is not None and len(batch.task_ids) == MAX_CLAIM_SIZE
+    timed.check("claim_batch")
+    answer = dict.fromkeys(range(1, BIG + 1), "Q")  # the server's answer for every task
+    changed = st.ack_batch(replica, batch, answer)
+    timed.check("ack_batch")
+    assert {t.task_id for t in changed} == set(batch.task_ids)
+    assert private.scard(st.keys.status_set("Q")) == MAX_CLAIM_SIZE
 
 
 def test_claims_is_a_hash_table_from_the_first_claim(private: redis.Redis) -> None:

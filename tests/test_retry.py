@@ -433,6 +433,36 @@ def test_calling_again_after_a_timeout_answers_the_first_call(
     assert r.hlen(keys.replicas) == 0
 
 
+def test_a_lease_extension_in_doubt_is_checked_again_not_replayed(
+    front: Front, r: redis.Redis, run_id: int, prefix: str
+) -> None:
+    """heartbeat and renew_leadership lost in doubt, then the lease is lost: the next call
+    tells so (a replay answered the old success: renew is the fence before a final status
+    goes to the server)."""
+    st = front.state(run_id, prefix=prefix)
+    other = front.state(run_id, prefix=prefix)
+    rep = st.join_replica(0.3, replica_id="slow")
+    epoch = st.acquire_leadership(rep)
+    assert epoch is not None
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        ("leadership", lambda: st.renew_leadership(rep, epoch)),
+        ("heartbeat", lambda: st.heartbeat(rep)),
+    ]
+    for script, call in calls:
+        w = _fail_once(st, script)
+        with pytest.raises(redis.TimeoutError):
+            call()
+        _restore(st, w)
+    time.sleep(0.5)  # both leases expire; another replica takes the lead and reaps "slow"
+    taker = other.join_replica(30, replica_id="taker")
+    assert other.acquire_leadership(taker) == epoch + 1
+    with pytest.raises(LeaseLostError):  # its member lease expired (FencedError is one too)
+        st.renew_leadership(rep, epoch)
+    other.reap(force=True)
+    with pytest.raises(LeaseLostError):
+        st.heartbeat(rep)
+
+
 def test_join_again_after_a_timeout_is_the_same_member(
     front: Front, r: redis.Redis, run_id: int, prefix: str
 ) -> None:

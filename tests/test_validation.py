@@ -34,7 +34,7 @@ from swarm_redis import (
     TaskRecord,
 )
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.coordination import Batch, Replica
+from swarm_redis.engine.coordination import MAX_CLAIM_SIZE, Batch, Replica
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.engine.scripts import load
 from swarm_redis.engine.validation import MAX_SAFE_INT, record_problem
@@ -407,9 +407,56 @@ def _cases() -> list[Case]:
             "scan_limit",
         ),
         ("array capacity -1", lambda c: c.st.get_array_capacity(-1), InvalidInputError, "array"),
+        (
+            "claim max_size=MAX+1",
+            lambda c: c.st.claim_batch(c.replica, MAX_CLAIM_SIZE + 1),
+            InvalidInputError,
+            "max_size",
+        ),
+        (
+            "ack batch=None",
+            lambda c: c.st.ack_batch(c.replica, None, {}),
+            InvalidTypeError,
+            "Batch",
+        ),
+        (
+            "release batch=None",
+            lambda c: c.st.release_batch(c.replica, None),
+            InvalidTypeError,
+            "Batch",
+        ),
     ]
+    # flags: a bool; never their truth value ("0" is true) nor int() of them (nan, None)
+    for bad in (NAN, INF, None, "1", "0", 1.5, 2, (1,)):
+        cases += [
+            (
+                f"enqueue front={bad!r}",
+                lambda c, v=bad: c.st.enqueue_tasks([c.st.get_task(12)], front=v),
+                InvalidTypeError,
+                "front",
+            ),
+            (
+                f"apply propagate={bad!r}",
+                lambda c, v=bad: c.st.apply(StateUpdate({12: "Q"}), propagate=v),
+                InvalidTypeError,
+                "propagate",
+            ),
+            (
+                f"queue start={bad!r}",
+                lambda c, v=bad: c.st.ready_to_run_list(v),
+                InvalidTypeError,
+                "start",
+            ),
+        ]
     # None means "no change" for the limit of a StateUpdate (and so for the setter): legal
-    legal = ("update limit=None", "set limit=None", "acquire ttl=None", "finalize epoch=None")
+    legal = (
+        "update limit=None",
+        "set limit=None",
+        "acquire ttl=None",
+        "finalize epoch=None",
+        "apply propagate=None",  # the state's default
+        "queue start=2",
+    )
     return [c for c in cases if c[0] not in legal]
 
 

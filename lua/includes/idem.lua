@@ -156,13 +156,18 @@ local function idem_replay()
   end
   local got = redis.call('HMGET', K.replies, REQ_ID, '#bytes', '#count', '#ttl')
   if not got[1] then
-    IDEM_BYTES, IDEM_COUNT = tonumber(got[2] or '0'), tonumber(got[3] or '0')
+    -- a total that does not parse (written by hand) restarts from 0: the store must not fail
+    -- after the script's body has written
+    IDEM_BYTES, IDEM_COUNT = tonumber(got[2] or '') or 0, tonumber(got[3] or '') or 0
     IDEM_TTL_AT = tonumber(got[4] or '')
     return nil
   end
   local m = redis.call('HMGET', K.meta, 'version', 'token')
   local version = tonumber(m[1] or '0')
   local seen = tonumber(IDEM_SEEN)
+  if not version or not seen then
+    return redis.error_reply('INVALID stored write version ' .. tostring(m[1]) .. ' or seen version is not an integer')
+  end
   if seen > version then
     return redis.error_reply('STATELOST ' .. seen .. ' ' .. version)
   end

@@ -110,7 +110,8 @@ end
 if not SEEN or #SEEN_TEXT > 16 then
   return redis.error_reply('INVALID seen version ' .. tostring(ARGV[1]) .. ' is not <version>:<token>')
 end
-if not VERSION or (META[1] and not string.match(META[1], '^%d+$')) then
+-- (at most 16 digits: HINCRBY in finish() must not fail after the script's writes)
+if not VERSION or VERSION > 9007199254740991 or (META[1] and (#META[1] > 16 or not string.match(META[1], '^%d+$'))) then
   return redis.error_reply('INVALID stored write version ' .. tostring(META[1]) .. ' is not an integer')
 end
 if SEEN > VERSION then

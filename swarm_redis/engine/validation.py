@@ -45,6 +45,14 @@ def check_int(value: Any, what: str, *, lo: int = 0, hi: int = MAX_SAFE_INT, uni
     return int(value)
 
 
+def check_flag(value: Any, what: str) -> bool:
+    """A bool (0 and 1 pass as False and True): anything else is refused, not taken for its
+    truth value ("0" is true in Python) or sent as int() of it (nan, None)."""
+    if value is True or value is False or (type(value) is int and value in (0, 1)):
+        return bool(value)
+    raise InvalidTypeError(f"{what} must be a bool, got {type(value).__name__} {value!r}")
+
+
 def check_run_ids(workflow_id: Any, workflow_run_id: Any, dag_id: Any) -> tuple[int, int, int]:
     """The three ids of a run: ints in 0..2^53-1."""
     return (

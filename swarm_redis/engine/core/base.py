@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -24,14 +25,17 @@ from swarm_redis.engine.validation import (
     check_clock_skew,
     check_detail_max,
     check_events_maxlen,
+    check_flag,
     check_int,
     record_problem,
+    stored_int,
 )
-from swarm_redis.errors import StateLostError
+from swarm_redis.errors import InvalidInputError, StateLostError
 from swarm_redis.records import ArrayRecord, TaskRecord
 
 logger = logging.getLogger(__name__)
 _STATUS_SET = frozenset(TASK_STATUSES)
+_ID = re.compile(r"-?[0-9]{1,20}")
 X = TypeVar("X")
 
 #: Default Redis work per script call. A task costs CHANGE_COST units (about 10 µs of Redis
@@ -82,6 +86,40 @@ def scalar_attr(obj: Any, name: str, default: int) -> Any:
     return value
 
 
+def _rechecks(call: ScriptCall) -> bool:
+    """A lease extension (heartbeat, leadership renew) is sent again after an in-doubt error
+    rather than answered from the reply cache: extending twice is harmless, and the caller
+    learns whether it still holds the lease now (LeaseLostError, FencedError), where a replay
+    would report a success of seconds ago (renew is the fence before a final status goes to
+    the server)."""
+    return call.script == "heartbeat" or (call.script == "leadership" and call.args[3] == "renew")
+
+
+def id_members(members: Iterable[Any]) -> list[int]:
+    """The task ids among set or queue members read back; a member that is not a decimal id
+    (written by hand) is skipped, as the scripts would refuse it (verify reports it)."""
+    out = []
+    for m in members:
+        s = text(m)
+        if _ID.fullmatch(s):
+            out.append(int(s))
+    return out
+
+
+def stored_version(raw: Any, run_id: Any) -> int:
+    """The run's stored write version (absent: 0); InvalidInputError when it does not parse,
+    as the scripts refuse it (comparing versions with a guess would misreport lost writes)."""
+    if raw is None:
+        return 0
+    value = stored_int(raw, -1)
+    if not 0 <= value <= MAX_SAFE_INT:
+        raise InvalidInputError(
+            f"workflow run {run_id}: stored write version {text(raw)[:100]!r} is not an integer"
+            " (see swarm-redis verify)"
+        )
+    return value
+
+
 def _set_mirror(obj: Any, status: str | None, done: int) -> None:
     try:
         if status is not None:
@@ -119,7 +157,7 @@ class CoreBase:
         self.run_id = keys.run_id
         self.codec: ResourceCodec = codec or DefaultCodec()
         self.chunk_budget = chunk_budget
-        self.propagate_on_apply = propagate_on_apply
+        self.propagate_on_apply = check_flag(propagate_on_apply, "propagate_on_apply")
         self.events_maxlen = events_maxlen
         self.event_detail_max = event_detail_max
         self.seen = 0
@@ -173,7 +211,7 @@ class CoreBase:
             replies = yield calls
         except IN_DOUBT_ERRORS:
             for c in calls:
-                if isinstance(c, ScriptCall):
+                if isinstance(c, ScriptCall) and not _rechecks(c):
                     key = cmd.retry_key(c)
                     self.in_doubt.pop(key, None)  # re-inserted last: forgotten last
                     self.in_doubt[key] = cmd.request_id(c)
@@ -248,7 +286,7 @@ class CoreBase:
         calls += [Command(c) for c in commands]
         replies = yield calls
         version, token = replies[0]
-        self.observe(int(version or 0), cmd.opt_text(token))
+        self.observe(stored_version(version, self.run_id), cmd.opt_text(token))
         return replies[1:]
 
     def scan_ids(self, key: str, count: int = 1000) -> Op[list[int]]:
@@ -258,7 +296,7 @@ class CoreBase:
         while True:
             (page,) = yield from self.read(("SSCAN", key, cursor, "COUNT", count))
             cursor, members = page
-            ids += [int(text(m)) for m in members]
+            ids += id_members(members)
             if int(cursor) == 0:
                 return ids
 
@@ -379,7 +417,19 @@ class CoreBase:
         return [self.tasks[i] for i in task_ids if i in self.tasks]
 
     def _absorb_arrays(self, raw: Any) -> dict[int, int]:
-        limits = {int(text(k)): int(text(v)) for k, v in dict(raw).items()}
+        limits: dict[int, int] = {}
+        for k, v in dict(raw).items():
+            array_id, limit = stored_int(k, -1), stored_int(v, -1)
+            if array_id < 0 or limit < 0:  # never trust what is stored: skipped, as tasks are
+                logger.warning(
+                    "workflow run %s: array %r has an unparseable limit %r, skipped"
+                    " (see swarm-redis verify)",
+                    self.run_id,
+                    text(k)[:100],
+                    text(v)[:100],
+                )
+                continue
+            limits[array_id] = limit
         for array_id, limit in limits.items():
             obj = self.arrays.get(array_id)
             if obj is None:

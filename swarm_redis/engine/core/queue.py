@@ -6,13 +6,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.commands import Call, text
-from swarm_redis.engine.core.base import DEQUEUE_CHUNK, ENQUEUE_CHUNK, LOAD_BATCH, QUEUE_PAGE
+from swarm_redis.engine.commands import Call
+from swarm_redis.engine.core.base import (
+    DEQUEUE_CHUNK,
+    ENQUEUE_CHUNK,
+    LOAD_BATCH,
+    QUEUE_PAGE,
+    id_members,
+)
 from swarm_redis.engine.core.driver import Op
 from swarm_redis.engine.core.registration import Registration
 from swarm_redis.engine.replies import score_pairs
 from swarm_redis.engine.validation import (
     MAX_SAFE_INT,
+    check_flag,
+    check_int,
     coerce_task_id,
 )
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
@@ -31,6 +39,7 @@ class Queue(Registration):
         it (as one call would). At the front the chunks go last first, so the given order is
         the queue order at the end, as with one call.
         """
+        front = check_flag(front, "front")
         unknown = [
             t for t in tasks if coerce_task_id(getattr(t, "task_id", None)) not in self.tasks
         ]
@@ -121,6 +130,8 @@ class Queue(Registration):
         change: entries pushed at the front meanwhile are not seen, removed ones not returned,
         and the order of what is returned is the queue order.
         """
+        start = check_int(start, "start", lo=-MAX_SAFE_INT)
+        stop = check_int(stop, "stop", lo=-MAX_SAFE_INT)
         (n,) = yield from self.read(("ZCARD", self.keys.ready))
         first = start + n if start < 0 else start
         last = stop + n if stop < 0 else stop
@@ -129,7 +140,7 @@ class Queue(Registration):
             return []
         if last - first < QUEUE_PAGE:
             (raw,) = yield from self.read(("ZRANGE", self.keys.ready, first, last))
-            return [int(text(x)) for x in raw]
+            return id_members(raw)
         out: list[int] = []
         (raw,) = yield from self.read(
             ("ZRANGE", self.keys.ready, first, first + QUEUE_PAGE - 1, "WITHSCORES")
@@ -137,7 +148,7 @@ class Queue(Registration):
         want = last - first + 1
         while True:
             pairs = score_pairs(raw)
-            out += [int(text(m)) for m, _ in pairs[: want - len(out)]]
+            out += id_members(m for m, _ in pairs)[: want - len(out)]
             if len(out) >= want or len(pairs) < QUEUE_PAGE:
                 return out
             after = f"({pairs[-1][1]}"

@@ -15,6 +15,7 @@ from swarm_redis.engine.validation import (
     check_int,
     coerce_task_id,
     record_problem,
+    stored_int,
 )
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
 
@@ -130,8 +131,9 @@ class Reads(CoreBase):
             ("HGET", self.keys.reserved, "run"),
             *(("SCARD", self.keys.status_set(s)) for s in ACTIVE_TASK_STATUSES),
         )
-        limit = int(replies[0] or 0)
-        used = int(replies[1] or 0) + sum(int(n) for n in replies[2:])
+        # stored values that do not parse read as 0 (claim_batch refuses to claim on them)
+        limit = stored_int(replies[0])
+        used = stored_int(replies[1]) + sum(int(n) for n in replies[2:])
         return max(0, limit - used)
 
     def array_capacity(self, array_id: Any) -> Op[int]:
@@ -143,7 +145,7 @@ class Reads(CoreBase):
         )
         if limit is None:
             return 0
-        return max(0, int(limit) - int(active or 0) - int(reserved or 0))
+        return max(0, stored_int(limit) - stored_int(active) - stored_int(reserved))
 
     def percent_done(self) -> Op[float]:
         total, done = yield from self.read(

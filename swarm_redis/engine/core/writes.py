@@ -12,6 +12,7 @@ from swarm_redis.engine.core.base import CHANGE_COST
 from swarm_redis.engine.core.driver import Op
 from swarm_redis.engine.core.registration import Registration
 from swarm_redis.engine.validation import (
+    check_flag,
     check_int,
     check_limit,
     check_run_status,
@@ -93,7 +94,7 @@ class Writes(Registration):
     def apply(self, update: StateUpdate, propagate: bool | None = None) -> Op[ApplyResult]:
         """Apply a StateUpdate in bounded chunks; run-level fields go with the last chunk."""
         update = StateUpdate.coerce(update)  # ours, or jobmon's (any object with its fields)
-        prop = self.propagate_on_apply if propagate is None else propagate
+        prop = self.propagate_on_apply if propagate is None else check_flag(propagate, "propagate")
         changes = self._changes(update)  # validate everything before the first write
         tail = self._tail(update)
         stamp = tail.sync_us
