@@ -433,6 +433,28 @@ def test_calling_again_after_a_timeout_answers_the_first_call(
     assert r.hlen(keys.replicas) == 0
 
 
+def test_a_chunked_dequeue_that_fails_midway_loses_no_task(
+    front: Front, r: redis.Redis, run_id: int, prefix: str
+) -> None:
+    """dequeue_tasks(600) goes in calls of 250: the second one's reply is lost. The tasks the
+    first call took go back to the head, so the caller's retry gets all 600, each once."""
+    st = front.state(run_id, prefix=prefix)
+    st.add_arrays([ArrayRecord(1, 10**6)])
+    st.add_tasks([TaskRecord(i, 1) for i in range(1, 601)])
+    st.enqueue_initial_fringe()
+    w = _fail_once(st, "dequeue", nth=2)
+    with pytest.raises(redis.TimeoutError):
+        st.dequeue_tasks(600)
+    _restore(st, w)
+    # the lost call's 250 are out of the queue (its reply waits in the cache); the first
+    # call's 250 are back at the head
+    assert st.ready_to_run_len() == 350
+    assert [t.task_id for t in st.ready_to_run_list(0, 2)] == [1, 2, 3]
+    taken = [t.task_id for t in st.dequeue_tasks(600)]
+    assert sorted(taken) == list(range(1, 601)) and len(taken) == 600
+    assert st.ready_to_run_len() == 0
+
+
 def test_a_lease_extension_in_doubt_is_checked_again_not_replayed(
     front: Front, r: redis.Redis, run_id: int, prefix: str
 ) -> None:

@@ -575,8 +575,18 @@ def decode_reconcile_credits(reply: Sequence[Any]) -> ReconcileCreditsReply:
     )
 
 
-def reconcile_counters(keys: RunKeys, caller: Caller) -> ScriptCall:
-    return ScriptCall("reconcile_counters", keys.all, caller.head())
+def reconcile_counters(
+    keys: RunKeys, caller: Caller, counted: tuple[int, dict[int, int]] | None = None
+) -> ScriptCall:
+    """``counted``: the active tasks per array, read in pages at that write version (the
+    script counts them itself when there are few)."""
+    args = list(caller.head())
+    if counted is not None:
+        version, per_array = counted
+        args.append(version)
+        for array_id, n in sorted(per_array.items()):
+            args += [array_id, n]
+    return ScriptCall("reconcile_counters", keys.all, args)
 
 
 @dataclass(frozen=True)

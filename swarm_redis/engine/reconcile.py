@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from swarm_redis.constants import ACTIVE_TASK_STATUSES
 from swarm_redis.engine import commands as cmd
 from swarm_redis.engine.commands import Call, text
 from swarm_redis.engine.coordination import reap
@@ -24,6 +25,11 @@ from swarm_redis.engine.validation import (
 from swarm_redis.errors import InvalidInputError
 
 _CHUNK = 1000
+#: Active (Q/I/O/R) tasks that lua/reconcile_counters.lua counts itself in one call; more are
+#: counted here in pages (:func:`_count_active`).
+ACTIVE_INLINE = 4000
+#: Tries of a paged count before the active counters are left for the next sweep.
+_COUNT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class ReconcileReport:
         stale_claims: Claims of batches that no longer exist (dropped).
         credits_fixed: Done counts and pending credits that disagreed with the propagated
             upstreams (lost or doubled credits), set right.
+        active_unchecked: 1 when the active counters were left for the next sweep: over
+            :data:`ACTIVE_INLINE` active tasks are counted in pages, and writes kept landing
+            while they were read (or a record of one did not parse).
     """
 
     propagated: int = 0
@@ -50,11 +59,12 @@ class ReconcileReport:
     reserved_fixed: int = 0
     stale_claims: int = 0
     credits_fixed: int = 0
+    active_unchecked: int = 0
 
     @property
     def clean(self) -> bool:
         """True when the sweep found nothing to fix."""
-        return all(getattr(self, f.name) == 0 for f in fields(self))
+        return all(getattr(self, f.name) == 0 for f in fields(self) if f.name != "active_unchecked")
 
 
 def _check_records(core: StateCore, ids: list[int]) -> Op[None]:
@@ -310,6 +320,41 @@ def _fix_credits(
     return fixed
 
 
+def _count_active(core: StateCore) -> Op[tuple[int, dict[int, int]] | None]:
+    """The active tasks per array and the write version they were read at, for
+    reconcile_counters; None when the script counts them itself (at most ACTIVE_INLINE).
+
+    Read in bounded pages (SSCAN, HMGET), so other writes may land in between: a count is
+    kept only when the version did not move from its first read to its last, and
+    reconcile_counters uses it only if the version has still not moved. After
+    ``_COUNT_TRIES`` moving counts the last one is sent anyway and refused by the script.
+    """
+    sets = [core.keys.status_set(s) for s in ACTIVE_TASK_STATUSES]
+    sizes = yield from core.read(*[("SCARD", key) for key in sets])
+    if sum(int(n) for n in sizes) <= ACTIVE_INLINE:
+        return None
+    per_array: Counter[int] = Counter()
+    for _ in range(_COUNT_TRIES):
+        yield from core.read()
+        start = core.seen
+        per_array = Counter()
+        for key in sets:
+            ids = yield from core.scan_ids(key, _CHUNK)
+            for at in range(0, len(ids), _CHUNK * 4):
+                part = ids[at : at + _CHUNK * 4]
+                (raws,) = yield from core.read(("HMGET", core.keys.task, *part))
+                for tid, raw in zip(part, raws):
+                    if raw is None:
+                        continue
+                    if record_problem(raw) is not None:
+                        return None  # its array is unknown: the script leaves the counters
+                    per_array[cmd.decode_record(tid, raw).array_id] += 1
+        yield from core.read()
+        if core.seen == start:
+            break
+    return start, dict(per_array)
+
+
 def reconcile(core: StateCore) -> Op[ReconcileReport]:
     """Idempotent sweep that heals every crash window; reports what it fixed.
 
@@ -317,7 +362,10 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
     (HSCAN in chunks, one script per chunk).
     """
     reaped = yield from reap(core, force=True)
-    (counters,) = yield from core.scripts([cmd.reconcile_counters(core.keys, core.caller())])
+    counted = yield from _count_active(core)
+    (counters,) = yield from core.scripts(
+        [cmd.reconcile_counters(core.keys, core.caller(), counted)]
+    )
     scan = _CreditScan((yield from _fanouts(core)))
     propagated = enqueued = front = 0
     cursor: Any = 0
@@ -347,7 +395,8 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
         enqueued=enqueued,
         requeued_front=front,
         reaped=len(reaped.dead_replicas),
-        active_fixed=int(counters[1]),
+        active_fixed=max(int(counters[1]), 0),
+        active_unchecked=int(int(counters[1]) < 0),
         reserved_fixed=int(counters[2]),
         stale_claims=int(counters[3]),
         credits_fixed=credits_fixed,

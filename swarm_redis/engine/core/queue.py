@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from swarm_redis.engine.validation import (
     coerce_task_id,
 )
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
+
+logger = logging.getLogger(__name__)
 
 
 class Queue(Registration):
@@ -110,17 +113,37 @@ class Queue(Registration):
             raise InvalidInputError(f"dequeue count must be in 1..2^53-1, got {n}")
         found: list[tuple[int, str, int]] = []
         remaining = 0
-        while len(found) < n:
-            want = min(DEQUEUE_CHUNK, n - len(found))
-            (reply,) = yield from self.scripts([cmd.dequeue(self.keys, self.caller(), want)])
-            got = cmd.triples(reply[1])
-            found += got
-            remaining = int(reply[2])
-            if len(got) < want or remaining == 0:
-                break
+        try:
+            while len(found) < n:
+                want = min(DEQUEUE_CHUNK, n - len(found))
+                (reply,) = yield from self.scripts([cmd.dequeue(self.keys, self.caller(), want)])
+                got = cmd.triples(reply[1])
+                found += got
+                remaining = int(reply[2])
+                if len(got) < want or remaining == 0:
+                    break
+        except Exception:
+            if found:  # earlier chunks took these: the caller never gets them, so queue them
+                yield from self._give_back([t[0] for t in found])
+            raise
         objs = yield from self.objects([t[0] for t in found])
         self.mirror(found)
         return objs, remaining
+
+    def _give_back(self, ids: list[int]) -> Op[None]:
+        """Queue ``ids`` at the head again, in their order: the tasks that earlier calls of a
+        failed :meth:`take` dequeued. The caller's retry then gets them (the failed call, if
+        it ran, is answered from the reply cache), and no task is lost until ``reconcile``.
+        Best effort: if this fails too, ``reconcile`` queues them."""
+        items = [(i, "") for i in ids]  # "": each keeps its last resource key
+        chunks = [items[i : i + ENQUEUE_CHUNK] for i in range(0, len(items), ENQUEUE_CHUNK)]
+        calls: list[Call] = [
+            cmd.enqueue(self.keys, self.caller(), part, front=True) for part in reversed(chunks)
+        ]
+        try:
+            yield from self._one_by_one(calls)
+        except Exception as e:
+            logger.warning("%d dequeued tasks not queued again (reconcile will): %s", len(ids), e)
 
     def queue_ids(self, start: int = 0, stop: int = -1) -> Op[list[int]]:
         """Queue entries ``start``..``stop`` (ranks, inclusive, negative from the end).
