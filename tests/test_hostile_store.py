@@ -24,6 +24,7 @@ import redis
 from test_validation import assert_same, snapshot
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
+from swarm_redis.engine.keys import RUN_KEY_TYPES
 from swarm_redis.errors import InvalidInputError, SwarmRedisError
 
 MakeClient = Callable[..., redis.Redis]
@@ -154,3 +155,39 @@ def test_members_that_are_not_ids_are_skipped_by_reads(
     assert st.ready_to_run_list(0, 0) == []  # rank 0 is the member that is not an id
     assert st.enqueue_initial_fringe() >= 1
     st.reconcile()
+
+
+# every key of the run but the task records themselves: a key of another type than the key
+# table's made commands fail with WRONGTYPE after a script's first write
+_WRONG_TYPED = ["meta", "s:R", "ready", "queued", "active", "claims", "orphans", "events",
+                "counters", "replies", "reply_at", "qidx", "kids", "reap_lock"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", _WRONG_TYPED)
+def test_a_key_of_another_type_is_refused_before_any_write(
+    make_client: MakeClient, run_id: int, prefix: str, name: str
+) -> None:
+    client = make_client()
+    st, replica, batch = _run(client, run_id, prefix)
+    key = st.keys.key(name)
+    client.delete(key)
+    if RUN_KEY_TYPES[name] == "string":
+        client.rpush(key, "x")  # a list where a string belongs
+    else:
+        client.set(key, "x")
+    seven = TaskRecord(7, array_id=7)
+    calls: list[Callable[[], Any]] = [
+        lambda: st.apply_update(StateUpdate({3: "Q", 2: "D"})),
+        lambda: st.ack_batch(replica, batch, {t: "Q" for t in batch.task_ids}),
+        lambda: st.claim_batch(replica, 2),
+        lambda: st.dequeue_tasks(1),
+        lambda: st.enqueue_tasks([seven]),
+        lambda: st.get_tasks_by_status("R"),
+    ]
+    for call in calls:
+        before = snapshot(client, st.keys)
+        with pytest.raises(InvalidInputError) as info:
+            call()
+        message = str(info.value)
+        assert f"key {key} holds a" in message or "holds another type" in message, message
+        assert_same(before, snapshot(client, st.keys))

@@ -118,6 +118,11 @@ def error_from_reply(message: str, run_id: int | str) -> Exception | None:
         return TransitionError(f"workflow run {run_id}: run status transition refused: {rest}")
     if code == "SWARM":
         return SwarmRedisError(f"workflow run {run_id}: {rest}")
+    if code == "WRONGTYPE":  # a plain read of a key written by hand (scripts check types first)
+        return InvalidInputError(
+            f"workflow run {run_id}: a key of the run holds another type than the key table's "
+            f"({message}); see swarm-redis verify"
+        )
     return None
 
 

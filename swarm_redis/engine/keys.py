@@ -117,6 +117,40 @@ RUN_KEY_NAMES: tuple[str, ...] = (
 )
 
 
+#: Redis type of each key of :data:`RUN_KEY_NAMES` (the table above). Every script refuses to
+#: run when a key of its run holds another type (lua/includes/prelude.lua), so that no script
+#: fails with WRONGTYPE after its first write; snapshots check the same types.
+RUN_KEY_TYPES: dict[str, str] = {
+    "meta": "hash",
+    "task": "hash",
+    **{f"s:{status}": "set" for status in TASK_STATUSES},
+    "ready": "zset",
+    "queued": "set",
+    "qres": "hash",
+    "arrays": "hash",
+    "active": "hash",
+    "claims": "hash",
+    "batches": "hash",
+    "reserved": "hash",
+    "orphans": "list",
+    "replicas": "hash",
+    "leader": "hash",
+    "events": "stream",
+    "counters": "hash",
+    "resources": "hash",
+    "reap_lock": "string",
+    "taskres": "hash",
+    "replies": "hash",
+    "reply_at": "zset",
+    "qidx": "zset",
+    "pcredit": "hash",
+    "fanout": "hash",
+    "build_lock": "string",
+    "distributor": "string",
+    "kids": "hash",
+}
+
+
 def run_base(prefix: str, run_id: int | str) -> str:
     """The common start of every key of a run, hash tag included."""
     return f"{prefix}:{{{run_id}}}:"

@@ -1,9 +1,11 @@
 """Loads the Lua scripts from ``lua/``, resolves their includes and knows their SHA1s.
 
 Each script is the text of ``lua/<name>.lua`` with ``--!include <file>`` lines replaced by
-``lua/includes/<file>.lua`` (each include inlined once, the includes it names first), after a generated header that names the run's keys (from
-:mod:`swarm_redis.engine.keys`) and the run-status state machine (from :mod:`swarm_redis.constants`),
-so neither is written twice. Scripts are sent with EVALSHA; the I/O layer loads them on NOSCRIPT.
+``lua/includes/<file>.lua`` (each include inlined once, the includes it names first), after a
+generated header that names the run's keys and their types (from :mod:`swarm_redis.engine.keys`)
+and the run-status state machine (from :mod:`swarm_redis.constants`), so neither is written
+twice, and after ``lua/includes/keytypes.lua``, which refuses a run whose keys hold other
+types. Scripts are sent with EVALSHA; the I/O layer loads them on NOSCRIPT.
 
 Every script that writes is made safe to send twice here, in one place: its text becomes the
 body of ``local function idem_body()``, between a lookup of the call's request id in the run's
@@ -22,7 +24,7 @@ from functools import cache
 from pathlib import Path
 
 from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES, run_transition_allowed
-from swarm_redis.engine.keys import RUN_KEY_NAMES
+from swarm_redis.engine.keys import RUN_KEY_NAMES, RUN_KEY_TYPES
 
 _INCLUDE = re.compile(r"^--!include\s+(\S+)\s*$", re.MULTILINE)
 _READONLY = re.compile(r"^--!readonly\s*$", re.MULTILINE)
@@ -59,6 +61,8 @@ def _header() -> str:
         if not name.startswith("s:"):
             fields.append(f"{name} = KEYS[{i}]")
     lines.append("local K = {" + ", ".join(fields) + "}")
+    types = ", ".join(f"'{RUN_KEY_TYPES[name]}'" for name in RUN_KEY_NAMES)
+    lines.append("local KEY_TYPES = {" + types + "}")
     status_fields = [
         f"{status} = KEYS[{RUN_KEY_NAMES.index('s:' + status) + 1}]" for status in TASK_STATUSES
     ]
@@ -141,7 +145,8 @@ def load(name: str) -> Script:
     body = _expand(text, folder)
     if not is_read_only(name, text):
         body = _idempotent(body, folder)
-    source = _header() + body
+    keytypes = (folder / "includes" / "keytypes.lua").read_text(encoding="utf-8")
+    source = _header() + keytypes + body  # the key types are checked before all else
     return Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 

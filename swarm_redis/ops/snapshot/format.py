@@ -8,46 +8,22 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm_redis.constants import TASK_STATUSES
-from swarm_redis.engine.keys import RunKeys
+from swarm_redis.engine.keys import RUN_KEY_TYPES, RunKeys
 from swarm_redis.errors import SwarmRedisError
 
 FORMAT = "swarm-redis-snapshot"
 FORMAT_VERSION = 1
 _CHUNK = 500
 
-#: Redis type of each key of the key table that a snapshot carries (see keys.py). Only names that
-#: are in RUN_KEY_NAMES count; a name appended there needs its type here (or a place in
-#: TRANSIENT_KEYS): tests/test_cli_safety.py checks it.
-KEY_TYPES: dict[str, str] = {
-    "meta": "hash",
-    "task": "hash",
-    **{f"s:{status}": "set" for status in TASK_STATUSES},
-    "ready": "zset",
-    "queued": "set",
-    "qres": "hash",
-    "arrays": "hash",
-    "active": "hash",
-    "claims": "hash",
-    "batches": "hash",
-    "reserved": "hash",
-    "orphans": "list",
-    "replicas": "hash",
-    "leader": "hash",
-    "events": "stream",
-    "counters": "hash",
-    "resources": "hash",
-    "taskres": "hash",
-    "pcredit": "hash",
-    "fanout": "hash",
-    "qidx": "zset",
-    "build_lock": "string",
-    "kids": "hash",
-}
 #: Keys of the key table that snapshots leave out: keys with a TTL whose meaning ends with the
 #: processes that wrote them (the reap mutex; the reply cache of retried calls; the lease of a
 #: jobmon run's distributor). Import skips them with a note.
 TRANSIENT_KEYS: frozenset[str] = frozenset({"reap_lock", "replies", "reply_at", "distributor"})
+#: Redis type of each key of the key table that a snapshot carries: keys.RUN_KEY_TYPES without
+#: the transient keys.
+KEY_TYPES: dict[str, str] = {
+    name: kind for name, kind in RUN_KEY_TYPES.items() if name not in TRANSIENT_KEYS
+}
 
 
 #: Largest snapshot file import reads (bytes); the CLI's ``import --max-bytes`` changes it.
