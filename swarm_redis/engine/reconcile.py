@@ -153,14 +153,7 @@ _CREDIT_COST = 20_000
 
 
 def _scan_hash(core: StateCore, key: str) -> Op[list[tuple[Any, Any]]]:
-    out: list[tuple[Any, Any]] = []
-    cursor: Any = 0
-    while True:
-        (page,) = yield from core.read(("HSCAN", key, cursor, "COUNT", _CHUNK))
-        cursor, entries = page
-        out += hash_items(entries)
-        if int(cursor) == 0:
-            return out
+    return (yield from core.scan("HSCAN", key, hash_items, _CHUNK))
 
 
 def _fanouts(core: StateCore) -> Op[set[int]]:

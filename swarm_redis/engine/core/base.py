@@ -289,16 +289,23 @@ class CoreBase:
         self.observe(stored_version(version, self.run_id), cmd.opt_text(token))
         return replies[1:]
 
-    def scan_ids(self, key: str, count: int = 1000) -> Op[list[int]]:
-        """Every member of the id set ``key``, read in SSCAN pages (each call bounded)."""
-        ids: list[int] = []
+    def scan(
+        self, command: str, key: str, decode: Callable[[Any], list[X]], count: int = 1000
+    ) -> Op[list[X]]:
+        """Every element of ``key`` read with SSCAN or HSCAN ``command`` in pages (each call
+        bounded), each page's elements decoded by ``decode``."""
+        out: list[X] = []
         cursor: Any = 0
         while True:
-            (page,) = yield from self.read(("SSCAN", key, cursor, "COUNT", count))
-            cursor, members = page
-            ids += id_members(members)
+            (page,) = yield from self.read((command, key, cursor, "COUNT", count))
+            cursor, items = page
+            out += decode(items)
             if int(cursor) == 0:
-                return ids
+                return out
+
+    def scan_ids(self, key: str, count: int = 1000) -> Op[list[int]]:
+        """Every member of the id set ``key`` (members that are not ids skipped)."""
+        return (yield from self.scan("SSCAN", key, id_members, count))
 
     # --- objects from Redis ----------------------------------------------------------------------
 
