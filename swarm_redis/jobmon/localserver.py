@@ -4,7 +4,9 @@
 ``JobmonServer(tmp_dir)`` sets jobmon's configuration in ``os.environ`` (inherited by every
 process started afterwards: replicas, distributors, worker nodes) until it stops, initialises
 the database, starts uvicorn on a free port and waits for ``/health``. jobmon's server loggers are set to
-``log_level`` (WARNING: jobmon logs every request at INFO, which slows a small machine).
+``log_level`` (WARNING: jobmon logs every request at INFO, which slows a small machine). Each
+response is sent once its request's database commit is done (``ReplyAfterCommit`` in the
+server script): jobmon's routes commit after their response would otherwise have gone out.
 """
 
 from __future__ import annotations
@@ -34,12 +36,35 @@ import logging
 import uvicorn
 from jobmon.server.web.api import get_app
 app = get_app(versions=["v3"])
+
+
+# jobmon's routes commit their session in a FastAPI dependency whose exit runs after the
+# response is sent, so a client's next request could read the state before that commit
+# (jobmon's distributor: "Cannot transition ... from B to O", the run stuck INSTANTIATED).
+# Each response is held until the route's call, commit included, has returned.
+class ReplyAfterCommit:
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        held = []
+
+        async def hold(message):
+            held.append(message)
+
+        await self.inner(scope, receive, hold)
+        for message in held:
+            await send(message)
+
+
 # jobmon's server logs every request at INFO: on a small machine that costs the tests' pace
 _level = getattr(logging, sys.argv[2])
 for _name in ["jobmon", *logging.root.manager.loggerDict]:
     if _name.startswith("jobmon"):
         logging.getLogger(_name).setLevel(_level)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+uvicorn.run(ReplyAfterCommit(app), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
 
