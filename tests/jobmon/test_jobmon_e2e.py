@@ -325,6 +325,7 @@ def test_replicas_with_kills_match_the_stock_orchestrator(
     replicated_s = time.monotonic() - t_shared
     stock_thread.join(timeout=WAIT_S)
     stock_s = time.monotonic() - t_stock
+    assert not stock_thread.is_alive(), f"jobmon's stock run did not end within {WAIT_S} s more"
     assert "error" not in stock, stock.get("error")
     sampler.halt.set()
     sampler.join()
