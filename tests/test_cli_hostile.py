@@ -10,6 +10,7 @@ both backends (``r``); the command line in-process against the real server.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from swarm_redis.engine.keys import RunKeys
 from swarm_redis.exit_codes import EXIT_ERROR, EXIT_USAGE
 from swarm_redis.ops.events import read_events
 from swarm_redis.ops.reads import CorruptValueError, read_liveness, read_snapshot
-from swarm_redis.ops.snapshot import SnapshotError, export_run, validate_snapshot
+from swarm_redis.ops.snapshot import SnapshotError, export_run, save_snapshot, validate_snapshot
 from swarm_redis.ops.tasks import list_tasks, task_detail
 from swarm_redis.ops.verify import find_drift
 
@@ -111,6 +112,26 @@ def test_export_refuses_a_damaged_run(r: redis.Redis, prefix: str, run_id: int) 
     r.set(keys.replicas, "x")  # a key of the wrong type
     with pytest.raises(SnapshotError, match=r"keys\.replicas: type 'string'"):
         export_run(r, keys)
+
+
+def test_a_failed_export_leaves_the_earlier_snapshot_whole(
+    r: redis.Redis, prefix: str, run_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_run("", prefix, run_id, client=r)
+    snap = export_run(r, RunKeys(prefix, run_id))
+    path = tmp_path / "run.json"
+    save_snapshot(snap, path)
+    good = path.read_bytes()
+    assert json.loads(good)["run_id"] == snap["run_id"]
+
+    def disk_full(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the write fails before the rename
+    with pytest.raises(OSError, match="No space left"):
+        save_snapshot({**snap, "run_id": "other"}, path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]  # no partial file
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -123,5 +126,21 @@ def export_run(client: Any, keys: RunKeys) -> dict[str, Any]:
 
 
 def save_snapshot(snapshot: Mapping[str, Any], path: str | Path) -> None:
-    """Write a snapshot as JSON (``-`` is not special: pass a real path)."""
-    Path(path).write_bytes(orjson.dumps(snapshot, option=orjson.OPT_APPEND_NEWLINE))
+    """Write a snapshot as JSON (``-`` is not special: pass a real path).
+
+    Written to a temporary file beside ``path`` and renamed over it, so a failure midway (a
+    full disk) leaves an earlier snapshot at ``path`` whole and no partial file behind.
+    """
+    target = Path(path)
+    data = orjson.dumps(snapshot, option=orjson.OPT_APPEND_NEWLINE)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # a new file, with the umask's permissions
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
