@@ -29,13 +29,14 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
+from cli_helpers import CliResult, build_run, cli_for
 from servers import MakeClient
 
 try:
@@ -43,6 +44,7 @@ try:
 except ImportError:  # a checkout that is not pip-installed: import from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from swarm_redis import RedisSwarmState
 from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError
 
 _DEFAULT_LOCAL_URL = "redis://127.0.0.1:6379/0"
@@ -249,3 +251,21 @@ def cluster() -> Iterator[Any]:
         yield made
     finally:
         made.stop()
+
+
+# --- the CLI tests' run and command runner (test_cli*.py; a module with another ``state`` or
+# ``cli`` defines its own, which takes precedence) ----------------------------------------------
+
+
+@pytest.fixture
+def state(real_redis_url: str, prefix: str, run_id: int) -> RedisSwarmState:
+    """A small run on the real server (see cli_helpers.build_run)."""
+    return build_run(real_redis_url, prefix, run_id)
+
+
+@pytest.fixture
+def cli(
+    real_redis_url: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., CliResult]:
+    """``cli("status", "7", "--json")`` runs the CLI against this test's server and prefix."""
+    return cli_for(capsys, real_redis_url, prefix)

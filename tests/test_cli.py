@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from cli_helpers import CliResult, build_run, cli_for, finish_run, run_cli
+from cli_helpers import CliResult, finish_run, run_cli
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
@@ -47,17 +47,6 @@ def client(real_redis_url: str) -> Iterator[redis.Redis]:
     c = redis.Redis.from_url(real_redis_url, protocol=3)
     yield c
     c.close()
-
-
-@pytest.fixture
-def state(real_redis_url: str, prefix: str, run_id: int) -> RedisSwarmState:
-    return build_run(real_redis_url, prefix, run_id)
-
-
-@pytest.fixture
-def cli(real_redis_url: str, prefix: str, capsys: Capsys) -> Any:
-    """``cli("status", "7", "--json")`` runs the CLI against this test's server and prefix."""
-    return cli_for(capsys, real_redis_url, prefix)
 
 
 def empty_run(url: str, prefix: str, run_id: int) -> RedisSwarmState:

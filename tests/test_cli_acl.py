@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis
-from cli_helpers import CliResult, build_run, run_cli
+from cli_helpers import CliResult, run_cli
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,11 +54,6 @@ def monitor_url(real_redis_url: str, prefix: str) -> Iterator[str]:
     finally:
         admin.execute_command("ACL", "DELUSER", user)
         admin.close()
-
-
-@pytest.fixture
-def state(real_redis_url: str, prefix: str, run_id: int) -> RedisSwarmState:
-    return build_run(real_redis_url, prefix, run_id)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import redis
-from cli_helpers import CliResult, build_run, cli_for, run_cli
+from cli_helpers import CliResult, build_run, run_cli
 from rich.console import Console, RenderableType
 
 from swarm_redis import ArrayRecord, RedisSwarmState, StateUpdate, TaskRecord
@@ -45,17 +45,6 @@ from swarm_redis.ops.tasks import list_tasks, task_detail
 from swarm_redis.ops.verify import find_drift
 
 Capsys = pytest.CaptureFixture[str]
-
-
-@pytest.fixture
-def state(real_redis_url: str, prefix: str, run_id: int) -> RedisSwarmState:
-    """A small run on the real server (see cli_helpers.build_run)."""
-    return build_run(real_redis_url, prefix, run_id)
-
-
-@pytest.fixture
-def cli(real_redis_url: str, prefix: str, capsys: Capsys) -> Any:
-    return cli_for(capsys, real_redis_url, prefix)
 
 
 def chain_run(client: Any, prefix: str, run_id: int) -> RedisSwarmState:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from cli_helpers import CliResult, build_run, cli_for
+from cli_helpers import CliResult, build_run
 
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.exit_codes import EXIT_ERROR, EXIT_USAGE
@@ -156,11 +156,6 @@ def test_import_refuses_malformed_credit_fanout_and_index(
     good["qidx"] = [["1|4503599627370497|2", "0"]]
     snap["keys"][name]["value"] = good[name]
     validate_snapshot(snap, prefix=prefix, run_id=run_id + 1)  # the well-formed ones pass
-
-
-@pytest.fixture
-def cli(real_redis_url: str, prefix: str, capsys: Capsys) -> Callable[..., CliResult]:
-    return cli_for(capsys, real_redis_url, prefix)
 
 
 def test_cli_names_a_damaged_record_and_writes_no_file(
