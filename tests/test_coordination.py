@@ -656,6 +656,29 @@ def test_reconcile_on_a_healthy_run_is_clean(run: Run) -> None:
     assert after == before
 
 
+def test_reconcile_counts_over_the_inline_limit_in_pages(run: Run) -> None:
+    """More active tasks than reconcile_counters counts itself (ACTIVE_INLINE): the client counts
+    them in pages and the script uses the count (both fronts and backends)."""
+    from swarm_redis.engine.reconcile import ACTIVE_INLINE
+
+    st = run.state(limit=10**6)
+    st.add_arrays([ArrayRecord(1, 10**6), ArrayRecord(2, 10**6)])
+    n = ACTIVE_INLINE + 50
+    keys = st.keys
+    pipe = run.r.pipeline(transaction=False)  # written straight into the keys: a fast fixture
+    pipe.hset(keys.task, mapping={i: f"R|0|||{1 + i % 2}|0|0|" for i in range(1, n + 1)})
+    pipe.sadd(keys.status_set("R"), *range(1, n + 1))
+    pipe.hset(keys.active, mapping={"1": 3, "2": 9})  # drifted
+    pipe.execute()
+    report = st.reconcile()
+    assert (report.active_fixed, report.active_unchecked) == (2, 0)
+    assert run.r.hgetall(keys.active) == {
+        b"1": str(n // 2).encode(),
+        b"2": str(n - n // 2).encode(),
+    }
+    assert st.reconcile().clean
+
+
 def test_leader_info_from_stored_fields() -> None:
     """One LeaderInfo for the library and the operator reads; stored fields are not trusted."""
     from swarm_redis.engine import transport
