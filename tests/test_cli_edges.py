@@ -30,6 +30,7 @@ from swarm_redis.engine.coordination import ReapReport
 from swarm_redis.engine.keys import RunKeys
 from swarm_redis.exit_codes import (
     EXIT_CONNECTION,
+    EXIT_ERROR,
     EXIT_OK,
     EXIT_PIPE_CLOSED,
     EXIT_USAGE,
@@ -430,3 +431,19 @@ def test_exporter_help_texts(r: redis.Redis, prefix: str, run_id: int) -> None:
     assert f'swarm_run_done_ratio{{run="{run_id}"}} 0.1' in text
     keys = RunKeys(prefix, run_id)
     assert read_snapshot(r, keys).done == 1
+
+
+def test_jobmon_replica_without_jobmon_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    """Its own options (``--run`` ...) are not known without jobmon: the command still says
+    that jobmon is missing and how to get it, not a usage error."""
+    from swarm_redis.ops.cli import main
+
+    monkeypatch.setitem(sys.modules, "swarm_redis.jobmon.cli", None)  # the import fails
+    code = main(["jobmon-replica", "--run", "1234", "--url", "redis://redis.example:6379/0"])
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR and err.startswith("swarm-redis jobmon-replica: "), err
+    assert "unrecognized arguments" not in err
+    assert main(["status", "7", "--bogus"]) == EXIT_USAGE  # other commands stay strict
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -441,6 +441,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _stdout_closed()
 
 
+def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line (SystemExit on --help or a usage error). Without jobmon
+    installed, ``jobmon-replica`` takes any arguments, so that it can say how to get jobmon."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "jobmon_missing", None):
+        parser.parse_args(argv)  # the usage error
+    return args
+
+
 def _main(argv: list[str]) -> int:
     bench_argv = _bench_argv(argv)
     if bench_argv is not None:
@@ -450,9 +460,8 @@ def _main(argv: list[str]) -> int:
             return bench_main(bench_argv)
         except SystemExit as e:  # --help (0) or a usage error (2)
             return int(e.code or 0)
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse_command_line(argv)
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
     if args.command == "demo":  # starts (and stops) its own Redis, server and replicas
