@@ -2,15 +2,15 @@
 -- (core.py sends large requests as several calls): O(n log N).
 -- KEYS: the run's keys.
 -- ARGV: 1 seen, 2 actor, 3 epoch, 4 n
--- Returns: {version, {id, status, done, ...} of the tasks taken, in queue order,
+-- Returns: {version, "id|status|done id|status|done ..." of the tasks taken, in queue order,
 --           length of the queue after}
 -- Errors: STATELOST.
 --!include prelude
 --!include queue
 --!include check
 --!include records
--- validation (check.lua): nothing below may fail after a write; the records of the taken ids
--- are checked in the loop that reads them, before the first write
+-- validation (check.lua): nothing below may fail after a write; the fields read from the records
+-- of the taken ids (record_head) are checked in the loop that reads them, before the first write
 local bad = chk_int(ARGV[4], 'dequeue count', 1)
 if bad then
   return bad
@@ -23,20 +23,19 @@ if #ids > 0 then
   local arrs = {}
   for i, id in ipairs(ids) do
     local v = recs[i]
-    local s, nd, arr = 'G', 0, ''
+    local s, nd, arr = 'G', '0', ''
     if v then
-      local why, s1, nd1, _, _, at = record_fields(v)
+      local why
+      why, s, nd, arr = record_head(v)
       if why then
         return corrupt(id, v, why)
       end
-      s, nd, arr = s1, nd1, string.match(v, '^%d+', at)
     end
+    -- one string per task and one reply string: the reply (and its cached copy) stays small
+    out[i] = id .. '|' .. s .. '|' .. nd
     arrs[i] = arr
-    out[#out + 1] = id
-    out[#out + 1] = s
-    out[#out + 1] = tonumber(nd)
   end
-  qdrop(ids, arrs)
+  qtake_head(ids, arrs)
   multi('HDEL', K.qres, ids)
   if #ids <= DETAIL_MAX then
     emit('type', 'dequeue', 'n', #ids, 'tasks', table.concat(ids, ','))
@@ -45,4 +44,4 @@ if #ids > 0 then
   end
   touch()
 end
-return {finish(), out, redis.call('ZCARD', K.ready)}
+return {finish(), table.concat(out, ' '), redis.call('ZCARD', K.ready)}

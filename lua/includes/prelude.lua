@@ -97,6 +97,11 @@ end
 
 -- The replies of `cmd key list...` (HMGET, SMISMEMBER), one per element, in slices.
 local function multi_reply(cmd, key, list)
+  if #list == 0 then
+    return {}
+  elseif #list <= 4000 then
+    return redis.call(cmd, key, unpack(list))
+  end
   local out = {}
   for i = 1, #list, 4000 do
     local part = redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))

@@ -1,7 +1,7 @@
 -- queue.lua: the ready queue, its one bulk writing path and at-most-once queueing (include after
--- prelude). qpush/qdrop are the only writers of `ready`, `queued` and `qidx`; queue_many (the gate,
--- resource keys, order) and unqueue_final sit on them, and queue_pairs (enqueue, enqueue_fringe)
--- on queue_many.
+-- prelude). qpush/qdrop (and qtake_head, the dequeue's fast path) are the only writers of
+-- `ready`, `queued` and `qidx`; queue_many (the gate, resource keys, order) and unqueue_final sit
+-- on them, and queue_pairs (enqueue, enqueue_fringe) on queue_many.
 --!include prelude
 
 -- The ready queue (see keys.py) is three structures kept exact together by qpush/qdrop, the
@@ -91,6 +91,57 @@ local function qdrop(ids, arrs)
   end
   multi('SREM', K.queued, ids)
   return gone
+end
+
+-- Whether qidx member `m` is 'arr|<position>|id' (plain comparisons: ids read from a stored key
+-- are not trusted as patterns).
+local function qidx_names(m, arr, id)
+  return m ~= nil and #m > #arr + #id + 2 and string.sub(m, 1, #arr + 1) == arr .. '|'
+    and string.sub(m, -#id - 1) == '|' .. id
+end
+
+-- Take the head of the queue out of it: `ids` are the first #ids entries of `ready` (as read by
+-- this script), `arrs` their arrays. Each array's share of them is the first entries of its
+-- range in qidx (qidx holds the queue per array, in order), so they leave qidx as one rank
+-- range per array, found with ZLEXCOUNT: no member is built or read per task (a member
+-- formatted or read into Lua costs more than the rest of a dequeue's share of the task). The
+-- first and last member of each range must name the array's first and last id; a qidx that
+-- does not (only a hand-edited run) goes through qdrop, member by member, as before.
+-- O(n log N + arrays log N).
+local function qtake_head(ids, arrs)
+  if #ids == 0 then
+    return
+  end
+  local per, order = {}, {}
+  for i, id in ipairs(ids) do
+    local list = per[arrs[i]]
+    if not list then
+      list = {}
+      per[arrs[i]] = list
+      order[#order + 1] = arrs[i]
+    end
+    list[#list + 1] = id
+  end
+  local ranges = {}
+  for _, arr in ipairs(order) do
+    local list = per[arr]
+    local first = redis.call('ZLEXCOUNT', K.qidx, '-', '(' .. arr .. '|')
+    local last = first + #list - 1
+    local a = redis.call('ZRANGE', K.qidx, first, first)[1]
+    local b = redis.call('ZRANGE', K.qidx, last, last)[1]
+    if not (qidx_names(a, arr, list[1]) and qidx_names(b, arr, list[#list])) then
+      qdrop(ids, arrs)
+      return
+    end
+    ranges[#ranges + 1] = {first, last}
+  end
+  -- the highest range first: removing it does not move the ranks of the lower ones
+  table.sort(ranges, function(x, y) return x[1] > y[1] end)
+  for _, range in ipairs(ranges) do
+    redis.call('ZREMRANGEBYRANK', K.qidx, range[1], range[2])
+  end
+  redis.call('ZREMRANGEBYRANK', K.ready, 0, #ids - 1)
+  multi('SREM', K.queued, ids)
 end
 
 -- Queue candidates {id, front, cancelled, resource key} at most once each, in their order:

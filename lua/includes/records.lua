@@ -55,6 +55,23 @@ local function record_fields(v)
   return nil, s, nd, st, fl, at, kat
 end
 
+-- The fields a dequeue reads (status, done count, array), checked as record_fields checks them;
+-- the rest of the record is not read, so it is left to the scripts that read it. Nil and the
+-- reason when they do not parse; else nil, then status, done, array (texts).
+local function record_head(v)
+  local s, nd, arr = str_match(v, '^(%u)|(%d+)|%d*|[^|]*|(%d+)|')
+  if not s then
+    return 'does not match S|done|stamp|flags|array|...'
+  end
+  if not VALID[s] then
+    return 'unknown status ' .. s
+  end
+  if (#nd > 15 or #arr > 15) and (big(nd) or big(arr)) then
+    return 'a number exceeds 2^53-1'
+  end
+  return nil, s, nd, arr
+end
+
 local function corrupt(id, v, why)
   return fail('INVALID', 'task ' .. id .. ' has a corrupt record (' .. why .. '): ' .. string.sub(v, 1, 200)
     .. '; nothing was written (see swarm-redis verify)')

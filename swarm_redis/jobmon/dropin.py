@@ -16,6 +16,11 @@
   (``read_ahead=0`` switches the buffer off). A crash while tasks sit in the buffer leaves
   them off the queue, as a crash between jobmon's own dequeue and re-enqueue would;
   ``reconcile()`` queues them again.
+* the buffer fills in chunks of :data:`~swarm_redis.engine.core.DEQUEUE_CHUNK` tasks (each
+  script call stays short): the first is waited for, and each next one is sent as soon as the
+  one before arrives and read when the buffer runs dry, so Redis (on another core) runs it
+  while jobmon's scheduler works through the tasks already buffered. No thread is involved:
+  at most one dequeue is on its way, and every other operation of the state reads it first.
 
 :func:`patch_jobmon` swaps jobmon's ``SwarmState`` for it (``workflow.run()`` then keeps its
 state in Redis), and :func:`attach_jobmon` rebuilds jobmon's task objects for a process joining
@@ -32,7 +37,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from swarm_redis.codec import ResourceCodec
-from swarm_redis.engine.core import Op
+from swarm_redis.engine.core import DEQUEUE_CHUNK, Op, Started, gather, start_sync
+from swarm_redis.engine.transport import AheadSender
 from swarm_redis.errors import InvalidInputError, InvalidTypeError
 from swarm_redis.jobmon.resources import (
     JobmonCodec,
@@ -45,6 +51,12 @@ __all__ = ["JobmonSwarmState", "attach_jobmon", "patch_jobmon"]
 
 T = TypeVar("T")
 
+#: Dequeues on their way at most: Redis has the next one queued while it answers one.
+AHEAD = 2
+#: Tasks the first dequeue of a refill asks for: the scheduler waits for it, so it is short;
+#: the next ones (DEQUEUE_CHUNK each) are on their way while it works.
+FIRST_CHUNK = 50
+
 #: Tasks taken off the Redis queue per round trip by the read-ahead buffer.
 DEFAULT_READ_AHEAD = 2000
 
@@ -52,7 +64,19 @@ DEFAULT_READ_AHEAD = 2000
 class _ReadAhead:
     """The local part of the ready queue: ``front + buf + [Redis] + back``."""
 
-    __slots__ = ("arrays", "back", "buf", "front", "handed", "redis_len")
+    __slots__ = (
+        "array_caps",
+        "arrays",
+        "asked",
+        "back",
+        "buf",
+        "capacity",
+        "front",
+        "handed",
+        "pending",
+        "redis_len",
+        "want",
+    )
 
     def __init__(self) -> None:
         self.front: deque[Any] = deque()  # to push at the Redis head, in queue order
@@ -61,10 +85,23 @@ class _ReadAhead:
         self.handed: set[int] = set()  # handed out since the last flush, not put back
         self.redis_len: int | None = None  # the Redis list's length after the last refill
         self.arrays: dict[int, Any] | None = None  # arrays read while the buffer holds tasks
+        # dequeues on their way, in the order sent: (tasks asked for, the started dequeue)
+        self.pending: deque[tuple[int, Started[tuple[list[Any], int]]]] = deque()
+        self.asked = 0  # tasks the dequeues on their way asked for
+        self.want = 0  # tasks the current refill may still ask for
+        # the scheduling pass's reads (see JobmonSwarmState.get_available_capacity)
+        self.capacity: int | None = None
+        self.array_caps: dict[int, int] = {}
 
     def dirty(self) -> bool:
         return bool(
-            self.front or self.buf or self.back or self.handed or self.redis_len is not None
+            self.front
+            or self.buf
+            or self.back
+            or self.handed
+            or self.redis_len is not None
+            or bool(self.pending)
+            or self.capacity is not None
         )
 
     def local_len(self) -> int:
@@ -115,10 +152,67 @@ class JobmonSwarmState(RedisSwarmState):
         return super()._run(op)
 
     def _raw(self, op: Op[T]) -> T:
+        self._await_fetch()  # one operation at a time: the dequeue on its way is read first
         return super()._run(op)
+
+    @property
+    def _ahead(self) -> AheadSender:
+        """The sender of the dequeues sent ahead (one per state, made on first use)."""
+        sender: AheadSender | None = self.__dict__.get("_ahead_sender")
+        if sender is None:
+            sender = self.__dict__["_ahead_sender"] = AheadSender(self._transport)
+        return sender
+
+    def _await_fetch(self) -> None:
+        """Read every dequeue on its way into the buffer, in the order sent."""
+        while self._ra.pending:
+            self._read_one()
+
+    def _read_one(self) -> None:
+        """Read the oldest dequeue on its way into the buffer (blocking until it is there).
+
+        A reply lost to a connection error is asked for again with the same request id (see
+        AheadSender); if that fails too, the error is raised here and the dequeue's tasks are
+        left to ``reconcile()``, as after a crash."""
+        ra = self._ra
+        n, started = ra.pending.popleft()
+        try:
+            got, ra.redis_len = started.result()
+        finally:
+            ra.asked -= n
+        ra.buf.extend(got)
+
+    def _fetch_ahead(self) -> None:
+        """Send the refill's next dequeues (up to :data:`AHEAD` on their way) without waiting:
+        Redis runs them while jobmon's scheduler works through the tasks already buffered."""
+        ra = self._ra
+        while len(ra.pending) < AHEAD and ra.want > 0 and (ra.redis_len or 0) > ra.asked:
+            first = ra.want == self._read_ahead
+            n = min(
+                FIRST_CHUNK if first else DEQUEUE_CHUNK, ra.want, (ra.redis_len or 0) - ra.asked
+            )
+            started = start_sync(self._ahead.send, self._transport.execute, self._core.take(n))
+            ra.pending.append((n, started))
+            ra.want -= n
+            ra.asked += n
+
+    def _refill(self) -> None:
+        """More tasks in the buffer: the oldest dequeue on its way, else one sent now."""
+        ra = self._ra
+        if ra.pending:
+            self._read_one()
+        elif ra.redis_len != 0:
+            if ra.want <= 0:  # a new refill: up to read_ahead tasks until the buffer is empty
+                ra.want = self._read_ahead
+            n = min(FIRST_CHUNK if ra.want == self._read_ahead else DEQUEUE_CHUNK, ra.want)
+            got, ra.redis_len = self._raw(self._core.take(n))
+            ra.want -= n
+            ra.buf.extend(got)
+        self._fetch_ahead()
 
     def flush_queue(self) -> None:
         """Write the read-ahead buffer back to the Redis queue (one round trip), if needed."""
+        self._await_fetch()
         ra = self._ra
         front = [*ra.front, *ra.buf]
         back = list(ra.back)
@@ -134,6 +228,10 @@ class JobmonSwarmState(RedisSwarmState):
         ra.handed.clear()
         ra.redis_len = None
         ra.arrays = None
+        ra.want = 0
+        ra.asked = 0
+        ra.capacity = None
+        ra.array_caps = {}
 
     # reads that do not look at the queue leave the buffer where it is (jobmon's scheduler reads
     # the array of every batch it builds, and the limits, in the middle of its pass)
@@ -148,28 +246,54 @@ class JobmonSwarmState(RedisSwarmState):
         return dict(arrays)
 
     def get_available_capacity(self) -> int:
-        return self._raw(self._core.available_capacity())
+        """The run's free capacity; at the start of a scheduling pass, also the rest it reads.
+
+        jobmon's scheduler starts every pass with this call, then reads the arrays, their
+        capacities and the queue's length, then dequeues. With the buffer idle all of these are
+        read here in one round trip and kept until the pass ends (the next operation that is
+        not a queue call flushes the buffer), and when there is room and work, the pass's first
+        dequeues are sent ahead at once.
+        """
+        ra = self._ra
+        if ra.capacity is not None:
+            return ra.capacity
+        if not self._read_ahead or ra.dirty():
+            return self._raw(self._core.available_capacity())
+        core = self._core
+        ids = list(core.arrays)
+        reads = [core.available_capacity(), core.all_arrays(), core.queue_len()]
+        capacity, arrays, queued, *caps = self._raw(
+            gather(reads + [core.array_capacity(a) for a in ids])
+        )
+        ra.capacity, ra.arrays, ra.redis_len = capacity, arrays, queued
+        ra.array_caps = dict(zip(ids, caps, strict=True))
+        if capacity > 0 and queued > 0:
+            ra.want = self._read_ahead
+            self._fetch_ahead()
+        return int(capacity)
 
     def get_array_capacity(self, array_id: int) -> int:
+        cached = self._ra.array_caps.get(array_id) if isinstance(array_id, int) else None
+        if cached is not None:
+            return cached
         return self._raw(self._core.array_capacity(array_id))
 
     # --- the queue, buffered ------------------------------------------------------------------
 
     def dequeue_task(self) -> Any:
         """The head of the ready queue (through the read-ahead buffer), or None."""
-        if self._read_ahead == 0:
-            return super().dequeue_task()
+        # jobmon's scheduler calls this once per task: the common paths come first
         ra = self._ra
         if ra.front:
             task = ra.front.popleft()
         elif ra.buf:
             task = ra.buf.popleft()
+        elif not self._read_ahead:
+            return super().dequeue_task()
         else:
-            got: list[Any] = []
-            if ra.redis_len != 0:
-                got, ra.redis_len = self._raw(self._core.take(self._read_ahead))
-            if got:
-                ra.buf.extend(got)
+            if ra.pending or ra.redis_len != 0:
+                self._refill()
+            if ra.buf:
                 task = ra.buf.popleft()
             elif ra.back:
                 task = ra.back.popleft()
@@ -195,9 +319,16 @@ class JobmonSwarmState(RedisSwarmState):
 
     def enqueue_task(self, task: Any, front: bool = False) -> None:
         """Queue a task; one the buffer handed out goes back into the buffer (no round trip)."""
-        if self._read_ahead and self._put_back(task, front):
+        ra = self._ra
+        try:
+            ra.handed.remove(task.task_id)  # only ints are in it: anything else is not found
+        except (KeyError, TypeError, AttributeError):
+            super().enqueue_task(task, front)
             return
-        super().enqueue_task(task, front)
+        if front:
+            ra.front.appendleft(task)
+        else:
+            ra.back.append(task)
 
     def enqueue_tasks(self, tasks: Iterable[Any], front: bool = False) -> list[Any]:
         items = list(tasks)
@@ -213,22 +344,12 @@ class JobmonSwarmState(RedisSwarmState):
         self._ra.handed.difference_update(int(t.task_id) for t in items)
         return items
 
-    def _put_back(self, task: Any, front: bool) -> bool:
-        ra = self._ra
-        try:
-            ra.handed.remove(task.task_id)  # only ints are in it: anything else is not found
-        except (KeyError, TypeError, AttributeError):
-            return False
-        if front:
-            ra.front.appendleft(task)
-        else:
-            ra.back.append(task)
-        return True
-
     def get_ready_to_run_count(self) -> int:
         """Tasks in the ready queue, buffered ones included."""
         if not self._read_ahead or not self._ra.dirty():
             return super().get_ready_to_run_count()
+        # the tasks of the dequeues on their way still count in redis_len (the length before
+        # them) until their replies are read: no need to wait for them
         ra = self._ra
         in_redis = ra.redis_len
         if in_redis is None:

@@ -118,14 +118,21 @@ def test_same_batches_as_jobmons_memory_state(
 
 
 def _trips(state: Any) -> list[int]:
+    """Counts round trips: the transport's executions and the dequeues sent ahead."""
     count = [0]
     inner = state._transport.execute
+    send = state._ahead.send
 
     def counted(calls: Any) -> Any:
         count[0] += 1
         return inner(calls)
 
+    def counted_send(calls: Any) -> Any:
+        count[0] += 1
+        return send(calls)
+
     state._transport.execute = counted
+    state._ahead.send = counted_send
     return count
 
 

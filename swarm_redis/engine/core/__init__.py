@@ -23,7 +23,7 @@ from swarm_redis.engine.core.base import (
     QUEUE_PAGE,
     STATUS_PAGE,
 )
-from swarm_redis.engine.core.driver import Op, run_async, run_sync
+from swarm_redis.engine.core.driver import Op, Started, gather, run_async, run_sync, start_sync
 from swarm_redis.engine.core.queue import Queue
 from swarm_redis.engine.core.reads import Reads
 from swarm_redis.engine.core.writes import ApplyResult, Writes
@@ -39,9 +39,12 @@ __all__ = [
     "STATUS_PAGE",
     "ApplyResult",
     "Op",
+    "Started",
     "StateCore",
+    "gather",
     "run_async",
     "run_sync",
+    "start_sync",
 ]
 
 

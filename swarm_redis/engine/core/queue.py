@@ -117,7 +117,7 @@ class Queue(Registration):
             while len(found) < n:
                 want = min(DEQUEUE_CHUNK, n - len(found))
                 (reply,) = yield from self.scripts([cmd.dequeue(self.keys, self.caller(), want)])
-                got = cmd.triples(reply[1])
+                got = cmd.heads(reply[1])
                 found += got
                 remaining = int(reply[2])
                 if len(got) < want or remaining == 0:
