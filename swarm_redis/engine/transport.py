@@ -155,6 +155,10 @@ class AheadSender:
         if len(calls) != 1 or not isinstance(calls[0], ScriptCall) or t.cluster or pool is None:
             sent.run_now(t)
             return sent.result
+        if self._link is not None and getattr(self._link.conn, "_sock", True) is None:
+            # disconnected since the last send (redis-py would reconnect on this send, and the
+            # replies still awaited would never come): those calls are sent again first
+            self._break(self._link)
         if self._link is None:
             self._link = _Link(pool.get_connection())
         link = self._link
@@ -185,17 +189,23 @@ class AheadSender:
         except BaseException:
             self._drop(link)  # a reply may be half read: the connection is not reused
             raise
-        link.waiting.popleft()
         if reply is None or isinstance(reply, NoScriptError):
-            self._drop(link)
-            for waiting in (sent, *link.waiting):  # in the order sent, before anything new
-                waiting.run_now(self._transport)
-            link.waiting.clear()
+            self._break(link)
             return sent.result()
+        link.waiting.popleft()
         if not link.waiting:
             self._release(link)
         raise_first_error([reply], self._transport.run_id)
         return [reply]
+
+    def _break(self, link: _Link) -> None:
+        """The link's replies are lost: every call still waiting on it is sent again now, in
+        the order sent, before anything new goes out."""
+        self._drop(link)
+        waiting = list(link.waiting)
+        link.waiting.clear()
+        for sent in waiting:
+            sent.run_now(self._transport)
 
     def _drop(self, link: _Link) -> None:
         """Stop using a link whose replies can no longer be read in order."""

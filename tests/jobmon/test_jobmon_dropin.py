@@ -199,3 +199,82 @@ def test_resources_cached_under_the_stable_digest(
     other = JobmonSwarmState.attach(make_client(), run_id, prefix=prefix)
     assert other.get_cached_resources(key) == tr
     assert other.cache_resources(hash(resources(3)) ^ 1, resources(3)) == tr
+
+
+def test_a_pass_started_by_the_capacity_read_gives_everything_back_in_order(
+    make_client: Any, run_id: int, prefix: str
+) -> None:
+    """get_available_capacity reads the pass's figures in one round trip and sends the first
+    dequeues ahead; the count is exact while they are on their way, and the next operation
+    that is not a queue call puts every task back where it was."""
+    st = JobmonSwarmState(1, run_id, 1, 1000, redis=make_client(), prefix=prefix)
+    st.add_array(SwarmArray(1, 700))
+    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 901)]  # type: ignore[arg-type]
+    st.add_tasks(tasks)
+    st.enqueue_tasks(tasks)
+    trips = _trips(st)
+    assert st.get_available_capacity() == 1000
+    assert trips[0] == 3  # the reads, and two dequeues sent ahead
+    assert st._ra.pending and st._ra.asked > 0
+    assert st.get_array_capacity(1) == 700 and st.get_available_capacity() == 1000
+    assert st.get_ready_to_run_count() == 900  # without waiting for the dequeues
+    assert trips[0] == 3
+    first = [st.dequeue_task().task_id for _ in range(60)]
+    assert first == list(range(1, 61))
+    st.enqueue_task(tasks[0])  # the first task handed out goes back to the tail
+    assert st.get_ready_to_run_count() == 900 - 59
+    other = JobmonSwarmState.attach(make_client(), run_id, prefix=prefix)
+    assert other.get_ready_to_run_count() < 900  # the buffer holds tasks until the flush
+    assert st.has_pending_work()  # not a queue call: flushes first
+    expected = [*range(61, 901), 1]
+    assert [t.task_id for t in other.ready_to_run] == expected
+    assert st.get_ready_to_run_count() == len(expected)
+    # the pass is over: the figures are read again
+    st.apply_update(JobmonUpdate(task_statuses={t: "Q" for t in range(2, 61)}))
+    assert st.get_array_capacity(1) == 700 - 59
+
+
+def test_a_pass_that_dequeues_nothing_leaves_the_queue_as_it_was(
+    make_client: Any, run_id: int, prefix: str
+) -> None:
+    st = JobmonSwarmState(1, run_id, 1, 1000, redis=make_client(), prefix=prefix)
+    st.add_array(SwarmArray(1, 10))
+    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 401)]  # type: ignore[arg-type]
+    st.add_tasks(tasks)
+    st.enqueue_tasks(tasks)
+    assert st.get_available_capacity() == 1000
+    assert st.get_ready_to_run_count() == 400
+    st.flush_queue()
+    assert [t.task_id for t in st.ready_to_run] == list(range(1, 401))
+
+
+def test_replies_lost_mid_pass_lose_no_task(make_client: Any, run_id: int, prefix: str) -> None:
+    """The connection of the dequeues sent ahead breaks twice during a tick: the calls are
+    sent again with their request ids, and the tick queues every task once, in order."""
+    st = JobmonSwarmState(1, run_id, 1, 10_000, redis=make_client(), prefix=prefix)
+    st.add_array(SwarmArray(1, 10_000))
+    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 1501)]  # type: ignore[arg-type]
+    st.add_tasks(tasks)
+    st.enqueue_tasks(tasks)
+    send = st._ahead.send
+    sends = [0]
+
+    def breaking_send(calls: Any) -> Any:
+        sends[0] += 1
+        link = st._ahead._link
+        if sends[0] in (3, 5) and link is not None:
+            link.conn.disconnect()  # the replies still on their way are lost
+        return send(calls)
+
+    st._ahead.send = breaking_send  # type: ignore[method-assign]
+    gateway = Gateway()
+    loop = asyncio.new_event_loop()
+    try:
+        update = loop.run_until_complete(Scheduler(gateway, st).tick(timeout=-1))  # type: ignore[arg-type]
+    finally:
+        loop.close()
+    assert sends[0] >= 5
+    queued = [tid for _, ids in gateway.batches for tid in ids]
+    assert queued == list(range(1, 1501))
+    st.apply_update(update)  # type: ignore[arg-type]
+    assert st.get_ready_to_run_count() == 0 and st.counts()["Q"] == 1500
