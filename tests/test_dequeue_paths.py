@@ -37,7 +37,8 @@ def _run(client: redis.Redis, run_id: int, prefix: str, arrays: list[int]) -> Re
 def _qidx_ids(client: redis.Redis, s: RedisSwarmState) -> dict[str, list[int]]:
     """qidx per array, in its order: array -> task ids."""
     out: dict[str, list[int]] = {}
-    for m in client.zrange(s.keys.qidx, 0, -1):
+    members: list[bytes] = client.zrange(s.keys.qidx, 0, -1)  # type: ignore[assignment]
+    for m in members:
         arr, _, tid = m.decode().split("|")
         out.setdefault(arr, []).append(int(tid))
     return out
@@ -78,7 +79,7 @@ def test_a_hand_edited_index_is_dropped_member_by_member(
     client = make_client()
     arrays = [1] * 10 + [2] * 10
     s = _run(client, run_id, prefix, arrays)
-    first = client.zrange(s.keys.qidx, 0, 0)[0]
+    first: bytes = client.zrange(s.keys.qidx, 0, 0)[0]  # type: ignore[assignment]
     assert first.endswith(b"|1")
     client.zrem(s.keys.qidx, first)  # task 1's entry gone: array 1's range starts at task 2
     assert [t.task_id for t in s.dequeue_tasks(3)] == [1, 2, 3]
@@ -92,7 +93,7 @@ def test_a_range_whose_last_member_is_not_the_last_task_taken_is_not_trusted(
 ) -> None:
     client = make_client()
     s = _run(client, run_id, prefix, [1] * 6)
-    members = client.zrange(s.keys.qidx, 0, -1)
+    members: list[bytes] = client.zrange(s.keys.qidx, 0, -1)  # type: ignore[assignment]
     client.zrem(s.keys.qidx, members[2])  # task 3: the rank range of 1..4 would reach task 5
     assert [t.task_id for t in s.dequeue_tasks(4)] == [1, 2, 3, 4]
     assert _qidx_ids(client, s) == {"1": [5, 6]}

@@ -230,7 +230,7 @@ def test_a_pass_started_by_the_capacity_read_gives_everything_back_in_order(
     assert [t.task_id for t in other.ready_to_run] == expected
     assert st.get_ready_to_run_count() == len(expected)
     # the pass is over: the figures are read again
-    st.apply_update(JobmonUpdate(task_statuses={t: "Q" for t in range(2, 61)}))
+    st.apply_update(JobmonUpdate(task_statuses={t: "Q" for t in range(2, 61)}))  # type: ignore[arg-type]
     assert st.get_array_capacity(1) == 700 - 59
 
 
