@@ -18,13 +18,13 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from swarm_redis.demo.embedded import free_port
+from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError, free_port
 from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
 from swarm_redis.engine.keys import RunKeys
 
@@ -329,3 +329,23 @@ def runs_on_every_primary(client: Any, prefix: str, per_primary: int) -> dict[in
             load[where] += 1
             chosen[candidate] = where
     return chosen
+
+
+@contextlib.contextmanager
+def private_redis(why: str) -> Iterator[redis.Redis]:
+    """A redis-server of the caller's alone (bytes, RESP3), stopped on exit; skipped (failed
+    under CI=true) without redis-server on PATH, ``why`` saying what needs it."""
+    import pytest
+
+    if shutil.which("redis-server") is None:
+        skip_or_fail(f"{why} needs redis-server on PATH")
+    try:
+        emb = EmbeddedRedis(prefer="redis-server").start()
+    except EmbeddedRedisError as e:  # pragma: no cover - environment
+        pytest.fail(f"private redis-server: {e}")
+    client = redis.Redis.from_url(emb.url, protocol=3)
+    try:
+        yield client
+    finally:
+        client.close()
+        emb.stop()

@@ -9,14 +9,13 @@ order: no task is lost or taken twice and the run's write version never goes bac
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+from servers import private_redis
 
-from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError
 from swarm_redis.engine.core import Started, gather, run_sync, start_sync
 from swarm_redis.engine.transport import AheadSender
 from swarm_redis.ops import verify
@@ -35,6 +34,14 @@ def _run(client: redis.Redis, run_id: int, prefix: str, n: int) -> RedisSwarmSta
     return s
 
 
+def _queued_run(
+    client: redis.Redis, run_id: int, prefix: str, n: int
+) -> tuple[RedisSwarmState, AheadSender]:
+    """A run of ``n`` queued tasks and a sender on its transport."""
+    s = _run(client, run_id, prefix, n)
+    return s, AheadSender(s._transport)
+
+
 def _take_ahead(s: RedisSwarmState, sender: AheadSender, n: int) -> Started[Any]:
     return start_sync(sender.send, s._transport.execute, s._core.take(n))
 
@@ -48,8 +55,7 @@ def test_dequeues_sent_ahead_come_back_in_the_order_sent(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
     client = make_client()
-    s = _run(client, run_id, prefix, 600)
-    sender = AheadSender(s._transport)
+    s, sender = _queued_run(client, run_id, prefix, 600)
     first = [_take_ahead(s, sender, 100) for _ in range(2)]
     got = _ids(first[0])
     third = _take_ahead(s, sender, 100)  # sent while the second is still unread
@@ -64,8 +70,7 @@ def test_dequeues_sent_ahead_come_back_in_the_order_sent(
 def test_replies_must_be_read_in_the_order_sent(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
-    s = _run(make_client(), run_id, prefix, 10)
-    sender = AheadSender(s._transport)
+    s, sender = _queued_run(make_client(), run_id, prefix, 10)
     a, b = (_take_ahead(s, sender, 2) for _ in range(2))
     with pytest.raises(RuntimeError, match="in the order sent"):
         b.result()
@@ -76,8 +81,7 @@ def test_a_lost_connection_sends_every_waiting_call_again_in_order(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
     client = make_client()
-    s = _run(client, run_id, prefix, 600)
-    sender = AheadSender(s._transport)
+    s, sender = _queued_run(client, run_id, prefix, 600)
     started = [_take_ahead(s, sender, 100) for _ in range(3)]
     assert sender._link is not None
     sender._link.conn.disconnect()  # the replies of all three are lost on the way back
@@ -91,20 +95,8 @@ def test_a_lost_connection_sends_every_waiting_call_again_in_order(
 @pytest.fixture
 def private() -> Iterator[redis.Redis]:
     """A redis-server of this test alone (its script cache is flushed)."""
-    if shutil.which("redis-server") is None:
-        from servers import skip_or_fail
-
-        skip_or_fail("this test needs redis-server on PATH")
-    try:
-        emb = EmbeddedRedis(prefer="redis-server").start()
-    except EmbeddedRedisError as e:  # pragma: no cover - environment
-        pytest.fail(f"private redis-server: {e}")
-    client = redis.Redis.from_url(emb.url, protocol=3)
-    try:
+    with private_redis("this test") as client:
         yield client
-    finally:
-        client.close()
-        emb.stop()
 
 
 @pytest.mark.parametrize("server", ["fake", "private"])
@@ -117,9 +109,8 @@ def test_noscript_sends_the_waiting_calls_again_before_anything_new(
         client: redis.Redis = fakeredis.FakeRedis(server=fakeredis.FakeServer(version=(7, 0)))
     else:
         client = request.getfixturevalue("private")
-    s = _run(client, run_id, prefix, 400)
+    s, sender = _queued_run(client, run_id, prefix, 400)
     client.script_flush()  # a restart or failover: the first dequeue meets NOSCRIPT
-    sender = AheadSender(s._transport)
     a, b = (_take_ahead(s, sender, 50) for _ in range(2))
     got = _ids(a)  # NOSCRIPT: a and b run again, in order, before c goes out
     c = _take_ahead(s, sender, 50)
@@ -155,8 +146,7 @@ def test_a_socket_broken_under_waiting_calls(
     in order."""
     import socket
 
-    s = _run(real_only, run_id, prefix, 600)
-    sender = AheadSender(s._transport)
+    s, sender = _queued_run(real_only, run_id, prefix, 600)
     started = [_take_ahead(s, sender, 100) for _ in range(3)]
     assert sender._link is not None
     sender._link.conn._sock.shutdown(socket.SHUT_RDWR)
@@ -174,8 +164,7 @@ def test_a_connection_closed_between_sends(
     """Closed while two calls wait (redis-py would reconnect on the next send and their
     replies would never come): they are sent again before the new call goes out."""
     client = make_client()
-    s = _run(client, run_id, prefix, 600)
-    sender = AheadSender(s._transport)
+    s, sender = _queued_run(client, run_id, prefix, 600)
     started = [_take_ahead(s, sender, 100) for _ in range(2)]
     assert sender._link is not None
     sender._link.conn.disconnect()

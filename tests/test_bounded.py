@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from replies import as_bytes, scored_members
+from servers import private_redis
 
 from swarm_redis import (
     ArrayRecord,
@@ -29,7 +29,6 @@ from swarm_redis import (
     StateUpdate,
     TaskRecord,
 )
-from swarm_redis.demo.embedded import EmbeddedRedis, EmbeddedRedisError
 from swarm_redis.engine.commands import ScriptCall
 from swarm_redis.engine.coordination import MAX_CLAIM_SIZE
 from swarm_redis.errors import InvalidInputError
@@ -44,20 +43,8 @@ RES_B = {"queue": "all.q", "mem": 2}
 @pytest.fixture(scope="module")
 def private() -> Iterator[redis.Redis]:
     """A redis-server of this module alone."""
-    if shutil.which("redis-server") is None:
-        from servers import skip_or_fail
-
-        skip_or_fail("bounded-time tests need redis-server on PATH")
-    try:
-        emb = EmbeddedRedis(prefer="redis-server").start()
-    except EmbeddedRedisError as e:  # pragma: no cover - environment
-        pytest.fail(f"private redis-server: {e}")
-    client = redis.Redis.from_url(emb.url, protocol=3)
-    try:
+    with private_redis("bounded-time tests") as client:
         yield client
-    finally:
-        client.close()
-        emb.stop()
 
 
 def _cpu_ms(client: redis.Redis) -> float:

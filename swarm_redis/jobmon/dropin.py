@@ -70,7 +70,6 @@ class _ReadAhead:
         "asked",
         "back",
         "buf",
-        "capacity",
         "front",
         "handed",
         "pending",
@@ -89,8 +88,8 @@ class _ReadAhead:
         self.pending: deque[tuple[int, Started[tuple[list[Any], int]]]] = deque()
         self.asked = 0  # tasks the dequeues on their way asked for
         self.want = 0  # tasks the current refill may still ask for
-        # the scheduling pass's reads (see JobmonSwarmState.get_available_capacity)
-        self.capacity: int | None = None
+        # the array capacities read at the start of the scheduling pass (see
+        # JobmonSwarmState.get_available_capacity)
         self.array_caps: dict[int, int] = {}
 
     def dirty(self) -> bool:
@@ -101,7 +100,7 @@ class _ReadAhead:
             or self.handed
             or self.redis_len is not None
             or bool(self.pending)
-            or self.capacity is not None
+            or bool(self.array_caps)
         )
 
     def local_len(self) -> int:
@@ -230,7 +229,6 @@ class JobmonSwarmState(RedisSwarmState):
         ra.arrays = None
         ra.want = 0
         ra.asked = 0
-        ra.capacity = None
         ra.array_caps = {}
 
     # reads that do not look at the queue leave the buffer where it is (jobmon's scheduler reads
@@ -246,26 +244,28 @@ class JobmonSwarmState(RedisSwarmState):
         return dict(arrays)
 
     def get_available_capacity(self) -> int:
-        """The run's free capacity; at the start of a scheduling pass, also the rest it reads.
+        """The run's free capacity; it starts a scheduling pass, so it also reads the rest of
+        what the pass reads.
 
         jobmon's scheduler starts every pass with this call, then reads the arrays, their
-        capacities and the queue's length, then dequeues. With the buffer idle all of these are
-        read here in one round trip and kept until the pass ends (the next operation that is
-        not a queue call flushes the buffer), and when there is room and work, the pass's first
-        dequeues are sent ahead at once.
+        capacities and the queue's length, then dequeues. Here the buffer of an earlier pass
+        goes back to Redis first (if it holds anything), all of these are read in one round
+        trip and kept until the pass ends (the next operation that is not a queue call
+        flushes the buffer), and when there is room and work, the pass's first dequeues are
+        sent ahead at once.
         """
-        ra = self._ra
-        if ra.capacity is not None:
-            return ra.capacity
-        if not self._read_ahead or ra.dirty():
+        if not self._read_ahead:
             return self._raw(self._core.available_capacity())
+        ra = self._ra
+        if ra.dirty():
+            self.flush_queue()
         core = self._core
         ids = list(core.arrays)
         reads = [core.available_capacity(), core.all_arrays(), core.queue_len()]
         capacity, arrays, queued, *caps = self._raw(
             gather(reads + [core.array_capacity(a) for a in ids])
         )
-        ra.capacity, ra.arrays, ra.redis_len = capacity, arrays, queued
+        ra.arrays, ra.redis_len = arrays, queued
         ra.array_caps = dict(zip(ids, caps, strict=True))
         if capacity > 0 and queued > 0:
             ra.want = self._read_ahead

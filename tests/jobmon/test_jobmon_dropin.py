@@ -117,6 +117,17 @@ def test_same_batches_as_jobmons_memory_state(
     assert any(batch for batch in expected[0])  # the workflow really scheduled something
 
 
+def tick(state: Any) -> tuple[Gateway, Any]:
+    """One tick of jobmon's Scheduler on ``state``: the gateway (its batches) and the update."""
+    gateway = Gateway()
+    loop = asyncio.new_event_loop()
+    try:
+        update = loop.run_until_complete(Scheduler(gateway, state).tick(timeout=-1))  # type: ignore[arg-type]
+    finally:
+        loop.close()
+    return gateway, update
+
+
 def _trips(state: Any) -> list[int]:
     """Counts round trips: the transport's executions and the dequeues sent ahead."""
     count = [0]
@@ -149,12 +160,7 @@ def test_a_tick_takes_a_few_round_trips_not_one_per_task(
     st.add_tasks(tasks)
     st.enqueue_tasks(tasks)
     trips = _trips(st)
-    gateway = Gateway()
-    loop = asyncio.new_event_loop()
-    try:
-        update = loop.run_until_complete(Scheduler(gateway, st).tick(timeout=-1))  # type: ignore[arg-type]
-    finally:
-        loop.close()
+    gateway, update = tick(st)
     assert len(update.task_statuses) == 1200
     assert sum(len(ids) for _, ids in gateway.batches) == 1200
     # dequeues go in bounded chunks (each script call stays short): a few trips per chunk of
@@ -216,7 +222,7 @@ def test_a_pass_started_by_the_capacity_read_gives_everything_back_in_order(
     assert st.get_available_capacity() == 1000
     assert trips[0] == 3  # the reads, and two dequeues sent ahead
     assert st._ra.pending and st._ra.asked > 0
-    assert st.get_array_capacity(1) == 700 and st.get_available_capacity() == 1000
+    assert st.get_array_capacity(1) == 700
     assert st.get_ready_to_run_count() == 900  # without waiting for the dequeues
     assert trips[0] == 3
     first = [st.dequeue_task().task_id for _ in range(60)]
@@ -232,6 +238,23 @@ def test_a_pass_started_by_the_capacity_read_gives_everything_back_in_order(
     # the pass is over: the figures are read again
     st.apply_update(JobmonUpdate(task_statuses={t: "Q" for t in range(2, 61)}))  # type: ignore[arg-type]
     assert st.get_array_capacity(1) == 700 - 59
+
+
+def test_every_capacity_read_starts_a_new_pass(make_client: Any, run_id: int, prefix: str) -> None:
+    """A second pass gives the first one's buffer back before it reads: nothing read at the
+    start of a pass outlives it."""
+    st = JobmonSwarmState(1, run_id, 1, 1000, redis=make_client(), prefix=prefix)
+    st.add_array(SwarmArray(1, 700))
+    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 301)]  # type: ignore[arg-type]
+    st.add_tasks(tasks)
+    st.enqueue_tasks(tasks)
+    assert st.get_available_capacity() == 1000
+    assert [st.dequeue_task().task_id for _ in range(3)] == [1, 2, 3]  # handed out, not applied
+    other = JobmonSwarmState.attach(make_client(), run_id, prefix=prefix)
+    other.max_concurrently_running = 500
+    assert st.get_available_capacity() == 500  # read again, not the first pass's figure
+    assert st.get_ready_to_run_count() == 297
+    assert st.dequeue_task().task_id == 4
 
 
 def test_a_pass_that_dequeues_nothing_leaves_the_queue_as_it_was(
@@ -267,12 +290,7 @@ def test_replies_lost_mid_pass_lose_no_task(make_client: Any, run_id: int, prefi
         return send(calls)
 
     st._ahead.send = breaking_send  # type: ignore[method-assign]
-    gateway = Gateway()
-    loop = asyncio.new_event_loop()
-    try:
-        update = loop.run_until_complete(Scheduler(gateway, st).tick(timeout=-1))  # type: ignore[arg-type]
-    finally:
-        loop.close()
+    gateway, update = tick(st)
     assert sends[0] >= 5
     queued = [tid for _, ids in gateway.batches for tid in ids]
     assert queued == list(range(1, 1501))
