@@ -123,3 +123,14 @@ def test_dequeue_refuses_a_record_whose_fields_it_reads_do_not_parse(
         {k: v for k, v in before.items() if k not in cache},
         {k: v for k, v in after.items() if k not in cache},
     )
+
+
+def test_the_packed_reply_is_decoded_or_refused() -> None:
+    from swarm_redis.engine.commands import heads
+
+    assert heads(b"1|G|0 22|Q|3") == [(1, "G", 0), (22, "Q", 3)]
+    assert heads(b"") == []
+    assert heads([b"5", b"R", b"1"]) == [(5, "R", 1)]  # a list cached by an older build
+    for bad in (b"1|G", b"1|G|0|3", b"1|G|x", b"1 G 0"):
+        with pytest.raises(ValueError):
+            heads(bad)
