@@ -388,3 +388,23 @@ def test_good_input_after_bad_input_still_works(r: redis.Redis, state: RedisSwar
     state.apply_update(StateUpdate(task_statuses={5: "D", 2: "D"}))
     assert state.get_task(5).status == "D"
     assert state.get_task(6).num_upstreams_done == before + 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "exc", "culprit"),
+    [
+        ({"batch_size": 1001}, InvalidInputError, "batch size must be in 1..1000"),
+        ({"batch_size": 0}, InvalidInputError, "batch size"),
+        ({"batch_size": 2.5}, InvalidTypeError, "batch size must be an int"),
+        ({"ttl_s": -1.0}, InvalidInputError, "lease ttl"),
+        ({"poll_s": float("nan")}, InvalidInputError, "poll period"),
+        ({"reconcile_s": "30"}, InvalidTypeError, "reconcile period"),
+        ({"queue_retries": -1}, InvalidInputError, "queue retries"),
+    ],
+)
+def test_bad_replica_settings_are_refused_before_it_joins(
+    state: RedisSwarmState, check: Check, kw: dict[str, Any], exc: type[Exception], culprit: str
+) -> None:
+    from swarm_redis.replica.loop import run_replica
+
+    check(exc, culprit, run_replica, state, object(), **kw)  # nothing written: not joined

@@ -447,3 +447,20 @@ def test_jobmon_replica_without_jobmon_says_how_to_get_it(
     assert "unrecognized arguments" not in err
     assert main(["status", "7", "--bogus"]) == EXIT_USAGE  # other commands stay strict
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["0", "1001", "abc"])
+def test_replica_commands_refuse_a_batch_size_claim_batch_would_refuse(bad: str) -> None:
+    """A usage error naming --batch-size (exit 2), not a replica refused at every claim. Without
+    jobmon, jobmon-replica says how to get it whatever its arguments (tested elsewhere)."""
+    import importlib.util
+
+    commands = [[sys.executable, "-m", "swarm_redis.replica", "--run", "1", "--sim", "h:1"]]
+    if importlib.util.find_spec("jobmon") is not None:
+        commands.append([sys.executable, "-m", "swarm_redis", "jobmon-replica", "--run", "1"])
+    for argv in commands:
+        out = subprocess.run(
+            [*argv, "--batch-size", bad], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 2, out
+        assert "argument --batch-size: must be" in out.stderr

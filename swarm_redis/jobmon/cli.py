@@ -18,6 +18,8 @@ import sys
 import threading
 from typing import Any
 
+from swarm_redis.replica.process import BATCH_SIZE_HELP, batch_size_arg
+
 
 def add_jobmon_replica_parser(sub: Any) -> None:
     """Add the ``jobmon-replica`` subcommand to the CLI's subparsers."""
@@ -38,7 +40,7 @@ def add_jobmon_replica_parser(sub: Any) -> None:
     )
     p.add_argument("--replica-id", default=None, help="replica name (default host-pid-random)")
     p.add_argument("--ttl", type=float, default=10.0, help="lease length in seconds")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=batch_size_arg, default=500, help=BATCH_SIZE_HELP)
     p.add_argument("--poll", type=float, default=0.1, help="idle pause (s)")
     p.add_argument("--sync", type=float, default=None, help="leader sync period (s)")
     p.add_argument("--reconcile", type=float, default=30.0, help="reconcile period (s)")

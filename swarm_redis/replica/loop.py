@@ -49,7 +49,8 @@ from swarm_redis.constants import (
     TERMINAL_RUN_STATUSES,
     TERMINATING_STATUSES,
 )
-from swarm_redis.engine.coordination import Batch, Replica
+from swarm_redis.engine.coordination import MAX_CLAIM_SIZE, Batch, Replica
+from swarm_redis.engine.validation import check_int, seconds_to_ms
 from swarm_redis.errors import FencedError, LeaseLostError, StateLostError, TransitionError
 from swarm_redis.exit_codes import EXIT_STATE_LOST
 from swarm_redis.replica.faults import is_transient
@@ -140,6 +141,18 @@ class _Loop:
         adjust: Callable[[Any], None],
         replica_id: str | None,
     ) -> None:
+        # settings checked before the loop joins: a bad one is a clear error now, not a
+        # refusal of every claim later
+        check_int(batch_size, "batch size", lo=1, hi=MAX_CLAIM_SIZE)
+        check_int(queue_retries, "queue retries", lo=0, hi=1000)
+        seconds_to_ms(ttl_s, "lease ttl")
+        for value, what in (
+            (poll_s, "poll period"),
+            (full_sync_s, "full sync period"),
+            (reconcile_s, "reconcile period"),
+            (server_heartbeat_s, "server heartbeat period"),
+        ):
+            seconds_to_ms(value, what)
         self.state = state
         self.replica_id = replica_id
         self.gateway = gateway

@@ -22,6 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from swarm_redis.engine.coordination import MAX_CLAIM_SIZE
 from swarm_redis.exit_codes import EXIT_OK, EXIT_STATE_LOST
 from swarm_redis.replica.faults import is_transient
 from swarm_redis.replica.loop import run_replica
@@ -47,13 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--replica-id", default=None, help="replica name (default host-pid-random)")
     p.add_argument("--ttl", type=float, default=10.0, help="lease length in seconds")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=batch_size_arg, default=500, help=BATCH_SIZE_HELP)
     p.add_argument("--poll", type=float, default=0.05, help="idle pause and sync period (s)")
     p.add_argument("--full-sync", type=float, default=60.0, help="full status fetch period (s)")
     p.add_argument("--reconcile", type=float, default=30.0, help="reconcile period (s)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return p
+
+
+#: The --batch-size help of the replica commands.
+BATCH_SIZE_HELP = f"most tasks per claim (1..{MAX_CLAIM_SIZE})"
+
+
+def batch_size_arg(text: str) -> int:
+    """argparse type of --batch-size: an int in 1..MAX_CLAIM_SIZE (claim_batch's bound)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 1 <= n <= MAX_CLAIM_SIZE:
+        raise argparse.ArgumentTypeError(f"must be in 1..{MAX_CLAIM_SIZE}, got {n}")
+    return n
 
 
 def main(argv: Sequence[str] | None = None) -> int:
