@@ -16,6 +16,7 @@ from rich.console import Console
 
 from swarm_redis.bench.report import evaluate_targets, render, to_markdown, write_json
 from swarm_redis.bench.scenarios import SCENARIOS, BenchConfig, run_suite
+from swarm_redis.replica.process import batch_size_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeat", type=int, default=1, metavar="N",
         help="run each lifecycle implementation N times and keep the fastest (noisy machines)",
     )  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=500, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=batch_size_arg, default=500, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--naive-budget", type=float, default=None, help=argparse.SUPPRESS)
 
