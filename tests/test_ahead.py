@@ -9,6 +9,10 @@ order: no task is lost or taken twice and the run's write version never goes bac
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +20,7 @@ import pytest
 import redis
 from servers import private_redis
 
+from swarm_redis.demo.redis_server import start_redis_server
 from swarm_redis.engine.core import Started, gather, run_sync, start_sync
 from swarm_redis.engine.transport import AheadSender
 from swarm_redis.ops import verify
@@ -171,3 +176,39 @@ def test_a_connection_closed_between_sends(
     started.append(_take_ahead(s, sender, 100))
     assert [i for x in started for i in _ids(x)] == list(range(1, 301))
     assert verify.find_drift(client, s.keys).clean
+
+
+@pytest.mark.slow
+def test_a_stall_past_the_socket_timeout_under_waiting_calls(run_id: int, prefix: str) -> None:
+    """Redis stalls (DEBUG SLEEP) past the client's socket timeout while three dequeues wait on
+    the held connection: they are sent again (redis-py retries), the first deliveries run after
+    the stall, and the second ones are answered from the reply cache: 300 tasks, in order,
+    each once."""
+    if shutil.which("redis-server") is None:
+        from servers import skip_or_fail
+
+        skip_or_fail("this test needs redis-server on PATH")
+    workdir = tempfile.mkdtemp(prefix="swarm-ahead-")
+    server = start_redis_server(["--enable-debug-command", "yes"], workdir=workdir)
+    client = redis.Redis(host="127.0.0.1", port=server.port, protocol=3, socket_timeout=0.5)
+    admin = redis.Redis(host="127.0.0.1", port=server.port, protocol=3, socket_timeout=None)
+    try:
+        s, sender = _queued_run(client, run_id, prefix, 600)
+        _take_ahead(s, sender, 1).result()  # the dequeue script is loaded: no NOSCRIPT round
+        before = int(admin.info("commandstats")["cmdstat_evalsha"]["calls"])
+        sleeper = threading.Thread(target=admin.execute_command, args=("DEBUG", "SLEEP", 1.5))
+        sleeper.start()
+        time.sleep(0.2)  # the stall has begun
+        started = [_take_ahead(s, sender, 100) for _ in range(3)]
+        got = [i for x in started for i in _ids(x)]
+        sleeper.join()
+        assert got == list(range(2, 302))
+        assert [t.task_id for t in s.ready_to_run_list()] == list(range(302, 601))
+        sent = int(admin.info("commandstats")["cmdstat_evalsha"]["calls"]) - before
+        assert sent > 3  # sent again after the timeout ...
+        assert verify.find_drift(admin, s.keys).clean  # ... and each ran once
+    finally:
+        client.close()
+        admin.close()
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
