@@ -1,0 +1,226 @@
+"""Redis instructions per task of the hot paths, counted by valgrind's callgrind.
+
+CPU time moves with the machine's load; the number of instructions Redis executes for the same
+calls does not (two runs agree to about 0.01 %). This starts a private ``redis-server`` under
+``valgrind --tool=callgrind`` with instrumentation off, and switches it on only around the calls
+measured, so a figure holds the commands, the Lua and the reply encoding of those calls alone.
+Every script is called once on another run first (loaded and compiled outside the windows).
+
+* ``lifecycle``: ``--tasks`` tasks in layers of ``--width``, fan-in 3, claimed in batches of
+  ``--batch``: claim -> ack Q -> apply R -> apply D (propagating), per operation;
+* ``dequeue``: ``--tasks`` queued tasks of one array taken off the queue in calls of
+  :data:`~swarm_redis.engine.core.DEQUEUE_CHUNK`.
+
+Run it with ``python -m swarm_redis.bench.instructions [lifecycle] [dequeue]`` (needs
+``valgrind``, ``callgrind_control`` and ``redis-server`` on PATH; valgrind makes Redis about 50
+times slower, so sizes stay small: the per-task figures do not depend on them much).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from swarm_redis.bench.config import ARRAY_LIMIT, RUN_LIMIT
+from swarm_redis.bench.loop import OPERATIONS, Claims, Ops, lifecycle_loop
+from swarm_redis.engine.core import DEQUEUE_CHUNK
+from swarm_redis.records import ArrayRecord, TaskRecord
+from swarm_redis.state import RedisSwarmState
+from swarm_redis.testing.dags import DagShape, build_dag
+from swarm_redis.update import StateUpdate
+
+T = TypeVar("T")
+
+#: What the harness needs on PATH.
+TOOLS = ("valgrind", "callgrind_control", "redis-server")
+
+_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.MULTILINE)
+
+
+class HarnessError(RuntimeError):
+    """The harness cannot run here (a tool is missing, or the server did not start)."""
+
+
+def missing_tools() -> list[str]:
+    """The tools of :data:`TOOLS` not on PATH."""
+    return [t for t in TOOLS if shutil.which(t) is None]
+
+
+def read_totals(dump: bytes) -> int:
+    """The instruction count of one callgrind dump (its ``totals:`` line)."""
+    found = _TOTALS.search(dump)
+    if found is None:
+        raise HarnessError("a callgrind dump without a totals line")
+    return int(found.group(1))
+
+
+class Callgrind:
+    """A private redis-server under callgrind, instrumented only inside :meth:`window`."""
+
+    def __init__(self, start_timeout_s: float = 60.0) -> None:
+        missing = missing_tools()
+        if missing:
+            raise HarnessError(f"missing on PATH: {', '.join(missing)}")
+        self.dir = Path(tempfile.mkdtemp(prefix="swarm-callgrind-"))
+        sock = self.dir / "redis.sock"
+        self.proc = subprocess.Popen(
+            [
+                "valgrind", "--tool=callgrind", "--instr-atstart=no",
+                f"--callgrind-out-file={self.dir}/cg.out",
+                "redis-server", "--port", "0", "--unixsocket", str(sock),
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client = redis.Redis(unix_socket_path=str(sock), protocol=3)
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                if sock.exists() and self.client.ping():
+                    break
+            except redis.RedisError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise HarnessError("redis-server under valgrind did not start")
+            time.sleep(0.2)
+        self._dumps = 0
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(
+            ["callgrind_control", *args, str(self.proc.pid)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def window(self, fn: Callable[[], T]) -> tuple[T, int]:
+        """``fn()`` with instrumentation on: its result and the instructions Redis executed."""
+        self._control("-z")
+        self._control("-i", "on")
+        try:
+            result = fn()
+        finally:
+            self._control("-i", "off")
+        self._control("-d")
+        self._dumps += 1
+        dump = self.dir / f"cg.out.{self._dumps}"
+        for _ in range(100):  # written by the server's process: wait for it
+            if dump.exists() and _TOTALS.search(dump.read_bytes()):
+                break
+            time.sleep(0.05)
+        return result, read_totals(dump.read_bytes())
+
+    def close(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _new_run(client: redis.Redis, run_id: int, shape: DagShape) -> RedisSwarmState:
+    dag = build_dag(shape, ARRAY_LIMIT)
+    state = RedisSwarmState(
+        1, run_id, 1, redis=client, prefix="cg", max_concurrently_running=RUN_LIMIT
+    )
+    state.add_arrays(dag.arrays)
+    state.add_tasks(dag.tasks)
+    state.enqueue_tasks(dag.roots)
+    return state
+
+
+def _lifecycle_ops(state: RedisSwarmState, batch: int) -> Ops:
+    claims = Claims(state, batch)
+
+    def apply(statuses: dict[int, str]) -> Any:
+        return state.apply(StateUpdate(task_statuses=statuses))
+
+    return Ops(claims.take, claims.ack, apply, apply)
+
+
+def lifecycle(cg: Callgrind, tasks: int, width: int, batch: int) -> dict[str, float]:
+    """Instructions per task of each lifecycle operation, and their total."""
+    shape = DagShape(tasks, width=width, fan_in=3)
+    lifecycle_loop(_lifecycle_ops(_new_run(cg.client, 1, DagShape(30, width=10)), 10))  # warm
+    ops = _lifecycle_ops(_new_run(cg.client, 2, shape), batch)
+    counts = dict.fromkeys(OPERATIONS, 0)
+
+    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            result, n = cg.window(lambda: fn(*args))
+            counts[name] += n
+            return result
+
+        return counted
+
+    done = lifecycle_loop(ops.wrapped(wrap))
+    if done != tasks:
+        raise HarnessError(f"the lifecycle finished {done} of {tasks} tasks")
+    out = {name: n / tasks for name, n in counts.items()}
+    out["total"] = sum(counts.values()) / tasks
+    return out
+
+
+def dequeue(cg: Callgrind, tasks: int) -> dict[str, float]:
+    """Instructions per task of taking ``tasks`` queued tasks off the queue."""
+    totals = 0
+    for run_id, n in ((3, DEQUEUE_CHUNK), (4, tasks)):  # the first run loads the script
+        state = RedisSwarmState(1, run_id, 1, redis=cg.client, prefix="cg")
+        state.add_array(ArrayRecord(1, n))
+        records = [TaskRecord(i, 1, "G", 0, 0) for i in range(1, n + 1)]
+        state.add_tasks(records)
+        state.enqueue_tasks(records)
+        if run_id == 3:
+            state.dequeue_tasks(n)
+            continue
+        while True:
+            got, count = cg.window(lambda: state.dequeue_tasks(DEQUEUE_CHUNK))  # noqa: B023
+            totals += count
+            if not got:
+                break
+    return {"dequeue": totals / tasks}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m swarm_redis.bench.instructions",
+        description="Redis instructions per task of the hot paths, under callgrind",
+    )
+    p.add_argument("what", nargs="*", choices=["lifecycle", "dequeue"], default=["lifecycle"])
+    p.add_argument("--tasks", type=int, default=3000, help="tasks (default 3000)")
+    p.add_argument("--width", type=int, default=1000, help="lifecycle layer width (1000)")
+    p.add_argument("--batch", type=int, default=500, help="lifecycle claim size (500)")
+    args = p.parse_args(argv)
+    try:
+        cg = Callgrind()
+    except HarnessError as e:
+        print(f"instructions: {e}", file=sys.stderr)
+        return 2
+    try:
+        for what in args.what:
+            if what == "lifecycle":
+                figures = lifecycle(cg, args.tasks, args.width, args.batch)
+            else:
+                figures = dequeue(cg, args.tasks)
+            print(f"{what}: {args.tasks} tasks, Redis instructions per task")
+            for name, value in figures.items():
+                print(f"  {name:<10} {value / 1000:10.2f} k")
+    finally:
+        cg.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
