@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 
 import redis
 
-from swarm_redis.bench.config import ARRAY_LIMIT, RUN_LIMIT
-from swarm_redis.bench.loop import OPERATIONS, Claims, Ops, lifecycle_loop
+from swarm_redis.bench.config import ARRAY_LIMIT
+from swarm_redis.bench.loop import OPERATIONS, lifecycle_loop
+from swarm_redis.bench.scenarios.lifecycle import redis_ops, registered_run
 from swarm_redis.engine.core import DEQUEUE_CHUNK
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.testing.dags import DagShape, build_dag
-from swarm_redis.update import StateUpdate
 
 T = TypeVar("T")
 
@@ -130,31 +130,12 @@ class Callgrind:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _new_run(client: redis.Redis, run_id: int, shape: DagShape) -> RedisSwarmState:
-    dag = build_dag(shape, ARRAY_LIMIT)
-    state = RedisSwarmState(
-        1, run_id, 1, redis=client, prefix="cg", max_concurrently_running=RUN_LIMIT
-    )
-    state.add_arrays(dag.arrays)
-    state.add_tasks(dag.tasks)
-    state.enqueue_tasks(dag.roots)
-    return state
-
-
-def _lifecycle_ops(state: RedisSwarmState, batch: int) -> Ops:
-    claims = Claims(state, batch)
-
-    def apply(statuses: dict[int, str]) -> Any:
-        return state.apply(StateUpdate(task_statuses=statuses))
-
-    return Ops(claims.take, claims.ack, apply, apply)
-
-
 def lifecycle(cg: Callgrind, tasks: int, width: int, batch: int) -> dict[str, float]:
     """Instructions per task of each lifecycle operation, and their total."""
-    shape = DagShape(tasks, width=width, fan_in=3)
-    lifecycle_loop(_lifecycle_ops(_new_run(cg.client, 1, DagShape(30, width=10)), 10))  # warm
-    ops = _lifecycle_ops(_new_run(cg.client, 2, shape), batch)
+    warm = registered_run(cg.client, "cg", 1, build_dag(DagShape(30, width=10), ARRAY_LIMIT))
+    lifecycle_loop(redis_ops(warm, 10)[0])  # every script loaded outside the windows
+    dag = build_dag(DagShape(tasks, width=width, fan_in=3), ARRAY_LIMIT)
+    ops, _ = redis_ops(registered_run(cg.client, "cg", 2, dag), batch)
     counts = dict.fromkeys(OPERATIONS, 0)
 
     def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -117,6 +117,18 @@ def test_same_batches_as_jobmons_memory_state(
     assert any(batch for batch in expected[0])  # the workflow really scheduled something
 
 
+def queued_state(
+    client: Any, run_id: int, prefix: str, n: int, limit: int, array_limit: int
+) -> tuple[JobmonSwarmState, list[Any]]:
+    """A drop-in state with ``n`` tasks of array 1 (equal resources) queued in id order."""
+    st = JobmonSwarmState(1, run_id, 1, limit, redis=client, prefix=prefix)
+    st.add_array(SwarmArray(1, array_limit))
+    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, n + 1)]  # type: ignore[arg-type]
+    st.add_tasks(tasks)
+    st.enqueue_tasks(tasks)
+    return st, tasks
+
+
 def tick(state: Any) -> tuple[Gateway, Any]:
     """One tick of jobmon's Scheduler on ``state``: the gateway (its batches) and the update."""
     gateway = Gateway()
@@ -213,11 +225,7 @@ def test_a_pass_started_by_the_capacity_read_gives_everything_back_in_order(
     """get_available_capacity reads the pass's figures in one round trip and sends the first
     dequeues ahead; the count is exact while they are on their way, and the next operation
     that is not a queue call puts every task back where it was."""
-    st = JobmonSwarmState(1, run_id, 1, 1000, redis=make_client(), prefix=prefix)
-    st.add_array(SwarmArray(1, 700))
-    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 901)]  # type: ignore[arg-type]
-    st.add_tasks(tasks)
-    st.enqueue_tasks(tasks)
+    st, tasks = queued_state(make_client(), run_id, prefix, 900, 1000, 700)
     trips = _trips(st)
     assert st.get_available_capacity() == 1000
     assert trips[0] == 3  # the reads, and two dequeues sent ahead
@@ -243,11 +251,7 @@ def test_a_pass_started_by_the_capacity_read_gives_everything_back_in_order(
 def test_every_capacity_read_starts_a_new_pass(make_client: Any, run_id: int, prefix: str) -> None:
     """A second pass gives the first one's buffer back before it reads: nothing read at the
     start of a pass outlives it."""
-    st = JobmonSwarmState(1, run_id, 1, 1000, redis=make_client(), prefix=prefix)
-    st.add_array(SwarmArray(1, 700))
-    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 301)]  # type: ignore[arg-type]
-    st.add_tasks(tasks)
-    st.enqueue_tasks(tasks)
+    st, _tasks = queued_state(make_client(), run_id, prefix, 300, 1000, 700)
     assert st.get_available_capacity() == 1000
     assert [st.dequeue_task().task_id for _ in range(3)] == [1, 2, 3]  # handed out, not applied
     other = JobmonSwarmState.attach(make_client(), run_id, prefix=prefix)
@@ -260,11 +264,7 @@ def test_every_capacity_read_starts_a_new_pass(make_client: Any, run_id: int, pr
 def test_a_pass_that_dequeues_nothing_leaves_the_queue_as_it_was(
     make_client: Any, run_id: int, prefix: str
 ) -> None:
-    st = JobmonSwarmState(1, run_id, 1, 1000, redis=make_client(), prefix=prefix)
-    st.add_array(SwarmArray(1, 10))
-    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 401)]  # type: ignore[arg-type]
-    st.add_tasks(tasks)
-    st.enqueue_tasks(tasks)
+    st, _tasks = queued_state(make_client(), run_id, prefix, 400, 1000, 10)
     assert st.get_available_capacity() == 1000
     assert st.get_ready_to_run_count() == 400
     st.flush_queue()
@@ -274,11 +274,7 @@ def test_a_pass_that_dequeues_nothing_leaves_the_queue_as_it_was(
 def test_replies_lost_mid_pass_lose_no_task(make_client: Any, run_id: int, prefix: str) -> None:
     """The connection of the dequeues sent ahead breaks twice during a tick: the calls are
     sent again with their request ids, and the tick queues every task once, in order."""
-    st = JobmonSwarmState(1, run_id, 1, 10_000, redis=make_client(), prefix=prefix)
-    st.add_array(SwarmArray(1, 10_000))
-    tasks = [SwarmTask(i, 1, "G", 3, resources(1), Cluster()) for i in range(1, 1501)]  # type: ignore[arg-type]
-    st.add_tasks(tasks)
-    st.enqueue_tasks(tasks)
+    st, _tasks = queued_state(make_client(), run_id, prefix, 1500, 10_000, 10_000)
     send = st._ahead.send
     sends = [0]
 

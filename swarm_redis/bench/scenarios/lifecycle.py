@@ -47,31 +47,43 @@ class Driver:
     setup: dict[str, Any] = field(default_factory=dict)
 
 
-def new_redis_run(ctx: Context, dag: Dag) -> RedisSwarmState:
+def registered_run(client: Any, prefix: str, run_id: int, dag: Dag) -> RedisSwarmState:
     """A fresh RedisSwarmState run with ``dag`` registered and its roots queued."""
     state = RedisSwarmState(
-        1, ctx.new_run_id(), 1, redis=ctx.client, prefix=ctx.prefix,
-        max_concurrently_running=RUN_LIMIT,
-    )  # fmt: skip
+        1, run_id, 1, redis=client, prefix=prefix, max_concurrently_running=RUN_LIMIT
+    )
     state.add_arrays(dag.arrays)
     state.add_tasks(dag.tasks)
     state.enqueue_tasks(dag.roots)
     return state
 
 
-def redis_driver(ctx: Context, shape: DagShape) -> Driver:
-    """RedisSwarmState: claim_batch -> ack_batch(Q) -> apply(R) -> apply(D, propagating)."""
-    dag = build_dag(shape, ARRAY_LIMIT)
-    state, setup = measure_call(ctx.client, shape.n_tasks, lambda: new_redis_run(ctx, dag))
-    claims = Claims(state, ctx.config.batch_size)
+def new_redis_run(ctx: Context, dag: Dag) -> RedisSwarmState:
+    """:func:`registered_run` on the suite's Redis, under its prefix, with a new run id."""
+    return registered_run(ctx.client, ctx.prefix, ctx.new_run_id(), dag)
+
+
+def redis_ops(state: RedisSwarmState, batch_size: int) -> tuple[Ops, Claims]:
+    """RedisSwarmState's lifecycle operations: claim_batch -> ack_batch(Q) -> apply(R) ->
+    apply(D, propagating); and the claims (their API counters)."""
+    claims = Claims(state, batch_size)
 
     def apply(statuses: dict[int, str]) -> Any:
         return state.apply(StateUpdate(task_statuses=statuses))
 
+    return Ops(claims.take, claims.ack, apply, apply), claims
+
+
+def redis_driver(ctx: Context, shape: DagShape) -> Driver:
+    """RedisSwarmState: claim_batch -> ack_batch(Q) -> apply(R) -> apply(D, propagating)."""
+    dag = build_dag(shape, ARRAY_LIMIT)
+    state, setup = measure_call(ctx.client, shape.n_tasks, lambda: new_redis_run(ctx, dag))
+    ops, claims = redis_ops(state, ctx.config.batch_size)
+
     def after() -> dict[str, Any]:
         return {"claim_api": claims.api, "all_done": state.counts()["D"] == shape.n_tasks}
 
-    return Driver(Ops(claims.take, claims.ack, apply, apply), after, setup=setup)
+    return Driver(ops, after, setup=setup)
 
 
 def new_pipelined_run(ctx: Context, shape: DagShape, run_id: int) -> tuple[Dag, PipelinedState]:
