@@ -453,10 +453,10 @@ def test_jobmon_replica_without_jobmon_says_how_to_get_it(
 def test_replica_commands_refuse_a_batch_size_claim_batch_would_refuse(bad: str) -> None:
     """A usage error naming --batch-size (exit 2), not a replica refused at every claim. Without
     jobmon, jobmon-replica says how to get it whatever its arguments (tested elsewhere)."""
-    import importlib.util
+    from swarm_redis.bench.scenarios.jobmon_tick import jobmon_available
 
     commands = [[sys.executable, "-m", "swarm_redis.replica", "--run", "1", "--sim", "h:1"]]
-    if importlib.util.find_spec("jobmon") is not None:
+    if jobmon_available():  # not find_spec("jobmon"): tests/jobmon would be found
         commands.append([sys.executable, "-m", "swarm_redis", "jobmon-replica", "--run", "1"])
     for argv in commands:
         out = subprocess.run(
