@@ -22,6 +22,11 @@ if #ids > 0 then
   local recs = multi_reply('HMGET', K.task, ids)
   local arrs = {}
   for i, id in ipairs(ids) do
+    -- a member that is not an id (written by hand) would break the reply after the writes
+    if chk_id(id, 'ready queue member') then
+      return fail('INVALID', 'ready queue member ' .. string.sub(id, 1, 100)
+        .. ' is not a task id; nothing was written (see swarm-redis verify)')
+    end
     local v = recs[i]
     local s, nd, arr = 'G', '0', ''
     if v then

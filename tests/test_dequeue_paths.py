@@ -125,6 +125,21 @@ def test_dequeue_refuses_a_record_whose_fields_it_reads_do_not_parse(
     )
 
 
+@pytest.mark.parametrize("member", ["x|y z", "12 13", "4|G|0"])
+def test_dequeue_refuses_a_queue_member_that_is_not_an_id(
+    make_client: MakeClient, run_id: int, prefix: str, member: str
+) -> None:
+    """Written by hand at the head: refused before the first write (it would have broken the
+    reply after the tasks behind it were taken off the queue)."""
+    client = make_client()
+    s = _run(client, run_id, prefix, [1] * 3)
+    client.zadd(s.keys.ready, {member: -100})
+    before = snapshot(client, s.keys)
+    with pytest.raises(InvalidInputError, match="is not a task id; nothing was written"):
+        s.dequeue_tasks(3)
+    assert_same(before, snapshot(client, s.keys))
+
+
 def test_the_packed_reply_is_decoded_or_refused() -> None:
     from swarm_redis.engine.commands import heads
 
