@@ -12,7 +12,7 @@
 --!include prelude
 --!include batch
 --!include check
-local ACTIVE_INLINE = 4000
+-- ACTIVE_INLINE: generated header (commands.ACTIVE_INLINE, the client's threshold too)
 -- validation (check.lua): nothing below may fail after a write
 -- (a corrupt active or reserved value is what this script rewrites: not checked)
 local bad = chk_int_hash(K.counters, 'counter')

@@ -659,7 +659,7 @@ def test_reconcile_on_a_healthy_run_is_clean(run: Run) -> None:
 def test_reconcile_counts_over_the_inline_limit_in_pages(run: Run) -> None:
     """More active tasks than reconcile_counters counts itself (ACTIVE_INLINE): the client counts
     them in pages and the script uses the count (both fronts and backends)."""
-    from swarm_redis.engine.reconcile import ACTIVE_INLINE
+    from swarm_redis.engine.commands import ACTIVE_INLINE
 
     st = run.state(limit=10**6)
     st.add_arrays([ArrayRecord(1, 10**6), ArrayRecord(2, 10**6)])

@@ -15,6 +15,7 @@ bounded, resumable calls.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,14 @@ def _scripts(rec: Recorder) -> list[str]:
 
 
 def test_slice_size_is_one_number() -> None:
-    lua = (Path(__file__).parent.parent / "lua" / "includes" / "records.lua").read_text()
-    assert f"local KIDS_SLICE = {cmd.KIDS_SLICE}\n" in lua
+    """The scripts get KIDS_SLICE (and ACTIVE_INLINE) from the client's constants, in their
+    generated header; no Lua file defines its own."""
+    from swarm_redis.engine import scripts
+
+    header = f"local KIDS_SLICE, ACTIVE_INLINE = {cmd.KIDS_SLICE}, {cmd.ACTIVE_INLINE}\n"
+    assert all(header in s.source for s in scripts.all_scripts())
+    for path in (Path(__file__).parent.parent / "lua").rglob("*.lua"):
+        assert not re.search(r"local (KIDS_SLICE|ACTIVE_INLINE)\b", path.read_text()), path
 
 
 def test_registration_is_resumable_and_idempotent(

@@ -11,9 +11,9 @@ local function big(x)
   return #x > 15 and (#x > 16 or x > MAX_SAFE_TEXT)
 end
 
--- Downstream ids in one slice of K.kids at most: crediting one (every child may become ready and be
--- queued, ~25 µs each) stays near 10 ms; commands.KIDS_SLICE is the same number.
-local KIDS_SLICE = 400
+-- KIDS_SLICE (generated header, from commands.KIDS_SLICE): downstream ids in one slice of K.kids
+-- at most: crediting one (every child may become ready and be queued, ~25 µs each) stays near
+-- 10 ms.
 -- Slices one task's downstream ids may fill in K.kids (4M ids).
 local KIDS_SLICES_MAX = 10000
 

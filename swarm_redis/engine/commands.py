@@ -161,6 +161,9 @@ class TaskDef:
 #: Downstream ids a task record holds inline at most, and per slice of the ``kids`` hash: a
 #: longer list lives in slices there (one fan-out call credits one slice, lua/register_kids.lua).
 KIDS_SLICE = 400
+#: Active (Q/I/O/R) tasks that lua/reconcile_counters.lua counts itself in one call; more are
+#: counted by the client in pages (reconcile._count_active).
+ACTIVE_INLINE = 4000
 
 
 def kids_slices(downstream_ids: Sequence[int]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from swarm_redis.constants import ACTIVE_TASK_STATUSES
 from swarm_redis.engine import commands as cmd
-from swarm_redis.engine.commands import Call, text
+from swarm_redis.engine.commands import ACTIVE_INLINE, Call, text
 from swarm_redis.engine.coordination import reap
 from swarm_redis.engine.core import Op, StateCore
 from swarm_redis.engine.replies import hash_items
@@ -25,9 +25,6 @@ from swarm_redis.engine.validation import (
 from swarm_redis.errors import InvalidInputError
 
 _CHUNK = 1000
-#: Active (Q/I/O/R) tasks that lua/reconcile_counters.lua counts itself in one call; more are
-#: counted here in pages (:func:`_count_active`).
-ACTIVE_INLINE = 4000
 #: Tries of a paged count before the active counters are left for the next sweep.
 _COUNT_TRIES = 3
 
