@@ -163,6 +163,22 @@ def test_a_socket_broken_under_waiting_calls(
     assert verify.find_drift(real_only, s.keys).clean
 
 
+def test_a_send_that_fails_under_waiting_calls(
+    real_only: redis.Redis, run_id: int, prefix: str
+) -> None:
+    """The socket breaks with two dequeues waiting and the third cannot be written: the two are
+    sent again first, in order, then the third."""
+    import socket
+
+    s, sender = _queued_run(real_only, run_id, prefix, 600)
+    started = [_take_ahead(s, sender, 100) for _ in range(2)]
+    assert sender._link is not None
+    sender._link.conn._sock.shutdown(socket.SHUT_RDWR)
+    started.append(_take_ahead(s, sender, 100))
+    assert [i for x in started for i in _ids(x)] == list(range(1, 301))
+    assert verify.find_drift(real_only, s.keys).clean
+
+
 def test_a_connection_closed_between_sends(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:

@@ -164,10 +164,13 @@ class AheadSender:
         link = self._link
         try:
             link.conn.send_command("EVALSHA", *_evalsha_args(calls[0]))
-        except BaseException:
-            self._drop(link)
+        except _RESEND_ERRORS:
+            self._break(link)  # the calls waiting on it go again first, in order
             sent.run_now(t)  # whether it went out or not, its request id settles it
             return sent.result
+        except BaseException:
+            self._drop(link)  # an interrupt: the calls waiting on it go again when read
+            raise
         link.waiting.append(sent)
         return functools.partial(self._receive, link, sent)
 
