@@ -15,6 +15,9 @@
 -- Records longer than this (bytes) are kept raw, see recs_load.
 local BIG_RECORD = 16384
 
+-- upvalues: no two table lookups per call in the loops that run once per task or edge
+local str_find, str_sub = string.find, string.sub
+
 -- A loaded record is an array (no hash part: a call loads hundreds, and every table a script
 -- allocates is paid again by Lua's garbage collector): these are its slots.
 local T_S, T_ND, T_ST, T_FL, T_RAW, T_AT, T_KAT, T_S0, T_NUP, T_DIRTY = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
@@ -60,11 +63,13 @@ end
 -- which also checks the record (every number in range, a known status, a children list of ids),
 -- so the records a call touches are read and parsed once. The definition is never split.
 local function recs_load(R, ids)
-  local missing = {}
-  for _, id in ipairs(ids) do
-    if R.map[id] == nil then
-      missing[#missing + 1] = id
-      R.map[id] = false
+  local missing, nm, map = {}, 0, R.map
+  for i = 1, #ids do
+    local id = ids[i]
+    if map[id] == nil then
+      nm = nm + 1
+      missing[nm] = id
+      map[id] = false
     end
   end
   for i = 1, #missing, 4000 do
@@ -102,7 +107,8 @@ local function recs_flush(R)
   end
   local map, sub = R.map, string.sub
   local fields, moves, move_list, deltas, nf = {}, {}, {}, {}, 0
-  for _, id in ipairs(dirty) do
+  for i = 1, #dirty do
+    local id = dirty[i]
     local t = map[id]
     local s, s0 = t[T_S], t[T_S0]
     t[T_DIRTY] = false
@@ -155,24 +161,33 @@ local EDGE_LEFT = EDGE_MAX
 -- (whose records are loaded, so crediting needs no more reads); a bigger one is marked 'big'
 -- (count_completion cuts it into slices).
 local function plan_completions(R, ids)
-  local children = {}
-  for _, id in ipairs(ids) do
+  local children, nc = {}, 0
+  for i = 1, #ids do
+    local id = ids[i]
     local t = R.map[id]
     if t and R.plan[id] == nil and not string.find(t[T_FL], 'p', 1, true) then
       if #t[T_RAW] > BIG_RECORD or kids_marker(t[T_RAW], t[T_KAT]) then
         R.plan[id] = 'big'
       else
-        local kids = {}
-        for child in string.gmatch(string.sub(t[T_RAW], t[T_KAT]), '[^,]+') do
-          kids[#kids + 1] = child
+        -- split at each ',' (string.find, plain): a gmatch iterator per task cost twice as much
+        local kids, nk, raw, p = {}, 0, t[T_RAW], t[T_KAT]
+        local len = #raw
+        while p <= len do
+          local e = str_find(raw, ',', p, true) or (len + 1)
+          if e > p then
+            nk = nk + 1
+            kids[nk] = str_sub(raw, p, e - 1)
+          end
+          p = e + 1
         end
-        if #kids > EDGE_LEFT then
+        if nk > EDGE_LEFT then
           R.plan[id] = 'big'
         else
-          EDGE_LEFT = EDGE_LEFT - #kids
+          EDGE_LEFT = EDGE_LEFT - nk
           R.plan[id] = kids
-          for _, c in ipairs(kids) do
-            children[#children + 1] = c
+          for k = 1, nk do
+            nc = nc + 1
+            children[nc] = kids[k]
           end
         end
       end
@@ -194,7 +209,8 @@ end
 -- r.cands (queued by finish_queue when `enqueue`, else reported as ready).
 local function credit_children(R, kids, r)
   local map, dirty, credited, credited_list = R.map, R.dirty_list, r.credited, r.credited_list
-  for _, child in ipairs(kids) do
+  for i = 1, #kids do
+    local child = kids[i]
     local c = map[child]
     if c then
       -- recs_dirty, t_done and num_text_of inlined: this runs once per edge
@@ -401,9 +417,11 @@ local function finish_queue(R, r, enqueue)
       r.ready[#r.ready + 1] = c[1]
     end
   end
-  for _, id in ipairs(r.credited_list) do
-    local t = R.map[id]
-    r.touched[#r.touched + 1] = id .. ':' .. t[T_ND] .. ':' .. t[T_S]
+  local map, list, touched = R.map, r.credited_list, r.touched
+  for i = 1, #list do
+    local id = list[i]
+    local t = map[id]
+    touched[i] = id .. ':' .. t[T_ND] .. ':' .. t[T_S]
   end
 end
 
@@ -432,10 +450,10 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   if propagate then
     -- only tasks that are or become DONE credit downstreams
     local completing = {}
-    for k, id in ipairs(ids) do
-      local t = R.map[id]
-      if t and (news[k] == 'D' or t[T_S] == 'D') and not string.find(t[T_FL], 'p', 1, true) then
-        completing[#completing + 1] = id
+    for k = 1, #ids do
+      local t = R.map[ids[k]]
+      if t and (news[k] == 'D' or t[T_S] == 'D') and not str_find(t[T_FL], 'p', 1, true) then
+        completing[#completing + 1] = ids[k]
       end
     end
     plan_completions(R, completing)
@@ -446,7 +464,8 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   -- one task after the other, in update order, as if each were its own call: the result does
   -- not depend on how an update is cut into chunks
   local map, dirty, changed, into, finals = R.map, R.dirty_list, r.changed, r.into, r.finals
-  for k, id in ipairs(ids) do
+  for k = 1, #ids do
+    local id = ids[k]
     local t, new = map[id], news[k]
     if t then
       local s0, st0 = t[T_S], t[T_ST]
