@@ -29,9 +29,10 @@ local function batch_join(holder, inc, b)
 end
 
 local function split_ids(s)
-  local out = {}
+  local out, n = {}, 0
   for id in string.gmatch(s, '[^,]+') do
-    out[#out + 1] = id
+    n = n + 1
+    out[n] = id
   end
   return out
 end
@@ -54,9 +55,9 @@ end
 -- reported as G with 0 done).
 local function task_heads(ids, recs)
   recs = recs or multi_reply('HMGET', K.task, ids)
-  local out = {}
+  local out, match = {}, string.match
   for j = 1, #ids do
-    out[j] = ids[j] .. '|' .. (recs[j] and string.match(recs[j], '^%u|%d+') or 'G|0')
+    out[j] = ids[j] .. '|' .. (recs[j] and match(recs[j], '^%u|%d+') or 'G|0')
   end
   return table.concat(out, ' ')
 end
@@ -86,35 +87,41 @@ end
 local function close_batch(bid, b, loaded, ids)
   ids = ids or split_ids(b.ids)
   multi('HDEL', K.claims, ids)
-  local cur, unknown = {}, {}
-  for _, id in ipairs(ids) do
+  local cur, unknown, nu = {}, {}, 0
+  for i = 1, #ids do
+    local id = ids[i]
     local s = loaded and loaded(id)
     if s then
       cur[id] = s
     else
-      unknown[#unknown + 1] = id
+      nu = nu + 1
+      unknown[nu] = id
     end
   end
   local recs = multi_reply('HMGET', K.task, unknown)
-  for i, id in ipairs(unknown) do
-    cur[id] = recs[i] and string.sub(recs[i], 1, 1)
+  for i = 1, nu do
+    cur[unknown[i]] = recs[i] and string.sub(recs[i], 1, 1)
   end
-  local again, done = {}, {}
-  for _, id in ipairs(ids) do
+  local again, done, ndone = {}, {}, 0
+  for i = 1, #ids do
+    local id = ids[i]
     local s = cur[id]
     if s == 'G' or s == 'A' then
       again[#again + 1] = id
     else
-      done[#done + 1] = id
+      ndone = ndone + 1
+      done[ndone] = id
     end
   end
   local inq = multi_reply('SMISMEMBER', K.queued, again)
   local back = {}
-  for i, id in ipairs(again) do
+  for i = 1, #again do
+    local id = again[i]
     if inq[i] == 0 then
       back[#back + 1] = id
     else
-      done[#done + 1] = id
+      ndone = ndone + 1
+      done[ndone] = id
     end
   end
   multi('HDEL', K.qres, done)

@@ -11,6 +11,9 @@
 -- Scripts answer errors with a code word first: STATELOST <seen> <found>, INVALID <what>,
 -- NORUN <run>, LEASELOST <what>, FENCED <epoch> <current>, TRANSITION <from> <to>.
 
+-- globals the per-task loops read, as locals: an upvalue read instead of a globals-table lookup
+local ARGV, tonumber, unpack = ARGV, tonumber, unpack
+
 local ACTIVE = {Q = true, I = true, O = true, R = true}
 local FINAL = {D = true, F = true}
 local VALID = {G = true, Q = true, I = true, O = true, R = true, D = true, E = true, A = true, F = true}

@@ -65,12 +65,13 @@ local function qpush(ids, front, arrs)
   local hi, lo = math.floor(v / 100), v % 100
   local head = string.format('%014d', hi)
   for i = 1, #ids, 1000 do
-    local zr, zi = {}, {}
+    local zr, zi, nz = {}, {}, 0
     for j = i, math.min(i + 999, #ids) do
-      zr[#zr + 1] = first + j - 1
-      zr[#zr + 1] = ids[j]
-      zi[#zi + 1] = '0'  -- text: a Lua number would be converted with a sprintf per entry
-      zi[#zi + 1] = arrs[j] .. '|' .. head .. DIG2[lo] .. '|' .. ids[j]
+      local id = ids[j]
+      zr[nz + 1], zr[nz + 2] = first + j - 1, id
+      -- '0' as text: a Lua number would be converted with a sprintf per entry
+      zi[nz + 1], zi[nz + 2] = '0', arrs[j] .. '|' .. head .. DIG2[lo] .. '|' .. id
+      nz = nz + 2
       lo = lo + 1
       if lo == 100 then
         lo, hi = 0, hi + 1
@@ -178,24 +179,28 @@ local function queue_many(cands, array_of)
     return {}, false
   end
   local ids, seen = {}, {}
-  for _, c in ipairs(cands) do
-    ids[#ids + 1] = c[1]
+  for i = 1, #cands do
+    ids[i] = cands[i][1]
   end
   local claimed = multi_reply('HMGET', K.claims, ids)
   local inq = multi_reply('SMISMEMBER', K.queued, ids)
   local ok, back, front, given, rekeyed = {}, {}, {}, {}, {}
-  for i, c in ipairs(cands) do
+  local nok, nback = 0, 0
+  for i = 1, #cands do
+    local c = cands[i]
     local id = c[1]
     if not claimed[i] and inq[i] == 0 and not seen[id] then
       seen[id] = true
-      ok[#ok + 1] = id
+      nok = nok + 1
+      ok[nok] = id
       if c[4] and c[4] ~= '' then
         given[id] = c[4]
       end
       if c[2] and not c[3] then
         front[#front + 1] = id
       elseif not c[3] then
-        back[#back + 1] = id
+        nback = nback + 1
+        back[nback] = id
       end
     elseif not claimed[i] and inq[i] == 1 and c[4] and c[4] ~= '' then
       rekeyed[#rekeyed + 1] = id
@@ -224,28 +229,29 @@ local function queue_many(cands, array_of)
     end
   end
   local pushed = {}
-  for _, id in ipairs(back) do
-    pushed[#pushed + 1] = id
+  for i = 1, nback do
+    pushed[i] = back[i]
   end
-  for _, id in ipairs(front) do
-    pushed[#pushed + 1] = id
+  for i = 1, #front do
+    pushed[nback + i] = front[i]
   end
   if #pushed == 0 then
     return ok, changed
   end
   local rks = multi_reply('HMGET', K.taskres, pushed)
-  local qres, tres = {}, {}
-  for i, id in ipairs(pushed) do
+  local qres, tres, nq, nt = {}, {}, 0, 0
+  for i = 1, #pushed do
+    local id = pushed[i]
     local rk = given[id]
     if rk then
-      tres[#tres + 1] = id
-      tres[#tres + 1] = rk
+      tres[nt + 1], tres[nt + 2] = id, rk
+      nt = nt + 2
     else
       rk = rks[i]
     end
     if rk then
-      qres[#qres + 1] = id
-      qres[#qres + 1] = rk
+      qres[nq + 1], qres[nq + 2] = id, rk
+      nq = nq + 2
     end
   end
   multi('HSET', K.taskres, tres)
@@ -257,8 +263,8 @@ local function queue_many(cands, array_of)
   local back_arrs, rev_arrs
   if array_of then
     back_arrs, rev_arrs = {}, {}
-    for i, id in ipairs(back) do
-      back_arrs[i] = array_of(id)
+    for i = 1, nback do
+      back_arrs[i] = array_of(back[i])
     end
     for i, id in ipairs(rev) do
       rev_arrs[i] = array_of(id)
