@@ -4,6 +4,7 @@ tool is missing, and one small real count where valgrind is installed."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -26,19 +27,35 @@ def test_a_missing_tool_is_named(
     assert "missing on PATH: valgrind" in capsys.readouterr().err
 
 
+def test_a_missing_server_build_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    if instructions.missing_tools():
+        pytest.skip("the harness refuses earlier: a tool it always needs is missing")
+    assert instructions.main(["dequeue", "--redis-server", "/nonexistent/redis-server"]) == 2
+    assert "missing on PATH: /nonexistent/redis-server" in capsys.readouterr().err
+
+
 @pytest.mark.slow
-def test_a_small_count(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_small_count(tmp_path: Path) -> None:
     missing = instructions.missing_tools()
     if missing:
         from servers import skip_or_fail
 
         skip_or_fail(f"the callgrind harness needs {', '.join(missing)} on PATH")
-    cg = instructions.Callgrind()
+    cg = instructions.Callgrind(keep=tmp_path)
     try:
         life = instructions.lifecycle(cg, tasks=60, width=20, batch=20)
         deq = instructions.dequeue(cg, tasks=300)
     finally:
         cg.close()
+    kept = {p.name.rsplit(".", 1)[0] for p in tmp_path.iterdir()}
+    assert kept == {"claim", "ack_Q", "apply_R", "apply_D", "dequeue"}
+    # the kept dumps add up to the figures printed
+    life_total = sum(
+        instructions.read_totals(p.read_bytes())
+        for p in tmp_path.iterdir()
+        if not p.name.startswith("dequeue")
+    )
+    assert life_total / 60 == pytest.approx(life["total"])
     parts = [life[name] for name in ("claim", "ack Q", "apply R", "apply D")]
     assert all(p > 1000 for p in parts), life  # each operation ran inside its window
     assert life["total"] == pytest.approx(sum(parts))

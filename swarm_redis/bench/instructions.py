@@ -14,6 +14,11 @@ Every script is called once on another run first (loaded and compiled outside th
 Run it with ``python -m swarm_redis.bench.instructions [lifecycle] [dequeue]`` (needs
 ``valgrind``, ``callgrind_control`` and ``redis-server`` on PATH; valgrind makes Redis about 50
 times slower, so sizes stay small: the per-task figures do not depend on them much).
+
+Where the instructions go: ``--keep DIR`` keeps every window's dump as
+``DIR/<operation>.<n>`` (``callgrind_annotate --inclusive=yes`` reads one), and
+``--redis-server PATH`` runs another build, e.g. one compiled with ``-g`` so that the dumps name
+the Lua interpreter's functions (a packaged redis-server is stripped).
 """
 
 from __future__ import annotations
@@ -67,17 +72,27 @@ def read_totals(dump: bytes) -> int:
 class Callgrind:
     """A private redis-server under callgrind, instrumented only inside :meth:`window`."""
 
-    def __init__(self, start_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        start_timeout_s: float = 60.0,
+        server: str = "redis-server",
+        keep: Path | None = None,
+    ) -> None:
         missing = missing_tools()
+        if server != "redis-server" and shutil.which(server) is None:
+            missing.append(server)
         if missing:
             raise HarnessError(f"missing on PATH: {', '.join(missing)}")
+        self.keep = keep
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="swarm-callgrind-"))
         sock = self.dir / "redis.sock"
         self.proc = subprocess.Popen(
             [
                 "valgrind", "--tool=callgrind", "--instr-atstart=no",
                 f"--callgrind-out-file={self.dir}/cg.out",
-                "redis-server", "--port", "0", "--unixsocket", str(sock),
+                server, "--port", "0", "--unixsocket", str(sock),
                 "--save", "", "--appendonly", "no", "--dir", str(self.dir),
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -102,8 +117,9 @@ class Callgrind:
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
-    def window(self, fn: Callable[[], T]) -> tuple[T, int]:
-        """``fn()`` with instrumentation on: its result and the instructions Redis executed."""
+    def window(self, fn: Callable[[], T], name: str = "window") -> tuple[T, int]:
+        """``fn()`` with instrumentation on: its result and the instructions Redis executed
+        (the dump is kept as ``<keep>/<name>.<n>`` when the harness keeps dumps)."""
         self._control("-z")
         self._control("-i", "on")
         try:
@@ -117,6 +133,8 @@ class Callgrind:
             if dump.exists() and _TOTALS.search(dump.read_bytes()):
                 break
             time.sleep(0.05)
+        if self.keep is not None:
+            shutil.copy(dump, self.keep / f"{name.replace(' ', '_')}.{self._dumps:04d}")
         return result, read_totals(dump.read_bytes())
 
     def close(self) -> None:
@@ -140,7 +158,7 @@ def lifecycle(cg: Callgrind, tasks: int, width: int, batch: int) -> dict[str, fl
 
     def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any) -> Any:
-            result, n = cg.window(lambda: fn(*args))
+            result, n = cg.window(lambda: fn(*args), name)
             counts[name] += n
             return result
 
@@ -167,7 +185,10 @@ def dequeue(cg: Callgrind, tasks: int) -> dict[str, float]:
             state.dequeue_tasks(n)
             continue
         while True:
-            got, count = cg.window(lambda: state.dequeue_tasks(DEQUEUE_CHUNK))  # noqa: B023
+            got, count = cg.window(
+                lambda: state.dequeue_tasks(DEQUEUE_CHUNK),  # noqa: B023
+                "dequeue",
+            )
             totals += count
             if not got:
                 break
@@ -183,9 +204,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=3000, help="tasks (default 3000)")
     p.add_argument("--width", type=int, default=1000, help="lifecycle layer width (1000)")
     p.add_argument("--batch", type=int, default=500, help="lifecycle claim size (500)")
+    p.add_argument(
+        "--redis-server",
+        default="redis-server",
+        metavar="PATH",
+        help="the redis-server to run (e.g. a build with symbols; default: the one on PATH)",
+    )
+    p.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep each window's callgrind dump as DIR/<operation>.<n>",
+    )
     args = p.parse_args(argv)
     try:
-        cg = Callgrind()
+        cg = Callgrind(server=args.redis_server, keep=args.keep)
     except HarnessError as e:
         print(f"instructions: {e}", file=sys.stderr)
         return 2
