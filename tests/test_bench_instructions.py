@@ -61,3 +61,19 @@ def test_a_small_count(tmp_path: Path) -> None:
     assert life["total"] == pytest.approx(sum(parts))
     assert life["apply D"] > life["apply R"]  # D also credits the children and queues them
     assert deq["dequeue"] > 1000
+
+
+@pytest.mark.slow
+def test_step_costs_are_measured() -> None:
+    """Two steps counted: each costs instructions, and a whole-record match more than a match
+    of its head (the setup's own count is taken away)."""
+    if instructions.missing_tools():
+        from servers import skip_or_fail
+
+        skip_or_fail("the callgrind harness needs valgrind on PATH")
+    cg = instructions.Callgrind()
+    try:
+        got = instructions.steps(cg, 200, ["record match", "head match"])
+    finally:
+        cg.close()
+    assert got["record match"] > got["head match"] > 300, got

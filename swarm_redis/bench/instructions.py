@@ -9,7 +9,9 @@ Every script is called once on another run first (loaded and compiled outside th
 * ``lifecycle``: ``--tasks`` tasks in layers of ``--width``, fan-in 3, claimed in batches of
   ``--batch``: claim -> ack Q -> apply R -> apply D (propagating), per operation;
 * ``dequeue``: ``--tasks`` queued tasks of one array taken off the queue in calls of
-  :data:`~swarm_redis.engine.core.DEQUEUE_CHUNK`.
+  :data:`~swarm_redis.engine.core.DEQUEUE_CHUNK`;
+* ``steps``: what one step of a script costs (a record matched, a table made, a value read
+  with HMGET, a redis.call ...), ``--tasks`` of each: :mod:`swarm_redis.bench.lua_steps`.
 
 Run it with ``python -m swarm_redis.bench.instructions [lifecycle] [dequeue]`` (needs
 ``valgrind``, ``callgrind_control`` and ``redis-server`` on PATH; valgrind makes Redis about 50
@@ -36,6 +38,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from swarm_redis.bench import lua_steps
 from swarm_redis.bench.config import ARRAY_LIMIT
 from swarm_redis.bench.loop import OPERATIONS, lifecycle_loop
 from swarm_redis.bench.scenarios.lifecycle import redis_ops, registered_run
@@ -195,12 +198,27 @@ def dequeue(cg: Callgrind, tasks: int) -> dict[str, float]:
     return {"dequeue": totals / tasks}
 
 
+def steps(cg: Callgrind, n: int, names: Sequence[str] | None = None) -> dict[str, float]:
+    """Instructions of one Lua step of :data:`~swarm_redis.bench.lua_steps.STEPS` each."""
+    out = {}
+    for name in names or list(lua_steps.STEPS):
+        setup, full = lua_steps.scripts(name, n)
+        cg.client.eval(setup, 0)  # compiled (and the fixtures written) outside the windows
+        cg.client.eval(full, 0)
+        _, base = cg.window(lambda: cg.client.eval(setup, 0))  # noqa: B023
+        _, total = cg.window(lambda: cg.client.eval(full, 0))  # noqa: B023
+        out[name] = (total - base) / n
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m swarm_redis.bench.instructions",
         description="Redis instructions per task of the hot paths, under callgrind",
     )
-    p.add_argument("what", nargs="*", choices=["lifecycle", "dequeue"], default=["lifecycle"])
+    p.add_argument(
+        "what", nargs="*", choices=["lifecycle", "dequeue", "steps"], default=["lifecycle"]
+    )
     p.add_argument("--tasks", type=int, default=3000, help="tasks (default 3000)")
     p.add_argument("--width", type=int, default=1000, help="lifecycle layer width (1000)")
     p.add_argument("--batch", type=int, default=500, help="lifecycle claim size (500)")
@@ -224,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         for what in args.what:
+            if what == "steps":
+                figures = steps(cg, args.tasks)
+                print(f"steps: {args.tasks} of each, Redis instructions per step")
+                for name, value in figures.items():
+                    print(f"  {name:<18} {value / 1000:8.2f} k  {lua_steps.STEPS[name][0]}")
+                continue
             if what == "lifecycle":
                 figures = lifecycle(cg, args.tasks, args.width, args.batch)
             else:
