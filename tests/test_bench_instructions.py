@@ -56,6 +56,10 @@ def test_a_small_count(tmp_path: Path) -> None:
         if not p.name.startswith("dequeue")
     )
     assert life_total / 60 == pytest.approx(life["total"])
+    # every instruction of a dump is in one area (the areas split the count, they add up to it)
+    table = instructions.areas(tmp_path, 60)
+    by_area = sum(row.get(op, 0.0) for row in table.values() for op in instructions.OPERATIONS)
+    assert by_area == pytest.approx(life["total"], rel=0.01)
     parts = [life[name] for name in ("claim", "ack Q", "apply R", "apply D")]
     assert all(p > 1000 for p in parts), life  # each operation ran inside its window
     assert life["total"] == pytest.approx(sum(parts))

@@ -14,7 +14,7 @@ Every script is called once on another run first (loaded and compiled outside th
   with HMGET, a redis.call ...), ``--tasks`` of each: :mod:`swarm_redis.bench.lua_steps`.
 
 Run it with ``python -m swarm_redis.bench.instructions [lifecycle] [dequeue]`` (needs
-``valgrind``, ``callgrind_control`` and ``redis-server`` on PATH; valgrind makes Redis about 50
+``valgrind``, ``callgrind_control``, ``callgrind_annotate`` and ``redis-server`` on PATH; valgrind makes Redis about 50
 times slower, so sizes stay small: the per-task figures do not depend on them much).
 
 Where the instructions go: ``--keep DIR`` keeps every window's dump as
@@ -50,7 +50,7 @@ from swarm_redis.testing.dags import DagShape, build_dag
 T = TypeVar("T")
 
 #: What the harness needs on PATH.
-TOOLS = ("valgrind", "callgrind_control", "redis-server")
+TOOLS = ("valgrind", "callgrind_control", "callgrind_annotate", "redis-server")
 
 _TOTALS = re.compile(rb"^totals:\s*(\d+)", re.MULTILINE)
 
@@ -198,6 +198,53 @@ def dequeue(cg: Callgrind, tasks: int) -> dict[str, float]:
     return {"dequeue": totals / tasks}
 
 
+#: Where an instruction is spent, by the source file of the function that executes it
+#: (first match wins; a redis-server built with -g names them, a stripped one does not).
+AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Lua bytecode loop (lvm.c)", ("lua/src/lvm.c",)),
+    ("Lua tables (ltable.c)", ("lua/src/ltable.c",)),
+    ("Lua string interning (lstring.c)", ("lua/src/lstring.c",)),
+    ("Lua string library: match, find, sub (lstrlib.c)", ("lua/src/lstrlib.c",)),
+    ("Lua calls, stack, C API (ldo.c, lapi.c, ...)", ("lua/src/ldo.c", "lua/src/lapi.c",
+                                                      "lua/src/lfunc.c", "lua/src/lauxlib.c",
+                                                      "lua/src/lbaselib.c")),
+    ("Lua garbage collector (lgc.c)", ("lua/src/lgc.c",)),
+    ("Lua, other", ("lua/src/",)),
+    ("redis.call glue (script_lua.c, script.c)", ("src/script_lua.c", "src/script.c")),
+    ("Redis commands and data structures", ("src/",)),
+    ("libc (malloc, memcpy, printf, strtod)", ("libc", "malloc", "string/", "stdio", "stdlib")),
+)  # fmt: skip
+
+_SELF = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S+):\S+")
+
+
+def areas_of(dump: Path) -> dict[str, int]:
+    """The instructions of one kept dump by :data:`AREAS` (``other`` for the rest)."""
+    out = subprocess.run(
+        ["callgrind_annotate", "--threshold=100", "--auto=no", str(dump)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    found: dict[str, int] = {}
+    for line in out.splitlines():
+        m = _SELF.match(line)
+        if m is None or "PROGRAM TOTALS" in line:
+            continue
+        area = next((name for name, keys in AREAS if any(k in m.group(2) for k in keys)), "other")
+        found[area] = found.get(area, 0) + int(m.group(1).replace(",", ""))
+    return found
+
+
+def areas(keep: Path, tasks: int) -> dict[str, dict[str, float]]:
+    """Instructions per task by area and operation, over the dumps kept in ``keep``."""
+    out: dict[str, dict[str, float]] = {}
+    for dump in sorted(keep.iterdir()):
+        op = dump.name.rsplit(".", 1)[0].replace("_", " ")
+        for area, n in areas_of(dump).items():
+            row = out.setdefault(area, {})
+            row[op] = row.get(op, 0.0) + n / tasks
+    return out
+
+
 def steps(cg: Callgrind, n: int, names: Sequence[str] | None = None) -> dict[str, float]:
     """Instructions of one Lua step of :data:`~swarm_redis.bench.lua_steps.STEPS` each."""
     out = {}
@@ -209,6 +256,18 @@ def steps(cg: Callgrind, n: int, names: Sequence[str] | None = None) -> dict[str
         _, total = cg.window(lambda: cg.client.eval(full, 0))  # noqa: B023
         out[name] = (total - base) / n
     return out
+
+
+def print_areas(table: dict[str, dict[str, float]]) -> None:
+    """The areas table, k instructions per task, one column per lifecycle operation."""
+    ops = [op for op in OPERATIONS if any(op in row for row in table.values())]
+    total = sum(sum(row.values()) for row in table.values())
+    print("where the instructions go (k per task):")
+    print(f"  {'':<50}" + "".join(f"{op:>9}" for op in ops) + f"{'all':>9}")
+    for area, row in sorted(table.items(), key=lambda kv: -sum(kv[1].values())):
+        cells = "".join(f"{row.get(op, 0.0) / 1000:9.1f}" for op in ops)
+        share = sum(row.values())
+        print(f"  {area:<50}{cells}{share / 1000:9.1f}  {100 * share / total:3.0f} %")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,14 +288,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the redis-server to run (e.g. a build with symbols; default: the one on PATH)",
     )
     p.add_argument(
+        "--areas",
+        action="store_true",
+        help="lifecycle: also print where the instructions go, by source file (needs a"
+        " redis-server built with symbols, see --redis-server)",
+    )
+    p.add_argument(
         "--keep",
         type=Path,
         metavar="DIR",
         help="keep each window's callgrind dump as DIR/<operation>.<n>",
     )
     args = p.parse_args(argv)
+    keep = args.keep
+    if args.areas and keep is None:
+        keep = Path(tempfile.mkdtemp(prefix="swarm-callgrind-keep-"))
     try:
-        cg = Callgrind(server=args.redis_server, keep=args.keep)
+        cg = Callgrind(server=args.redis_server, keep=keep)
     except HarnessError as e:
         print(f"instructions: {e}", file=sys.stderr)
         return 2
@@ -255,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{what}: {args.tasks} tasks, Redis instructions per task")
             for name, value in figures.items():
                 print(f"  {name:<10} {value / 1000:10.2f} k")
+            if what == "lifecycle" and args.areas and keep is not None:
+                print_areas(areas(keep, args.tasks))
     finally:
         cg.close()
     return 0
