@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from swarm_redis.bench import instructions
+from swarm_redis.bench.loop import OPERATIONS
 
 
 def test_totals_are_read_from_a_dump() -> None:
@@ -58,7 +59,7 @@ def test_a_small_count(tmp_path: Path) -> None:
     assert life_total / 60 == pytest.approx(life["total"])
     # every instruction of a dump is in one area (the areas split the count, they add up to it)
     table = instructions.areas(tmp_path, 60)
-    by_area = sum(row.get(op, 0.0) for row in table.values() for op in instructions.OPERATIONS)
+    by_area = sum(row.get(op, 0.0) for row in table.values() for op in OPERATIONS)
     assert by_area == pytest.approx(life["total"], rel=0.01)
     parts = [life[name] for name in ("claim", "ack Q", "apply R", "apply D")]
     assert all(p > 1000 for p in parts), life  # each operation ran inside its window
