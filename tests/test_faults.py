@@ -35,7 +35,7 @@ from swarm_redis import ArrayRecord, RedisSwarmState
 from swarm_redis.demo.embedded import free_port
 from swarm_redis.demo.redis_server import RedisProcess, start_redis_server
 from swarm_redis.demo.sim import SimConfig, SimReport, SimServer
-from swarm_redis.exit_codes import EXIT_STATE_LOST
+from swarm_redis.exit_codes import EXIT_NOT_FOUND, EXIT_STATE_LOST
 from swarm_redis.ops.verify import find_drift
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
@@ -283,9 +283,15 @@ def test_lost_state_stops_every_replica_with_exit_7(
     replicas = new_replicas(server, run_id, sim, tmp_path)
     keys = RedisSwarmState.attach(client, run_id, prefix=PREFIX).keys
     try:
-        for _ in range(REPLICAS):
-            replicas.start()
+        names = [replicas.start() for _ in range(REPLICAS)]
         wait_until(lambda: sim.report().counts["D"] >= 20, HANG_GUARD_S, "progress")
+        # every replica attached first: one still starting would find no run at all (exit 3,
+        # test_a_replica_of_a_missing_run_exits_3), not a run that lost its writes
+        wait_until(
+            lambda: all(" joined run " in (tmp_path / f"{n}.err").read_text() for n in names),
+            HANG_GUARD_S,
+            "every replica joined",
+        )
         assert client.delete(*keys.all) > 0
         for proc in replicas.procs.values():
             proc.wait(HANG_GUARD_S)
@@ -300,3 +306,23 @@ def test_lost_state_stops_every_replica_with_exit_7(
         assert "rebuild the run" in err and f"workflow run {run_id}" in err
     assert client.exists(*keys.all) == 0  # nobody wrote the run back (no leave, no re-create)
     client.close()
+
+
+def test_a_replica_of_a_missing_run_exits_3(server: Server, run_id: int, tmp_path: Path) -> None:
+    """A replica started for a run Redis does not hold (never created, or deleted before the
+    replica attached) says so and exits with status 3 (EXIT_NOT_FOUND), without a traceback."""
+    rng = random.Random(run_id)
+    client = redis.Redis(port=server.port, protocol=3, socket_timeout=10)
+    config = build_run(client, run_id, rng)
+    sim = SimServer.start(config)
+    replicas = new_replicas(server, run_id + 1, sim, tmp_path)  # a run id nobody created
+    try:
+        name = replicas.start()
+        replicas.procs[name].wait(HANG_GUARD_S)
+    finally:
+        replicas.kill_all()
+        sim.stop()
+        client.delete(*RedisSwarmState.attach(client, run_id, prefix=PREFIX).keys.all)
+    assert replicas.procs[name].returncode == EXIT_NOT_FOUND == 3
+    err = (tmp_path / f"{name}.err").read_text()
+    assert f"workflow run {run_id + 1} not found" in err and "Traceback" not in err

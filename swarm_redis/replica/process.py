@@ -23,7 +23,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from swarm_redis.engine.coordination import MAX_CLAIM_SIZE
-from swarm_redis.exit_codes import EXIT_OK, EXIT_STATE_LOST
+from swarm_redis.errors import UnknownRunError
+from swarm_redis.exit_codes import EXIT_NOT_FOUND, EXIT_OK, EXIT_STATE_LOST
 from swarm_redis.replica.faults import is_transient
 from swarm_redis.replica.loop import run_replica
 from swarm_redis.state import RedisSwarmState
@@ -76,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m swarm_redis.replica``; SIGTERM leaves the run cleanly.
 
     Exit status: :data:`EXIT_OK` (0) once the run is final or after SIGTERM,
-    :data:`EXIT_STATE_LOST` (7) when Redis lost the run's writes, 1 on an unexpected error,
-    2 on bad usage. Transient Redis errors (see :func:`is_transient`) never end it.
+    :data:`EXIT_STATE_LOST` (7) when Redis lost the run's writes, :data:`EXIT_NOT_FOUND` (3)
+    when the run is not in Redis when the replica attaches, 1 on an unexpected error, 2 on bad
+    usage. Transient Redis errors (see :func:`is_transient`) never end it.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -94,7 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # it leaves and re-joins, which gives back whatever that claim may have taken.
     client = redis.Redis.from_url(args.url, protocol=3, retry=Retry(NoBackoff(), 0))
     try:
-        state = _attach(client, args.run, args.prefix, stop)
+        try:
+            state = _attach(client, args.run, args.prefix, stop)
+        except UnknownRunError as e:
+            # nothing to join (never created, or gone before this replica attached)
+            print(f"replica: {e.args[0] if e.args else e}", file=sys.stderr, flush=True)
+            return EXIT_NOT_FOUND
         if state is None:
             return EXIT_OK  # stopped before Redis answered
         with SimClient(args.sim, args.sim_key) as gateway:
