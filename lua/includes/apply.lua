@@ -105,7 +105,7 @@ local function recs_flush(R)
   if #dirty == 0 then
     return
   end
-  local map, sub = R.map, string.sub
+  local map = R.map
   local fields, moves, move_list, deltas, nf = {}, {}, {}, {}, 0
   for i = 1, #dirty do
     local id = dirty[i]
@@ -114,7 +114,7 @@ local function recs_flush(R)
     t[T_DIRTY] = false
     fields[nf + 1] = id
     fields[nf + 2] = s .. '|' .. t[T_ND] .. '|' .. t[T_ST] .. '|' .. t[T_FL] .. '|'
-      .. sub(t[T_RAW], t[T_AT])
+      .. str_sub(t[T_RAW], t[T_AT])
     nf = nf + 2
     if s ~= s0 then
       local from = moves[s0]
@@ -165,7 +165,7 @@ local function plan_completions(R, ids)
   for i = 1, #ids do
     local id = ids[i]
     local t = R.map[id]
-    if t and R.plan[id] == nil and not string.find(t[T_FL], 'p', 1, true) then
+    if t and R.plan[id] == nil and not str_find(t[T_FL], 'p', 1, true) then
       if #t[T_RAW] > BIG_RECORD or kids_marker(t[T_RAW], t[T_KAT]) then
         R.plan[id] = 'big'
       else
