@@ -82,3 +82,26 @@ def test_step_costs_are_measured() -> None:
     finally:
         cg.close()
     assert got["record match"] > got["head match"] > 300, got
+
+
+@pytest.mark.slow
+def test_the_floors_cost_less_than_the_scripts() -> None:
+    """A layout's floor (the lifecycle with nothing but its writes) costs less than the real
+    scripts on the same DAG, and the native layout's floor less than the record layout's: the
+    bound the benchmark page reads from them holds on this machine."""
+    if instructions.missing_tools():
+        from servers import skip_or_fail
+
+        skip_or_fail("the callgrind harness needs valgrind on PATH")
+    cg = instructions.Callgrind()
+    try:
+        real = instructions.lifecycle(cg, tasks=200, width=100, batch=100)
+        floors = instructions.floor(cg, tasks=200, width=100, batch=100)
+    finally:
+        cg.close()
+    assert set(floors) == {"record", "native"}
+    for layout, row in floors.items():
+        assert all(row[op] > 500 for op in OPERATIONS), (layout, row)  # each op was counted
+        assert row["total"] == pytest.approx(sum(row[op] for op in OPERATIONS))
+        assert row["total"] < real["total"], (layout, row, real)
+    assert floors["native"]["total"] < floors["record"]["total"], floors

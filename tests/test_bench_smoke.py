@@ -38,6 +38,10 @@ def test_quick_suite_writes_every_figure(real_redis_url: str, tmp_path: Path) ->
         assert lc[f"{name}_tasks_per_s"] > 0
         assert "others_cpu_s" in lc[name]["load"]
     assert lc["redis"]["all_done"] and lc["pipelined"]["all_done"]
+    # the layout floors ran the whole DAG beside them, and are compared with the same references
+    for floor in ("floor_native", "floor_record"):
+        assert lc[floor]["all_done"] and lc[floor]["tasks"] == lc["dag"]["tasks"], floor
+        assert lc[f"{floor}_vs_pipelined"] > 0 and lc[f"{floor}_vs_memory"] > 0, floor
     assert lc["redis"]["register"]["tasks"] == lc["dag"]["tasks"]
     # Redis CPU per task of every Redis implementation, per operation
     assert set(lc["per_op"]) == {"redis", "pipelined", "naive"}

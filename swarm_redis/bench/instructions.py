@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from swarm_redis.bench import lua_steps
+from swarm_redis.bench import layout_floor, lua_steps
 from swarm_redis.bench.config import ARRAY_LIMIT
 from swarm_redis.bench.loop import OPERATIONS, lifecycle_loop
 from swarm_redis.bench.scenarios.lifecycle import redis_ops, registered_run
@@ -175,6 +175,34 @@ def lifecycle(cg: Callgrind, tasks: int, width: int, batch: int) -> dict[str, fl
     return out
 
 
+def floor(cg: Callgrind, tasks: int, width: int, batch: int) -> dict[str, dict[str, float]]:
+    """Instructions per task of each lifecycle operation of each layout's floor
+    (:mod:`~swarm_redis.bench.layout_floor`), on the DAG :func:`lifecycle` runs."""
+    out: dict[str, dict[str, float]] = {}
+    for k, layout in enumerate(layout_floor.LAYOUTS):
+        warm = layout_floor.floor_run(cg.client, layout, DagShape(30, width=10), 10, f"cgw{k}:")
+        lifecycle_loop(warm)  # both scripts loaded outside the windows
+        ops = layout_floor.floor_run(
+            cg.client, layout, DagShape(tasks, width=width, fan_in=3), batch, f"cgf{k}:"
+        )
+        counts = dict.fromkeys(OPERATIONS, 0)
+
+        def wrap(name: str, fn: Callable[..., Any], layout: str = layout) -> Callable[..., Any]:
+            def counted(*args: Any) -> Any:
+                result, n = cg.window(lambda: fn(*args), f"{layout} {name}")
+                counts[name] += n  # noqa: B023 (the loop's own counts, used within it)
+                return result
+
+            return counted
+
+        done = lifecycle_loop(ops.wrapped(wrap))
+        if done != tasks:
+            raise HarnessError(f"the {layout} floor finished {done} of {tasks} tasks")
+        out[layout] = {name: n / tasks for name, n in counts.items()}
+        out[layout]["total"] = sum(counts.values()) / tasks
+    return out
+
+
 def dequeue(cg: Callgrind, tasks: int) -> dict[str, float]:
     """Instructions per task of taking ``tasks`` queued tasks off the queue."""
     totals = 0
@@ -276,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Redis instructions per task of the hot paths, under callgrind",
     )
     p.add_argument(
-        "what", nargs="*", choices=["lifecycle", "dequeue", "steps"], default=["lifecycle"]
+        "what", nargs="*", choices=["lifecycle", "dequeue", "steps", "floor"], default=["lifecycle"]
     )
     p.add_argument("--tasks", type=int, default=3000, help="tasks (default 3000)")
     p.add_argument("--width", type=int, default=1000, help="lifecycle layer width (1000)")
@@ -315,6 +343,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"steps: {args.tasks} of each, Redis instructions per step")
                 for name, value in figures.items():
                     print(f"  {name:<18} {value / 1000:8.2f} k  {lua_steps.STEPS[name][0]}")
+                continue
+            if what == "floor":
+                for layout, row in floor(cg, args.tasks, args.width, args.batch).items():
+                    print(
+                        f"floor of the {layout} layout: {args.tasks} tasks, instructions per task"
+                    )
+                    for name, value in row.items():
+                        print(f"  {name:<10} {value / 1000:10.2f} k")
                 continue
             if what == "lifecycle":
                 figures = lifecycle(cg, args.tasks, args.width, args.batch)

@@ -21,7 +21,9 @@ def _lifecycle(r: dict[str, Any]) -> Grid:
     if r.get("repeat", 1) > 1:
         t.title += f"; best of {r['repeat']} runs"
     for key, label in _LABELS.items():
-        x = r[key]
+        x = r.get(key)
+        if x is None:  # figures of a build before the layout floors
+            continue
         client = x.get("us_per_task_client")
         if client is None and x.get("tasks"):
             client = x["client_cpu_s"] / x["tasks"] * 1e6
@@ -66,6 +68,8 @@ _LABELS = {
     "memory": "memory.SwarmState",
     "pipelined": "pipelined (WATCH/MULTI)",
     "naive": "naive (1 command/call)",
+    "floor_native": "floor: native layout (writes only)",
+    "floor_record": "floor: record layout (writes only)",
 }
 
 

@@ -2,7 +2,10 @@
 
 ``redis`` (RedisSwarmState, Lua), ``memory`` (the in-memory reference), ``pipelined``
 (WATCH/MULTI, no Lua) and ``naive`` (one command per call) each run claim -> Q -> R -> D with
-completion propagation until the DAG is done (naive: until its time budget is spent). Then each
+completion propagation until the DAG is done (naive: until its time budget is spent). So do
+the two layout floors (``floor_native``, ``floor_record``: :mod:`~swarm_redis.bench.layout_floor`,
+the lifecycle's writes and nothing else), the bound below which no script on that layout goes
+in the same run. Then each
 Redis implementation runs again with :class:`~swarm_redis.bench.measure.OpStats` around every
 operation: Redis CPU, client CPU and Redis commands per task and per operation (``per_op``).
 """
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm_redis.bench import layout_floor
 from swarm_redis.bench.alternatives import NaiveState, PipelinedState
 from swarm_redis.bench.config import ARRAY_LIMIT, RUN_LIMIT
 from swarm_redis.bench.context import Context
@@ -28,6 +32,8 @@ from swarm_redis.update import StateUpdate
 
 #: The Redis implementations measured per operation, in report order.
 REDIS_IMPLEMENTATIONS: tuple[str, ...] = ("redis", "pipelined", "naive")
+#: The layout floors run beside them (keys of the scenario's figures).
+FLOORS: tuple[str, ...] = ("floor_native", "floor_record")
 #: Share of the naive time budget its per-operation run gets (per-task figures need few tasks).
 NAIVE_PER_OP_SHARE = 0.25
 
@@ -146,6 +152,15 @@ def naive_driver(ctx: Context, shape: DagShape, budget_s: float) -> Driver:
     return Driver(ops, after, deadline_s=budget_s, setup=setup)
 
 
+def run_floor(ctx: Context, shape: DagShape, layout: str) -> dict[str, Any]:
+    """The lifecycle of a layout's floor on ``shape`` (fresh keys under the suite's prefix)."""
+    p = f"{ctx.prefix}:floor{ctx.new_run_id()}:"
+    ops = layout_floor.floor_run(ctx.client, layout, shape, ctx.config.batch_size, p)
+    out = measure(ctx.client, lambda: lifecycle_loop(ops))
+    out["all_done"] = ctx.client.scard(p + "s:D") == shape.n_tasks
+    return out
+
+
 def run_driver(ctx: Context, driver: Driver, mode: str = "measure") -> dict[str, Any]:
     """Drive the loop: "measure" (timed), "per_op" (:class:`OpStats`) or "profile"."""
     deadline = None if driver.deadline_s is None else time.perf_counter() + driver.deadline_s
@@ -225,6 +240,8 @@ def lifecycle(ctx: Context) -> dict[str, Any]:
         "memory": lambda: run_memory_lifecycle(shape, cfg.batch_size),
         "redis": lambda: run_redis_lifecycle(ctx, shape),
         "pipelined": lambda: run_driver(ctx, pipelined_driver(ctx, shape)),
+        "floor_native": lambda: run_floor(ctx, shape, "native"),
+        "floor_record": lambda: run_floor(ctx, shape, "record"),
     }
     for name, fn in runs.items():
         tries = [fn() for _ in range(cfg.repeat)]
@@ -233,7 +250,7 @@ def lifecycle(ctx: Context) -> dict[str, Any]:
     ctx.lifecycle_raw = out["redis"]
     out["naive"] = run_driver(ctx, naive_driver(ctx, shape, cfg.naive_budget))
     out["naive"]["complete"] = out["naive"]["tasks"] == shape.n_tasks
-    for name in ("redis", "memory", "pipelined", "naive"):
+    for name in ("redis", "memory", "pipelined", "naive", *FLOORS):
         x = out[name]
         out[f"{name}_tasks_per_s"] = x["tasks_per_s"]
         if x.get("us_per_task_client") is not None:
@@ -244,6 +261,11 @@ def lifecycle(ctx: Context) -> dict[str, Any]:
     r = out["redis_tasks_per_s"]
     out["redis_vs_memory"] = round(r / out["memory_tasks_per_s"], 4)
     out["redis_vs_pipelined"] = round(r / out["pipelined_tasks_per_s"], 3)
+    for name in FLOORS:  # what the layout's floor would give against the same references
+        out[f"{name}_vs_memory"] = round(out[name]["tasks_per_s"] / out["memory_tasks_per_s"], 4)
+        out[f"{name}_vs_pipelined"] = round(
+            out[name]["tasks_per_s"] / out["pipelined_tasks_per_s"], 3
+        )
     out["redis_vs_naive"] = (
         round(r / out["naive_tasks_per_s"], 2) if out["naive"]["tasks"] else None
     )
