@@ -13,6 +13,7 @@ import pytest
 import swarm_redis.bench.scenarios.peers as peers_module
 from swarm_redis.bench.cli import main
 from swarm_redis.bench.loop import OPERATIONS
+from swarm_redis.bench.probes import longest_command_ms
 from swarm_redis.bench.report import to_markdown
 from swarm_redis.bench.targets import LOADED_CORES, TARGETS, evaluate_targets
 
@@ -194,3 +195,37 @@ def test_cli_quick_run_as_documented(real_redis_url: str, tmp_path: Path) -> Non
     data = json.loads(out.read_text())
     assert data["lifecycle"]["redis"]["all_done"]
     assert data["config"]["quick"] is True
+
+
+def test_the_longest_command_leaves_the_suites_slowlog_calls_out() -> None:
+    """A SLOWLOG RESET that frees thousands of entries is logged as slow itself: it must not
+    stand for the longest of the calls the blocking scenario measures."""
+    entries: list[dict[str, Any]] = [
+        {"duration": 29_019, "command": b"SLOWLOG RESET"},
+        {"duration": 6_655, "command": b"EVALSHA b79b 35 k1 k2"},
+        {"duration": 12_000, "command": "slowlog get 100000"},
+        {"duration": 5_051, "command": "EVALSHA b79b 35 k1 k2"},
+    ]
+    assert longest_command_ms(entries) == 6.655
+    assert longest_command_ms(entries[:1]) == 0.0
+
+
+@pytest.mark.real
+def test_the_longest_command_of_a_real_slowlog() -> None:
+    """Entries as a real server gives them (RESP3, bytes): a script that ran 15 ms is found
+    among thousands of entries, the reset's own entry among them."""
+    from servers import private_redis
+
+    with private_redis("a SLOWLOG of our own") as client:
+        client.config_set("slowlog-log-slower-than", 0)
+        client.config_set("slowlog-max-len", 1_000_000)
+        client.slowlog_reset()
+        client.eval(
+            "local t = redis.call('TIME') local t0 = t[1] * 1e6 + t[2] "
+            "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - t0 >= 15000 return 1",
+            0,
+        )
+        # every command is logged (the script's TIME calls too): the whole log, reset included
+        entries = client.slowlog_get(1_000_000)
+        assert entries[-1]["command"] == b"SLOWLOG RESET"
+        assert 15.0 <= longest_command_ms(entries) < 1000.0

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from swarm_redis.bench.config import ARRAY_LIMIT, RUN_LIMIT, BenchConfig
-from swarm_redis.bench.probes import PingProbe, used_memory
+from swarm_redis.bench.probes import PingProbe, longest_command_ms, used_memory
 from swarm_redis.demo.embedded import EmbeddedRedis, connect, resolve_url
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.testing.dags import Dag, DagShape, build_dag
@@ -129,8 +129,7 @@ class Context:
         """The longest command in the SLOWLOG (ms), or None on a server not ours."""
         if not self.private:
             return None
-        entries = self.client.slowlog_get(100_000)
-        return round(max((int(e["duration"]) for e in entries), default=0) / 1000, 3)
+        return longest_command_ms(self.client.slowlog_get(100_000))
 
     def cleanup(self) -> None:
         """Delete every key of this suite run, and stop the embedded server."""
