@@ -76,6 +76,13 @@ for i = 1, n do
   to[i] = ARGV[3 + 2 * i]
 end
 local groups, changed, nc, done, nd = {}, {}, 0, {}, 0
+local credited, queued = '', ''
+-- the n first entries of `list` as one command on the run key `key`, when there are any
+local function bulk(cmd, key, list, n)
+  if n > 0 then
+    redis.call(cmd, p .. key, unpack(list, 1, n))
+  end
+end
 local function moved(id, s, t)
   nc = nc + 1
   changed[nc] = id .. ':' .. t .. ':' .. s
@@ -125,9 +132,7 @@ if in_batch then
         again[na] = back[i]
       end
     end
-    if na > 0 then
-      redis.call('LPUSH', p .. 'ready', unpack(again))
-    end
+    bulk('LPUSH', 'ready', again, na)
   end
   redis.call('SREM', p .. 'claimed', unpack(batch_ids, 1, nb))
   redis.call('HDEL', p .. 'batches', bid)
@@ -189,10 +194,7 @@ for i = 1, n do
     end
   end
 end
-if nh > 0 then
-  redis.call('HSET', p .. 'task', unpack(hs, 1, nh))
-end
-local credited, queued = '', ''
+bulk('HSET', 'task', hs, nh)
 if nu > 0 then
   local kids = redis.call('HMGET', p .. 'task', unpack(uniq, 1, nu))
   local ks, nk, cred, ready, nr = {}, 0, {}, {}, 0
@@ -210,9 +212,7 @@ if nu > 0 then
     end
   end
   redis.call('HSET', p .. 'task', unpack(ks, 1, nk))
-  if nr > 0 then
-    redis.call('RPUSH', p .. 'ready', unpack(ready, 1, nr))
-  end
+  bulk('RPUSH', 'ready', ready, nr)
   credited, queued = table.concat(cred, ' '), table.concat(ready, ' ')
 end
 """
@@ -237,10 +237,7 @@ for i = 1, n do
     moved(id, s, t)
   end
 end
-if nh > 0 then
-  redis.call('HSET', p .. 'st', unpack(hs, 1, nh))
-end
-local credited, queued = '', ''
+bulk('HSET', 'st', hs, nh)
 if nd > 0 then
   local kids = redis.call('HMGET', p .. 'kids', unpack(done, 1, nd))
   for i = 1, nd do
@@ -265,9 +262,7 @@ if nu > 0 then
       zero[nz] = c
     end
   end
-  if nl > 0 then
-    redis.call('HSET', p .. 'left', unpack(ls, 1, nl))
-  end
+  bulk('HSET', 'left', ls, nl)
   local ready, nr = {}, 0
   if nz > 0 then
     redis.call('HDEL', p .. 'left', unpack(zero, 1, nz))
@@ -279,9 +274,7 @@ if nu > 0 then
       end
     end
   end
-  if nr > 0 then
-    redis.call('RPUSH', p .. 'ready', unpack(ready, 1, nr))
-  end
+  bulk('RPUSH', 'ready', ready, nr)
   credited, queued = table.concat(cred, ' '), table.concat(ready, ' ')
 end
 """
