@@ -86,3 +86,13 @@ def test_a_floor_refuses_a_used_prefix_and_an_unknown_layout(r: redis.Redis, pre
         layout_floor.floor_run(r, "native", SHAPE, 5, f"{prefix}:x:")
     with pytest.raises(ValueError, match="unknown layout 'packed'"):
         layout_floor.floor_run(r, "packed", SHAPE, 5, f"{prefix}:y:")
+
+
+def test_a_floor_prefix_with_glob_characters_matches_only_itself(
+    r: redis.Redis, prefix: str
+) -> None:
+    """Another key the prefix would match as a pattern does not count as a leftover."""
+    r.set(f"{prefix}:ab:stray", 1)
+    ops = layout_floor.floor_run(r, "native", DagShape(4, width=2, fan_in=1), 5, f"{prefix}:a?:")
+    assert lifecycle_loop(ops) == 4
+    assert r.get(f"{prefix}:ab:stray") == b"1"

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from swarm_redis.bench.loop import Ops
+from swarm_redis.engine.keys import glob_escape
 from swarm_redis.testing.dags import DagShape
 
 #: The layouts a floor exists for.
@@ -313,7 +314,7 @@ def floor_run(client: Any, layout: str, shape: DagShape, batch: int, prefix: str
     lifecycle operations (claim -> ack Q -> R -> D) for :func:`~swarm_redis.bench.loop.lifecycle_loop`."""
     if layout not in _SCRIPTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
-    leftover = list(client.scan_iter(match=prefix + "*", count=1000))
+    leftover = list(client.scan_iter(match=glob_escape(prefix) + "*", count=1000))
     if leftover:
         raise ValueError(f"prefix {prefix!r} already holds {len(leftover)} keys")
     claim = client.register_script(_CLAIM)
@@ -343,8 +344,3 @@ def floor_run(client: Any, layout: str, shape: DagShape, batch: int, prefix: str
         return update(args=flat)
 
     return Ops(take, send, lambda s: send("", s), lambda s: send("", s))
-
-
-def floor_keys(client: Any, prefix: str) -> list[Any]:
-    """The keys a floor run wrote under ``prefix`` (to check and to delete)."""
-    return list(client.scan_iter(match=prefix + "*", count=1000))
