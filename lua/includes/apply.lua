@@ -31,8 +31,19 @@ local function t_nup(t)
   return t[T_NUP]
 end
 
+-- The last array t_array read, and it with its '|': the records of a call mostly share an
+-- array, and finding it where the record's array starts (a plain find, no new string) costs
+-- less than making the string again.
+local PREV_ARR, PREV_HEAD
+
 local function t_array(t)
-  return string.match(t[T_RAW], '^(%d+)|', t[T_AT])
+  local raw, at = t[T_RAW], t[T_AT]
+  if PREV_ARR and str_find(raw, PREV_HEAD, at, true) == at then
+    return PREV_ARR
+  end
+  local arr = string.match(raw, '^(%d+)|', at)
+  PREV_ARR, PREV_HEAD = arr, arr .. '|'
+  return arr
 end
 
 -- Upstreams done of a loaded record (t[T_ND] is its text: written back and reported as is).
@@ -438,15 +449,29 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   local stamp_n = tonumber(stamp)
   local r = new_result()
   local R = recs_new()
-  local ids, news = {}, {}
+  local ids, news, unchecked = {}, {}, {}
   for i = 0, n - 1 do
     local id = ARGV[first + i * 2]
     if consider == nil or consider(id) then
       ids[#ids + 1] = id
       news[#ids] = ARGV[first + i * 2 + 1]
+    else
+      unchecked[#unchecked + 1] = id
     end
   end
   recs_load(R, ids)
+  -- ids with a record were checked when they were registered (chk_pairs): the others (no
+  -- record, or left out by `consider`) are checked here, before anything is written
+  local map = R.map
+  for k = 1, #ids do
+    if not map[ids[k]] then
+      unchecked[#unchecked + 1] = ids[k]
+    end
+  end
+  local bad_id = chk_ids(unchecked)
+  if bad_id then
+    return nil, bad_id
+  end
   if propagate then
     -- only tasks that are or become DONE credit downstreams
     local completing = {}
@@ -463,7 +488,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   end
   -- one task after the other, in update order, as if each were its own call: the result does
   -- not depend on how an update is cut into chunks
-  local map, dirty, changed, into, finals = R.map, R.dirty_list, r.changed, r.into, r.finals
+  local dirty, changed, into, finals = R.dirty_list, r.changed, r.into, r.finals
   for k = 1, #ids do
     local id = ids[k]
     local t, new = map[id], news[k]

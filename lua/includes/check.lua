@@ -157,21 +157,28 @@ local function chk_apply_tail(t)
   return chk_meta_int('last_sync_us')
 end
 
--- The n (task id, status) pairs of ARGV from `first` on: ids and statuses well formed (the one
--- status check of apply_update and ack_batch; the records they touch are checked as apply.lua
--- loads them, before anything is written).
+-- The n (task id, status) pairs of ARGV from `first` on: their number and statuses. Their ids
+-- are checked where they are looked up (chk_ids): an id with a stored record was checked
+-- when it was registered, so only the others need the pattern match that costs the most here.
 local function chk_pairs(first, n)
   if first + 2 * n - 1 > #ARGV then
     return fail('INVALID', 'expected ' .. n .. ' (id, status) pairs, got ' .. math.floor((#ARGV - first + 1) / 2))
   end
-  for i = first, first + 2 * n - 1, 2 do
-    local id, st = ARGV[i], ARGV[i + 1]
-    -- the usual case in one match and one lookup; the messages are built only on a failure
-    if not (VALID[st] and #id <= 20 and string.find(id, '^%-?%d+$')) then
-      local e = chk_id(id, 'task id') or chk_status(st, 'task ' .. tostring(id))
-      if e then
-        return e
-      end
+  for i = first + 1, first + 2 * n - 1, 2 do
+    if not VALID[ARGV[i]] then
+      return chk_status(ARGV[i], 'task ' .. tostring(ARGV[i - 1]))
+    end
+  end
+  return nil
+end
+
+-- The entries of `list` from `first` (default 1) to its end: well-formed task ids (else the
+-- INVALID reply of the first that is not).
+local function chk_ids(list, first)
+  for i = first or 1, #list do
+    local e = chk_id(list[i], 'task id')
+    if e then
+      return e
     end
   end
   return nil
@@ -179,11 +186,5 @@ end
 
 -- The ids of ARGV from `first` to the end: well formed.
 local function chk_id_list(first)
-  for i = first, #ARGV do
-    local e = chk_id(ARGV[i], 'task id')
-    if e then
-      return e
-    end
-  end
-  return nil
+  return chk_ids(ARGV, first)
 end

@@ -64,11 +64,26 @@ local function qpush(ids, front, arrs)
   local v = first + QOFF
   local hi, lo = math.floor(v / 100), v % 100
   local head = string.format('%014d', hi)
+  -- the scores as text too, the same way, while they are small non-negative integers (a back
+  -- push's usually are): a Lua number is converted with a '%.17g' sprintf per entry. tostring
+  -- writes the head in full below 10^14 (a stored score is not trusted to be that small).
+  local shi, slo = math.floor(first / 100), first % 100
+  local shead = first >= 0 and first + #ids < 1e15 and tostring(shi) or nil
   for i = 1, #ids, 1000 do
     local zr, zi, nz = {}, {}, 0
     for j = i, math.min(i + 999, #ids) do
       local id = ids[j]
-      zr[nz + 1], zr[nz + 2] = first + j - 1, id
+      if shead then
+        zr[nz + 1] = shead .. DIG2[slo]
+        slo = slo + 1
+        if slo == 100 then
+          slo, shi = 0, shi + 1
+          shead = tostring(shi)
+        end
+      else
+        zr[nz + 1] = first + j - 1
+      end
+      zr[nz + 2] = id
       -- '0' as text: a Lua number would be converted with a sprintf per entry
       zi[nz + 1], zi[nz + 2] = '0', arrs[j] .. '|' .. head .. DIG2[lo] .. '|' .. id
       nz = nz + 2
