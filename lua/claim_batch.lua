@@ -113,24 +113,41 @@ if redis.call('ZCARD', K.ready) == 0 then
   return nothing
 end
 
--- One page of the per-array queue index: up to `count` entries from offset `off` between the
--- lexical bounds `lo` and `hi`, as members, task ids and task records (one ZRANGEBYLEX, one
--- HMGET): the one read path of both the head search and the joiners.
-local function qidx_page(lo, hi, off, count)
+-- One page of the per-array queue index: up to `count` entries of array `arr` from offset `off`
+-- between the lexical bounds `lo` and `hi`, as members, task ids and task records (one
+-- ZRANGEBYLEX, one HMGET): the one read path of both the head search and the joiners. A member
+-- is 'arr|<16 digits>|id' (queue.lua): its id is cut at a fixed offset once the second '|' is
+-- where it should be, else matched (a hand-edited member).
+local str_byte, str_sub, str_match = string.byte, string.sub, string.match
+local function qidx_page(arr, lo, hi, off, count)
   local ms = redis.call('ZRANGEBYLEX', K.qidx, lo, hi, 'LIMIT', off, count)
-  local ids = {}
-  for j, m in ipairs(ms) do
-    ids[j] = string.match(m, '^[^|]*|%d+|(.*)$')
+  local ids, bar = {}, #arr + 18
+  for j = 1, #ms do
+    local m = ms[j]
+    if str_byte(m, bar) == 124 and #m > bar then
+      ids[j] = str_sub(m, bar + 1)
+    else
+      ids[j] = str_match(m, '^[^|]*|%d+|(.*)$')
+    end
   end
   local recs = #ids > 0 and redis.call('HMGET', K.task, unpack(ids)) or {}
   return ms, ids, recs
 end
 
--- A queue entry may be claimed: its task has a record that is not final (DONE/ERROR_FATAL) and
--- whose head parses (status, done count: what the reply reports). A record that does not parse
--- is neither claimed nor dropped: it stays where it is (verify reports it).
+-- Status letters (as bytes) a queued task may have to be claimed: not final (DONE/ERROR_FATAL).
+local CLAIMABLE = {}
+for st in pairs(VALID) do
+  if not FINAL[st] then
+    CLAIMABLE[string.byte(st)] = true
+  end
+end
+
+-- The head 'status|done' of a queue entry's record (what the reply reports for it) when the
+-- entry may be claimed: a record that is not final and whose head parses; else nil. A record
+-- that does not parse is neither claimed nor dropped: it stays where it is (verify reports it).
 local function claimable(rec)
-  return rec and not FINAL[string.sub(rec, 1, 1)] and VALID[string.match(rec, '^(%u)|%d+|')] or false
+  local head = rec and str_match(rec, '^(%u|%d+)|')
+  return head and CLAIMABLE[str_byte(head)] and head or nil
 end
 
 -- A stale entry: no record, or a final one (dropped from the queue on the way).
@@ -140,19 +157,20 @@ end
 
 -- find the head: each array's first entry (qidx), the earliest of them wins
 local stale, stale_arrs = {}, {}
-local head_id, head_arr, head_pos, head_member, head_rec
+local head_id, head_arr, head_pos, head_member, head_head
 for _, aid in ipairs(free) do
   local dropped, off = 0, 0
   while off < STALE_MAX do
-    local ms, ids, recs = qidx_page('[' .. aid .. '|', '(' .. aid .. '}', off, 1)
+    local ms, ids, recs = qidx_page(aid, '[' .. aid .. '|', '(' .. aid .. '}', off, 1)
     if not ms[1] then
       break
     end
     off = off + 1
-    if claimable(recs[1]) then
+    local hd = claimable(recs[1])
+    if hd then
       local pos = string.match(ms[1], '^[^|]*|(%d+)|')
       if not head_pos or pos < head_pos then
-        head_id, head_arr, head_pos, head_member, head_rec = ids[1], aid, pos, ms[1], recs[1]
+        head_id, head_arr, head_pos, head_member, head_head = ids[1], aid, pos, ms[1], hd
       end
       break
     end
@@ -177,7 +195,7 @@ end
 -- gather the joiners: entries of the head's array within `window` entries after the head
 local cap = math.min(max_size, wcap, acap[head_arr])
 local rkey = redis.call('HGET', K.qres, head_id) or ''
-local members, mkeys, mrecs = {head_id}, {head_member}, {head_rec}
+local members, mkeys, heads = {head_id}, {head_member}, {head_id .. '|' .. head_head}
 if cap > 1 and window > 0 then
   local rank = redis.call('ZRANK', K.ready, head_id)
   local upper = '(' .. head_arr .. '}'
@@ -188,17 +206,19 @@ if cap > 1 and window > 0 then
   local lower = '[' .. head_arr .. '|' .. head_pos .. '}'
   local off = 0
   while #members < cap do
-    local ms, ids, recs = qidx_page(lower, upper, off, PAGE)
+    local ms, ids, recs = qidx_page(head_arr, lower, upper, off, PAGE)
     if #ms == 0 then
       break
     end
     off = off + #ms
     local rks = redis.call('HMGET', K.qres, unpack(ids))
     for j = 1, #ids do
-      if claimable(recs[j]) and (rks[j] or '') == rkey then
-        members[#members + 1] = ids[j]
-        mkeys[#mkeys + 1] = ms[j]
-        mrecs[#mrecs + 1] = recs[j]
+      local hd = (rks[j] or '') == rkey and claimable(recs[j])
+      if hd then
+        local k = #members + 1
+        members[k] = ids[j]
+        mkeys[k] = ms[j]
+        heads[k] = ids[j] .. '|' .. hd
         if #members >= cap then
           break
         end
@@ -239,4 +259,4 @@ else
   emit('type', 'claim', 'batch', bid, 'replica', rid, 'array', head_arr, 'n', #members)
 end
 touch()
-return {finish(), bid, head_arr, rkey, 0, task_heads(members, mrecs)}
+return {finish(), bid, head_arr, rkey, 0, table.concat(heads, ' ')}

@@ -127,3 +127,20 @@ def test_apply_checks_ids_without_a_record(
         assert snapshot(client, s) == before
     with pytest.raises(InvalidTypeError, match="task id"):
         s.update_task_status("x", "R")  # type: ignore[arg-type]
+
+
+def test_claim_reads_hand_edited_index_members(
+    make_client: MakeClient, run_id: int, prefix: str
+) -> None:
+    """A qidx member whose position is not 16 digits is read by the general match: here task
+    2's member, given a leading zero, sorts first in its array, so task 2 heads the batch."""
+    client = make_client()
+    s = _run(client, run_id, prefix, 3, 3)
+    members: list[bytes] = client.zrange(s.keys.qidx, 0, -1)  # type: ignore[assignment]
+    arr, pos, tid = members[1].split(b"|")
+    assert tid == b"2" and len(pos) == 16
+    client.zrem(s.keys.qidx, members[1])
+    client.zadd(s.keys.qidx, {b"|".join([arr, b"0" + pos, tid]): 0})
+    batch = s.claim_batch(s.join_replica(5.0), 10)
+    assert batch is not None and list(batch.task_ids) == [2, 1, 3]
+    assert [t.status for t in batch.tasks] == ["G", "G", "G"]

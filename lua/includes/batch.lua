@@ -50,11 +50,10 @@ local function held_batch(rid, inc, bid)
   return b, nil
 end
 
--- "id|status|done ..." of the given ids, from their records (`recs`, read when nil): one string,
--- built without parsing a record or converting a number (ids without a readable record are
--- reported as G with 0 done).
-local function task_heads(ids, recs)
-  recs = recs or multi_reply('HMGET', K.task, ids)
+-- "id|status|done ..." of the given ids, from their records: one string, built without parsing
+-- a record or converting a number (ids without a readable record are reported as G with 0 done).
+local function task_heads(ids)
+  local recs = multi_reply('HMGET', K.task, ids)
   local out, match = {}, string.match
   for j = 1, #ids do
     out[j] = ids[j] .. '|' .. (recs[j] and match(recs[j], '^%u|%d+') or 'G|0')
