@@ -4,7 +4,9 @@
   small non-negative integers, and as numbers beyond: either way consecutive and exact;
 * ack_batch skips the batch-membership lookup when the answer names the batch's tasks in batch
   order; an answer in another order, or about part of the batch, takes the general path;
-* apply_update checks the pattern of an id only when no record answers to it.
+* apply_update checks the pattern of an id only when no record answers to it;
+* the client checks the usual (int, letter) change with one type test and one lookup, and
+  decodes a reply's entries with one split.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from test_coordination import snapshot
 from swarm_redis import Batch, Replica
 from swarm_redis.engine import commands as cmd
 from swarm_redis.engine.scripts import load
-from swarm_redis.errors import InvalidTypeError
+from swarm_redis.engine.validation import checked_changes
+from swarm_redis.errors import InvalidInputError, InvalidTypeError
 from swarm_redis.ops import verify
 from swarm_redis.records import ArrayRecord, TaskRecord
 from swarm_redis.state import RedisSwarmState
@@ -144,3 +147,37 @@ def test_claim_reads_hand_edited_index_members(
     batch = s.claim_batch(s.join_replica(5.0), 10)
     assert batch is not None and list(batch.task_ids) == [2, 1, 3]
     assert [t.status for t in batch.tasks] == ["G", "G", "G"]
+
+
+class _Id(int):
+    """An int subclass (as numpy or an IntEnum would hand over)."""
+
+
+def test_checked_changes_takes_what_the_checks_take() -> None:
+    assert checked_changes([(1, "Q"), (_Id(2), "R")]) == [(1, "Q"), (2, "R")]
+    assert type(checked_changes([(_Id(2), "R")])[0][0]) is int
+    assert checked_changes([("3", "D")], allow_str=True) == [(3, "D")]
+    for bad_id in (True, "3", 1.0, None):
+        with pytest.raises(InvalidTypeError, match="task id"):
+            checked_changes([(bad_id, "Q")])
+    for bad_status in ("X", "", "QR", None, b"Q"):
+        with pytest.raises(InvalidInputError, match="unknown task status"):
+            checked_changes([(1, bad_status)])
+
+
+def test_decode_apply_reads_entries_and_refuses_malformed_ones() -> None:
+    reply = [7, b"1:Q:0:G 22:D:3:R", b"5", b"9:2:G 10:1:G", [b"R", b"", 0], []]
+    d = cmd.decode_apply(reply)
+    assert d.changed == [(1, "Q", 0, "G"), (22, "D", 3, "R")]
+    assert d.touched == [(9, 2, "G"), (10, 1, "G")] and d.ready == [5]
+    empty = cmd.decode_apply([7, b"", b"", b"", [b"", b"", 0], []])
+    assert empty.changed == [] and empty.touched == []
+    for changed, touched in [
+        (b"1:Q:0", b""),
+        (b"1:Q:0:G:x", b""),
+        (b"1:Q::0:G", b""),
+        (b"1:Q:0:G", b"9:2"),
+        (b"x:Q:0:G", b""),
+    ]:
+        with pytest.raises(ValueError):
+            cmd.decode_apply([7, changed, b"", touched, [b"", b"", 0], []])

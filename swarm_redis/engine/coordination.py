@@ -23,8 +23,7 @@ from swarm_redis.engine.validation import (
     MAX_TTL_MS,
     check_int,
     check_run_status,
-    check_task_status,
-    coerce_task_id,
+    checked_changes,
     seconds_to_ms,
     stored_int,
 )
@@ -275,11 +274,7 @@ def _answer(task_statuses: Mapping[Any, Any]) -> list[tuple[int, str]]:
         raise InvalidTypeError(
             f"task_statuses must be a mapping, got {type(task_statuses).__name__}"
         )
-    out = []
-    for task_id, status in task_statuses.items():
-        tid = coerce_task_id(task_id, allow_str=True)
-        out.append((tid, check_task_status(status, task_id=tid)))
-    return out
+    return checked_changes(task_statuses.items(), allow_str=True)
 
 
 def ack_batch(

@@ -6,7 +6,7 @@ import datetime
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES
@@ -164,6 +164,25 @@ def coerce_task_id(value: Any, *, allow_str: bool = False, what: str = "task id"
     if allow_str and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         return int(value)
     raise InvalidTypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+
+
+_STATUS_SET = frozenset(TASK_STATUSES)
+
+
+def checked_changes(
+    pairs: Iterable[tuple[Any, Any]], *, allow_str: bool = False
+) -> list[tuple[int, str]]:
+    """(task id, status) pairs as ``(int, letter)``, each checked as :func:`coerce_task_id` and
+    :func:`check_task_status` check it. The usual pair (an int and a letter) costs one type
+    test and one set lookup: this runs once per task of every update."""
+    out = []
+    for task_id, status in pairs:
+        if type(task_id) is int and type(status) is str and status in _STATUS_SET:
+            out.append((task_id, status))
+            continue
+        tid = coerce_task_id(task_id, allow_str=allow_str)
+        out.append((tid, check_task_status(status, task_id=tid)))
+    return out
 
 
 def check_task_status(value: Any, *, task_id: Any = None) -> str:

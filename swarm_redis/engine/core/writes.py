@@ -18,6 +18,7 @@ from swarm_redis.engine.validation import (
     check_run_status,
     check_sync_stamp,
     check_task_status,
+    checked_changes,
     coerce_task_id,
     encode_sync_time,
     sync_stamp,
@@ -42,11 +43,7 @@ class Writes(Registration):
     # --- updates --------------------------------------------------------------------------------
 
     def _changes(self, update: StateUpdate) -> list[tuple[int, str]]:
-        changes = []
-        for task_id, status in update.task_statuses.items():
-            tid = coerce_task_id(task_id)
-            changes.append((tid, check_task_status(status, task_id=tid)))
-        return changes
+        return checked_changes(update.task_statuses.items())
 
     def _tail(self, update: StateUpdate) -> UpdateTail:
         limit = update.max_concurrently_running
