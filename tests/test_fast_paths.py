@@ -29,14 +29,17 @@ from swarm_redis.state import RedisSwarmState
 MakeClient = Callable[..., redis.Redis]
 
 
-def _run(client: redis.Redis, run_id: int, prefix: str, n: int, queued: int) -> RedisSwarmState:
-    """Tasks 1..n of array 1, the first ``queued`` of them queued in id order."""
+def _run(
+    make_client: MakeClient, run_id: int, prefix: str, n: int, queued: int
+) -> tuple[redis.Redis, RedisSwarmState]:
+    """A client, and tasks 1..n of array 1, the first ``queued`` of them queued in id order."""
+    client = make_client()
     s = RedisSwarmState(1, run_id, 1, redis=client, prefix=prefix, max_concurrently_running=500)
     s.add_array(ArrayRecord(1, 500))
     tasks = [TaskRecord(i, 1, "G", 0, 0) for i in range(1, n + 1)]
     s.add_tasks(tasks)
     s.enqueue_tasks(tasks[:queued])
-    return s
+    return client, s
 
 
 def _scores(client: redis.Redis, s: RedisSwarmState) -> list[tuple[int, float]]:
@@ -47,8 +50,7 @@ def _scores(client: redis.Redis, s: RedisSwarmState) -> list[tuple[int, float]]:
 def test_back_push_scores_are_consecutive_across_hundreds(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
-    client = make_client()
-    s = _run(client, run_id, prefix, 400, 95)
+    client, s = _run(make_client, run_id, prefix, 400, 95)
     s.enqueue_tasks([s.tasks[i] for i in range(96, 401)])  # positions 96..400: 4 hundreds
     assert _scores(client, s) == [(i, float(i)) for i in range(1, 401)]
     assert [t.task_id for t in s.ready_to_run_list()] == list(range(1, 401))
@@ -58,8 +60,7 @@ def test_back_push_scores_are_consecutive_across_hundreds(
 def test_back_push_beyond_the_text_range_stays_exact(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
-    client = make_client()
-    s = _run(client, run_id, prefix, 6, 1)
+    client, s = _run(make_client, run_id, prefix, 6, 1)
     # a stored score near 10^15 (hand-set: where the text path ends) and one near 2^53
     for top in (10**15 - 2, 2**53 - 20):
         client.zadd(s.keys.ready, {b"1": top})
@@ -74,13 +75,13 @@ def test_back_push_beyond_the_text_range_stays_exact(
 
 
 def _claim_three(
-    client: redis.Redis, run_id: int, prefix: str
-) -> tuple[RedisSwarmState, Replica, Batch]:
-    s = _run(client, run_id, prefix, 4, 4)
+    make_client: MakeClient, run_id: int, prefix: str
+) -> tuple[redis.Redis, RedisSwarmState, Replica, Batch]:
+    client, s = _run(make_client, run_id, prefix, 4, 4)
     rep = s.join_replica(5.0)
     batch = s.claim_batch(rep, 3)
     assert batch is not None and [t.task_id for t in batch.tasks] == [1, 2, 3]
-    return s, rep, batch
+    return client, s, rep, batch
 
 
 @pytest.mark.parametrize(
@@ -91,8 +92,7 @@ def _claim_three(
 def test_ack_in_any_order_or_part(
     make_client: MakeClient, run_id: int, prefix: str, answer: dict[int, str]
 ) -> None:
-    client = make_client()
-    s, rep, batch = _claim_three(client, run_id, prefix)
+    client, s, rep, batch = _claim_three(make_client, run_id, prefix)
     changed = s.ack_batch(rep, batch, answer)
     assert {t.task_id for t in changed} == set(answer)
     for tid in (1, 2, 3):
@@ -107,8 +107,7 @@ def test_ack_in_any_order_or_part(
 def test_apply_checks_ids_without_a_record(
     make_client: MakeClient, run_id: int, prefix: str
 ) -> None:
-    client = make_client()
-    s = _run(client, run_id, prefix, 2, 2)
+    client, s = _run(make_client, run_id, prefix, 2, 2)
     changes = [(1, "R"), (7, "R")]
     call = cmd.apply_update(
         s.keys, s._core.caller(), propagate=True, stamp=None, changes=changes, tail=None
@@ -137,8 +136,7 @@ def test_claim_reads_hand_edited_index_members(
 ) -> None:
     """A qidx member whose position is not 16 digits is read by the general match: here task
     2's member, given a leading zero, sorts first in its array, so task 2 heads the batch."""
-    client = make_client()
-    s = _run(client, run_id, prefix, 3, 3)
+    client, s = _run(make_client, run_id, prefix, 3, 3)
     members: list[bytes] = client.zrange(s.keys.qidx, 0, -1)  # type: ignore[assignment]
     arr, pos, tid = members[1].split(b"|")
     assert tid == b"2" and len(pos) == 16

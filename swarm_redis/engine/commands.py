@@ -325,6 +325,16 @@ def triples(flat: Sequence[Any]) -> list[tuple[int, str, int]]:
     return [(int(flat[i]), text(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
 
+def _fields(raw: Any, width: int, what: str, sep: str = ":") -> list[str]:
+    """The fields of space-separated entries of ``width`` fields joined by ``sep``
+    (``"a:b:c a:b:c ..."``), in one list: one pass in C rather than a split per task."""
+    packed = text(raw)
+    parts = packed.replace(sep, " ").split()
+    if len(parts) % width or packed.count(sep) != (width - 1) * (len(parts) // width):
+        raise ValueError(f"malformed {what}: {packed[:100]!r}")
+    return parts
+
+
 def heads(packed: Any) -> list[tuple[int, str, int]]:
     """``"id|status|done id|status|done ..."`` -> ``[(id, status, done), ...]``.
 
@@ -332,11 +342,8 @@ def heads(packed: Any) -> list[tuple[int, str, int]]:
     """
     if isinstance(packed, list):
         return triples(packed)
-    raw = text(packed)
-    parts = raw.replace("|", " ").split()  # one pass in C, not a split per task
-    if len(parts) % 3 or raw.count("|") != 2 * (len(parts) // 3):
-        raise ValueError(f"malformed task heads: {raw[:100]!r}")
-    return list(zip(map(int, parts[0::3]), parts[1::3], map(int, parts[2::3]), strict=True))
+    p = _fields(packed, 3, "task heads", "|")
+    return list(zip(map(int, p[0::3]), p[1::3], map(int, p[2::3]), strict=True))
 
 
 @dataclass(frozen=True)
@@ -357,16 +364,6 @@ class ApplyReply:
 def _ids_list(reply: Sequence[Any], index: int) -> list[int]:
     """The list of ids at ``reply[index]`` (empty when a shorter reply has none)."""
     return [int(x) for x in reply[index]] if len(reply) > index else []
-
-
-def _fields(raw: Any, width: int, what: str) -> list[str]:
-    """The fields of ``"a:b:c a:b:c ..."`` entries of ``width`` fields each, in one list: one
-    pass in C rather than a split per task."""
-    packed = text(raw)
-    parts = packed.replace(":", " ").split()
-    if len(parts) % width or packed.count(":") != (width - 1) * (len(parts) // width):
-        raise ValueError(f"malformed {what}: {packed[:100]!r}")
-    return parts
 
 
 def _touched(raw: Any) -> list[tuple[int, int, str]]:
