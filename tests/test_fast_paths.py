@@ -179,3 +179,11 @@ def test_decode_apply_reads_entries_and_refuses_malformed_ones() -> None:
     ]:
         with pytest.raises(ValueError):
             cmd.decode_apply([7, changed, b"", touched, [b"", b"", 0], []])
+
+
+def test_claim_heads_decode_through_the_same_splitter() -> None:
+    assert cmd.heads(b"1|G|0 22|A|3") == [(1, "G", 0), (22, "A", 3)]
+    assert cmd.heads(b"") == []
+    for bad in (b"1|G", b"1|G|0|x", b"1|G||0", b"x|G|0"):
+        with pytest.raises(ValueError):
+            cmd.heads(bad)
