@@ -167,7 +167,7 @@ def test_decode_apply_reads_entries_and_refuses_malformed_ones() -> None:
     reply = [7, b"1:Q:0:G 22:D:3:R", b"5", b"9:2:G 10:1:G", [b"R", b"", 0], []]
     d = cmd.decode_apply(reply)
     assert d.changed == [(1, "Q", 0, "G"), (22, "D", 3, "R")]
-    assert d.touched == [(9, 2, "G"), (10, 1, "G")] and d.ready == [5]
+    assert d.touched == [(9, "G", 2), (10, "G", 1)] and d.ready == [5]
     empty = cmd.decode_apply([7, b"", b"", b"", [b"", b"", 0], []])
     assert empty.changed == [] and empty.touched == []
     for changed, touched in [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 
 from swarm_redis.engine.keys import RunKeys
@@ -229,8 +230,7 @@ def apply_update(
     tail: UpdateTail | None,
 ) -> ScriptCall:
     args: list[Arg] = [*caller.head(), int(propagate), "" if stamp is None else stamp, len(changes)]
-    for task_id, status in changes:
-        args += [task_id, status]
+    args += chain.from_iterable(changes)
     if tail is None:
         args.append(0)
     else:
@@ -353,7 +353,7 @@ class ApplyReply:
     version: int
     changed: list[tuple[int, str, int, str]]  # id, new status, done, old status
     ready: list[int]
-    touched: list[tuple[int, int, str]]  # id, done, status
+    touched: list[tuple[int, str, int]]  # id, status, done (as mirror takes them)
     run_status: str | None
     limit: int | None
     run_status_applied: bool
@@ -366,9 +366,10 @@ def _ids_list(reply: Sequence[Any], index: int) -> list[int]:
     return [int(x) for x in reply[index]] if len(reply) > index else []
 
 
-def _touched(raw: Any) -> list[tuple[int, int, str]]:
+def _touched(raw: Any) -> list[tuple[int, str, int]]:
+    """``"id:done:status ..."`` -> ``[(id, status, done), ...]``: the order ``mirror`` takes."""
     p = _fields(raw, 3, "credited downstreams")
-    return list(zip(map(int, p[0::3]), map(int, p[1::3]), p[2::3], strict=True))
+    return list(zip(map(int, p[0::3]), p[2::3], map(int, p[1::3]), strict=True))
 
 
 def decode_apply(reply: Sequence[Any], unfinished_at: int = 5) -> ApplyReply:
@@ -495,8 +496,7 @@ def ack_batch(
 ) -> ScriptCall:
     args: list[Arg] = [*caller.head(), replica_id, incarnation, batch_id, int(propagate)]
     args += ["" if stamp is None else stamp, len(changes)]
-    for task_id, status in changes:
-        args += [task_id, status]
+    args += chain.from_iterable(changes)
     return ScriptCall("ack_batch", keys.all, args)
 
 
@@ -652,7 +652,7 @@ class ReconcileTasksReply:
     back: list[int]
     front: list[int]
     ready: list[int]
-    touched: list[tuple[int, int, str]]  # id, done, status
+    touched: list[tuple[int, str, int]]  # id, status, done (as mirror takes them)
     unfinished: list[int] = field(default_factory=list)  # fan-outs to go on with
 
 

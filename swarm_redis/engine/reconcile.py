@@ -372,7 +372,7 @@ def reconcile(core: StateCore) -> Op[ReconcileReport]:
             propagated += len(d.propagated)
             enqueued += len(d.back)
             front += len(d.front)
-            core.mirror((task_id, status, done) for task_id, done, status in d.touched)
+            core.mirror(d.touched)
         if int(cursor) == 0:
             break
     # fan-outs left half credited (by a caller that died, or started by this sweep)

@@ -120,15 +120,6 @@ def stored_version(raw: Any, run_id: Any) -> int:
     return value
 
 
-def _set_mirror(obj: Any, status: str | None, done: int) -> None:
-    try:
-        if status is not None:
-            obj.status = status
-        obj.num_upstreams_done = done
-    except AttributeError:  # a read-only stand-in: nothing to mirror into
-        pass
-
-
 class CoreBase:
     """Keys, the local registry, version tracking and the plumbing every operation uses.
 
@@ -247,10 +238,16 @@ class CoreBase:
 
         A status of None refreshes the done count alone; unknown ids are skipped.
         """
-        for task_id, status, done in found:
-            obj = self.tasks.get(task_id)
+        tasks = self.tasks
+        for task_id, status, done in found:  # runs once per task of every reply: no call inside
+            obj = tasks.get(task_id)
             if obj is not None:
-                _set_mirror(obj, status, done)
+                try:
+                    if status is not None:
+                        obj.status = status
+                    obj.num_upstreams_done = done
+                except AttributeError:  # a read-only stand-in: nothing to mirror into
+                    pass
 
     def chunks(self, items: Iterable[X], cost: Callable[[X], int]) -> list[list[X]]:
         """``items`` in order, cut after each item that brings its chunk to ``chunk_budget``.
@@ -418,10 +415,15 @@ class CoreBase:
         (raw_arrays,) = yield from self.read(("HGETALL", self.keys.arrays))
         self._absorb_arrays(raw_arrays)
 
-    def objects(self, task_ids: Sequence[int]) -> Op[list[Any]]:
-        if any(i not in self.tasks for i in task_ids):
+    def ensure_loaded(self, task_ids: Sequence[int]) -> Op[None]:
+        """Load the tasks of ``task_ids`` missing from the registry (none: no round trip)."""
+        if not all(map(self.tasks.__contains__, task_ids)):
             yield from self.load(task_ids)
-        return [self.tasks[i] for i in task_ids if i in self.tasks]
+
+    def objects(self, task_ids: Sequence[int]) -> Op[list[Any]]:
+        yield from self.ensure_loaded(task_ids)
+        tasks = self.tasks
+        return [tasks[i] for i in task_ids if i in tasks]
 
     def _absorb_arrays(self, raw: Any) -> dict[int, int]:
         limits: dict[int, int] = {}

@@ -101,8 +101,10 @@ class Writes(Registration):
         yield from self.seal()
         chunks: list[list[tuple[int, str]]] = [[]]
         cost = 0
+        cost_of = self._cost
         for change in changes:
-            step = self._cost(change[0], change[1], prop)
+            # only a propagated completion costs more than CHANGE_COST: no call for the others
+            step = cost_of(change[0], "D", True) if prop and change[1] == "D" else CHANGE_COST
             if chunks[-1] and cost + step > self.chunk_budget:
                 chunks.append([])
                 cost = 0
@@ -141,13 +143,14 @@ class Writes(Registration):
     def absorb(self, decoded: Sequence[cmd.ApplyReply]) -> Op[ApplyResult]:
         changed_ids = [c[0] for d in decoded for c in d.changed]
         ready_ids = [r for d in decoded for r in d.ready]
-        yield from self.objects(changed_ids + ready_ids)
+        yield from self.ensure_loaded(changed_ids + ready_ids)
         result = ApplyResult(version=self.seen)
+        tasks = self.tasks
         for d in decoded:
             self.mirror((task_id, status, done) for task_id, status, done, _ in d.changed)
-            result.changed.update(self.tasks[c[0]] for c in d.changed if c[0] in self.tasks)
-            self.mirror((task_id, status, done) for task_id, done, status in d.touched)
-            result.ready += [self.tasks[r] for r in d.ready if r in self.tasks]
+            self.mirror(d.touched)
+        result.changed.update(tasks[i] for i in changed_ids if i in tasks)
+        result.ready = [tasks[r] for r in ready_ids if r in tasks]
         return result
 
     def propagate(self, completed: Iterable[Any], *, enqueue: bool) -> Op[list[Any]]:
