@@ -29,6 +29,7 @@ local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
 if bad then
   return bad
 end
+--!phase validate
 local rid, inc, bid = ARGV[4], ARGV[5], ARGV[6]
 local propagate = ARGV[7] == '1'
 local stamp = ARGV[8]
@@ -57,6 +58,7 @@ else
   end
 end
 
+--!phase ack:batch
 local function takes_answer(status)
   return status == 'G' or status == 'A'
 end
@@ -65,9 +67,11 @@ if invalid then
   return invalid
 end
 report_changes(r, n)
+--!phase report
 local back = close_batch(bid, b, function(id)
   return recs_status(R, id)
 end, batch_ids)
+--!phase ack:close
 redis.call('HINCRBY', K.counters, 'acks', 1)
 emit('type', 'ack', 'batch', bid, 'replica', rid, 'changed', #r.changed, 'requeued', #back)
 touch()

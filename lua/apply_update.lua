@@ -36,6 +36,7 @@ end
 if bad then
   return bad
 end
+--!phase validate
 local propagate = ARGV[4] == '1'
 local stamp = ARGV[5]
 local n = tonumber(ARGV[6])
@@ -61,6 +62,7 @@ if invalid then
   return invalid
 end
 report_changes(r, n)
+--!phase report
 
 local applied_status = 0
 if last then

@@ -34,6 +34,7 @@ local bad = chk_name(ARGV[4], 'replica id') or chk_name(ARGV[5], 'incarnation')
 if bad then
   return bad
 end
+--!phase validate
 local rid, inc = ARGV[4], ARGV[5]
 local max_size, window = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- stale (final) entries dropped per array and call at most; joiner candidates read per step
@@ -77,6 +78,7 @@ if popped > 0 then  -- only leftovers: none of them orphaned
   redis.call('LTRIM', K.orphans, popped, -1)
 end
 
+--!phase claim:orphans
 -- 2. form a new batch
 local nothing = {VERSION, '', '', '', 0, ''}
 local limit = tonumber(redis.call('HGET', K.meta, 'limit') or '0')
@@ -155,6 +157,7 @@ local function stale_entry(rec)
   return not rec or FINAL[string.sub(rec, 1, 1)]
 end
 
+--!phase claim:capacity
 -- find the head: each array's first entry (qidx), the earliest of them wins
 local stale, stale_arrs = {}, {}
 local head_id, head_arr, head_pos, head_member, head_head
@@ -192,6 +195,7 @@ if not head_id then
   return {finish(), '', '', '', 0, ''}
 end
 
+--!phase claim:head
 -- gather the joiners: entries of the head's array within `window` entries after the head
 local cap = math.min(max_size, wcap, acap[head_arr])
 local rkey = redis.call('HGET', K.qres, head_id) or ''
@@ -230,9 +234,11 @@ if cap > 1 and window > 0 then
   end
 end
 
+--!phase claim:joiners
 -- take them out of the queue
 multi('ZREM', K.ready, members)
 multi('ZREM', K.qidx, mkeys)
+--!phase claim:unqueue
 local bid = tostring(redis.call('HINCRBY', K.counters, 'batches', 1))
 for i = 1, #members, 2000 do
   -- CLAIMS_HT: a value longer than hash-max-listpack-value in the same HSET makes Redis store
@@ -248,6 +254,7 @@ for i = 1, #members, 2000 do
   redis.call('HSET', K.claims, unpack(hset))
   redis.call('HDEL', K.claims, CLAIMS_HT)
 end
+--!phase claim:claims
 local b = {array = head_arr, rkey = rkey, ids = table.concat(members, ',')}
 redis.call('HSET', K.batches, bid, batch_join(rid, inc, b))
 redis.call('HINCRBY', K.reserved, 'run', #members)
@@ -259,4 +266,5 @@ else
   emit('type', 'claim', 'batch', bid, 'replica', rid, 'array', head_arr, 'n', #members)
 end
 touch()
+--!phase claim:batch
 return {finish(), bid, head_arr, rkey, 0, table.concat(heads, ' ')}

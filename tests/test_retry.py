@@ -557,13 +557,13 @@ def cache_limits(**limits: int) -> Iterator[None]:
     old = {name: getattr(scripts, name) for name in limits}
     for name, value in limits.items():
         setattr(scripts, name, value)
-    scripts.load.cache_clear()
+    scripts.clear_cache()
     try:
         yield
     finally:
         for name, value in old.items():
             setattr(scripts, name, value)
-        scripts.load.cache_clear()
+        scripts.clear_cache()
 
 
 def _cache_state(r: redis.Redis, keys: RunKeys) -> tuple[int, int, int, int]:

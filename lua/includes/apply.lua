@@ -204,7 +204,9 @@ local function plan_completions(R, ids)
       end
     end
   end
+  --!phase apply:split-children
   recs_load(R, children)
+  --!phase apply:load-children
 end
 
 -- A queue candidate {id, front, cancelled}: queued when the call ends (see queue_many).
@@ -419,6 +421,7 @@ end
 local function finish_queue(R, r, enqueue)
   flush_credits(r, enqueue)
   unqueue_final(r.finals)
+  --!phase apply:credits-unqueue
   if enqueue then
     r.ready = queue_many(r.cands, function(id)
       return t_array(R.map[id])
@@ -428,12 +431,14 @@ local function finish_queue(R, r, enqueue)
       r.ready[#r.ready + 1] = c[1]
     end
   end
+  --!phase apply:queue
   local map, list, touched = R.map, r.credited_list, r.touched
   for i = 1, #list do
     local id = list[i]
     local t = map[id]
     touched[i] = id .. ':' .. t[T_ND] .. ':' .. t[T_S]
   end
+  --!phase apply:touched
 end
 
 -- Apply the n (id, status) pairs of ARGV starting at `first`. `stamp` is the update's sync
@@ -459,7 +464,9 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
       unchecked[#unchecked + 1] = id
     end
   end
+  --!phase apply:args
   recs_load(R, ids)
+  --!phase apply:load
   -- ids with a record were checked when they were registered (chk_pairs): the others (no
   -- record, or left out by `consider`) are checked here, before anything is written
   local map = R.map
@@ -472,6 +479,7 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
   if bad_id then
     return nil, bad_id
   end
+  --!phase apply:check-ids
   if propagate then
     -- only tasks that are or become DONE credit downstreams
     local completing = {}
@@ -531,8 +539,10 @@ local function apply_changes(first, n, stamp, propagate, may_change, consider)
       end
     end
   end
+  --!phase apply:loop
   finish_queue(R, r, true)
   recs_flush(R)
+  --!phase apply:flush
   return r, nil, R
 end
 

@@ -128,3 +128,4 @@ end
 if TOKEN ~= '' and META[4] and META[4] ~= TOKEN then
   return fail('STATELOST', SEEN .. ' ' .. VERSION .. ' recreated')
 end
+--!phase prelude

@@ -13,11 +13,20 @@ reply cache and a store of its successful reply (``lua/includes/idem.lua``). A s
 of a call (redis-py's retry, the caller's retry after a timeout) answers the first reply and
 writes nothing. Read-only scripts (:data:`READ_ONLY_SCRIPTS`, or a ``--!readonly`` line) are
 not wrapped.
+
+Phases: a ``--!phase <name>`` line is a plain Lua comment (it costs nothing) unless phase
+profiling is on (:func:`profile_phases`, or ``SWARM_REDIS_LUA_PHASES=1`` in the environment of
+a process before its first call). Then each script that writes becomes a variant with its own
+SHA1 that adds the Redis time (``TIME``) since the previous mark to the phase named by each
+mark, and the reply cache's store to a phase of its own, into the hash ``<meta key>|phases:<script>``
+(field per phase, µs; ``#calls``: calls). A tool for the benchmark suite
+(:mod:`swarm_redis.bench.phases`), not for production: it writes a key the scripts do not declare.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -29,6 +38,33 @@ from swarm_redis.engine.keys import RUN_KEY_NAMES, RUN_KEY_TYPES
 
 _INCLUDE = re.compile(r"^--!include\s+(\S+)\s*$", re.MULTILINE)
 _READONLY = re.compile(r"^--!readonly\s*$", re.MULTILINE)
+_PHASE = re.compile(r"^[ \t]*--!phase[ \t]+([\w:.-]+)[ \t]*$", re.MULTILINE)
+
+#: The environment switch of phase profiling (read once, at import).
+PHASES_ENV = "SWARM_REDIS_LUA_PHASES"
+_phases = os.environ.get(PHASES_ENV) == "1"
+
+#: The phase profiler of a profiled script: ``swarm_phase(name)`` adds the µs since the previous
+#: mark to ``name``; ``swarm_phases_flush`` writes the sums once, at the end of the call.
+_PROFILER = """
+local SWARM_PHASE_AT, SWARM_PHASE_SUM = nil, {}
+local function swarm_phase(name)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if SWARM_PHASE_AT then
+    SWARM_PHASE_SUM[name] = (SWARM_PHASE_SUM[name] or 0) + (now - SWARM_PHASE_AT)
+  end
+  SWARM_PHASE_AT = now
+end
+local function swarm_phases_flush(script)
+  local key = K.meta .. '|phases:' .. script
+  for name, us in pairs(SWARM_PHASE_SUM) do
+    redis.call('HINCRBY', key, name, us)
+  end
+  redis.call('HINCRBY', key, '#calls', 1)
+end
+swarm_phase('start')
+"""
 
 #: How long a mutating script's reply is kept for replays (ms of Redis time). It must outlive
 #: redis-py's retries (10 by default, each up to ``socket_timeout``: about a minute), a caller's
@@ -121,8 +157,20 @@ def is_read_only(name: str, text: str) -> bool:
     return name in READ_ONLY_SCRIPTS or _READONLY.search(text) is not None
 
 
-def _idempotent(body: str, folder: Path) -> str:
-    """``body`` wrapped between the reply-cache lookup and store of ``includes/idem.lua``."""
+def profile_phases(on: bool) -> None:
+    """Switch phase profiling on or off for the scripts this process sends from now on."""
+    global _phases
+    _phases = bool(on)
+
+
+def phases_on() -> bool:
+    """Whether this process sends the phase-profiled variants (see :func:`profile_phases`)."""
+    return _phases
+
+
+def _idempotent(body: str, folder: Path, *, phases: bool = False) -> str:
+    """``body`` wrapped between the reply-cache lookup and store of ``includes/idem.lua``
+    (with ``phases``, the store and the profile's flush measured too)."""
     consts = (
         f"local IDEM_RETENTION_MS, IDEM_MAX, IDEM_MAX_BYTES, IDEM_TRIM = "
         f"{REPLY_RETENTION_MS}, {REPLY_MAX}, {REPLY_MAX_BYTES}, {REPLY_TRIM}\n"
@@ -133,23 +181,51 @@ def _idempotent(body: str, folder: Path) -> str:
         + idem
         + "local idem_hit = idem_replay()\n"
         + "if idem_hit then\n  return idem_hit\nend\n"
+        + ("swarm_phase('idem:lookup')\n" if phases else "")
         + "local function idem_body()\n"
         + body
         + "\nend\n"
-        + "return idem_store(idem_body())\n"
+        + (
+            "local idem_reply = idem_body()\nswarm_phase('tail')\n"
+            "local idem_out = idem_store(idem_reply)\nswarm_phase('idem:store')\n"
+            "swarm_phases_flush(SWARM_SCRIPT)\nreturn idem_out\n"
+            if phases
+            else "return idem_store(idem_body())\n"
+        )
     )
 
 
-@cache
+def clear_cache() -> None:
+    """Forget the scripts built so far (they are built again, e.g. after a constant changed)."""
+    _load.cache_clear()
+
+
 def load(name: str) -> Script:
-    """The script ``lua/<name>.lua``, includes resolved, wrapped in the reply cache if it writes."""
+    """The script ``lua/<name>.lua``, includes resolved, wrapped in the reply cache if it writes
+    (its phase-profiled variant while :func:`profile_phases` is on)."""
+    return _load(name, _phases)
+
+
+@cache
+def _load(name: str, phases: bool) -> Script:
     folder = lua_dir()
     text = (folder / f"{name}.lua").read_text(encoding="utf-8")
     body = _expand(text, folder)
-    if not is_read_only(name, text):
-        body = _idempotent(body, folder)
     keytypes = (folder / "includes" / "keytypes.lua").read_text(encoding="utf-8")
-    source = _header() + keytypes + body  # the key types are checked before all else
+    if is_read_only(name, text):
+        source = _header() + keytypes + body  # the key types are checked before all else
+    elif phases:
+        marked = _PHASE.sub(lambda m: f"swarm_phase('{m.group(1)}')", body)
+        source = (
+            _header()
+            + f"local SWARM_SCRIPT = '{name}'\n"
+            + _PROFILER
+            + keytypes
+            + "swarm_phase('key types')\n"
+            + _idempotent(marked, folder, phases=True)
+        )
+    else:
+        source = _header() + keytypes + _idempotent(body, folder)
     return Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
