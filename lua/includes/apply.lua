@@ -85,7 +85,9 @@ local function recs_load(R, ids)
   end
   for i = 1, #missing, 4000 do
     local last = math.min(i + 3999, #missing)
+    --!phase load:ids
     local raws = redis.call('HMGET', K.task, unpack(missing, i, last))
+    --!phase load:HMGET
     for j = i, last do
       local raw = raws[j - i + 1]
       if raw then
@@ -97,6 +99,7 @@ local function recs_load(R, ids)
         end
       end
     end
+    --!phase load:parse
   end
 end
 
@@ -148,11 +151,14 @@ local function recs_flush(R)
       t[T_S0] = s
     end
   end
+  --!phase flush:rebuild
   multi('HSET', K.task, fields)
+  --!phase flush:HSET
   for _, mv in ipairs(move_list) do
     multi('SREM', SK[mv[1]], mv[3])
     multi('SADD', SK[mv[2]], mv[3])
   end
+  --!phase flush:status-sets
   for arr, d in pairs(deltas) do
     if d ~= 0 then
       redis.call('HINCRBY', K.active, arr, d)
