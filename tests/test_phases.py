@@ -14,7 +14,7 @@ from swarm_redis.bench.config import ARRAY_LIMIT
 from swarm_redis.bench.loop import lifecycle_loop
 from swarm_redis.bench.scenarios.lifecycle import redis_ops, registered_run
 from swarm_redis.engine import scripts
-from swarm_redis.ops import verify
+from swarm_redis.ops import purge, verify
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.testing.dags import DagShape, build_dag
 
@@ -90,9 +90,9 @@ def test_a_profiled_lifecycle_ends_as_a_plain_one_and_records_its_phases(
     )
     assert {"claim:joiners", "claim:claims", "idem:store"} <= set(figures["claim_batch"])
     assert {"ack:close", "apply:flush"} <= set(figures["ack_batch"])
-    # read once: the hashes are gone, and the plain run never wrote any
-    assert not client.exists(phases.phases_key(prof.keys, "apply_update"))
-    assert not client.exists(phases.phases_key(plain.keys, "apply_update"))
+    # read once: the hash is gone, and the plain run never wrote one
+    assert not client.exists(prof.keys.phases)
+    assert not client.exists(plain.keys.phases)
 
 
 def test_the_tool_prints_every_script(
@@ -107,3 +107,13 @@ def test_the_tool_prints_every_script(
         assert f"\n{script}: " in out
     assert "apply:flush" in out and "total: " in out
     assert not scripts.phases_on()
+
+
+def test_purge_takes_a_profiled_runs_phase_times_with_it(
+    make_client: MakeClient, run_id: int, prefix: str, profiled: None
+) -> None:
+    client = make_client()
+    done, state = _lifecycle(client, prefix, run_id)
+    assert done == 120 and client.exists(state.keys.phases)
+    assert purge.unlink_run(client, state.keys, check_liveness=False) > 0
+    assert list(client.scan_iter(match=state.keys.match_all)) == []

@@ -36,20 +36,16 @@ from swarm_redis.testing.dags import DagShape, build_dag
 LIFECYCLE_SCRIPTS = ("claim_batch", "ack_batch", "apply_update")
 
 
-def phases_key(keys: RunKeys, script: str) -> str:
-    """The hash a phase-profiled ``script`` adds its phase times to (see scripts.py)."""
-    return f"{keys.meta}|phases:{script}"
-
-
 def read_phases(client: Any, keys: RunKeys, tasks: int) -> dict[str, dict[str, float]]:
     """{script: {phase: Redis µs per task}} of the lifecycle's scripts, with ``#calls`` (calls
-    per task); the hashes are deleted once read."""
-    out: dict[str, dict[str, float]] = {}
-    for script in LIFECYCLE_SCRIPTS:
-        key = phases_key(keys, script)
-        raw = client.hgetall(key)
-        client.delete(key)
-        out[script] = {text(k): int(v) / tasks for k, v in raw.items()}
+    per task), from the run's phase hash (``RunKeys.phases``), which is deleted once read."""
+    raw = client.hgetall(keys.phases)
+    client.delete(keys.phases)
+    out: dict[str, dict[str, float]] = {script: {} for script in LIFECYCLE_SCRIPTS}
+    for field, value in raw.items():
+        script, _, phase = text(field).partition("|")
+        if script in out:
+            out[script][phase] = int(value) / tasks
     return out
 
 
@@ -63,8 +59,7 @@ def profile(ctx: Context, tasks: int, width: int, batch: int) -> dict[str, dict[
         run_id = ctx.new_run_id()
         state = registered_run(ctx.client, ctx.prefix, run_id, dag)
         keys = RunKeys(ctx.prefix, run_id)
-        for script in LIFECYCLE_SCRIPTS:  # registration and queueing are not part of it
-            ctx.client.delete(phases_key(keys, script))
+        ctx.client.delete(keys.phases)  # registration and queueing are not part of it
         ops, _ = redis_ops(state, batch)
         done = lifecycle_loop(ops)
         if done != tasks:

@@ -156,6 +156,12 @@ def run_base(prefix: str, run_id: int | str) -> str:
     return f"{prefix}:{{{run_id}}}:"
 
 
+#: Appended to a run's meta key: the hash the phase-profiled variants of the scripts add their
+#: phase times to (field ``<script>|<phase>``, see :mod:`swarm_redis.engine.scripts`). Not in
+#: the key table: no script declares it, and only a profiled run (a benchmark) has it.
+PHASES_SUFFIX = "|phases"
+
+
 class RunKeys:
     """The key names of one workflow run."""
 
@@ -179,6 +185,11 @@ class RunKeys:
         if name not in RUN_KEY_NAMES:
             raise KeyError(name)
         return self.base + name
+
+    @property
+    def phases(self) -> str:
+        """The phase times of a phase-profiled run (see :data:`PHASES_SUFFIX`)."""
+        return self.key("meta") + PHASES_SUFFIX
 
     def status_set(self, status: str) -> str:
         """The set of task ids in ``status``."""

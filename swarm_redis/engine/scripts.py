@@ -18,9 +18,10 @@ Phases: a ``--!phase <name>`` line is a plain Lua comment (it costs nothing) unl
 profiling is on (:func:`profile_phases`, or ``SWARM_REDIS_LUA_PHASES=1`` in the environment of
 a process before its first call). Then each script that writes becomes a variant with its own
 SHA1 that adds the Redis time (``TIME``) since the previous mark to the phase named by each
-mark, and the reply cache's store to a phase of its own, into the hash ``<meta key>|phases:<script>``
-(field per phase, µs; ``#calls``: calls). A tool for the benchmark suite
-(:mod:`swarm_redis.bench.phases`), not for production: it writes a key the scripts do not declare.
+mark, and the reply cache's store to a phase of its own, into the run's hash ``RunKeys.phases``
+(field ``<script>|<phase>``, µs; ``<script>|#calls``: calls). A tool for the benchmark suite
+(:mod:`swarm_redis.bench.phases`), not for production: it writes a key the scripts do not
+declare (``purge`` deletes it with the run).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from swarm_redis.constants import TASK_STATUSES, WORKFLOW_RUN_STATUSES, run_transition_allowed
 from swarm_redis.engine.commands import ACTIVE_INLINE, KIDS_SLICE
-from swarm_redis.engine.keys import RUN_KEY_NAMES, RUN_KEY_TYPES
+from swarm_redis.engine.keys import PHASES_SUFFIX, RUN_KEY_NAMES, RUN_KEY_TYPES
 
 _INCLUDE = re.compile(r"^--!include\s+(\S+)\s*$", re.MULTILINE)
 _READONLY = re.compile(r"^--!readonly\s*$", re.MULTILINE)
@@ -46,7 +47,8 @@ _phases = os.environ.get(PHASES_ENV) == "1"
 
 #: The phase profiler of a profiled script: ``swarm_phase(name)`` adds the µs since the previous
 #: mark to ``name``; ``swarm_phases_flush`` writes the sums once, at the end of the call.
-_PROFILER = """
+_PROFILER = (
+    """
 local SWARM_PHASE_AT, SWARM_PHASE_SUM = nil, {}
 local function swarm_phase(name)
   local t = redis.call('TIME')
@@ -57,14 +59,17 @@ local function swarm_phase(name)
   SWARM_PHASE_AT = now
 end
 local function swarm_phases_flush(script)
-  local key = K.meta .. '|phases:' .. script
+  local key = K.meta .. '"""
+    + PHASES_SUFFIX
+    + """'
   for name, us in pairs(SWARM_PHASE_SUM) do
-    redis.call('HINCRBY', key, name, us)
+    redis.call('HINCRBY', key, script .. '|' .. name, us)
   end
-  redis.call('HINCRBY', key, '#calls', 1)
+  redis.call('HINCRBY', key, script .. '|#calls', 1)
 end
 swarm_phase('start')
 """
+)
 
 #: How long a mutating script's reply is kept for replays (ms of Redis time). It must outlive
 #: redis-py's retries (10 by default, each up to ``socket_timeout``: about a minute), a caller's

@@ -58,7 +58,8 @@ def refusal(keys: RunKeys, life: RunLiveness) -> str | None:
 
 
 def unlink_run(client: Any, keys: RunKeys, *, check_liveness: bool) -> int:
-    """UNLINK the run's key-table keys in one MULTI/EXEC, WATCHing them all; the count deleted.
+    """UNLINK the run's key-table keys (and the phase times of a profiled run) in one
+    MULTI/EXEC, WATCHing the key table; the count deleted.
 
     With ``check_liveness`` (no --force) the liveness is read again under WATCH and must still
     say "not live"; any write to the run before EXEC aborts the transaction (nothing deleted).
@@ -76,7 +77,7 @@ def unlink_run(client: Any, keys: RunKeys, *, check_liveness: bool) -> int:
                     f"({describe_liveness(again)}); nothing deleted"
                 )
         pipe.multi()
-        pipe.unlink(*keys.all)
+        pipe.unlink(*keys.all, keys.phases)  # phases: only a profiled run has it (a benchmark)
         try:
             (deleted,) = pipe.execute()
         except redis.WatchError:
