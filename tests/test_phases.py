@@ -14,6 +14,7 @@ from swarm_redis.bench.config import ARRAY_LIMIT
 from swarm_redis.bench.loop import lifecycle_loop
 from swarm_redis.bench.scenarios.lifecycle import redis_ops, registered_run
 from swarm_redis.engine import scripts
+from swarm_redis.errors import LeaseLostError
 from swarm_redis.ops import purge, verify
 from swarm_redis.state import RedisSwarmState
 from swarm_redis.testing.dags import DagShape, build_dag
@@ -117,3 +118,20 @@ def test_purge_takes_a_profiled_runs_phase_times_with_it(
     assert done == 120 and client.exists(state.keys.phases)
     assert purge.unlink_run(client, state.keys, check_liveness=False) > 0
     assert list(client.scan_iter(match=state.keys.match_all)) == []
+
+
+def test_a_profiled_call_that_answers_an_error_writes_no_phase_times(
+    make_client: MakeClient, run_id: int, prefix: str, profiled: None
+) -> None:
+    client = make_client()
+    dag = build_dag(DagShape(30, width=10, fan_in=3), ARRAY_LIMIT)
+    state = registered_run(client, prefix, run_id, dag)
+    replica = state.join_replica(ttl_s=30)
+    batch = state.claim_batch(replica, 5)
+    assert batch is not None
+    state.ack_batch(replica, batch, {t: "Q" for t in batch.task_ids})
+    assert client.hget(state.keys.phases, "ack_batch|#calls") == b"1"
+    client.delete(state.keys.phases)
+    with pytest.raises(LeaseLostError):  # acknowledged already: the script refuses it
+        state.ack_batch(replica, batch, {t: "Q" for t in batch.task_ids})
+    assert not client.exists(state.keys.phases)

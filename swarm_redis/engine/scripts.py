@@ -193,7 +193,9 @@ def _idempotent(body: str, folder: Path, *, phases: bool = False) -> str:
         + (
             "local idem_reply = idem_body()\nswarm_phase('tail')\n"
             "local idem_out = idem_store(idem_reply)\nswarm_phase('idem:store')\n"
-            "swarm_phases_flush(SWARM_SCRIPT)\nreturn idem_out\n"
+            "if not (type(idem_reply) == 'table' and idem_reply.err) then\n"
+            "  swarm_phases_flush(SWARM_SCRIPT)  -- an error reply writes nothing, not even this\n"
+            "end\nreturn idem_out\n"
             if phases
             else "return idem_store(idem_body())\n"
         )
