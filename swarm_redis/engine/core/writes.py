@@ -72,11 +72,9 @@ class Writes(Registration):
         """The stamp of a sync time: refused before 1970 or beyond ``max_clock_skew`` ahead."""
         return check_sync_stamp(sync_stamp(sync_time), sync_time, self.max_clock_skew)
 
-    def _cost(self, task_id: int, status: str, propagate: bool) -> int:
-        if not propagate or status != "D":
-            return CHANGE_COST
-        obj = self.tasks.get(task_id)
-        children = getattr(obj, "downstream_swarm_tasks", None) if obj is not None else None
+    def _completion_cost(self, task_id: int) -> int:
+        """The chunk units of one propagated completion: the change and its known edges."""
+        children = getattr(self.tasks.get(task_id), "downstream_swarm_tasks", None)
         try:
             return CHANGE_COST + (len(children) if children is not None else 3)
         except TypeError:
@@ -101,10 +99,10 @@ class Writes(Registration):
         yield from self.seal()
         chunks: list[list[tuple[int, str]]] = [[]]
         cost = 0
-        cost_of = self._cost
+        cost_of = self._completion_cost
         for change in changes:
             # only a propagated completion costs more than CHANGE_COST: no call for the others
-            step = cost_of(change[0], "D", True) if prop and change[1] == "D" else CHANGE_COST
+            step = cost_of(change[0]) if prop and change[1] == "D" else CHANGE_COST
             if chunks[-1] and cost + step > self.chunk_budget:
                 chunks.append([])
                 cost = 0
@@ -176,7 +174,7 @@ class Writes(Registration):
     def _propagate(self, ids: list[int], *, enqueue: bool) -> Op[list[Any]]:
         calls: list[Call] = [
             cmd.propagate(self.keys, self.caller(), chunk, enqueue=enqueue)
-            for chunk in self.chunks(ids, lambda tid: self._cost(tid, "D", True))
+            for chunk in self.chunks(ids, self._completion_cost)
         ]
         if not calls:
             return []
